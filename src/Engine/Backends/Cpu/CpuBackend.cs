@@ -1,0 +1,125 @@
+namespace Engine.Backends.Cpu;
+
+/// <summary>Host memory for the CPU backend.</summary>
+internal sealed class CpuBuffer<T>(int length) : DeviceBuffer<T> where T : unmanaged
+{
+    public T[] Data { get; } = new T[length];
+
+    public override int Length => Data.Length;
+
+    /// <summary>Bumped by every upload, so caches derived from the contents (packed weights) know they are stale.</summary>
+    public int Version { get; set; }
+
+    public (int Version, int N, int K, float[] Packed)? PackedCache { get; set; }
+}
+
+/// <summary>
+/// The managed CPU backend: SIMD (512-, 256- or 128-bit, whatever the processor runs natively) and all cores.
+/// It is what users without a GPU run, and what the ILGPU kernels are checked against.
+/// </summary>
+public sealed class CpuBackend : IBackend
+{
+    public string Description => $"cpu: {Simd.Name}, {Environment.ProcessorCount} threads";
+
+    public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged => new CpuBuffer<T>(length);
+
+    public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged
+    {
+        var buffer = Host(destination);
+        Check(source.Length == buffer.Length, $"upload of {source.Length} elements into a buffer of {buffer.Length}");
+        source.CopyTo(buffer.Data);
+        buffer.Version++;
+    }
+
+    public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged
+    {
+        var buffer = Host(source);
+        Check(destination.Length <= buffer.Length, $"download of {destination.Length} elements from a buffer of {buffer.Length}");
+        buffer.Data.AsSpan(0, destination.Length).CopyTo(destination);
+    }
+
+    public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
+        int M, int K, int N, Activation activation)
+    {
+        var w = Host(weight);
+        CheckSize(output, (long)M * N, nameof(output));
+        CheckSize(input, (long)M * K, nameof(input));
+        CheckSize(weight, (long)N * K, nameof(weight));
+        if (bias is not null) CheckSize(bias, N, nameof(bias));
+        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? null : Host(bias).Data, M, K, N, activation);
+    }
+
+    public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
+    {
+        CheckSize(output, n, nameof(output));
+        CheckSize(input, n, nameof(input));
+        CpuActivations.Apply(Host(input).Data.AsSpan(0, n), Host(output).Data.AsSpan(0, n), activation);
+    }
+
+    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS)
+    {
+        long c = (long)NH * HS;
+        CheckSize(output, B * T * c, nameof(output));
+        CheckSize(qkv, B * T * 3 * c, nameof(qkv));
+        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
+    }
+
+    public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
+        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
+    {
+        CheckSize(output, (long)N * C, nameof(output));
+        CheckSize(input, (long)N * C, nameof(input));
+        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
+        CheckSize(weight, C, nameof(weight));
+        CheckSize(bias, C, nameof(bias));
+        CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
+            Host(weight).Data, Host(bias).Data, N, C, eps);
+    }
+
+    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+        DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
+        int B, int T, int C)
+    {
+        CheckSize(output, (long)B * T * C, nameof(output));
+        CheckSize(inputIds, (long)B * T, nameof(inputIds));
+        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
+        CheckSize(positionEmbeddings, (long)T * C, nameof(positionEmbeddings));
+        CpuNormalization.Embeddings(Host(output).Data, Host(inputIds).Data, Host(tokenTypeIds).Data,
+            Host(wordEmbeddings).Data, Host(positionEmbeddings).Data, Host(tokenTypeEmbeddings).Data, B, T, C);
+    }
+
+    public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
+    {
+        CheckSize(output, (long)B * C, nameof(output));
+        CheckSize(input, (long)B * T * C, nameof(input));
+        var source = Host(input).Data;
+        var destination = Host(output).Data;
+        for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
+    }
+
+    public void Dispose() { }
+
+    private static float[] PackedWeight(CpuBuffer<float> weight, int N, int K)
+    {
+        lock (weight)
+        {
+            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return cache.Packed;
+            var packed = CpuGemm.Pack(weight.Data, N, K);
+            weight.PackedCache = (weight.Version, N, K, packed);
+            return packed;
+        }
+    }
+
+    private static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer) where T : unmanaged =>
+        buffer as CpuBuffer<T> ?? throw new ArgumentException($"buffer of type {buffer.GetType().Name} does not belong to the CPU backend");
+
+    /// <summary>At least <paramref name="needed"/> elements: buffers are reused for smaller batches.</summary>
+    private static void CheckSize<T>(DeviceBuffer<T> buffer, long needed, string name) where T : unmanaged =>
+        Check(buffer.Length >= needed, $"{name} holds {buffer.Length} elements, the op needs {needed}");
+
+    private static void Check(bool condition, string message)
+    {
+        if (!condition) throw new ArgumentException(message);
+    }
+}

@@ -1,0 +1,65 @@
+namespace Engine.Backends;
+
+/// <summary>A flat buffer of <typeparamref name="T"/> owned by a backend (host memory, or device memory).</summary>
+public abstract class DeviceBuffer<T> : IDisposable where T : unmanaged
+{
+    public abstract int Length { get; }
+
+    public virtual void Dispose() => GC.SuppressFinalize(this);
+}
+
+/// <summary>The element-wise function applied after a linear layer (or on its own).</summary>
+public enum Activation
+{
+    None,
+    /// <summary>Exact GELU, x·Φ(x) with the erf form (BERT's <c>"gelu"</c>), not the tanh approximation.</summary>
+    Gelu,
+    Tanh,
+}
+
+/// <summary>
+/// The encoder's operations, implemented once per backend (the managed SIMD CPU backend; the ILGPU
+/// backend). Buffers are flat; shapes are passed as sizes, named with fixed letters: B batch, T tokens,
+/// C channels, NH heads, HS head size, V vocabulary, M×K·(N×K)ᵀ for matrix products. Outputs come first,
+/// then inputs, then weights, then sizes. No op allocates its output.
+/// </summary>
+public interface IBackend : IDisposable
+{
+    /// <summary>What runs the ops, for <c>info</c> and <c>--verbose</c> (e.g. "cpu: AVX-512, 2 threads").</summary>
+    string Description { get; }
+
+    DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged;
+
+    void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged;
+
+    void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged;
+
+    /// <summary>output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.</summary>
+    void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
+        int M, int K, int N, Activation activation);
+
+    /// <summary>output (n) = activation(input (n)).</summary>
+    void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation);
+
+    /// <summary>
+    /// Multi-head self-attention with a key padding mask: for each batch row and head,
+    /// softmax(Q·Kᵀ/√HS over keys whose mask is non-zero)·V. qkv (B,T,3·C) holds Q, K, V side by side,
+    /// each (B,T,NH,HS); keyMask (B,T); output (B,T,C) with C = NH·HS.
+    /// </summary>
+    void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS);
+
+    /// <summary>output (N,C) = LayerNorm(input + residual) over C, with weight (C) and bias (C); residual may be null.</summary>
+    void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
+        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps);
+
+    /// <summary>
+    /// output (B,T,C) = wordEmbeddings[inputIds] + positionEmbeddings[t] + tokenTypeEmbeddings[tokenTypeIds];
+    /// inputIds, tokenTypeIds (B,T). Ids must already be in range (the model checks them).
+    /// </summary>
+    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+        DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
+        int B, int T, int C);
+
+    /// <summary>output (B,C) = input (B,T,C)[:, 0, :], the [CLS] rows.</summary>
+    void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C);
+}

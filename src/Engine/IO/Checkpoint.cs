@@ -1,0 +1,102 @@
+using System.Text.Json;
+
+namespace Engine.IO;
+
+/// <summary>
+/// The tensors of a Hugging Face model directory: <c>model.safetensors</c>, or the shards named by
+/// <c>model.safetensors.index.json</c>. Records which tensors were read so unused ones can be reported.
+/// </summary>
+public sealed class Checkpoint : IDisposable
+{
+    public const string SingleFileName = "model.safetensors";
+    public const string IndexFileName = "model.safetensors.index.json";
+
+    private readonly List<SafeTensorsFile> _files;
+    private readonly Dictionary<string, (SafeTensorsFile File, SafeTensorInfo Info)> _tensors = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _used = new(StringComparer.Ordinal);
+
+    private Checkpoint(List<SafeTensorsFile> files, IReadOnlyDictionary<string, string>? weightMap)
+    {
+        _files = files;
+        foreach (var file in files)
+            foreach (var info in file.Tensors)
+            {
+                if (weightMap is not null && (!weightMap.TryGetValue(info.Name, out var shard) || Path.GetFileName(file.Path) != shard))
+                    continue; // the index decides which shard owns a name
+                if (!_tensors.TryAdd(info.Name, (file, info)))
+                    throw new EngineException($"{file.Path}: tensor '{info.Name}' also appears in {_tensors[info.Name].File.Path}");
+            }
+        if (weightMap is not null)
+            foreach (var (name, shard) in weightMap)
+                if (!_tensors.ContainsKey(name))
+                    throw new EngineException($"{IndexFileName}: tensor '{name}' is not in shard '{shard}'");
+    }
+
+    public IEnumerable<string> Names => _tensors.Keys;
+
+    /// <summary>Names never read through <see cref="ReadFloat32"/>, in order.</summary>
+    public IReadOnlyList<string> UnusedNames => _tensors.Keys.Where(n => !_used.Contains(n)).Order(StringComparer.Ordinal).ToList();
+
+    public static Checkpoint Open(string directory)
+    {
+        string index = Path.Combine(directory, IndexFileName);
+        string single = Path.Combine(directory, SingleFileName);
+        if (File.Exists(index)) return OpenSharded(directory, index);
+        if (!File.Exists(single))
+            throw new EngineException($"{directory}: no {SingleFileName} or {IndexFileName}");
+        return new Checkpoint([SafeTensorsFile.Open(single)], null);
+    }
+
+    private static Checkpoint OpenSharded(string directory, string index)
+    {
+        Dictionary<string, string> weightMap;
+        try
+        {
+            using var document = JsonDocument.Parse(File.ReadAllBytes(index));
+            if (!document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new EngineException($"{index}: missing 'weight_map'");
+            weightMap = map.EnumerateObject().ToDictionary(p => p.Name,
+                p => p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new EngineException($"{index}: 'weight_map.{p.Name}' is not a file name"),
+                StringComparer.Ordinal);
+        }
+        catch (JsonException e) { throw new EngineException($"{index}: invalid JSON: {e.Message}", e); }
+
+        var files = new List<SafeTensorsFile>();
+        try
+        {
+            foreach (string shard in weightMap.Values.Distinct().Order(StringComparer.Ordinal))
+            {
+                if (shard != Path.GetFileName(shard))
+                    throw new EngineException($"{index}: shard name '{shard}' is not a plain file name");
+                files.Add(SafeTensorsFile.Open(Path.Combine(directory, shard)));
+            }
+            return new Checkpoint(files, weightMap);
+        }
+        catch
+        {
+            foreach (var f in files) f.Dispose();
+            throw;
+        }
+    }
+
+    public bool Contains(string name) => _tensors.ContainsKey(name);
+
+    public SafeTensorInfo Info(string name) =>
+        _tensors.TryGetValue(name, out var entry) ? entry.Info : throw new EngineException($"checkpoint has no tensor '{name}'");
+
+    /// <summary>Reads a floating-point tensor as float32, checking its shape.</summary>
+    public float[] ReadFloat32(string name, ReadOnlySpan<long> expectedShape)
+    {
+        if (!_tensors.TryGetValue(name, out var entry))
+            throw new EngineException($"missing tensor '{name}' in {string.Join(", ", _files.Select(f => Path.GetFileName(f.Path)))}");
+        if (!entry.Info.Shape.AsSpan().SequenceEqual(expectedShape))
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Info.Shape)}], expected [{string.Join(", ", expectedShape.ToArray())}]");
+        _used.Add(name);
+        return entry.File.ReadFloat32(entry.Info);
+    }
+
+    public void Dispose()
+    {
+        foreach (var f in _files) f.Dispose();
+    }
+}

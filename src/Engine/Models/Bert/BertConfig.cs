@@ -1,0 +1,139 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Engine.IO;
+
+namespace Engine.Models.Bert;
+
+/// <summary>
+/// A BERT <c>config.json</c>, read with the Hugging Face field names. Unknown fields are kept (in
+/// <see cref="Raw"/>) but otherwise ignored; a missing required field is an error naming it.
+/// </summary>
+/// <remarks>Mirrors <c>transformers.BertConfig</c>; defaults are that class's defaults.</remarks>
+public sealed record BertConfig
+{
+    public const string FileName = "config.json";
+
+    public required int VocabSize { get; init; }
+    public required int HiddenSize { get; init; }
+    public required int NumHiddenLayers { get; init; }
+    public required int NumAttentionHeads { get; init; }
+    public required int IntermediateSize { get; init; }
+    public required int MaxPositionEmbeddings { get; init; }
+    public int TypeVocabSize { get; init; } = 2;
+    public double LayerNormEps { get; init; } = 1e-12;
+    public string HiddenAct { get; init; } = "gelu";
+    public double HiddenDropoutProb { get; init; } = 0.1;
+    public double AttentionProbsDropoutProb { get; init; } = 0.1;
+    public int PadTokenId { get; init; }
+    public string ModelType { get; init; } = "bert";
+
+    /// <summary>The whole JSON object as read, so that writing a checkpoint keeps fields this engine does not use.</summary>
+    public JsonObject Raw { get; init; } = [];
+
+    public int HeadSize => HiddenSize / NumAttentionHeads;
+
+    public static BertConfig Load(string path)
+    {
+        JsonObject root;
+        try
+        {
+            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
+                ?? throw new EngineException($"{path}: not a JSON object");
+        }
+        catch (JsonException e) { throw new EngineException($"{path}: invalid JSON: {e.Message}", e); }
+        catch (IOException e) { throw new EngineException($"{path}: cannot read: {e.Message}", e); }
+        return FromJson(root, path);
+    }
+
+    public static BertConfig FromJson(JsonObject root, string source)
+    {
+        int Required(string field) => GetInt(root, field, source) ?? throw new EngineException($"{source}: missing required field '{field}'");
+        var config = new BertConfig
+        {
+            VocabSize = Required("vocab_size"),
+            HiddenSize = Required("hidden_size"),
+            NumHiddenLayers = Required("num_hidden_layers"),
+            NumAttentionHeads = Required("num_attention_heads"),
+            IntermediateSize = Required("intermediate_size"),
+            MaxPositionEmbeddings = Required("max_position_embeddings"),
+            TypeVocabSize = GetInt(root, "type_vocab_size", source) ?? 2,
+            LayerNormEps = GetNumber(root, "layer_norm_eps", source) ?? 1e-12,
+            HiddenAct = GetString(root, "hidden_act", source) ?? "gelu",
+            HiddenDropoutProb = GetNumber(root, "hidden_dropout_prob", source) ?? 0.1,
+            AttentionProbsDropoutProb = GetNumber(root, "attention_probs_dropout_prob", source) ?? 0.1,
+            PadTokenId = GetInt(root, "pad_token_id", source) ?? 0,
+            ModelType = GetString(root, "model_type", source) ?? "bert",
+            Raw = root,
+        };
+        config.Validate(source);
+        return config;
+    }
+
+    private void Validate(string source)
+    {
+        void Positive(string field, int value)
+        {
+            if (value <= 0) throw new EngineException($"{source}: '{field}' must be positive, got {value}");
+        }
+        Positive("vocab_size", VocabSize);
+        Positive("hidden_size", HiddenSize);
+        Positive("num_hidden_layers", NumHiddenLayers);
+        Positive("num_attention_heads", NumAttentionHeads);
+        Positive("intermediate_size", IntermediateSize);
+        Positive("max_position_embeddings", MaxPositionEmbeddings);
+        Positive("type_vocab_size", TypeVocabSize);
+        if (HiddenSize % NumAttentionHeads != 0)
+            throw new EngineException($"{source}: 'hidden_size' {HiddenSize} is not a multiple of 'num_attention_heads' {NumAttentionHeads}");
+        if (HiddenAct != "gelu")
+            throw new EngineException($"{source}: 'hidden_act' '{HiddenAct}' is not supported (only the exact erf 'gelu')");
+        string positions = GetString(Raw, "position_embedding_type", source) ?? "absolute";
+        if (positions != "absolute")
+            throw new EngineException($"{source}: 'position_embedding_type' '{positions}' is not supported (only 'absolute')");
+    }
+
+    /// <summary>The JSON to write: <see cref="Raw"/> with this record's values over it.</summary>
+    public JsonObject ToJson()
+    {
+        var json = (JsonObject)Raw.DeepClone();
+        json["model_type"] = ModelType;
+        json["vocab_size"] = VocabSize;
+        json["hidden_size"] = HiddenSize;
+        json["num_hidden_layers"] = NumHiddenLayers;
+        json["num_attention_heads"] = NumAttentionHeads;
+        json["intermediate_size"] = IntermediateSize;
+        json["hidden_act"] = HiddenAct;
+        json["hidden_dropout_prob"] = HiddenDropoutProb;
+        json["attention_probs_dropout_prob"] = AttentionProbsDropoutProb;
+        json["max_position_embeddings"] = MaxPositionEmbeddings;
+        json["type_vocab_size"] = TypeVocabSize;
+        json["layer_norm_eps"] = LayerNormEps;
+        json["pad_token_id"] = PadTokenId;
+        return json;
+    }
+
+    public void Save(string path) =>
+        AtomicFile.WriteText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+    private static string? GetString(JsonObject root, string field, string source)
+    {
+        if (!root.TryGetPropertyValue(field, out var node) || node is null) return null;
+        return node.GetValueKind() == JsonValueKind.String ? node.GetValue<string>()
+            : throw new EngineException($"{source}: field '{field}' must be a string, got {node.ToJsonString()}");
+    }
+
+    private static double? GetNumber(JsonObject root, string field, string source)
+    {
+        if (!root.TryGetPropertyValue(field, out var node) || node is null) return null;
+        return node.GetValueKind() == JsonValueKind.Number
+            ? double.Parse(node.ToJsonString(), System.Globalization.CultureInfo.InvariantCulture)
+            : throw new EngineException($"{source}: field '{field}' must be a number, got {node.ToJsonString()}");
+    }
+
+    private static int? GetInt(JsonObject root, string field, string source)
+    {
+        double? number = GetNumber(root, field, source);
+        if (number is not { } d) return null;
+        return d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue ? (int)d
+            : throw new EngineException($"{source}: field '{field}' must be an integer, got {d}");
+    }
+}

@@ -1,0 +1,136 @@
+using Engine.Backends;
+using Engine.IO;
+
+namespace Engine.Models.Bert;
+
+/// <summary>
+/// A batch of token sequences padded to a common length T: row-major (B,T) ids, token types and
+/// attention mask (1 for a real token, 0 for padding).
+/// </summary>
+public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds, int[] TokenTypeIds, int[] AttentionMask)
+{
+}
+
+/// <summary>
+/// The outputs of <see cref="BertModel.Forward"/>, on the host: <c>LastHiddenState</c> (B,T,C) and
+/// <c>PoolerOutput</c> (B,C), null when the checkpoint has no pooler.
+/// </summary>
+public sealed record BertModelOutput(int BatchSize, int SequenceLength, int HiddenSize, float[] LastHiddenState, float[]? PoolerOutput);
+
+/// <summary>
+/// <c>BertModel</c>: embeddings, encoder (a stack of <see cref="BertLayer"/>) and optional pooler, loaded
+/// from a Hugging Face checkpoint through a prefix scope and run on any <see cref="IBackend"/>.
+/// </summary>
+/// <remarks>Mirrors <c>transformers.models.bert.modeling_bert.BertModel</c> in eval mode (no dropout).</remarks>
+public sealed class BertModel : IDisposable
+{
+    private readonly IBackend _backend;
+    private readonly BertActivations _activations;
+
+    public BertConfig Config { get; }
+    public BertEmbeddings Embeddings { get; }
+    /// <summary><c>encoder.layer.N</c>.</summary>
+    public IReadOnlyList<BertLayer> Layers { get; }
+    public BertPooler? Pooler { get; }
+    /// <summary>Checkpoint tensors this model did not use (a task head's, or stray ones), for the user to see.</summary>
+    public IReadOnlyList<string> UnusedTensors { get; }
+
+    private BertModel(IBackend backend, BertConfig config, BertEmbeddings embeddings, BertLayer[] layers, BertPooler? pooler, IReadOnlyList<string> unused)
+    {
+        _backend = backend;
+        Config = config;
+        Embeddings = embeddings;
+        Layers = layers;
+        Pooler = pooler;
+        UnusedTensors = unused;
+        _activations = new BertActivations(backend, config);
+    }
+
+    /// <summary>Loads <c>config.json</c> and the safetensors weights of a Hugging Face model directory.</summary>
+    public static BertModel Load(string directory, IBackend backend)
+    {
+        var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
+        using var checkpoint = Checkpoint.Open(directory);
+        return Load(checkpoint, config, backend);
+    }
+
+    public static BertModel Load(Checkpoint checkpoint, BertConfig config, IBackend backend)
+    {
+        var root = WeightScope.ForBaseModel(checkpoint, "bert");
+        var disposables = new List<IDisposable>();
+        try
+        {
+            var embeddings = new BertEmbeddings(root.Sub("embeddings"), config, backend);
+            disposables.Add(embeddings);
+            var encoder = root.Sub("encoder");
+            var layers = new BertLayer[config.NumHiddenLayers];
+            for (int i = 0; i < layers.Length; i++)
+            {
+                layers[i] = new BertLayer(encoder.Sub($"layer.{i}"), config, backend);
+                disposables.Add(layers[i]);
+            }
+            var poolerScope = root.Sub("pooler").Sub("dense");
+            BertPooler? pooler = poolerScope.Has("weight") ? new BertPooler(root.Sub("pooler"), config, backend) : null;
+            return new BertModel(backend, config, embeddings, layers, pooler, checkpoint.UnusedNames);
+        }
+        catch
+        {
+            foreach (var d in disposables) d.Dispose();
+            throw;
+        }
+    }
+
+    public long ParameterCount =>
+        Embeddings.ParameterCount + Layers.Sum(l => l.ParameterCount) + (Pooler?.Dense.ParameterCount ?? 0);
+
+    /// <summary>Runs the encoder over a padded batch; padded positions never influence real ones.</summary>
+    public BertModelOutput Forward(BertBatch batch)
+    {
+        int B = batch.BatchSize, T = batch.SequenceLength, C = Config.HiddenSize;
+        Validate(batch);
+        var a = _activations;
+        a.Ensure(B, T);
+        _backend.Upload<int>(batch.InputIds, a.InputIds);
+        _backend.Upload<int>(batch.TokenTypeIds, a.TokenTypeIds);
+        _backend.Upload<int>(batch.AttentionMask, a.AttentionMask);
+        Embeddings.Forward(_backend, a.Hidden, a.Projected, a.InputIds, a.TokenTypeIds, B, T);
+        foreach (var layer in Layers) layer.Forward(_backend, a, B, T);
+
+        var hidden = new float[B * T * C];
+        _backend.Download(a.Hidden, hidden);
+        float[]? pooled = null;
+        if (Pooler is not null)
+        {
+            Pooler.Forward(_backend, a.Pooled, a.FirstTokens, a.Hidden, B, T);
+            pooled = new float[B * C];
+            _backend.Download(a.Pooled, pooled);
+        }
+        return new BertModelOutput(B, T, C, hidden, pooled);
+    }
+
+    private void Validate(BertBatch batch)
+    {
+        int B = batch.BatchSize, T = batch.SequenceLength;
+        if (B <= 0 || T <= 0) throw new EngineException($"empty batch ({B}×{T})");
+        if (T > Config.MaxPositionEmbeddings)
+            throw new EngineException($"sequence length {T} exceeds max_position_embeddings {Config.MaxPositionEmbeddings}");
+        int n = B * T;
+        if (batch.InputIds.Length != n || batch.TokenTypeIds.Length != n || batch.AttentionMask.Length != n)
+            throw new EngineException($"batch arrays must each hold {B}×{T} = {n} values");
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)batch.InputIds[i] >= (uint)Config.VocabSize)
+                throw new EngineException($"input_ids[{i / T}][{i % T}] = {batch.InputIds[i]} is outside the vocabulary (vocab_size {Config.VocabSize})");
+            if ((uint)batch.TokenTypeIds[i] >= (uint)Config.TypeVocabSize)
+                throw new EngineException($"token_type_ids[{i / T}][{i % T}] = {batch.TokenTypeIds[i]} is outside type_vocab_size {Config.TypeVocabSize}");
+        }
+    }
+
+    public void Dispose()
+    {
+        _activations.Dispose();
+        Embeddings.Dispose();
+        foreach (var l in Layers) l.Dispose();
+        Pooler?.Dispose();
+    }
+}

@@ -1,0 +1,1 @@
+namespace Engine.Reference; internal static class Placeholder {}

@@ -1,0 +1,1 @@
+namespace Engine.Tests; public class PlaceholderTests { [Fact] public void T() => Assert.True(true); }
