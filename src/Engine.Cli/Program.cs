@@ -1,1 +1,4 @@
-return 0;
+using System.CommandLine;
+using Engine.Cli;
+
+return Commands.Build().Parse(args).Invoke();

