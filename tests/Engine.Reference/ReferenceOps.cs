@@ -1,0 +1,132 @@
+namespace Engine.Reference;
+
+/// <summary>
+/// The specification of every op: plain loops in float64, no SIMD, no threads. The CPU backend and the
+/// ILGPU kernels are checked against these. Shapes use the op interface's letters (B, T, C, NH, HS).
+/// </summary>
+public static class ReferenceOps
+{
+    /// <summary>out (M,N) = act(inp (M,K) · w (N,K)ᵀ + bias (N)).</summary>
+    public static double[] Linear(float[] input, float[] weight, float[]? bias, int M, int K, int N, string activation)
+    {
+        var output = new double[M * N];
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++)
+            {
+                double sum = bias?[n] ?? 0;
+                for (int k = 0; k < K; k++) sum += (double)input[m * K + k] * weight[n * K + k];
+                output[m * N + n] = Activate(sum, activation);
+            }
+        return output;
+    }
+
+    public static double Activate(double x, string activation) => activation switch
+    {
+        "none" => x,
+        "gelu" => 0.5 * x * (1 + Erf(x / Math.Sqrt(2))),
+        "tanh" => Math.Tanh(x),
+        _ => throw new ArgumentOutOfRangeException(nameof(activation)),
+    };
+
+    /// <summary>erf to about 1e-15: Maclaurin series for |x| ≤ 3, continued fraction for erfc beyond.</summary>
+    public static double Erf(double x)
+    {
+        double a = Math.Abs(x);
+        double result;
+        if (a <= 3)
+        {
+            double term = a, sum = a;
+            for (int n = 1; n < 200 && Math.Abs(term) > 1e-17 * Math.Abs(sum); n++)
+            {
+                term *= -a * a / n;
+                sum += term / (2 * n + 1);
+            }
+            result = 2 / Math.Sqrt(Math.PI) * sum;
+        }
+        else
+        {
+            // erfc(a) = exp(-a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + …))))), evaluated from the tail.
+            double fraction = a;
+            for (int n = 60; n >= 1; n--) fraction = a + n / 2.0 / fraction;
+            result = 1 - Math.Exp(-a * a) / Math.Sqrt(Math.PI) / fraction;
+        }
+        return x < 0 ? -result : result;
+    }
+
+    /// <summary>out (B,T,C) from qkv (B,T,3C): softmax over keys with mask ≠ 0; all-masked rows give zeros.</summary>
+    public static double[] Attention(float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    {
+        int C = NH * HS;
+        var output = new double[B * T * C];
+        double scale = 1 / Math.Sqrt(HS);
+        var scores = new double[T];
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++)
+                {
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < T; j++)
+                    {
+                        if (keyMask[b * T + j] == 0) continue;
+                        double s = 0;
+                        for (int d = 0; d < HS; d++)
+                            s += (double)qkv[(b * T + i) * 3 * C + h * HS + d] * qkv[(b * T + j) * 3 * C + C + h * HS + d];
+                        scores[j] = s * scale;
+                        max = Math.Max(max, scores[j]);
+                    }
+                    if (double.IsNegativeInfinity(max)) continue;
+                    double sum = 0;
+                    for (int j = 0; j < T; j++)
+                        if (keyMask[b * T + j] != 0) sum += scores[j] = Math.Exp(scores[j] - max);
+                    for (int j = 0; j < T; j++)
+                    {
+                        if (keyMask[b * T + j] == 0) continue;
+                        for (int d = 0; d < HS; d++)
+                            output[(b * T + i) * C + h * HS + d] += scores[j] / sum * qkv[(b * T + j) * 3 * C + 2 * C + h * HS + d];
+                    }
+                }
+        return output;
+    }
+
+    /// <summary>out (N,C) = LayerNorm(inp + residual) with biased variance, as torch.nn.LayerNorm.</summary>
+    public static double[] LayerNorm(float[] input, float[]? residual, float[] weight, float[] bias, int N, int C, double eps)
+    {
+        var output = new double[N * C];
+        var x = new double[C];
+        for (int n = 0; n < N; n++)
+        {
+            double mean = 0;
+            for (int c = 0; c < C; c++) mean += x[c] = input[n * C + c] + (residual?[n * C + c] ?? 0.0);
+            mean /= C;
+            double variance = 0;
+            for (int c = 0; c < C; c++) variance += (x[c] - mean) * (x[c] - mean);
+            variance /= C;
+            double rstd = 1 / Math.Sqrt(variance + eps);
+            for (int c = 0; c < C; c++) output[n * C + c] = (x[c] - mean) * rstd * weight[c] + bias[c];
+        }
+        return output;
+    }
+
+    /// <summary>out (B,T,C) = word[ids] + position[t] + tokenType[types].</summary>
+    public static double[] Embeddings(int[] inputIds, int[] tokenTypeIds, float[] word, float[] position, float[] tokenType, int B, int T, int C)
+    {
+        var output = new double[B * T * C];
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++)
+                for (int c = 0; c < C; c++)
+                {
+                    int i = b * T + t;
+                    output[i * C + c] = (double)word[inputIds[i] * C + c] + position[t * C + c] + tokenType[tokenTypeIds[i] * C + c];
+                }
+        return output;
+    }
+
+    /// <summary>out (B,C) = inp[:, 0, :].</summary>
+    public static double[] FirstToken(float[] input, int B, int T, int C)
+    {
+        var output = new double[B * C];
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++) output[b * C + c] = input[b * T * C + c];
+        return output;
+    }
+}

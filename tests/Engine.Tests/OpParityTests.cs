@@ -1,0 +1,175 @@
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.Reference;
+
+namespace Engine.Tests;
+
+/// <summary>
+/// Every op of a backend against its float64 reference over the whole <see cref="OpCases"/> catalogue.
+/// Outputs are poisoned with NaN first, so an element the op fails to write fails the test.
+/// One thin subclass per backend.
+/// </summary>
+public abstract class OpParityTests : IDisposable
+{
+    private readonly IBackend _backend;
+
+    protected OpParityTests(IBackend backend) => _backend = backend;
+
+    public static TheoryData<string> LinearCases => [.. OpCases.Linear.Select(c => c.Name)];
+    public static TheoryData<string> AttentionCases => [.. OpCases.Attention.Select(c => c.Name)];
+    public static TheoryData<string> LayerNormCases => [.. OpCases.LayerNorm.Select(c => c.Name)];
+    public static TheoryData<string> EmbeddingsCases => [.. OpCases.Embeddings.Select(c => c.Name)];
+    public static TheoryData<int, string> ActivationCases
+    {
+        get
+        {
+            var data = new TheoryData<int, string>();
+            foreach (int n in OpCases.ActivationLengths)
+                foreach (string activation in new[] { "gelu", "tanh" }) data.Add(n, activation);
+            return data;
+        }
+    }
+
+    [Theory, MemberData(nameof(LinearCases))]
+    public void Linear(string name)
+    {
+        var c = OpCases.Linear.Single(x => x.Name == name);
+        var input = OpCases.Random(c.M * c.K, 1);
+        var weight = OpCases.Random(c.N * c.K, 2, 0.5f);
+        var bias = c.Bias ? OpCases.Random(c.N, 3) : null;
+        var output = Poisoned(c.M * c.N);
+        _backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, Parse(c.Activation));
+        AssertClose(ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance, name);
+    }
+
+    [Fact]
+    public void LinearRepacksAfterTheWeightChanges()
+    {
+        var input = OpCases.Random(6 * 9, 1);
+        var weight = OpCases.Random(5 * 9, 2);
+        var weightBuffer = Upload(weight);
+        var output = Poisoned(6 * 5);
+        _backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        weight = OpCases.Random(5 * 9, 3);
+        _backend.Upload<float>(weight, weightBuffer);
+        _backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        AssertClose(ReferenceOps.Linear(input, weight, null, 6, 9, 5, "none"), Download(output), OpCases.LinearTolerance, "updated weight");
+    }
+
+    [Theory, MemberData(nameof(ActivationCases))]
+    public void Activate(int n, string activation)
+    {
+        var input = OpCases.Random(n, 4, 6f);
+        var output = Poisoned(n);
+        _backend.Activate(output, Upload(input), n, Parse(activation));
+        AssertClose([.. input.Select(x => ReferenceOps.Activate(x, activation))], Download(output), OpCases.ActivationTolerance, activation);
+    }
+
+    [Theory, MemberData(nameof(AttentionCases))]
+    public void Attention(string name)
+    {
+        var c = OpCases.Attention.Single(x => x.Name == name);
+        int C = c.NH * c.HS;
+        var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
+        var mask = OpCases.Mask(c.Lengths, c.T);
+        var output = Poisoned(c.B * c.T * C);
+        _backend.Attention(output, Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
+        AssertClose(ReferenceOps.Attention(qkv, mask, c.B, c.T, c.NH, c.HS), Download(output), OpCases.AttentionTolerance, name);
+    }
+
+    [Fact]
+    public void AttentionIgnoresWhatPaddedKeysHold()
+    {
+        const int B = 1, T = 6, NH = 2, HS = 3, C = NH * HS;
+        var qkv = OpCases.Random(B * T * 3 * C, 6);
+        var mask = OpCases.Mask([4], T);
+        var first = Poisoned(B * T * C);
+        _backend.Attention(first, Upload(qkv), Upload(mask), B, T, NH, HS);
+        for (int t = 4; t < T; t++)
+            for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
+        var second = Poisoned(B * T * C);
+        _backend.Attention(second, Upload(qkv), Upload(mask), B, T, NH, HS);
+        Assert.Equal(Download(first).AsSpan(0, 4 * C).ToArray(), Download(second).AsSpan(0, 4 * C).ToArray());
+    }
+
+    [Theory, MemberData(nameof(LayerNormCases))]
+    public void LayerNorm(string name)
+    {
+        var c = OpCases.LayerNorm.Single(x => x.Name == name);
+        var input = OpCases.Random(c.N * c.C, 7, 3f);
+        var residual = c.Residual ? OpCases.Random(c.N * c.C, 8) : null;
+        var weight = OpCases.Random(c.C, 9);
+        var bias = OpCases.Random(c.C, 10);
+        var output = Poisoned(c.N * c.C);
+        _backend.LayerNorm(output, Upload(input), residual is null ? null : Upload(residual), Upload(weight), Upload(bias), c.N, c.C, 1e-12f);
+        AssertClose(ReferenceOps.LayerNorm(input, residual, weight, bias, c.N, c.C, 1e-12), Download(output), OpCases.LayerNormTolerance, name);
+    }
+
+    [Theory, MemberData(nameof(EmbeddingsCases))]
+    public void Embeddings(string name)
+    {
+        var c = OpCases.Embeddings.Single(x => x.Name == name);
+        var random = new Random(11);
+        var ids = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.V)).ToArray();
+        var types = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.TypeVocab)).ToArray();
+        var word = OpCases.Random(c.V * c.C, 12);
+        var position = OpCases.Random(c.T * c.C, 13);
+        var tokenType = OpCases.Random(c.TypeVocab * c.C, 14);
+        var output = Poisoned(c.B * c.T * c.C);
+        _backend.Embeddings(output, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), c.B, c.T, c.C);
+        AssertClose(ReferenceOps.Embeddings(ids, types, word, position, tokenType, c.B, c.T, c.C), Download(output), OpCases.EmbeddingsTolerance, name);
+    }
+
+    [Fact]
+    public void FirstToken()
+    {
+        const int B = 3, T = 5, C = 7;
+        var input = OpCases.Random(B * T * C, 15);
+        var output = Poisoned(B * C);
+        _backend.FirstToken(output, Upload(input), B, T, C);
+        AssertClose(ReferenceOps.FirstToken(input, B, T, C), Download(output), new Tolerance(0, 0), "first token");
+    }
+
+    private static Activation Parse(string activation) => activation switch
+    {
+        "none" => Activation.None,
+        "gelu" => Activation.Gelu,
+        "tanh" => Activation.Tanh,
+        _ => throw new ArgumentOutOfRangeException(nameof(activation)),
+    };
+
+    private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
+    {
+        var buffer = _backend.Allocate<T>(values.Length);
+        _backend.Upload<T>(values, buffer);
+        return buffer;
+    }
+
+    private DeviceBuffer<float> Poisoned(int length) => Upload(Enumerable.Repeat(float.NaN, length).ToArray());
+
+    private float[] Download(DeviceBuffer<float> buffer)
+    {
+        var values = new float[buffer.Length];
+        _backend.Download(buffer, values);
+        return values;
+    }
+
+    internal static void AssertClose(double[] expected, float[] actual, Tolerance tolerance, string what)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double error = Math.Abs(actual[i] - expected[i]);
+            if (!(error <= tolerance.Absolute + tolerance.Relative * Math.Abs(expected[i])))
+                Assert.Fail($"{what}: element {i} is {actual[i]}, reference {expected[i]} (|Δ| {error:E2} over tolerance {tolerance})");
+        }
+    }
+
+    public void Dispose()
+    {
+        _backend.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+
+public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend());

@@ -1,1 +1,0 @@
-namespace Engine.Tests; public class PlaceholderTests { [Fact] public void T() => Assert.True(true); }
