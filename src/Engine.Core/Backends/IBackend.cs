@@ -30,8 +30,10 @@ public interface IBackend : IDisposable
 
     DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged;
 
+    /// <summary>Copies <paramref name="source"/> into the start of <paramref name="destination"/> (which may be longer: buffers are reused).</summary>
     void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged;
 
+    /// <summary>Copies the start of <paramref name="source"/> into <paramref name="destination"/>.</summary>
     void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged;
 
     /// <summary>output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.</summary>

@@ -26,7 +26,7 @@ public sealed class CpuBackend : IBackend
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged
     {
         var buffer = Host(destination);
-        Check(source.Length == buffer.Length, $"upload of {source.Length} elements into a buffer of {buffer.Length}");
+        Check(source.Length <= buffer.Length, $"upload of {source.Length} elements into a buffer of {buffer.Length}");
         source.CopyTo(buffer.Data);
         buffer.Version++;
     }
