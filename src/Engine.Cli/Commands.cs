@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Globalization;
-using System.Text;
 using System.Text.Json;
 using Engine.Backends;
 using Engine.Backends.Cpu;
@@ -43,9 +42,8 @@ public static class Commands
         {
             var lines = ReadTexts(result.GetValue(texts)!, result.GetValue(input));
             using var embedder = LoadEmbedder(result, result.GetValue(pooling), !result.GetValue(noNormalize));
-            using var stdout = new StreamWriter(Console.OpenStandardOutput(), new UTF8Encoding(false));
             foreach (var vector in embedder.Embed(lines))
-                stdout.WriteLine("[" + string.Join(",", vector.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]");
+                Console.Out.WriteLine("[" + string.Join(",", vector.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]");
         }));
         return command;
     }

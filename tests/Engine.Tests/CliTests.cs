@@ -1,0 +1,125 @@
+using System.Text.Json;
+using Engine.Cli;
+using Engine.IO;
+using Engine.Reference;
+
+namespace Engine.Tests;
+
+/// <summary>The <c>engine</c> verbs, run in-process on the real imported MiniLM.</summary>
+[Collection("console")]
+public sealed class CliTests
+{
+    private static (int Code, string Out, string Error) Run(params string[] args)
+    {
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var output = new StringWriter();
+        var error = new StringWriter();
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            int code = Commands.Build().Parse(args).Invoke(new System.CommandLine.InvocationConfiguration { Output = output, Error = error });
+            return (code, output.ToString(), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+    }
+
+    private static string MiniLM => PretrainedModels.MiniLM.Directory;
+
+    [Fact]
+    public void SimilarityPrintsThePublishedValue()
+    {
+        var (code, output, _) = Run("similarity", "A man is eating food.", "A man is eating a piece of bread.", "--model", MiniLM);
+        Assert.Equal(0, code);
+        Assert.StartsWith("0.7553\t", output);
+    }
+
+    [Fact]
+    public void EncodeWritesTheValidationTensors()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllLines(temp["in.txt"], ["A man is eating food.", "Hi", "{\"input_ids\": [101, 7592, 102], \"attention_mask\": [1, 1, 1]}"]);
+        var (code, _, error) = Run("encode", "--input", temp["in.txt"], "--output", temp["out.safetensors"], "--model", MiniLM, "--batch-size", "2");
+        Assert.True(code == 0, error);
+        using var file = SafeTensorsFile.Open(temp["out.safetensors"]);
+        Assert.True(file.TryGet("input_ids", out var ids));
+        Assert.Equal(DType.I64, ids.DType);
+        Assert.Equal([3L, 8], ids.Shape);
+        Assert.True(file.TryGet("attention_mask", out var mask));
+        Assert.Equal([3L, 8], mask.Shape);
+        Assert.True(file.TryGet("last_hidden_state", out var hidden));
+        Assert.Equal([3L, 8, 384], hidden.Shape);
+        Assert.True(file.TryGet("pooler_output", out var pooled));
+        Assert.Equal([3L, 384], pooled.Shape);
+        var idValues = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(file.ReadRaw(ids)).ToArray();
+        Assert.Equal([101L, 7592, 102, 0, 0, 0, 0, 0], idValues[16..]);
+        // Row 2 was given pre-tokenized: "hello" alone, the same ids the tokenizer gives for "Hello".
+        var values = file.ReadFloat32(hidden);
+        var alone = Run("encode", "--input", WriteLine(temp["hello.txt"], "Hello"), "--output", temp["hello.safetensors"], "--model", MiniLM);
+        Assert.Equal(0, alone.Code);
+        using var helloFile = SafeTensorsFile.Open(temp["hello.safetensors"]);
+        helloFile.TryGet("last_hidden_state", out var helloHidden);
+        var hello = helloFile.ReadFloat32(helloHidden);
+        for (int i = 0; i < 3 * 384; i++) Assert.Equal(hello[i], values[2 * 8 * 384 + i], 1e-5f);
+    }
+
+    [Fact]
+    public void EmbedPrintsOneNormalisedArrayPerText()
+    {
+        var (code, output, _) = Run("embed", "first text", "second", "--model", MiniLM);
+        Assert.Equal(0, code);
+        var lines = output.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, lines.Length);
+        var vector = JsonSerializer.Deserialize<float[]>(lines[0])!;
+        Assert.Equal(384, vector.Length);
+        Assert.Equal(1.0, Math.Sqrt(vector.Sum(v => (double)v * v)), 5);
+        var raw = JsonSerializer.Deserialize<float[]>(Run("embed", "first text", "--model", MiniLM, "--no-normalize", "--pooling", "cls").Out)!;
+        Assert.NotEqual(1.0, Math.Sqrt(raw.Sum(v => (double)v * v)), 3);
+    }
+
+    [Fact]
+    public void InfoListsTensorsAndParameters()
+    {
+        var (code, output, _) = Run("info", "--model", MiniLM);
+        Assert.Equal(0, code);
+        Assert.Contains("parameters: 22,713,216", output);
+        Assert.Contains("encoder.layer.5.output.LayerNorm.bias  F32 [384]", output);
+        Assert.Contains("cpu:", output);
+    }
+
+    [Fact]
+    public void ErrorsAreOneLineAndNonZero()
+    {
+        var (code, _, error) = Run("info", "--model", "/no/such/model");
+        Assert.Equal(1, code);
+        Assert.Equal("error: /no/such/model: model directory not found", error.Trim());
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["bad.jsonl"], "{\"input_ids\": [101, 999999, 102]}\n");
+        (code, _, error) = Run("encode", "--input", temp["bad.jsonl"], "--output", temp["o.safetensors"], "--model", MiniLM);
+        Assert.Equal(1, code);
+        Assert.Contains("input_ids[0][1] = 999999 is outside the vocabulary", error);
+        Assert.Single(error.Trim().Split('\n'));
+        Assert.False(File.Exists(temp["o.safetensors"]));
+    }
+
+    [Fact]
+    public void ImportOnnxWritesAHuggingFaceDirectory()
+    {
+        using var temp = new TempDirectory();
+        var (code, output, error) = Run("import-onnx", "--onnx", PretrainedModels.ArcticXs.OnnxPath, "--vocab", Path.Combine(Path.GetDirectoryName(PretrainedModels.ArcticXs.OnnxPath)!, "vocab.txt"), "--output", temp["arctic"]);
+        Assert.True(code == 0, error);
+        Assert.Contains("6 layers, hidden 384, 12 heads", output);
+        foreach (string file in new[] { "config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json" })
+            Assert.True(File.Exists(Path.Combine(temp["arctic"], file)), file);
+    }
+
+    private static string WriteLine(string path, string line)
+    {
+        File.WriteAllText(path, line + "\n");
+        return path;
+    }
+}
