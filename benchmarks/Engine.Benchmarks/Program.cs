@@ -1,1 +1,3 @@
-return;
+using BenchmarkDotNet.Running;
+
+BenchmarkSwitcher.FromAssembly(typeof(Engine.Benchmarks.EncoderForwardBenchmarks).Assembly).Run(args);
