@@ -8,6 +8,12 @@ namespace Engine.Backends.Cpu;
 /// qkv (B,T,3C) → out (B,T,C). Masked keys get probability exactly 0 (as with Hugging Face's
 /// float-minimum mask); a row whose keys are all masked outputs zeros.
 /// </summary>
+/// <remarks>
+/// Each task first gathers its head's unmasked keys transposed, Kᵀ (HS, T'), and values, V (T', HS), into
+/// contiguous scratch, so both products run as vector multiply-adds along contiguous rows: scores (T') =
+/// Σ_d q[d]·Kᵀ[d], then out (HS) = Σ_j p[j]·V[j], with the accumulators held in registers. Version 2 (version 1 took one dot product per
+/// key and accumulated through memory: 8 GFLOP/s on MiniLM shapes).
+/// </remarks>
 internal static class CpuAttention
 {
     public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
@@ -17,52 +23,104 @@ internal static class CpuAttention
         Parallel.For(0, B * NH, task =>
         {
             int b = task / NH, h = task % NH;
-            var scores = new float[T];
-            var valid = new int[T];
-            int validCount = 0;
+            var valid = new List<int>(T);
             for (int j = 0; j < T; j++)
-                if (keyMask[b * T + j] != 0) valid[validCount++] = j;
-            var used = scores.AsSpan(0, validCount);
+                if (keyMask[b * T + j] != 0) valid.Add(j);
+            int n = valid.Count;
+            var keysTransposed = new float[HS * n]; // (HS, T')
+            var values = new float[n * HS];         // (T', HS)
+            for (int v = 0; v < n; v++)
+            {
+                int row = (b * T + valid[v]) * 3 * C + h * HS;
+                for (int d = 0; d < HS; d++) keysTransposed[d * n + v] = qkv[row + C + d];
+                qkv.AsSpan(row + 2 * C, HS).CopyTo(values.AsSpan(v * HS, HS));
+            }
+            var scores = new float[n];
             for (int i = 0; i < T; i++)
             {
                 var outRow = output.AsSpan((b * T + i) * C + h * HS, HS);
-                if (validCount == 0)
+                if (n == 0)
                 {
                     outRow.Clear();
                     continue;
                 }
-                var q = qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS);
-                for (int v = 0; v < validCount; v++)
-                    scores[v] = Dot(q, qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS)) * scale;
-                float max = TensorPrimitives.Max(used);
-                TensorPrimitives.Subtract(used, max, used);
-                TensorPrimitives.Exp(used, used);
-                float inverseSum = 1f / TensorPrimitives.Sum(used);
-                outRow.Clear();
-                for (int v = 0; v < validCount; v++)
-                    MultiplyAdd(qkv.AsSpan((b * T + valid[v]) * 3 * C + 2 * C + h * HS, HS), scores[v] * inverseSum, outRow);
+                Scores(keysTransposed, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
+                float max = TensorPrimitives.Max(scores);
+                TensorPrimitives.Subtract(scores, max, scores);
+                TensorPrimitives.Exp(scores, scores);
+                TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+                WeightedSum(values, scores, outRow);
             }
         });
     }
 
-    private static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    /// <summary>scores (T') = scale · q (HS) · Kᵀ (HS, T'), four vectors of keys at a time in registers.</summary>
+    private static unsafe void Scores(float[] keysTransposed, ReadOnlySpan<float> q, float scale, float[] scores)
     {
-        int i = 0;
-        var sum = Vector<float>.Zero;
-        for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
-            sum = Vector.FusedMultiplyAdd(new Vector<float>(x[i..]), new Vector<float>(y[i..]), sum);
-        float result = Vector.Sum(sum);
-        for (; i < x.Length; i++) result += x[i] * y[i];
-        return result;
+        int n = scores.Length, HS = q.Length, w = Vector<float>.Count, j = 0;
+        fixed (float* kt = keysTransposed, s = scores, pq = q)
+        {
+            for (; j + 4 * w <= n; j += 4 * w)
+            {
+                Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                for (int d = 0; d < HS; d++)
+                {
+                    var qd = new Vector<float>(pq[d] * scale);
+                    float* row = kt + d * n + j;
+                    s0 = Vector.FusedMultiplyAdd(Vector.Load(row), qd, s0);
+                    s1 = Vector.FusedMultiplyAdd(Vector.Load(row + w), qd, s1);
+                    s2 = Vector.FusedMultiplyAdd(Vector.Load(row + 2 * w), qd, s2);
+                    s3 = Vector.FusedMultiplyAdd(Vector.Load(row + 3 * w), qd, s3);
+                }
+                s0.Store(s + j);
+                s1.Store(s + j + w);
+                s2.Store(s + j + 2 * w);
+                s3.Store(s + j + 3 * w);
+            }
+            for (; j < n; j++)
+            {
+                float sum = 0;
+                for (int d = 0; d < HS; d++) sum += pq[d] * kt[d * n + j];
+                s[j] = sum * scale;
+            }
+        }
     }
 
-    /// <summary>accumulator += x · scale.</summary>
-    private static void MultiplyAdd(ReadOnlySpan<float> x, float scale, Span<float> accumulator)
+    /// <summary>out (HS) = p (T') · V (T', HS), up to four vectors of the head in registers.</summary>
+    private static unsafe void WeightedSum(float[] values, float[] probabilities, Span<float> output)
     {
-        int i = 0;
-        var s = new Vector<float>(scale);
-        for (; i <= x.Length - Vector<float>.Count; i += Vector<float>.Count)
-            Vector.FusedMultiplyAdd(new Vector<float>(x[i..]), s, new Vector<float>(accumulator[i..])).CopyTo(accumulator[i..]);
-        for (; i < x.Length; i++) accumulator[i] += x[i] * scale;
+        int n = probabilities.Length, HS = output.Length, w = Vector<float>.Count, d = 0;
+        fixed (float* v = values, p = probabilities, o = output)
+        {
+            for (; d + 4 * w <= HS; d += 4 * w)
+            {
+                Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                for (int j = 0; j < n; j++)
+                {
+                    var pj = new Vector<float>(p[j]);
+                    float* row = v + j * HS + d;
+                    a0 = Vector.FusedMultiplyAdd(Vector.Load(row), pj, a0);
+                    a1 = Vector.FusedMultiplyAdd(Vector.Load(row + w), pj, a1);
+                    a2 = Vector.FusedMultiplyAdd(Vector.Load(row + 2 * w), pj, a2);
+                    a3 = Vector.FusedMultiplyAdd(Vector.Load(row + 3 * w), pj, a3);
+                }
+                a0.Store(o + d);
+                a1.Store(o + d + w);
+                a2.Store(o + d + 2 * w);
+                a3.Store(o + d + 3 * w);
+            }
+            for (; d + w <= HS; d += w)
+            {
+                Vector<float> a = default;
+                for (int j = 0; j < n; j++) a = Vector.FusedMultiplyAdd(Vector.Load(v + j * HS + d), new Vector<float>(p[j]), a);
+                a.Store(o + d);
+            }
+            for (; d < HS; d++)
+            {
+                float sum = 0;
+                for (int j = 0; j < n; j++) sum += p[j] * v[j * HS + d];
+                o[d] = sum;
+            }
+        }
     }
 }
