@@ -20,22 +20,23 @@ internal static class CpuAttention
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
-        Parallel.For(0, B * NH, task =>
+        // Scratch per worker thread, sized for the longest row: no allocation per task.
+        Parallel.For(0, B * NH, () => new Scratch(T, HS), (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
-            var valid = new List<int>(T);
+            var valid = scratch.Valid;
+            int n = 0;
             for (int j = 0; j < T; j++)
-                if (keyMask[b * T + j] != 0) valid.Add(j);
-            int n = valid.Count;
-            var keysTransposed = new float[HS * n]; // (HS, T')
-            var values = new float[n * HS];         // (T', HS)
+                if (keyMask[b * T + j] != 0) valid[n++] = j;
+            var keysTransposed = scratch.KeysTransposed; // (HS, T')
+            var values = scratch.Values;                 // (T', HS)
             for (int v = 0; v < n; v++)
             {
                 int row = (b * T + valid[v]) * 3 * C + h * HS;
                 for (int d = 0; d < HS; d++) keysTransposed[d * n + v] = qkv[row + C + d];
                 qkv.AsSpan(row + 2 * C, HS).CopyTo(values.AsSpan(v * HS, HS));
             }
-            var scores = new float[n];
+            var scores = scratch.Scores.AsSpan(0, n);
             for (int i = 0; i < T; i++)
             {
                 var outRow = output.AsSpan((b * T + i) * C + h * HS, HS);
@@ -44,20 +45,29 @@ internal static class CpuAttention
                     outRow.Clear();
                     continue;
                 }
-                Scores(keysTransposed, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
+                Scores(keysTransposed, n, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
                 float max = TensorPrimitives.Max(scores);
                 TensorPrimitives.Subtract(scores, max, scores);
                 TensorPrimitives.Exp(scores, scores);
                 TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
                 WeightedSum(values, scores, outRow);
             }
-        });
+            return scratch;
+        }, _ => { });
+    }
+
+    private sealed class Scratch(int T, int HS)
+    {
+        public readonly int[] Valid = new int[T];
+        public readonly float[] KeysTransposed = new float[HS * T];
+        public readonly float[] Values = new float[T * HS];
+        public readonly float[] Scores = new float[T];
     }
 
     /// <summary>scores (T') = scale · q (HS) · Kᵀ (HS, T'), four vectors of keys at a time in registers.</summary>
-    private static unsafe void Scores(float[] keysTransposed, ReadOnlySpan<float> q, float scale, float[] scores)
+    private static unsafe void Scores(float[] keysTransposed, int n, ReadOnlySpan<float> q, float scale, Span<float> scores)
     {
-        int n = scores.Length, HS = q.Length, w = Vector<float>.Count, j = 0;
+        int HS = q.Length, w = Vector<float>.Count, j = 0;
         fixed (float* kt = keysTransposed, s = scores, pq = q)
         {
             for (; j + 4 * w <= n; j += 4 * w)
@@ -87,7 +97,7 @@ internal static class CpuAttention
     }
 
     /// <summary>out (HS) = p (T') · V (T', HS), up to four vectors of the head in registers.</summary>
-    private static unsafe void WeightedSum(float[] values, float[] probabilities, Span<float> output)
+    private static unsafe void WeightedSum(float[] values, ReadOnlySpan<float> probabilities, Span<float> output)
     {
         int n = probabilities.Length, HS = output.Length, w = Vector<float>.Count, d = 0;
         fixed (float* v = values, p = probabilities, o = output)
