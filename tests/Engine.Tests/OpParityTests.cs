@@ -172,4 +172,37 @@ public abstract class OpParityTests : IDisposable
     }
 }
 
-public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend());
+public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
+{
+    public static TheoryData<int, string> GemmWidthCases
+    {
+        get
+        {
+            var data = new TheoryData<int, string>();
+            foreach (int width in new[] { 16, 8, 4 })
+                foreach (var c in OpCases.Linear) data.Add(width, c.Name);
+            return data;
+        }
+    }
+
+    /// <summary>The 512-, 256- and 128-bit GEMM kernels (8- and 6-row tiles), whichever this machine runs by default.</summary>
+    [Theory, MemberData(nameof(GemmWidthCases))]
+    public void GemmAtEveryVectorWidth(int width, string name)
+    {
+        bool accelerated = width switch
+        {
+            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
+            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
+            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
+        };
+        if (!accelerated) return; // emulated vectors would only be slow, not different
+        var c = OpCases.Linear.Single(x => x.Name == name);
+        var input = OpCases.Random(c.M * c.K, 1);
+        var weight = OpCases.Random(c.N * c.K, 2, 0.5f);
+        var bias = c.Bias ? OpCases.Random(c.N, 3) : null;
+        var output = Enumerable.Repeat(float.NaN, c.M * c.N).ToArray();
+        var activation = c.Activation switch { "gelu" => Activation.Gelu, "tanh" => Activation.Tanh, _ => Activation.None };
+        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias, c.M, c.K, c.N, activation, width);
+        AssertClose(ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), output, OpCases.LinearTolerance, $"{name} at width {width}");
+    }
+}
