@@ -4,62 +4,154 @@ using Engine.IO;
 namespace Engine.Models.Bert;
 
 /// <summary>
-/// <c>BertLayer</c>: attention (self + output), intermediate, output — the Hugging Face module tree, with
-/// the self-attention's query, key and value linears fused into one (3C, C) product at load time.
+/// <c>BertSelfAttention</c>: query, key and value projections and scaled dot-product attention over the
+/// unmasked keys. The three linears are fused into one (3C, C) product at load time.
 /// </summary>
-public sealed class BertLayer : IDisposable
+public sealed class BertSelfAttention : IDisposable
 {
-    private readonly BertConfig _config;
+    private readonly int _heads, _headSize;
 
-    /// <summary><c>attention.self.{query,key,value}</c> stacked: (3C, C).</summary>
+    /// <summary><c>query</c>, <c>key</c> and <c>value</c> stacked: (3C, C).</summary>
     public Linear QueryKeyValue { get; }
-    /// <summary><c>attention.output.dense</c> and <c>attention.output.LayerNorm</c> (BertSelfOutput).</summary>
-    public Linear AttentionOutputDense { get; }
-    public LayerNorm AttentionOutputLayerNorm { get; }
-    /// <summary><c>intermediate.dense</c> (BertIntermediate), followed by GELU.</summary>
-    public Linear IntermediateDense { get; }
-    /// <summary><c>output.dense</c> and <c>output.LayerNorm</c> (BertOutput).</summary>
-    public Linear OutputDense { get; }
-    public LayerNorm OutputLayerNorm { get; }
 
-    internal BertLayer(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertSelfAttention(WeightScope scope, BertConfig config, IBackend backend)
     {
-        _config = config;
-        int C = config.HiddenSize, I = config.IntermediateSize;
-        var attention = scope.Sub("attention");
-        var self = attention.Sub("self");
-        QueryKeyValue = Linear.LoadStacked(backend, C, (self.Sub("query"), C), (self.Sub("key"), C), (self.Sub("value"), C));
-        AttentionOutputDense = Linear.Load(attention.Sub("output").Sub("dense"), backend, C, C);
-        AttentionOutputLayerNorm = LayerNorm.Load(attention.Sub("output").Sub("LayerNorm"), backend, C, config.LayerNormEps);
-        IntermediateDense = Linear.Load(scope.Sub("intermediate").Sub("dense"), backend, C, I);
-        OutputDense = Linear.Load(scope.Sub("output").Sub("dense"), backend, I, C);
-        OutputLayerNorm = LayerNorm.Load(scope.Sub("output").Sub("LayerNorm"), backend, C, config.LayerNormEps);
+        _heads = config.NumAttentionHeads;
+        _headSize = config.HeadSize;
+        int C = config.HiddenSize;
+        QueryKeyValue = Linear.LoadStacked(backend, C, (scope.Sub("query"), C), (scope.Sub("key"), C), (scope.Sub("value"), C));
     }
 
-    /// <summary>hidden (B,T,C) in place; the arena supplies the intermediates.</summary>
-    internal void Forward(IBackend backend, BertActivations a, int B, int T)
+    /// <summary>context (B,T,C) from hidden (B,T,C); qkv (B,T,3C) is scratch.</summary>
+    internal void Forward(IBackend backend, DeviceBuffer<float> context, DeviceBuffer<float> qkv, DeviceBuffer<float> hidden,
+        DeviceBuffer<int> attentionMask, int B, int T)
     {
-        int rows = B * T;
-        QueryKeyValue.Forward(backend, a.QueryKeyValue, a.Hidden, rows);                                 // (B,T,3C)
-        backend.Attention(a.Context, a.QueryKeyValue, a.AttentionMask, B, T, _config.NumAttentionHeads, _config.HeadSize); // (B,T,C)
-        AttentionOutputDense.Forward(backend, a.Projected, a.Context, rows);                             // (B,T,C)
-        AttentionOutputLayerNorm.Forward(backend, a.AttentionOutput, a.Projected, a.Hidden, rows);       // (B,T,C)
-        IntermediateDense.Forward(backend, a.Intermediate, a.AttentionOutput, rows, Activation.Gelu);    // (B,T,I)
-        OutputDense.Forward(backend, a.Projected, a.Intermediate, rows);                                 // (B,T,C)
-        OutputLayerNorm.Forward(backend, a.Hidden, a.Projected, a.AttentionOutput, rows);                // (B,T,C)
+        QueryKeyValue.Forward(backend, qkv, hidden, B * T);
+        backend.Attention(context, qkv, attentionMask, B, T, _heads, _headSize);
     }
 
-    public long ParameterCount => QueryKeyValue.ParameterCount + AttentionOutputDense.ParameterCount + AttentionOutputLayerNorm.ParameterCount
-        + IntermediateDense.ParameterCount + OutputDense.ParameterCount + OutputLayerNorm.ParameterCount;
+    public long ParameterCount => QueryKeyValue.ParameterCount;
+
+    public void Dispose() => QueryKeyValue.Dispose();
+}
+
+/// <summary><c>BertSelfOutput</c> and <c>BertOutput</c>: dense projection, then LayerNorm with the residual.</summary>
+public sealed class BertProjectionOutput : IDisposable
+{
+    public Linear Dense { get; }
+    public LayerNorm LayerNorm { get; }
+
+    internal BertProjectionOutput(WeightScope scope, BertConfig config, IBackend backend, int inFeatures)
+    {
+        Dense = Linear.Load(scope.Sub("dense"), backend, inFeatures, config.HiddenSize);
+        LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), backend, config.HiddenSize, config.LayerNormEps);
+    }
+
+    /// <summary>output (rows,C) = LayerNorm(dense(input) + residual); projected (rows,C) is scratch.</summary>
+    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> projected, DeviceBuffer<float> input,
+        DeviceBuffer<float> residual, int rows)
+    {
+        Dense.Forward(backend, projected, input, rows);
+        LayerNorm.Forward(backend, output, projected, residual, rows);
+    }
+
+    public long ParameterCount => Dense.ParameterCount + LayerNorm.ParameterCount;
 
     public void Dispose()
     {
-        QueryKeyValue.Dispose();
-        AttentionOutputDense.Dispose();
-        AttentionOutputLayerNorm.Dispose();
-        IntermediateDense.Dispose();
-        OutputDense.Dispose();
-        OutputLayerNorm.Dispose();
+        Dense.Dispose();
+        LayerNorm.Dispose();
+    }
+}
+
+/// <summary><c>BertAttention</c>: self-attention (<c>self</c>) and its output block (<c>output</c>).</summary>
+public sealed class BertAttention : IDisposable
+{
+    public BertSelfAttention Self { get; }
+    public BertProjectionOutput Output { get; }
+
+    internal BertAttention(WeightScope scope, BertConfig config, IBackend backend)
+    {
+        Self = new BertSelfAttention(scope.Sub("self"), config, backend);
+        Output = new BertProjectionOutput(scope.Sub("output"), config, backend, config.HiddenSize);
+    }
+
+    public long ParameterCount => Self.ParameterCount + Output.ParameterCount;
+
+    public void Dispose()
+    {
+        Self.Dispose();
+        Output.Dispose();
+    }
+}
+
+/// <summary>
+/// <c>BertLayer</c>: attention, then intermediate (<c>intermediate.dense</c> with GELU) and output.
+/// </summary>
+public sealed class BertLayer : IDisposable
+{
+    public BertAttention Attention { get; }
+    /// <summary><c>intermediate.dense</c> (BertIntermediate), followed by GELU (fused into the product).</summary>
+    public Linear Intermediate { get; }
+    public BertProjectionOutput Output { get; }
+
+    internal BertLayer(WeightScope scope, BertConfig config, IBackend backend)
+    {
+        Attention = new BertAttention(scope.Sub("attention"), config, backend);
+        Intermediate = Linear.Load(scope.Sub("intermediate").Sub("dense"), backend, config.HiddenSize, config.IntermediateSize);
+        Output = new BertProjectionOutput(scope.Sub("output"), config, backend, config.IntermediateSize);
+    }
+
+    /// <summary>The residual stream a.Hidden (B,T,C) in place; the arena supplies the intermediates.</summary>
+    internal void Forward(IBackend backend, BertActivations a, int B, int T)
+    {
+        int rows = B * T;
+        Attention.Self.Forward(backend, a.Context, a.QueryKeyValue, a.Hidden, a.AttentionMask, B, T);       // (B,T,C)
+        Attention.Output.Forward(backend, a.AttentionOutput, a.Projected, a.Context, a.Hidden, rows);       // (B,T,C)
+        Intermediate.Forward(backend, a.Intermediate, a.AttentionOutput, rows, Activation.Gelu);             // (B,T,I)
+        Output.Forward(backend, a.Hidden, a.Projected, a.Intermediate, a.AttentionOutput, rows);             // (B,T,C)
+    }
+
+    public long ParameterCount => Attention.ParameterCount + Intermediate.ParameterCount + Output.ParameterCount;
+
+    public void Dispose()
+    {
+        Attention.Dispose();
+        Intermediate.Dispose();
+        Output.Dispose();
+    }
+}
+
+/// <summary><c>BertEncoder</c>: the stack of <c>layer.N</c>.</summary>
+public sealed class BertEncoder : IDisposable
+{
+    public IReadOnlyList<BertLayer> Layers { get; }
+
+    internal BertEncoder(WeightScope scope, BertConfig config, IBackend backend)
+    {
+        var layers = new List<BertLayer>(config.NumHiddenLayers);
+        try
+        {
+            for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new BertLayer(scope.Sub($"layer.{i}"), config, backend));
+        }
+        catch
+        {
+            foreach (var layer in layers) layer.Dispose();
+            throw;
+        }
+        Layers = layers;
+    }
+
+    internal void Forward(IBackend backend, BertActivations a, int B, int T)
+    {
+        foreach (var layer in Layers) layer.Forward(backend, a, B, T);
+    }
+
+    public long ParameterCount => Layers.Sum(l => l.ParameterCount);
+
+    public void Dispose()
+    {
+        foreach (var layer in Layers) layer.Dispose();
     }
 }
 

@@ -29,18 +29,17 @@ public sealed class BertModel : IDisposable
 
     public BertConfig Config { get; }
     public BertEmbeddings Embeddings { get; }
-    /// <summary><c>encoder.layer.N</c>.</summary>
-    public IReadOnlyList<BertLayer> Layers { get; }
+    public BertEncoder Encoder { get; }
     public BertPooler? Pooler { get; }
     /// <summary>Checkpoint tensors this model did not use (a task head's, or stray ones), for the user to see.</summary>
     public IReadOnlyList<string> UnusedTensors { get; }
 
-    private BertModel(IBackend backend, BertConfig config, BertEmbeddings embeddings, BertLayer[] layers, BertPooler? pooler, IReadOnlyList<string> unused)
+    private BertModel(IBackend backend, BertConfig config, BertEmbeddings embeddings, BertEncoder encoder, BertPooler? pooler, IReadOnlyList<string> unused)
     {
         _backend = backend;
         Config = config;
         Embeddings = embeddings;
-        Layers = layers;
+        Encoder = encoder;
         Pooler = pooler;
         UnusedTensors = unused;
         _activations = new BertActivations(backend, config);
@@ -62,16 +61,10 @@ public sealed class BertModel : IDisposable
         {
             var embeddings = new BertEmbeddings(root.Sub("embeddings"), config, backend);
             disposables.Add(embeddings);
-            var encoder = root.Sub("encoder");
-            var layers = new BertLayer[config.NumHiddenLayers];
-            for (int i = 0; i < layers.Length; i++)
-            {
-                layers[i] = new BertLayer(encoder.Sub($"layer.{i}"), config, backend);
-                disposables.Add(layers[i]);
-            }
-            var poolerScope = root.Sub("pooler").Sub("dense");
-            BertPooler? pooler = poolerScope.Has("weight") ? new BertPooler(root.Sub("pooler"), config, backend) : null;
-            return new BertModel(backend, config, embeddings, layers, pooler, checkpoint.UnusedNames);
+            var encoder = new BertEncoder(root.Sub("encoder"), config, backend);
+            disposables.Add(encoder);
+            BertPooler? pooler = root.Sub("pooler").Sub("dense").Has("weight") ? new BertPooler(root.Sub("pooler"), config, backend) : null;
+            return new BertModel(backend, config, embeddings, encoder, pooler, checkpoint.UnusedNames);
         }
         catch
         {
@@ -81,7 +74,7 @@ public sealed class BertModel : IDisposable
     }
 
     public long ParameterCount =>
-        Embeddings.ParameterCount + Layers.Sum(l => l.ParameterCount) + (Pooler?.Dense.ParameterCount ?? 0);
+        Embeddings.ParameterCount + Encoder.ParameterCount + (Pooler?.Dense.ParameterCount ?? 0);
 
     /// <summary>Runs the encoder over a padded batch; padded positions never influence real ones.</summary>
     public BertModelOutput Forward(BertBatch batch)
@@ -94,7 +87,7 @@ public sealed class BertModel : IDisposable
         _backend.Upload<int>(batch.TokenTypeIds, a.TokenTypeIds);
         _backend.Upload<int>(batch.AttentionMask, a.AttentionMask);
         Embeddings.Forward(_backend, a.Hidden, a.Projected, a.InputIds, a.TokenTypeIds, B, T);
-        foreach (var layer in Layers) layer.Forward(_backend, a, B, T);
+        Encoder.Forward(_backend, a, B, T);
 
         var hidden = new float[B * T * C];
         _backend.Download(a.Hidden, hidden);
@@ -130,7 +123,7 @@ public sealed class BertModel : IDisposable
     {
         _activations.Dispose();
         Embeddings.Dispose();
-        foreach (var l in Layers) l.Dispose();
+        Encoder.Dispose();
         Pooler?.Dispose();
     }
 }
