@@ -73,7 +73,7 @@ public static class Commands
         {
             string directory = ResolveModel(result);
             var tokenizer = BertTokenizer.Load(directory);
-            using var model = BertModel.Load(directory, CreateBackend(result));
+            using var model = LoadModel(result, directory);
             int maxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings;
             var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, maxLength);
             var tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize));
@@ -127,7 +127,7 @@ public static class Commands
     private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling pooling, bool normalize)
     {
         string directory = ResolveModel(result);
-        var model = BertModel.Load(directory, CreateBackend(result));
+        var model = LoadModel(result, directory);
         return new SentenceEmbedder(BertTokenizer.Load(directory), model)
         {
             Pooling = pooling,
@@ -135,6 +135,14 @@ public static class Commands
             BatchSize = result.GetValue(BatchSize),
             MaxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings,
         };
+    }
+
+    private static BertModel LoadModel(ParseResult result, string directory)
+    {
+        var model = BertModel.Load(directory, CreateBackend(result));
+        Log(result, $"model: {directory} ({model.ParameterCount:N0} parameters)");
+        if (model.UnusedTensors.Count > 0) Log(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        return model;
     }
 
     private static string ResolveModel(ParseResult result)

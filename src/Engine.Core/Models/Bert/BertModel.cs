@@ -26,6 +26,7 @@ public sealed class BertModel : IDisposable
 {
     private readonly IBackend _backend;
     private readonly BertActivations _activations;
+    private readonly Lock _forwardLock = new();
 
     public BertConfig Config { get; }
     public BertEmbeddings Embeddings { get; }
@@ -76,11 +77,19 @@ public sealed class BertModel : IDisposable
     public long ParameterCount =>
         Embeddings.ParameterCount + Encoder.ParameterCount + (Pooler?.Dense.ParameterCount ?? 0);
 
-    /// <summary>Runs the encoder over a padded batch; padded positions never influence real ones.</summary>
+    /// <summary>
+    /// Runs the encoder over a padded batch; padded positions never influence real ones. Calls from several
+    /// threads take turns: the activation buffers are shared, and each op already uses every core.
+    /// </summary>
     public BertModelOutput Forward(BertBatch batch)
     {
-        int B = batch.BatchSize, T = batch.SequenceLength, C = Config.HiddenSize;
         Validate(batch);
+        lock (_forwardLock) return ForwardLocked(batch);
+    }
+
+    private BertModelOutput ForwardLocked(BertBatch batch)
+    {
+        int B = batch.BatchSize, T = batch.SequenceLength, C = Config.HiddenSize;
         var a = _activations;
         a.Ensure(B, T);
         _backend.Upload<int>(batch.InputIds, a.InputIds);
