@@ -2,6 +2,7 @@ using Engine.Backends.Cpu;
 using Engine.Models.Bert;
 using Engine.Reference;
 using Engine.Tokenization;
+using Xunit.Abstractions;
 
 namespace Engine.Tests;
 
@@ -10,7 +11,7 @@ namespace Engine.Tests;
 /// running those original graphs: last_hidden_state within 1e-4 on every real token, batched with padding
 /// and one sentence at a time.
 /// </summary>
-public sealed class PretrainedParityTests
+public sealed class PretrainedParityTests(ITestOutputHelper log)
 {
     private const double Tolerance = 1e-4;
 
@@ -111,7 +112,7 @@ public sealed class PretrainedParityTests
         Assert.Equal(hidden.AsSpan(0, vector.Length).ToArray(), vector);
     }
 
-    private static void AssertRealTokensClose(float[] expected, float[] actual, BertBatch batch, int C, string what, double tolerance = Tolerance)
+    private void AssertRealTokensClose(float[] expected, float[] actual, BertBatch batch, int C, string what, double tolerance = Tolerance)
     {
         double worst = 0;
         for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
@@ -119,6 +120,7 @@ public sealed class PretrainedParityTests
             if (batch.AttentionMask[i] == 0) continue;
             for (int c = 0; c < C; c++) worst = Math.Max(worst, Math.Abs(expected[i * C + c] - actual[i * C + c]));
         }
+        log.WriteLine($"{what}: max |Δ| on real tokens {worst:E2}");
         Assert.True(worst <= tolerance, $"{what}: max |Δ| on real tokens {worst:E3} exceeds {tolerance:E1}");
     }
 }
