@@ -33,10 +33,7 @@ public abstract class OpParityTests : IDisposable
     [Theory, MemberData(nameof(LinearCases))]
     public void Linear(string name)
     {
-        var c = OpCases.Linear.Single(x => x.Name == name);
-        var input = OpCases.Random(c.M * c.K, 1);
-        var weight = OpCases.Random(c.N * c.K, 2, 0.5f);
-        var bias = c.Bias ? OpCases.Random(c.N, 3) : null;
+        var (c, input, weight, bias) = LinearInputs(name);
         var output = Poisoned(c.M * c.N);
         _backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, Parse(c.Activation));
         AssertClose(ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance, name);
@@ -130,7 +127,14 @@ public abstract class OpParityTests : IDisposable
         AssertClose(ReferenceOps.FirstToken(input, B, T, C), Download(output), new Tolerance(0, 0), "first token");
     }
 
-    private static Activation Parse(string activation) => activation switch
+    /// <summary>A Linear case of the catalogue with its random inputs.</summary>
+    internal static (LinearCase Case, float[] Input, float[] Weight, float[]? Bias) LinearInputs(string name)
+    {
+        var c = OpCases.Linear.Single(x => x.Name == name);
+        return (c, OpCases.Random(c.M * c.K, 1), OpCases.Random(c.N * c.K, 2, 0.5f), c.Bias ? OpCases.Random(c.N, 3) : null);
+    }
+
+    internal static Activation Parse(string activation) => activation switch
     {
         "none" => Activation.None,
         "gelu" => Activation.Gelu,
@@ -196,13 +200,9 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
             _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
         };
         if (!accelerated) return; // emulated vectors would only be slow, not different
-        var c = OpCases.Linear.Single(x => x.Name == name);
-        var input = OpCases.Random(c.M * c.K, 1);
-        var weight = OpCases.Random(c.N * c.K, 2, 0.5f);
-        var bias = c.Bias ? OpCases.Random(c.N, 3) : null;
+        var (c, input, weight, bias) = LinearInputs(name);
         var output = Enumerable.Repeat(float.NaN, c.M * c.N).ToArray();
-        var activation = c.Activation switch { "gelu" => Activation.Gelu, "tanh" => Activation.Tanh, _ => Activation.None };
-        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias, c.M, c.K, c.N, activation, width);
+        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias, c.M, c.K, c.N, Parse(c.Activation), width);
         AssertClose(ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), output, OpCases.LinearTolerance, $"{name} at width {width}");
     }
 }
