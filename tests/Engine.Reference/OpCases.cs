@@ -3,10 +3,33 @@ namespace Engine.Reference;
 /// <summary>Tolerance of an op against its float64 reference: |got − ref| ≤ Absolute + Relative·|ref|.</summary>
 public sealed record Tolerance(double Absolute, double Relative);
 
-public sealed record LinearCase(string Name, int M, int K, int N, bool Bias, string Activation);
-public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths);
-public sealed record LayerNormCase(string Name, int N, int C, bool Residual);
-public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab);
+/// <summary>A case of the catalogue; <c>Work</c> (multiply-adds or elements) sizes it, so that the ILGPU
+/// CPU emulator, about 1,000× slower than plain C#, runs only the small ones.</summary>
+public interface IOpCase
+{
+    string Name { get; }
+    long Work { get; }
+}
+
+public sealed record LinearCase(string Name, int M, int K, int N, bool Bias, string Activation) : IOpCase
+{
+    public long Work => (long)M * K * N;
+}
+
+public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths) : IOpCase
+{
+    public long Work => (long)B * NH * T * T * HS;
+}
+
+public sealed record LayerNormCase(string Name, int N, int C, bool Residual) : IOpCase
+{
+    public long Work => (long)N * C;
+}
+
+public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab) : IOpCase
+{
+    public long Work => (long)B * T * C;
+}
 
 /// <summary>
 /// The one catalogue of op cases: parity tests run every case on every backend against
@@ -58,6 +81,9 @@ public static class OpCases
         new("odd", 3, 7, 19, 31, 2),
         new("minilm", 2, 40, 384, 1000, 2),
     ];
+
+    /// <summary>The most work a case may have to run on the ILGPU CPU emulator.</summary>
+    public const long EmulatorWork = 300_000;
 
     /// <summary>Element counts for the activation cases.</summary>
     public static readonly int[] ActivationLengths = [1, 15, 16, 17, 1000, 4099];

@@ -1,0 +1,67 @@
+// Activations: exact GELU and tanh as device functions (fused into the GEMM epilogue) and as an
+// element-wise kernel.
+//
+// Shapes: out (n) = act(inp (n)). Nothing is cached for backward.
+// Accuracy: ILGPU's XMath.Tanh is PTX tanh.approx (≈2^-11 relative error) and erf has no fast PTX form,
+// so both are built on XMath.Exp (ex2.approx, ≈2 ulp): GELU = x·Φ(x) with Φ from Numerical Recipes'
+// erfc fit (relative error < 1.2e-7, the CPU backend's formula); tanh from exp with a Taylor series near 0.
+// History: v1 (this file's first version).
+using ILGPU;
+using ILGPU.Algorithms;
+using ILGPU.Runtime;
+using Engine.Backends;
+
+namespace Engine.Kernels;
+
+internal static class ActivationKernels
+{
+    public const int None = 0, Gelu = 1, Tanh = 2;
+
+    public static int Code(Activation activation) => activation switch
+    {
+        Activation.None => None,
+        Activation.Gelu => Gelu,
+        Activation.Tanh => Tanh,
+        _ => throw new ArgumentOutOfRangeException(nameof(activation)),
+    };
+
+    /// <summary>act(x) for an activation code; a device function.</summary>
+    public static float Apply(float x, int activation)
+    {
+        if (activation == Gelu) return GeluExact(x);
+        if (activation == Tanh) return TanhAccurate(x);
+        return x;
+    }
+
+    public static float GeluExact(float x)
+    {
+        float z = XMath.Abs(x) * 0.70710678118654752f;
+        float t = 1f / (1f + 0.5f * z);
+        float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
+            + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        float halfErfc = 0.5f * t * XMath.Exp(poly - z * z);
+        return x * (x < 0f ? halfErfc : 1f - halfErfc);
+    }
+
+    public static float TanhAccurate(float x)
+    {
+        float a = XMath.Abs(x);
+        float result;
+        if (a < 0.125f)
+        {
+            // x − x³/3 + 2x⁵/15 − 17x⁷/315: the next term is below 1e-9 here.
+            float x2 = a * a;
+            result = a * (1f + x2 * (-0.33333333f + x2 * (0.13333333f + x2 * -0.05396825f)));
+        }
+        else
+        {
+            float e = XMath.Exp(-2f * a);
+            result = (1f - e) / (1f + e);
+        }
+        return x < 0f ? -result : result;
+    }
+
+    /// <summary>out (n) = act(inp (n)); one thread per element.</summary>
+    public static void ActivateKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, int activation) =>
+        output[i] = Apply(input[i], activation);
+}

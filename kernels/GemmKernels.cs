@@ -1,0 +1,77 @@
+// GEMM: C (M,N) = act(A (M,K) · W (N,K)ᵀ + bias (N)), W in PyTorch's [out, in] layout.
+//
+// Shapes: M = B·T rows, K in-features, N out-features. Nothing cached (backward recomputes from inputs).
+// Tiling: a 64×64 tile of C per group of 16×16 threads; each thread accumulates a 4×4 register block
+// (rows ty+16i, columns tx+16j, so shared reads are broadcast or consecutive and stores coalesce); K is
+// walked in slices of 16 staged through shared memory (A slice stored k-major). Sizes that are not tile
+// multiples load zeros and skip out-of-range stores. Bias and activation are fused into the epilogue.
+// History: v1 shared-memory tiled, 4×4 register blocking (this version).
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Kernels;
+
+internal static class GemmKernels
+{
+    public const int Tile = 64, Slice = 16, Threads = 16;
+
+    /// <summary>Sizes and flags of one product (passed as one struct: ILGPU kernels take at most 14 parameters).</summary>
+    public readonly record struct Shape(int M, int K, int N, int HasBias, int Activation);
+
+    public static KernelConfig Config(Shape s) =>
+        new(new Index2D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile), new Index2D(Threads, Threads));
+
+    public static void Kernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> w, ArrayView<float> bias, Shape s)
+    {
+        var aSlice = SharedMemory.Allocate1D<float>(Slice * Tile); // (Slice, Tile): k-major rows of A
+        var wSlice = SharedMemory.Allocate1D<float>(Slice * Tile); // (Slice, Tile): k-major rows of W
+        int tx = Group.IdxX, ty = Group.IdxY, thread = ty * Threads + tx;
+        int rowBase = Grid.IdxY * Tile, colBase = Grid.IdxX * Tile;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        for (int k0 = 0; k0 < s.K; k0 += Slice)
+        {
+            // Each of the 256 threads stages 4 elements of each slice; consecutive threads read consecutive k.
+            for (int e = thread; e < Slice * Tile; e += Threads * Threads)
+            {
+                int r = e / Slice, kk = e % Slice, k = k0 + kk;
+                int row = rowBase + r, col = colBase + r;
+                aSlice[kk * Tile + r] = row < s.M && k < s.K ? a[(long)row * s.K + k] : 0f;
+                wSlice[kk * Tile + r] = col < s.N && k < s.K ? w[(long)col * s.K + k] : 0f;
+            }
+            Group.Barrier();
+            for (int kk = 0; kk < Slice; kk++)
+            {
+                float a0 = aSlice[kk * Tile + ty], a1 = aSlice[kk * Tile + ty + 16], a2 = aSlice[kk * Tile + ty + 32], a3 = aSlice[kk * Tile + ty + 48];
+                float b0 = wSlice[kk * Tile + tx], b1 = wSlice[kk * Tile + tx + 16], b2 = wSlice[kk * Tile + tx + 32], b3 = wSlice[kk * Tile + tx + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+        Store(c, bias, s, rowBase + ty, colBase + tx, c00, c01, c02, c03);
+        Store(c, bias, s, rowBase + ty + 16, colBase + tx, c10, c11, c12, c13);
+        Store(c, bias, s, rowBase + ty + 32, colBase + tx, c20, c21, c22, c23);
+        Store(c, bias, s, rowBase + ty + 48, colBase + tx, c30, c31, c32, c33);
+    }
+
+    /// <summary>Epilogue for one row of a thread's block: columns col, col+16, col+32, col+48.</summary>
+    private static void Store(ArrayView<float> c, ArrayView<float> bias, Shape s, int row, int col, float v0, float v1, float v2, float v3)
+    {
+        if (row >= s.M) return;
+        StoreOne(c, bias, s, row, col, v0);
+        StoreOne(c, bias, s, row, col + 16, v1);
+        StoreOne(c, bias, s, row, col + 32, v2);
+        StoreOne(c, bias, s, row, col + 48, v3);
+    }
+
+    private static void StoreOne(ArrayView<float> c, ArrayView<float> bias, Shape s, int row, int col, float value)
+    {
+        if (col >= s.N) return;
+        if (s.HasBias != 0) value += bias[col];
+        c[(long)row * s.N + col] = ActivationKernels.Apply(value, s.Activation);
+    }
+}
