@@ -88,6 +88,18 @@ public static class OpCases
     /// <summary>Element counts for the activation cases.</summary>
     public static readonly int[] ActivationLengths = [1, 15, 16, 17, 1000, 4099];
 
+    /// <summary>A Linear case's inputs: A (M,K), W (N,K), bias (N) or null.</summary>
+    public static (float[] Input, float[] Weight, float[]? Bias) LinearInputs(LinearCase c) =>
+        (Random(c.M * c.K, 1), Random(c.N * c.K, 2, 0.5f), c.Bias ? Random(c.N, 3) : null);
+
+    public static Engine.Backends.Activation ParseActivation(string activation) => activation switch
+    {
+        "none" => Engine.Backends.Activation.None,
+        "gelu" => Engine.Backends.Activation.Gelu,
+        "tanh" => Engine.Backends.Activation.Tanh,
+        _ => throw new ArgumentOutOfRangeException(nameof(activation)),
+    };
+
     /// <summary>Uniform values in [-scale, scale] from a fixed seed.</summary>
     public static float[] Random(int length, int seed, float scale = 1f)
     {

@@ -1,0 +1,161 @@
+using Engine.Backends;
+
+namespace Engine.Reference;
+
+/// <summary>The outcome of one op case against its float64 reference.</summary>
+public sealed record ParityResult(string Op, string Case, double MaxError, int WorstIndex, double Expected, double Actual, Tolerance Tolerance, bool Passed)
+{
+    public override string ToString() => Passed
+        ? $"{Op} {Case}: ok (max |Δ| {MaxError:E2})"
+        : $"{Op} {Case}: element {WorstIndex} is {Actual}, reference {Expected} (|Δ| {MaxError:E2}, tolerance {Tolerance.Absolute:E0} + {Tolerance.Relative:E0}·|ref|)";
+}
+
+/// <summary>
+/// Runs the <see cref="OpCases"/> catalogue on a backend against <see cref="ReferenceOps"/>: random inputs
+/// from fixed seeds, outputs poisoned with NaN beforehand (an unwritten element fails), every element
+/// compared. The xunit parity suites and the GPU script both drive it.
+/// </summary>
+public sealed class ParityCheck(IBackend backend)
+{
+    /// <summary>Every case of the catalogue whose work is at most <paramref name="maxWork"/>.</summary>
+    public IEnumerable<ParityResult> All(long maxWork = long.MaxValue)
+    {
+        foreach (var c in OpCases.Linear.Where(c => c.Work <= maxWork)) yield return Linear(c);
+        yield return LinearAfterWeightUpdate();
+        foreach (int n in OpCases.ActivationLengths)
+            foreach (string activation in new[] { "gelu", "tanh" }) yield return Activate(n, activation);
+        foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
+        yield return AttentionIgnoresPaddedKeys();
+        foreach (var c in OpCases.LayerNorm.Where(c => c.Work <= maxWork)) yield return LayerNorm(c);
+        foreach (var c in OpCases.Embeddings.Where(c => c.Work <= maxWork)) yield return Embeddings(c);
+        yield return FirstToken();
+    }
+
+    public ParityResult Linear(LinearCase c)
+    {
+        var (input, weight, bias) = OpCases.LinearInputs(c);
+        var output = Poisoned(c.M * c.N);
+        backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation));
+        return Compare("linear", c.Name, ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance);
+    }
+
+    /// <summary>A weight re-uploaded after a first product must be used as it is now (no stale cache).</summary>
+    public ParityResult LinearAfterWeightUpdate()
+    {
+        var input = OpCases.Random(6 * 9, 1);
+        var weightBuffer = Upload(OpCases.Random(5 * 9, 2));
+        var output = Poisoned(6 * 5);
+        backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        var weight = OpCases.Random(5 * 9, 3);
+        backend.Upload<float>(weight, weightBuffer);
+        backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        return Compare("linear", "weight-updated", ReferenceOps.Linear(input, weight, null, 6, 9, 5, "none"), Download(output), OpCases.LinearTolerance);
+    }
+
+    public ParityResult Activate(int n, string activation)
+    {
+        var input = OpCases.Random(n, 4, 6f);
+        var output = Poisoned(n);
+        backend.Activate(output, Upload(input), n, OpCases.ParseActivation(activation));
+        return Compare("activate", $"{activation}-{n}", [.. input.Select(x => ReferenceOps.Activate(x, activation))], Download(output), OpCases.ActivationTolerance);
+    }
+
+    public ParityResult Attention(AttentionCase c)
+    {
+        int C = c.NH * c.HS;
+        var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
+        var mask = OpCases.Mask(c.Lengths, c.T);
+        var output = Poisoned(c.B * c.T * C);
+        backend.Attention(output, Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
+        return Compare("attention", c.Name, ReferenceOps.Attention(qkv, mask, c.B, c.T, c.NH, c.HS), Download(output), OpCases.AttentionTolerance);
+    }
+
+    /// <summary>What padded keys and values hold must not reach real outputs (compared bit for bit).</summary>
+    public ParityResult AttentionIgnoresPaddedKeys()
+    {
+        const int B = 1, T = 6, NH = 2, HS = 3, C = NH * HS, Real = 4;
+        var qkv = OpCases.Random(B * T * 3 * C, 6);
+        var mask = OpCases.Mask([Real], T);
+        var first = Poisoned(B * T * C);
+        backend.Attention(first, Upload(qkv), Upload(mask), B, T, NH, HS);
+        for (int t = Real; t < T; t++)
+            for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
+        var second = Poisoned(B * T * C);
+        backend.Attention(second, Upload(qkv), Upload(mask), B, T, NH, HS);
+        return Compare("attention", "padded-keys-ignored", [.. Download(first).Take(Real * C).Select(v => (double)v)],
+            [.. Download(second).Take(Real * C)], new Tolerance(0, 0));
+    }
+
+    public ParityResult LayerNorm(LayerNormCase c)
+    {
+        var input = OpCases.Random(c.N * c.C, 7, 3f);
+        var residual = c.Residual ? OpCases.Random(c.N * c.C, 8) : null;
+        var weight = OpCases.Random(c.C, 9);
+        var bias = OpCases.Random(c.C, 10);
+        var output = Poisoned(c.N * c.C);
+        backend.LayerNorm(output, Upload(input), residual is null ? null : Upload(residual), Upload(weight), Upload(bias), c.N, c.C, 1e-12f);
+        return Compare("layernorm", c.Name, ReferenceOps.LayerNorm(input, residual, weight, bias, c.N, c.C, 1e-12), Download(output), OpCases.LayerNormTolerance);
+    }
+
+    public ParityResult Embeddings(EmbeddingsCase c)
+    {
+        var random = new Random(11);
+        var ids = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.V)).ToArray();
+        var types = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.TypeVocab)).ToArray();
+        var word = OpCases.Random(c.V * c.C, 12);
+        var position = OpCases.Random(c.T * c.C, 13);
+        var tokenType = OpCases.Random(c.TypeVocab * c.C, 14);
+        var output = Poisoned(c.B * c.T * c.C);
+        backend.Embeddings(output, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), c.B, c.T, c.C);
+        return Compare("embeddings", c.Name, ReferenceOps.Embeddings(ids, types, word, position, tokenType, c.B, c.T, c.C), Download(output), OpCases.EmbeddingsTolerance);
+    }
+
+    public ParityResult FirstToken()
+    {
+        const int B = 3, T = 5, C = 7;
+        var input = OpCases.Random(B * T * C, 15);
+        var output = Poisoned(B * C);
+        backend.FirstToken(output, Upload(input), B, T, C);
+        return Compare("first-token", "3x5x7", ReferenceOps.FirstToken(input, B, T, C), Download(output), new Tolerance(0, 0));
+    }
+
+    /// <summary>Every element within tolerance; the worst one reported.</summary>
+    public static ParityResult Compare(string op, string name, double[] expected, float[] actual, Tolerance tolerance)
+    {
+        if (expected.Length != actual.Length)
+            return new ParityResult(op, name, double.PositiveInfinity, -1, expected.Length, actual.Length, tolerance, false);
+        double worstExcess = double.NegativeInfinity, maxError = 0;
+        int worst = 0;
+        bool passed = true;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            double error = Math.Abs(actual[i] - expected[i]);
+            double allowed = tolerance.Absolute + tolerance.Relative * Math.Abs(expected[i]);
+            if (!(error <= allowed)) passed = false; // NaN fails too
+            double excess = double.IsNaN(error) ? double.PositiveInfinity : error - allowed;
+            if (excess > worstExcess)
+            {
+                worstExcess = excess;
+                worst = i;
+            }
+            if (!(error <= maxError)) maxError = error;
+        }
+        return new ParityResult(op, name, maxError, worst, expected.Length > 0 ? expected[worst] : 0, actual.Length > 0 ? actual[worst] : 0, tolerance, passed);
+    }
+
+    private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
+    {
+        var buffer = backend.Allocate<T>(values.Length);
+        backend.Upload<T>(values, buffer);
+        return buffer;
+    }
+
+    private DeviceBuffer<float> Poisoned(int length) => Upload(Enumerable.Repeat(float.NaN, length).ToArray());
+
+    private float[] Download(DeviceBuffer<float> buffer)
+    {
+        var values = new float[buffer.Length];
+        backend.Download(buffer, values);
+        return values;
+    }
+}
