@@ -108,6 +108,9 @@ public sealed class IlgpuBackend : IBackend
         ? $"ilgpu CPU emulator: {_accelerator.Name}, warp {_accelerator.WarpSize}"
         : $"ilgpu {_accelerator.AcceleratorType}: {_accelerator.Name}, {_accelerator.MemorySize >> 20:N0} MiB, warp {_accelerator.WarpSize}";
 
+    /// <summary>Waits for every queued kernel: for timings.</summary>
+    public void Synchronize() => _accelerator.Synchronize();
+
     public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged => new IlgpuBuffer<T>(_accelerator.Allocate1D<T>(length));
 
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged

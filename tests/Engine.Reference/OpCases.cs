@@ -82,6 +82,27 @@ public static class OpCases
         new("minilm", 2, 40, 384, 1000, 2),
     ];
 
+    /// <summary>
+    /// BERT-base shapes (batch 32 × 128 tokens, hidden 768, 12 heads of 64, intermediate 3072) for the
+    /// benchmarks and the GPU timings: too large for the float64 reference, so not in the parity lists.
+    /// </summary>
+    public static class BertBase
+    {
+        public const int B = 32, T = 128, C = 768, NH = 12, HS = 64, I = 3072, Tokens = B * T;
+
+        public static readonly LinearCase[] Linear =
+        [
+            new("bert-base-qkv", Tokens, C, 3 * C, true, "none"),
+            new("bert-base-attn-out", Tokens, C, C, true, "none"),
+            new("bert-base-ffn-in-gelu", Tokens, C, I, true, "gelu"),
+            new("bert-base-ffn-out", Tokens, I, C, true, "none"),
+        ];
+
+        public static readonly AttentionCase Attention = new("bert-base-attention", B, T, NH, HS, [.. Enumerable.Repeat(T, B)]);
+        public static readonly LayerNormCase LayerNorm = new("bert-base-layernorm", Tokens, C, true);
+        public static readonly EmbeddingsCase Embeddings = new("bert-base-embeddings", B, T, C, 30522, 2);
+    }
+
     /// <summary>The most work a case may have to run on the ILGPU CPU emulator.</summary>
     public const long EmulatorWork = 300_000;
 

@@ -1,0 +1,148 @@
+using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.IO;
+using Engine.Kernels;
+using Engine.Models.Bert;
+using Engine.Reference;
+
+// The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
+// catalogue against the float64 reference), whole random-weight models at MiniLM and BERT-base shapes on
+// CUDA against the CPU backend, kernel timings at BERT-base shapes, then forward timings at batch 32 × 128.
+// Writes engine.json and the models (for PyTorch's side) under --output; exits 1 on any parity failure.
+// Usage: Engine.GpuCheck --output DIR [--device cuda|ilgpu-cpu]
+string output = Argument("--output") ?? "gpu-results";
+string device = Argument("--device") ?? "cuda";
+Directory.CreateDirectory(output);
+var report = new JsonObject { ["date"] = DateTime.UtcNow.ToString("u"), ["device_option"] = device };
+
+if (device == "cuda" && !IlgpuBackend.CudaAvailable())
+{
+    Console.WriteLine("no CUDA device found: the CUDA parity suite, model checks and timings are skipped");
+    report["cuda"] = false;
+    File.WriteAllText(Path.Combine(output, "engine.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+    return 0;
+}
+using var backend = IlgpuBackend.Create(device == "cuda" ? IlgpuDevice.Cuda : IlgpuDevice.CpuEmulator);
+bool emulated = device != "cuda";
+report["cuda"] = !emulated;
+report["device"] = backend.Description;
+Console.WriteLine($"device: {backend.Description}");
+
+// 1. Parity of every op case.
+int failures = 0;
+var parity = new JsonArray();
+foreach (var result in new ParityCheck(backend).All(emulated ? OpCases.EmulatorWork : long.MaxValue))
+{
+    if (!result.Passed) failures++;
+    Console.WriteLine((result.Passed ? "  " : "! ") + result);
+    parity.Add(new JsonObject { ["op"] = result.Op, ["case"] = result.Case, ["max_abs_error"] = result.MaxError, ["passed"] = result.Passed });
+}
+report["parity"] = parity;
+Console.WriteLine($"parity: {parity.Count - failures} of {parity.Count} cases passed");
+
+// 2. Whole models: CUDA against the CPU backend on the same random weights and a ragged batch.
+var models = new JsonArray();
+foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBase })
+{
+    string directory = RandomBert.Write(Path.Combine(output, "models", shape.Name), shape);
+    var batch = RandomBert.Batch(4, 96, shape.Vocab);
+    using var cpuModel = BertModel.Load(directory, new CpuBackend());
+    using var gpuModel = BertModel.Load(directory, backend);
+    var expected = cpuModel.Forward(batch);
+    var actual = gpuModel.Forward(batch);
+    double worst = 0;
+    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
+        if (batch.AttentionMask[i] != 0)
+            for (int c = 0; c < shape.Hidden; c++)
+                worst = Math.Max(worst, Math.Abs(expected.LastHiddenState[i * shape.Hidden + c] - actual.LastHiddenState[i * shape.Hidden + c]));
+    bool passed = worst <= 1e-4;
+    if (!passed) failures++;
+    Console.WriteLine($"{(passed ? "  " : "! ")}model {shape.Name}: CUDA vs CPU backend, max |Δ| on real tokens {worst:E2}");
+    SafeTensorsWriter.Write(Path.Combine(directory, "engine_outputs.safetensors"),
+    [
+        SafeTensorData.FromInt64("input_ids", [.. batch.InputIds.Select(v => (long)v)], batch.BatchSize, batch.SequenceLength),
+        SafeTensorData.FromInt64("attention_mask", [.. batch.AttentionMask.Select(v => (long)v)], batch.BatchSize, batch.SequenceLength),
+        SafeTensorData.FromFloats("last_hidden_state", actual.LastHiddenState, batch.BatchSize, batch.SequenceLength, shape.Hidden),
+    ]);
+    models.Add(new JsonObject { ["name"] = shape.Name, ["directory"] = Path.GetFullPath(directory), ["max_abs_error_vs_cpu"] = worst, ["passed"] = passed });
+}
+report["models"] = models;
+
+// 3. Kernel timings at BERT-base shapes; 4. forward timings.
+if (!emulated)
+{
+    var kernels = new JsonArray();
+    foreach (var c in OpCases.BertBase.Linear)
+    {
+        var (input, weight, bias) = OpCases.LinearInputs(c);
+        var (a, w, b, o) = (Upload(input), Upload(weight), Upload(bias!), backend.Allocate<float>(c.M * c.N));
+        Time(kernels, c.Name, 2.0 * c.M * c.K * c.N, () => backend.Linear(o, a, w, b, c.M, c.K, c.N, OpCases.ParseActivation(c.Activation)));
+    }
+    {
+        var c = OpCases.BertBase.Attention;
+        int C = c.NH * c.HS;
+        var (qkv, mask, o) = (Upload(OpCases.Random(c.B * c.T * 3 * C, 5)), Upload(OpCases.Mask(c.Lengths, c.T)), backend.Allocate<float>(c.B * c.T * C));
+        Time(kernels, c.Name, 4.0 * c.B * c.NH * c.T * c.T * c.HS, () => backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS));
+    }
+    {
+        var c = OpCases.BertBase.LayerNorm;
+        var (x, r, g, b, o) = (Upload(OpCases.Random(c.N * c.C, 7)), Upload(OpCases.Random(c.N * c.C, 8)), Upload(OpCases.Random(c.C, 9)), Upload(OpCases.Random(c.C, 10)), backend.Allocate<float>(c.N * c.C));
+        Time(kernels, c.Name, 0, () => backend.LayerNorm(o, x, r, g, b, c.N, c.C, 1e-12f));
+    }
+    report["kernels"] = kernels;
+
+    var forwards = new JsonArray();
+    foreach (var shape in new[] { BertShape.MiniLM, BertShape.BertBase })
+    {
+        using var model = BertModel.Load(Path.Combine(output, "models", shape.Name), backend);
+        var batch = RandomBert.Batch(32, 128, shape.Vocab);
+        Array.Fill(batch.AttentionMask, 1);
+        var milliseconds = Measure(() => model.Forward(batch), warmup: 3, runs: 20);
+        Console.WriteLine($"  forward {shape.Name} 32x128: {milliseconds:F2} ms ({shape.ForwardFlops(32, 128) / milliseconds / 1e9:F1} TFLOP/s, outputs copied to the host)");
+        forwards.Add(new JsonObject { ["name"] = shape.Name, ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
+    }
+    report["forward"] = forwards;
+}
+
+report["failures"] = failures;
+File.WriteAllText(Path.Combine(output, "engine.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+Console.WriteLine(failures == 0 ? "engine: all checks passed" : $"engine: {failures} check(s) FAILED");
+return failures == 0 ? 0 : 1;
+
+DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
+{
+    var buffer = backend.Allocate<T>(values.Length);
+    backend.Upload<T>(values, buffer);
+    return buffer;
+}
+
+void Time(JsonArray results, string name, double flops, Action launch)
+{
+    double milliseconds = Measure(() => { launch(); backend.Synchronize(); }, warmup: 3, runs: 50);
+    string rate = flops > 0 ? $", {flops / milliseconds / 1e9:F1} TFLOP/s" : "";
+    Console.WriteLine($"  kernel {name}: {milliseconds:F3} ms{rate}");
+    results.Add(new JsonObject { ["name"] = name, ["median_ms"] = milliseconds, ["flops"] = flops });
+}
+
+static double Measure(Action action, int warmup, int runs)
+{
+    for (int i = 0; i < warmup; i++) action();
+    var times = new double[runs];
+    for (int i = 0; i < runs; i++)
+    {
+        long start = Stopwatch.GetTimestamp();
+        action();
+        times[i] = Stopwatch.GetElapsedTime(start).TotalMilliseconds;
+    }
+    Array.Sort(times);
+    return times[runs / 2];
+}
+
+string? Argument(string name)
+{
+    int i = Array.IndexOf(args, name);
+    return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+}

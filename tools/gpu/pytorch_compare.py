@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""PyTorch's half of the GPU script (tools/gpu/run.sh): reads OUTPUT_DIR/engine.json written by
+Engine.GpuCheck, loads the same random-weight models with Hugging Face transformers on the same GPU,
+checks the engine's CUDA outputs against them, times the same kernels' shapes and the same forward
+passes in PyTorch (fp32, TF32 off, as the engine's kernels), and prints a table of ratios.
+Usage: python3 pytorch_compare.py OUTPUT_DIR"""
+import json
+import pathlib
+import statistics
+import sys
+
+
+def main() -> int:
+    out = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "gpu-results")
+    engine = json.loads((out / "engine.json").read_text())
+    try:
+        import torch
+    except ImportError:
+        print("PyTorch is not installed: comparison skipped")
+        return 0
+    if not engine.get("cuda") or not torch.cuda.is_available():
+        print("no CUDA device (or the engine ran without one): PyTorch comparison skipped")
+        return 0
+    import torch.nn.functional as F
+    from safetensors.torch import load_file
+    from transformers import BertModel
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    device = torch.device("cuda")
+    report = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0), "models": [], "kernels": [], "forward": []}
+    failures = 0
+
+    def median_ms(fn, warmup=3, runs=50):
+        for _ in range(warmup):
+            fn()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end))
+        return statistics.median(times)
+
+    # 1. The engine's CUDA outputs against transformers on the same weights and ragged batch.
+    models = {}
+    for m in engine.get("models", []):
+        model = BertModel.from_pretrained(m["directory"], attn_implementation="eager").to(device).eval()
+        models[m["name"]] = model
+        ref = load_file(str(pathlib.Path(m["directory"]) / "engine_outputs.safetensors"))
+        with torch.no_grad():
+            hidden = model(input_ids=ref["input_ids"].to(device), attention_mask=ref["attention_mask"].to(device)).last_hidden_state.cpu()
+        real = ref["attention_mask"].bool()
+        error = (hidden - ref["last_hidden_state"])[real].abs().max().item()
+        passed = error <= 1e-4
+        failures += not passed
+        print(f"{'  ' if passed else '! '}model {m['name']}: engine CUDA vs transformers CUDA, max |delta| on real tokens {error:.2e}")
+        report["models"].append({"name": m["name"], "max_abs_error_vs_transformers": error, "passed": passed})
+
+    # 2. The kernels' shapes in PyTorch (BERT-base: 32 x 128 tokens, hidden 768, 12 heads of 64, FFN 3072).
+    B, T, C, NH, HS, I = 32, 128, 768, 12, 64, 3072
+    M = B * T
+    g = torch.Generator(device=device).manual_seed(1)
+    rand = lambda *shape: torch.rand(*shape, device=device, generator=g) - 0.5
+    linears = {"bert-base-qkv": (C, 3 * C, False), "bert-base-attn-out": (C, C, False),
+               "bert-base-ffn-in-gelu": (C, I, True), "bert-base-ffn-out": (I, C, False)}
+    torch_ms = {}
+    with torch.no_grad():
+        for name, (k, n, gelu) in linears.items():
+            x, w, b = rand(M, k), rand(n, k), rand(n)
+            torch_ms[name] = median_ms((lambda: F.gelu(F.linear(x, w, b))) if gelu else (lambda: F.linear(x, w, b)))
+        q, k_, v = rand(B, NH, T, HS), rand(B, NH, T, HS), rand(B, NH, T, HS)
+        torch_ms["bert-base-attention"] = median_ms(lambda: F.scaled_dot_product_attention(q, k_, v))
+        x, r, wln, bln = rand(M, C), rand(M, C), rand(C), rand(C)
+        torch_ms["bert-base-layernorm"] = median_ms(lambda: F.layer_norm(x + r, (C,), wln, bln, 1e-12))
+        # 3. Forward passes at batch 32 x 128, as the engine timed them (outputs copied to the host).
+        forward_ms = {}
+        for name, model in models.items():
+            sdpa = BertModel.from_pretrained(next(m["directory"] for m in engine["models"] if m["name"] == name), attn_implementation="sdpa").to(device).eval()
+            ids = torch.randint(1000, model.config.vocab_size, (B, T), device=device, generator=g)
+            mask = torch.ones(B, T, dtype=torch.long, device=device)
+            forward_ms[name] = median_ms(lambda: sdpa(input_ids=ids, attention_mask=mask).last_hidden_state.cpu(), runs=20)
+
+    rows = []
+    for kernel in engine.get("kernels", []):
+        if kernel["name"] in torch_ms:
+            rows.append((f"kernel {kernel['name']}", kernel["median_ms"], torch_ms[kernel["name"]]))
+    for forward in engine.get("forward", []):
+        if forward["name"] in forward_ms:
+            rows.append((f"forward {forward['name']} 32x128", forward["median_ms"], forward_ms[forward["name"]]))
+    report["rows"] = [{"what": w, "engine_ms": e, "torch_ms": t, "ratio": e / t} for w, e, t in rows]
+    report["failures"] = failures
+    (out / "pytorch.json").write_text(json.dumps(report, indent=2))
+
+    print(f"\n{report['gpu']}, PyTorch {report['torch']}, fp32 (TF32 off); ratio = engine time / PyTorch time")
+    print(f"| {'what':<40} | {'engine ms':>10} | {'PyTorch ms':>10} | {'ratio':>6} |")
+    print(f"|{'-' * 42}|{'-' * 12}|{'-' * 12}|{'-' * 8}|")
+    for what, e, t in rows:
+        print(f"| {what:<40} | {e:>10.3f} | {t:>10.3f} | {e / t:>6.2f} |")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
