@@ -137,8 +137,19 @@ public sealed class IlgpuBackend : IBackend
         CheckSize(input, (long)M * K, nameof(input));
         CheckSize(weight, (long)N * K, nameof(weight));
         if (bias is not null) CheckSize(bias, N, nameof(bias));
-        var shape = new GemmKernels.Shape(M, K, N, bias is null ? 0 : 1, ActivationKernels.Code(activation));
+        var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation));
         _gemm(GemmKernels.Config(shape), View(output), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
+    }
+
+    public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    {
+        CheckSize(output, shape.ElementsC, nameof(output));
+        CheckSize(a, shape.ElementsA, nameof(a));
+        CheckSize(b, shape.ElementsB, nameof(b));
+        if (shape.Batch == 0) return;
+        var kernelShape = new GemmKernels.Shape(shape.Batch, shape.M, shape.K, shape.N, shape.TransposeA ? 1 : 0, shape.TransposeB ? 1 : 0,
+            shape.StrideA, shape.StrideB, shape.StrideC, 0, ActivationKernels.None);
+        _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
     }
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)

@@ -16,6 +16,11 @@ public sealed record LinearCase(string Name, int M, int K, int N, bool Bias, str
     public long Work => (long)M * K * N;
 }
 
+public sealed record MatMulCase(string Name, Engine.Backends.MatMulShape Shape) : IOpCase
+{
+    public long Work => (long)Shape.Batch * Shape.M * Shape.K * Shape.N;
+}
+
 public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths) : IOpCase
 {
     public long Work => (long)B * NH * T * T * HS;
@@ -56,6 +61,18 @@ public static class OpCases
         new("tall", 101, 17, 3, true, "gelu"),
         new("minilm-qkv", 64, 384, 1152, true, "none"),
         new("minilm-ffn", 50, 384, 1536, true, "gelu"),
+    ];
+
+    public static readonly MatMulCase[] MatMul =
+    [
+        new("nt-odd", Engine.Backends.MatMulShape.Contiguous(1, 7, 13, 5, false, true)),
+        new("nn-odd", Engine.Backends.MatMulShape.Contiguous(1, 9, 17, 11, false, false)),
+        new("tn-odd", Engine.Backends.MatMulShape.Contiguous(1, 11, 7, 13, true, false)),
+        new("tt-odd", Engine.Backends.MatMulShape.Contiguous(1, 5, 9, 7, true, true)),
+        new("over-one-tile", Engine.Backends.MatMulShape.Contiguous(1, 67, 19, 70, false, false)),
+        new("batched-scores", Engine.Backends.MatMulShape.Contiguous(6, 13, 8, 13, false, true)),
+        new("batched-strided-gaps", new(3, 5, 6, 7, false, false, 5 * 6 + 3, 6 * 7 + 5, 5 * 7 + 2)),
+        new("minilm-scores", Engine.Backends.MatMulShape.Contiguous(24, 128, 32, 128, false, true)),
     ];
 
     public static readonly AttentionCase[] Attention =

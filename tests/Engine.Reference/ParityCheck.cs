@@ -22,6 +22,7 @@ public sealed class ParityCheck(IBackend backend)
     {
         foreach (var c in OpCases.Linear.Where(c => c.Work <= maxWork)) yield return Linear(c);
         yield return LinearAfterWeightUpdate();
+        foreach (var c in OpCases.MatMul.Where(c => c.Work <= maxWork)) yield return MatMul(c);
         foreach (int n in OpCases.ActivationLengths)
             foreach (string activation in new[] { "gelu", "tanh" }) yield return Activate(n, activation);
         foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
@@ -37,6 +38,20 @@ public sealed class ParityCheck(IBackend backend)
         var output = Poisoned(c.M * c.N);
         backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation));
         return Compare("linear", c.Name, ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance);
+    }
+
+    /// <summary>Compares only the batch items' elements: gaps between strided items are not the op's.</summary>
+    public ParityResult MatMul(MatMulCase c)
+    {
+        var s = c.Shape;
+        var a = OpCases.Random((int)s.ElementsA, 16);
+        var b = OpCases.Random((int)s.ElementsB, 17);
+        var output = Poisoned((int)s.ElementsC);
+        backend.MatMul(output, Upload(a), Upload(b), s);
+        var expected = ReferenceOps.MatMul(a, b, s);
+        var actual = Download(output);
+        var items = Enumerable.Range(0, s.Batch).SelectMany(i => Enumerable.Range((int)(i * s.StrideC), s.M * s.N)).ToArray();
+        return Compare("matmul", c.Name, [.. items.Select(i => expected[i])], [.. items.Select(i => actual[i])], OpCases.LinearTolerance);
     }
 
     /// <summary>A weight re-uploaded after a first product must be used as it is now (no stale cache).</summary>

@@ -20,6 +20,26 @@ public static class ReferenceOps
         return output;
     }
 
+    /// <summary>Strided-batched products in either layout, as <see cref="Engine.Backends.MatMulShape"/> defines them.</summary>
+    public static double[] MatMul(float[] a, float[] b, Engine.Backends.MatMulShape s)
+    {
+        var output = new double[s.ElementsC];
+        for (int i = 0; i < s.Batch; i++)
+            for (int m = 0; m < s.M; m++)
+                for (int n = 0; n < s.N; n++)
+                {
+                    double sum = 0;
+                    for (int k = 0; k < s.K; k++)
+                    {
+                        double x = a[i * s.StrideA + (s.TransposeA ? k * s.M + m : m * s.K + k)];
+                        double y = b[i * s.StrideB + (s.TransposeB ? n * s.K + k : k * s.N + n)];
+                        sum += x * y;
+                    }
+                    output[i * s.StrideC + m * s.N + n] = sum;
+                }
+        return output;
+    }
+
     public static double Activate(double x, string activation) => activation switch
     {
         "none" => x,

@@ -12,6 +12,7 @@ namespace Engine.Tests;
 public sealed class IlgpuEmulatorOpParityTests() : OpParityTests(IlgpuBackend.Create(IlgpuDevice.CpuEmulator))
 {
     public static TheoryData<string> LinearCases => Names(OpCases.Linear, OpCases.EmulatorWork);
+    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul, OpCases.EmulatorWork);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention, OpCases.EmulatorWork);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm, OpCases.EmulatorWork);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings, OpCases.EmulatorWork);
@@ -26,6 +27,7 @@ public sealed class CudaOpParityTests : OpParityTests
         : base(Available ? IlgpuBackend.Create(IlgpuDevice.Cuda) : null, "no CUDA device on this machine (the GPU script runs this suite on one)") { }
 
     public static TheoryData<string> LinearCases => Names(OpCases.Linear);
+    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);

@@ -54,6 +54,9 @@ public abstract class OpParityTests : IDisposable
     [SkippableTheory, MemberData("LinearCases")]
     public void Linear(string name) => AssertPassed(Check.Linear(OpCases.Linear.Single(c => c.Name == name)));
 
+    [SkippableTheory, MemberData("MatMulCases")]
+    public void MatMul(string name) => AssertPassed(Check.MatMul(OpCases.MatMul.Single(c => c.Name == name)));
+
     [SkippableFact]
     public void LinearUsesTheWeightAsUploadedLast() => AssertPassed(Check.LinearAfterWeightUpdate());
 
@@ -86,6 +89,7 @@ public abstract class OpParityTests : IDisposable
 public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
 {
     public static TheoryData<string> LinearCases => Names(OpCases.Linear);
+    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);

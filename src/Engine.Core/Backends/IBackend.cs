@@ -18,6 +18,24 @@ public enum Activation
 }
 
 /// <summary>
+/// A batch of matrix products output[i] (M,N) = opA(a[i]) · opB(b[i]) for i &lt; Batch. opA(a) is (M,K):
+/// stored (M,K), or (K,M) when <c>TransposeA</c>. opB(b) is (K,N): stored (N,K) when <c>TransposeB</c>
+/// (PyTorch's Linear-weight layout), else (K,N). Strides are in elements between batch items; items are
+/// dense inside.
+/// </summary>
+public readonly record struct MatMulShape(int Batch, int M, int K, int N, bool TransposeA, bool TransposeB, long StrideA, long StrideB, long StrideC)
+{
+    /// <summary>Contiguous items: strides M·K, K·N, M·N.</summary>
+    public static MatMulShape Contiguous(int batch, int M, int K, int N, bool transposeA, bool transposeB) =>
+        new(batch, M, K, N, transposeA, transposeB, (long)M * K, (long)K * N, (long)M * N);
+
+    /// <summary>Elements each buffer must hold.</summary>
+    public long ElementsA => (Batch - 1) * StrideA + (long)M * K;
+    public long ElementsB => (Batch - 1) * StrideB + (long)K * N;
+    public long ElementsC => (Batch - 1) * StrideC + (long)M * N;
+}
+
+/// <summary>
 /// The encoder's operations, implemented once per backend (the managed SIMD CPU backend; the ILGPU
 /// backend). Buffers are flat; shapes are passed as sizes, named with fixed letters: B batch, T tokens,
 /// C channels, NH heads, HS head size, V vocabulary, M×K·(N×K)ᵀ for matrix products. Outputs come first,
@@ -39,6 +57,9 @@ public interface IBackend : IDisposable
     /// <summary>output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.</summary>
     void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
         int M, int K, int N, Activation activation);
+
+    /// <summary>Strided-batched matrix products in either layout (attention's and backward passes' products).</summary>
+    void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape);
 
     /// <summary>output (n) = activation(input (n)).</summary>
     void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation);

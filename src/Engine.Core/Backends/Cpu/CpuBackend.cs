@@ -49,6 +49,27 @@ public sealed class CpuBackend : IBackend
         CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? null : Host(bias).Data, M, K, N, activation);
     }
 
+    public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    {
+        CheckSize(output, shape.ElementsC, nameof(output));
+        CheckSize(a, shape.ElementsA, nameof(a));
+        CheckSize(b, shape.ElementsB, nameof(b));
+        var (c, aData, bData) = (Host(output).Data, Host(a).Data, Host(b).Data);
+        int M = shape.M, K = shape.K, N = shape.N;
+        var rowMajorA = shape.TransposeA ? new float[M * K] : null;
+        var itemC = new float[M * N];
+        for (int i = 0; i < shape.Batch; i++)
+        {
+            var itemA = aData.AsSpan((int)(i * shape.StrideA), M * K);
+            if (rowMajorA is not null)
+                for (int k = 0; k < K; k++)
+                    for (int m = 0; m < M; m++) rowMajorA[m * K + k] = itemA[k * M + m];
+            var packed = CpuGemm.Pack(bData.AsSpan((int)(i * shape.StrideB), K * N), N, K, kMajor: !shape.TransposeB);
+            CpuGemm.Multiply(itemC, rowMajorA ?? itemA.ToArray(), packed, null, M, K, N, Activation.None);
+            itemC.CopyTo(c.AsSpan((int)(i * shape.StrideC), M * N));
+        }
+    }
+
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
         CheckSize(output, n, nameof(output));

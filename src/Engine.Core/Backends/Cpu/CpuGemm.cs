@@ -16,8 +16,11 @@ namespace Engine.Backends.Cpu;
 /// </remarks>
 internal static unsafe class CpuGemm
 {
-    /// <summary>W (N,K) packed as (ceil(N/NR), K, NR), NR = 2·<paramref name="width"/> (default: this processor's).</summary>
-    public static float[] Pack(ReadOnlySpan<float> weight, int N, int K, int width = 0)
+    /// <summary>
+    /// B packed as (ceil(N/NR), K, NR), NR = 2·<paramref name="width"/> (default: this processor's); B is
+    /// stored (N,K) (a Linear weight) or, with <paramref name="kMajor"/>, (K,N).
+    /// </summary>
+    public static float[] Pack(ReadOnlySpan<float> weight, int N, int K, int width = 0, bool kMajor = false)
     {
         int nr = 2 * (width == 0 ? Simd.Width : width);
         int panels = (N + nr - 1) / nr;
@@ -29,7 +32,7 @@ internal static unsafe class CpuGemm
                 for (int j = 0; j < nr; j++)
                 {
                     int n = p * nr + j;
-                    packed[baseIndex + j] = n < N ? weight[n * K + k] : 0f;
+                    packed[baseIndex + j] = n >= N ? 0f : kMajor ? weight[k * N + n] : weight[n * K + k];
                 }
             }
         return packed;
