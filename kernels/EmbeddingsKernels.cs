@@ -1,9 +1,13 @@
-// Embeddings: out (B,T,C) = word[ids] + position[t] + tokenType[types]; and the [CLS] gather of the pooler.
+// Embeddings: out (B,T,C) = LayerNorm(word[ids] + position[t] + tokenType[types]) with weight, bias (C);
+// and the [CLS] gather of the pooler.
 //
-// Shapes: ids, types (B,T); word (V,C); position (P,C), P ≥ T; tokenType (TV,C). The layer-norm that
-// follows in BertEmbeddings is LayerNorm.cs. The backward issue adds a deterministic scatter-add here.
-// Scheme: one thread per output element; consecutive threads read consecutive channels of one row.
-// History: v1 (this version).
+// Shapes: ids, types (B,T); word (V,C); position (P,C), P ≥ T; tokenType (TV,C). Cached for backward:
+// the sum before normalisation (B,T,C), written when a sum buffer is given. The backward issue adds a
+// deterministic scatter-add here.
+// Scheme: one warp per token: gather and sum the three rows (consecutive lanes, consecutive channels),
+// Welford statistics merged across the warp (LayerNormKernels.Moments), the sum kept in the sum buffer
+// or, without one, in the output row itself (each lane re-reads only what it wrote), then normalised.
+// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -11,13 +15,32 @@ namespace Engine.Kernels;
 
 internal static class EmbeddingsKernels
 {
-    public readonly record struct Shape(int B, int T, int C);
+    public const int WarpsPerGroup = 4;
 
-    public static void Kernel(Index1D index, ArrayView<float> output, ArrayView<int> inputIds, ArrayView<int> tokenTypeIds,
-        ArrayView<float> word, ArrayView<float> position, ArrayView<float> tokenType, Shape s)
+    public readonly record struct Shape(int B, int T, int C, float Eps);
+
+    public static KernelConfig Config(Shape s, int warpSize) =>
+        new((s.B * s.T + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * warpSize);
+
+    /// <param name="sum">(B,T,C), receives the sum; the output itself when no sum is kept.</param>
+    public static void Kernel(ArrayView<float> output, ArrayView<float> sum, ArrayView<int> inputIds, ArrayView<int> tokenTypeIds,
+        ArrayView<float> word, ArrayView<float> position, ArrayView<float> tokenType, ArrayView<float> weight, ArrayView<float> bias, Shape s)
     {
-        int token = index / s.C, c = index % s.C, t = token % s.T;
-        output[index] = word[(long)inputIds[token] * s.C + c] + position[(long)t * s.C + c] + tokenType[(long)tokenTypeIds[token] * s.C + c];
+        int token = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx, lane = Warp.LaneIdx;
+        if (token >= s.B * s.T) return; // uniform per warp
+        long rowBase = (long)token * s.C, wordBase = (long)inputIds[token] * s.C;
+        long positionBase = (long)(token % s.T) * s.C, typeBase = (long)tokenTypeIds[token] * s.C;
+        var moments = default(LayerNormKernels.Moments);
+        for (int c = lane; c < s.C; c += Warp.WarpSize)
+        {
+            float x = word[wordBase + c] + position[positionBase + c] + tokenType[typeBase + c];
+            sum[rowBase + c] = x;
+            moments = moments.Add(x);
+        }
+        moments = moments.WarpMerge();
+        float rstd = moments.Rstd(s.C, s.Eps);
+        for (int c = lane; c < s.C; c += Warp.WarpSize)
+            output[rowBase + c] = (sum[rowBase + c] - moments.Mean) * rstd * weight[c] + bias[c];
     }
 
     /// <summary>out (B,C) = inp (B,T,C)[:, 0, :]; one thread per output element.</summary>

@@ -25,7 +25,7 @@ public static class KernelCatalog
         new("attention hs=64", Method(nameof(KernelCatalog), nameof(AttentionHeadSize64)), true, true),
         new("attention hs=128", Method(nameof(KernelCatalog), nameof(AttentionHeadSize128)), true, true),
         new("layernorm", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.Kernel)), true, true),
-        new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), false, false),
+        new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
         new("first-token", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.FirstTokenKernel)), false, false),
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
     ];

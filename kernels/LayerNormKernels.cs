@@ -1,9 +1,12 @@
 // Layer-norm forward with a fused residual add: out (N,C) = (x − mean)·rstd·weight + bias, x = inp + residual.
 //
 // Shapes: inp, residual, out (N,C); weight, bias (C). The backward issue will cache mean and rstd (N).
-// Scheme: one warp per row, lanes striding over C; mean, then the variance of the centred row (two
-// passes, as the CPU reference), each a warp butterfly reduction; biased variance as torch.nn.LayerNorm.
-// History: v1 warp per row, two passes through L1 (this version).
+// Scheme: one warp per row, lanes striding over C. Statistics in one pass: each lane runs Welford's
+// update over its elements, then the lanes' (count, mean, M2) are merged by Chan's formula across a
+// butterfly of shuffles (stable, unlike E[x²] − mean²); a second pass normalises. Biased variance, as
+// torch.nn.LayerNorm.
+// History: v1 warp per row, mean then variance (three reads of the row); v2 one-pass Welford statistics
+// (two reads) (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -25,18 +28,44 @@ internal static class LayerNormKernels
         int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx, lane = Warp.LaneIdx;
         if (row >= s.N) return; // uniform per warp
         long rowBase = (long)row * s.C;
-        float sum = 0f;
-        for (int c = lane; c < s.C; c += Warp.WarpSize) sum += X(input, residual, s, rowBase + c);
-        float mean = AttentionKernels.WarpSum(sum) / s.C;
-        float squares = 0f;
+        var moments = default(Moments);
+        for (int c = lane; c < s.C; c += Warp.WarpSize) moments = moments.Add(X(input, residual, s, rowBase + c));
+        moments = moments.WarpMerge();
+        float rstd = moments.Rstd(s.C, s.Eps);
         for (int c = lane; c < s.C; c += Warp.WarpSize)
+            output[rowBase + c] = (X(input, residual, s, rowBase + c) - moments.Mean) * rstd * weight[c] + bias[c];
+    }
+
+    /// <summary>Welford's running count, mean and sum of squared deviations; a device-side value.</summary>
+    internal readonly struct Moments(float count, float mean, float m2)
+    {
+        public readonly float Count = count, Mean = mean, M2 = m2;
+
+        public Moments Add(float x)
         {
-            float d = X(input, residual, s, rowBase + c) - mean;
-            squares += d * d;
+            float count = Count + 1f, delta = x - Mean, mean = Mean + delta / count;
+            return new Moments(count, mean, M2 + delta * (x - mean));
         }
-        float rstd = 1f / XMath.Sqrt(AttentionKernels.WarpSum(squares) / s.C + s.Eps);
-        for (int c = lane; c < s.C; c += Warp.WarpSize)
-            output[rowBase + c] = (X(input, residual, s, rowBase + c) - mean) * rstd * weight[c] + bias[c];
+
+        /// <summary>The whole warp's moments in every lane: Chan's merge over a butterfly of shuffles.</summary>
+        public Moments WarpMerge()
+        {
+            var m = this;
+            for (int offset = 16; offset > 0; offset >>= 1)
+            {
+                float otherCount = Warp.ShuffleXor(m.Count, offset), otherMean = Warp.ShuffleXor(m.Mean, offset), otherM2 = Warp.ShuffleXor(m.M2, offset);
+                float total = m.Count + otherCount;
+                if (total > 0f)
+                {
+                    float delta = otherMean - m.Mean;
+                    m = new Moments(total, m.Mean + delta * otherCount / total, m.M2 + otherM2 + delta * delta * m.Count * otherCount / total);
+                }
+            }
+            return m;
+        }
+
+        /// <summary>1/√(biased variance + ε) of a row of C elements.</summary>
+        public float Rstd(int C, float eps) => 1f / XMath.Sqrt(M2 / C + eps);
     }
 
     private static float X(ArrayView<float> input, ArrayView<float> residual, Shape s, long index) =>

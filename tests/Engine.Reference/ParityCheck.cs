@@ -120,9 +120,21 @@ public sealed class ParityCheck(IBackend backend)
         var word = OpCases.Random(c.V * c.C, 12);
         var position = OpCases.Random(c.T * c.C, 13);
         var tokenType = OpCases.Random(c.TypeVocab * c.C, 14);
-        var output = Poisoned(c.B * c.T * c.C);
-        backend.Embeddings(output, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), c.B, c.T, c.C);
-        return Compare("embeddings", c.Name, ReferenceOps.Embeddings(ids, types, word, position, tokenType, c.B, c.T, c.C), Download(output), OpCases.EmbeddingsTolerance);
+        var weight = OpCases.Random(c.C, 18);
+        var bias = OpCases.Random(c.C, 19);
+        var (output, sum) = (Poisoned(c.B * c.T * c.C), Poisoned(c.B * c.T * c.C));
+        backend.Embeddings(output, sum, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), Upload(weight), Upload(bias), c.B, c.T, c.C, 1e-12f);
+        var expectedSum = ReferenceOps.Embeddings(ids, types, word, position, tokenType, c.B, c.T, c.C);
+        var sumResult = Compare("embeddings-sum", c.Name, expectedSum, Download(sum), OpCases.EmbeddingsTolerance);
+        if (!sumResult.Passed) return sumResult;
+        // The normalisation sees the float32 sum, as every backend does.
+        var expected = ReferenceOps.LayerNorm([.. expectedSum.Select(v => (float)v)], null, weight, bias, c.B * c.T, c.C, 1e-12);
+        var normalised = Compare("embeddings", c.Name, expected, Download(output), OpCases.LayerNormTolerance);
+        // Without a sum buffer the op must give the same output.
+        var alone = Poisoned(c.B * c.T * c.C);
+        backend.Embeddings(alone, null, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), Upload(weight), Upload(bias), c.B, c.T, c.C, 1e-12f);
+        var aloneResult = Compare("embeddings", c.Name + " without sum", expected, Download(alone), OpCases.LayerNormTolerance);
+        return normalised.Passed ? aloneResult : normalised;
     }
 
     public ParityResult FirstToken()

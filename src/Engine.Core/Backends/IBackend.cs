@@ -76,12 +76,14 @@ public interface IBackend : IDisposable
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps);
 
     /// <summary>
-    /// output (B,T,C) = wordEmbeddings[inputIds] + positionEmbeddings[t] + tokenTypeEmbeddings[tokenTypeIds];
-    /// inputIds, tokenTypeIds (B,T). Ids must already be in range (the model checks them).
+    /// output (B,T,C) = LayerNorm(wordEmbeddings[inputIds] + positionEmbeddings[t] + tokenTypeEmbeddings[tokenTypeIds])
+    /// with weight and bias (C); <paramref name="sum"/> (B,T,C), when given, receives the sum before the
+    /// normalisation (what a backward pass needs). inputIds, tokenTypeIds (B,T); ids must already be in
+    /// range (the model checks them).
     /// </summary>
-    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
-        int B, int T, int C);
+        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps);
 
     /// <summary>output (B,C) = input (B,T,C)[:, 0, :], the [CLS] rows.</summary>
     void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C);

@@ -98,16 +98,21 @@ public sealed class CpuBackend : IBackend
             Host(weight).Data, Host(bias).Data, N, C, eps);
     }
 
-    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
-        int B, int T, int C)
+        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
         CheckSize(output, (long)B * T * C, nameof(output));
+        if (sum is not null) CheckSize(sum, (long)B * T * C, nameof(sum));
+        CheckSize(weight, C, nameof(weight));
+        CheckSize(bias, C, nameof(bias));
         CheckSize(inputIds, (long)B * T, nameof(inputIds));
         CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
         CheckSize(positionEmbeddings, (long)T * C, nameof(positionEmbeddings));
-        CpuNormalization.Embeddings(Host(output).Data, Host(inputIds).Data, Host(tokenTypeIds).Data,
+        var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
+        CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(tokenTypeIds).Data,
             Host(wordEmbeddings).Data, Host(positionEmbeddings).Data, Host(tokenTypeEmbeddings).Data, B, T, C);
+        CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Data, Host(bias).Data, B * T, C, eps);
     }
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)

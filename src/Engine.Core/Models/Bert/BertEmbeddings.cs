@@ -22,13 +22,10 @@ public sealed class BertEmbeddings : IDisposable
         LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), backend, C, config.LayerNormEps);
     }
 
-    /// <summary>output (B,T,C); scratch (B,T,C) holds the sum before normalisation.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> scratch,
-        DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T)
-    {
-        backend.Embeddings(scratch, inputIds, tokenTypeIds, WordEmbeddings, PositionEmbeddings, TokenTypeEmbeddings, B, T, _config.HiddenSize);
-        LayerNorm.Forward(backend, output, scratch, null, B * T);
-    }
+    /// <summary>output (B,T,C): the three embeddings summed and normalised in one op.</summary>
+    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T) =>
+        backend.Embeddings(output, null, inputIds, tokenTypeIds, WordEmbeddings, PositionEmbeddings, TokenTypeEmbeddings,
+            LayerNorm.Weight, LayerNorm.Bias, B, T, _config.HiddenSize, LayerNorm.Eps);
 
     public long ParameterCount => (long)(_config.VocabSize + _config.MaxPositionEmbeddings + _config.TypeVocabSize) * _config.HiddenSize + LayerNorm.ParameterCount;
 

@@ -95,7 +95,7 @@ public sealed class BertModel : IDisposable
         _backend.Upload<int>(batch.InputIds, a.InputIds);
         _backend.Upload<int>(batch.TokenTypeIds, a.TokenTypeIds);
         _backend.Upload<int>(batch.AttentionMask, a.AttentionMask);
-        Embeddings.Forward(_backend, a.Hidden, a.Projected, a.InputIds, a.TokenTypeIds, B, T);
+        Embeddings.Forward(_backend, a.Hidden, a.InputIds, a.TokenTypeIds, B, T);
         Encoder.Forward(_backend, a, B, T);
 
         var hidden = new float[B * T * C];
