@@ -50,6 +50,7 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstToken;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
 
     private IlgpuBackend(Context context, Accelerator accelerator)
     {
@@ -62,6 +63,7 @@ public sealed class IlgpuBackend : IBackend
         _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
         _firstToken = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingsKernels.FirstTokenKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
+        _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
     }
 
     /// <summary>Opens the first device of the given kind; throws <see cref="EngineException"/> when there is none.</summary>
@@ -157,6 +159,13 @@ public sealed class IlgpuBackend : IBackend
         CheckSize(output, n, nameof(output));
         CheckSize(input, n, nameof(input));
         if (n > 0) _activate(n, View(output), View(input), ActivationKernels.Code(activation));
+    }
+
+    public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
+    {
+        CheckSize(output, (long)rows * N, nameof(output));
+        CheckSize(input, (long)rows * N, nameof(input));
+        if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS)

@@ -24,6 +24,7 @@ public static class KernelCatalog
         new("attention hs=32", Method(nameof(KernelCatalog), nameof(AttentionHeadSize32)), true, true),
         new("attention hs=64", Method(nameof(KernelCatalog), nameof(AttentionHeadSize64)), true, true),
         new("attention hs=128", Method(nameof(KernelCatalog), nameof(AttentionHeadSize128)), true, true),
+        new("softmax", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.Kernel)), true, false),
         new("layernorm", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.Kernel)), true, true),
         new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
         new("first-token", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.FirstTokenKernel)), false, false),

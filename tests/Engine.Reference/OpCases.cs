@@ -21,6 +21,11 @@ public sealed record MatMulCase(string Name, Engine.Backends.MatMulShape Shape) 
     public long Work => (long)Shape.Batch * Shape.M * Shape.K * Shape.N;
 }
 
+public sealed record SoftmaxCase(string Name, int Rows, int N) : IOpCase
+{
+    public long Work => (long)Rows * N;
+}
+
 public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths) : IOpCase
 {
     public long Work => (long)B * NH * T * T * HS;
@@ -45,6 +50,7 @@ public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int
 public static class OpCases
 {
     public static readonly Tolerance LinearTolerance = new(1e-5, 1e-4);
+    public static readonly Tolerance SoftmaxTolerance = new(1e-7, 1e-5);
     public static readonly Tolerance AttentionTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance LayerNormTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance EmbeddingsTolerance = new(1e-6, 1e-6);
@@ -73,6 +79,15 @@ public static class OpCases
         new("batched-scores", Engine.Backends.MatMulShape.Contiguous(6, 13, 8, 13, false, true)),
         new("batched-strided-gaps", new(3, 5, 6, 7, false, false, 5 * 6 + 3, 6 * 7 + 5, 5 * 7 + 2)),
         new("minilm-scores", Engine.Backends.MatMulShape.Contiguous(24, 128, 32, 128, false, true)),
+    ];
+
+    public static readonly SoftmaxCase[] Softmax =
+    [
+        new("1x1", 1, 1),
+        new("two-classes", 9, 2),
+        new("odd", 5, 37),
+        new("wide", 3, 1000),
+        new("vocabulary", 2, 30522),
     ];
 
     public static readonly AttentionCase[] Attention =

@@ -25,6 +25,7 @@ public sealed class ParityCheck(IBackend backend)
         foreach (var c in OpCases.MatMul.Where(c => c.Work <= maxWork)) yield return MatMul(c);
         foreach (int n in OpCases.ActivationLengths)
             foreach (string activation in new[] { "gelu", "tanh" }) yield return Activate(n, activation);
+        foreach (var c in OpCases.Softmax.Where(c => c.Work <= maxWork)) yield return Softmax(c);
         foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
         yield return AttentionIgnoresPaddedKeys();
         foreach (var c in OpCases.LayerNorm.Where(c => c.Work <= maxWork)) yield return LayerNorm(c);
@@ -73,6 +74,14 @@ public sealed class ParityCheck(IBackend backend)
         var output = Poisoned(n);
         backend.Activate(output, Upload(input), n, OpCases.ParseActivation(activation));
         return Compare("activate", $"{activation}-{n}", [.. input.Select(x => ReferenceOps.Activate(x, activation))], Download(output), OpCases.ActivationTolerance);
+    }
+
+    public ParityResult Softmax(SoftmaxCase c)
+    {
+        var input = OpCases.Random(c.Rows * c.N, 20, 8f);
+        var output = Poisoned(c.Rows * c.N);
+        backend.Softmax(output, Upload(input), c.Rows, c.N);
+        return Compare("softmax", c.Name, ReferenceOps.Softmax(input, c.Rows, c.N), Download(output), OpCases.SoftmaxTolerance);
     }
 
     public ParityResult Attention(AttentionCase c)

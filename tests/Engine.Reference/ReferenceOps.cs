@@ -40,6 +40,20 @@ public static class ReferenceOps
         return output;
     }
 
+    /// <summary>out (rows, N) = exp(x − max) / Σ exp(x − max) per row.</summary>
+    public static double[] Softmax(float[] input, int rows, int N)
+    {
+        var output = new double[rows * N];
+        for (int r = 0; r < rows; r++)
+        {
+            double max = double.NegativeInfinity, sum = 0;
+            for (int n = 0; n < N; n++) max = Math.Max(max, input[r * N + n]);
+            for (int n = 0; n < N; n++) sum += output[r * N + n] = Math.Exp(input[r * N + n] - max);
+            for (int n = 0; n < N; n++) output[r * N + n] /= sum;
+        }
+        return output;
+    }
+
     public static double Activate(double x, string activation) => activation switch
     {
         "none" => x,

@@ -13,6 +13,7 @@ public sealed class IlgpuEmulatorOpParityTests() : OpParityTests(IlgpuBackend.Cr
 {
     public static TheoryData<string> LinearCases => Names(OpCases.Linear, OpCases.EmulatorWork);
     public static TheoryData<string> MatMulCases => Names(OpCases.MatMul, OpCases.EmulatorWork);
+    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax, OpCases.EmulatorWork);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention, OpCases.EmulatorWork);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm, OpCases.EmulatorWork);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings, OpCases.EmulatorWork);
@@ -28,6 +29,7 @@ public sealed class CudaOpParityTests : OpParityTests
 
     public static TheoryData<string> LinearCases => Names(OpCases.Linear);
     public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
+    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);

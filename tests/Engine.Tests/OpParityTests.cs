@@ -63,6 +63,9 @@ public abstract class OpParityTests : IDisposable
     [SkippableTheory, MemberData(nameof(ActivationCases))]
     public void Activate(int n, string activation) => AssertPassed(Check.Activate(n, activation));
 
+    [SkippableTheory, MemberData("SoftmaxCases")]
+    public void Softmax(string name) => AssertPassed(Check.Softmax(OpCases.Softmax.Single(c => c.Name == name)));
+
     [SkippableTheory, MemberData("AttentionCases")]
     public void Attention(string name) => AssertPassed(Check.Attention(OpCases.Attention.Single(c => c.Name == name)));
 
@@ -90,6 +93,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
 {
     public static TheoryData<string> LinearCases => Names(OpCases.Linear);
     public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
+    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax);
     public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
     public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
     public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);

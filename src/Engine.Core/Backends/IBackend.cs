@@ -61,6 +61,9 @@ public interface IBackend : IDisposable
     /// <summary>Strided-batched matrix products in either layout (attention's and backward passes' products).</summary>
     void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape);
 
+    /// <summary>output (rows, N) = softmax over each row of input (rows, N) (e.g. class probabilities).</summary>
+    void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N);
+
     /// <summary>output (n) = activation(input (n)).</summary>
     void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation);
 

@@ -70,6 +70,14 @@ public sealed class CpuBackend : IBackend
         }
     }
 
+    public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
+    {
+        CheckSize(output, (long)rows * N, nameof(output));
+        CheckSize(input, (long)rows * N, nameof(input));
+        var (source, destination) = (Host(input).Data, Host(output).Data);
+        Parallel.For(0, rows, row => System.Numerics.Tensors.TensorPrimitives.SoftMax(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
+    }
+
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
         CheckSize(output, n, nameof(output));
