@@ -252,20 +252,3 @@ public sealed class CheckpointTests
 
     private static float[] BytesToFloats(byte[] bytes) => [.. Enumerable.Range(0, bytes.Length / 4).Select(i => BitConverter.ToSingle(bytes, i * 4))];
 }
-
-/// <summary>Concurrent callers of one model get the same outputs as sequential ones.</summary>
-public sealed class ConcurrencyTests
-{
-    [Fact]
-    public void ForwardFromSeveralThreadsMatchesSequentialRuns()
-    {
-        using var temp = new TempDirectory();
-        using var model = Engine.Models.Bert.BertModel.Load(TinyBert.Write(temp.Path), new Engine.Backends.Cpu.CpuBackend());
-        var batches = Enumerable.Range(1, 8).Select(b => new Engine.Models.Bert.BertBatch(b, 3,
-            [.. Enumerable.Range(0, b * 3).Select(i => (i * 7 + b) % TinyBert.Vocab)], new int[b * 3], [.. Enumerable.Repeat(1, b * 3)])).ToArray();
-        var sequential = batches.Select(b => model.Forward(b).LastHiddenState).ToArray();
-        var concurrent = new float[batches.Length][];
-        Parallel.For(0, batches.Length, i => concurrent[i] = model.Forward(batches[i]).LastHiddenState);
-        for (int i = 0; i < batches.Length; i++) Assert.Equal(sequential[i], concurrent[i]);
-    }
-}

@@ -1,0 +1,69 @@
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.Models.Bert;
+
+namespace Engine.Tests;
+
+/// <summary>Concurrent callers of one model get the same outputs as sequential ones.</summary>
+public sealed class ConcurrencyTests
+{
+    [Fact]
+    public void ForwardFromSeveralThreadsMatchesSequentialRuns()
+    {
+        using var temp = new TempDirectory();
+        using var model = BertModel.Load(TinyBert.Write(temp.Path), new CpuBackend());
+        var batches = Enumerable.Range(1, 8).Select(b => new BertBatch(b, 3,
+            [.. Enumerable.Range(0, b * 3).Select(i => (i * 7 + b) % TinyBert.Vocab)], new int[b * 3], [.. Enumerable.Repeat(1, b * 3)])).ToArray();
+        var sequential = batches.Select(b => model.Forward(b).LastHiddenState).ToArray();
+        var concurrent = new float[batches.Length][];
+        Parallel.For(0, batches.Length, i => concurrent[i] = model.Forward(batches[i]).LastHiddenState);
+        for (int i = 0; i < batches.Length; i++) Assert.Equal(sequential[i], concurrent[i]);
+    }
+}
+
+/// <summary>After the first batch of a size, a forward pass allocates nothing on the backend.</summary>
+public sealed class ArenaTests
+{
+    private sealed class CountingBackend(IBackend inner) : IBackend
+    {
+        public int Allocations { get; private set; }
+        public string Description => inner.Description;
+        public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged
+        {
+            Allocations++;
+            return inner.Allocate<T>(length);
+        }
+        public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged => inner.Upload(source, destination);
+        public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged => inner.Download(source, destination);
+        public void Linear(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float> w, DeviceBuffer<float>? b, int M, int K, int N, Activation a) => inner.Linear(o, i, w, b, M, K, N, a);
+        public void MatMul(DeviceBuffer<float> o, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape s) => inner.MatMul(o, a, b, s);
+        public void Softmax(DeviceBuffer<float> o, DeviceBuffer<float> i, int rows, int N) => inner.Softmax(o, i, rows, N);
+        public void Activate(DeviceBuffer<float> o, DeviceBuffer<float> i, int n, Activation a) => inner.Activate(o, i, n, a);
+        public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS) => inner.Attention(o, q, m, B, T, NH, HS);
+        public void LayerNorm(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float>? r, DeviceBuffer<float> w, DeviceBuffer<float> b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
+        public void Embeddings(DeviceBuffer<float> o, DeviceBuffer<float>? s, DeviceBuffer<int> ids, DeviceBuffer<int> types, DeviceBuffer<float> word, DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps) => inner.Embeddings(o, s, ids, types, word, position, tokenType, w, b, B, T, C, eps);
+        public void FirstToken(DeviceBuffer<float> o, DeviceBuffer<float> i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Fact]
+    public void ForwardReusesItsBuffersForBatchesThatFit()
+    {
+        using var temp = new TempDirectory();
+        var backend = new CountingBackend(new CpuBackend());
+        using var model = BertModel.Load(TinyBert.Write(temp.Path), backend);
+        BertBatch Batch(int B, int T) => new(B, T, [.. Enumerable.Range(0, B * T).Select(i => i % TinyBert.Vocab)], new int[B * T], [.. Enumerable.Repeat(1, B * T)]);
+        int afterLoad = backend.Allocations;
+        model.Forward(Batch(3, 7));
+        int afterWarmUp = backend.Allocations;
+        Assert.True(afterWarmUp > afterLoad);
+        model.Forward(Batch(3, 7));
+        model.Forward(Batch(2, 5));
+        model.Forward(Batch(1, 7));
+        Assert.Equal(afterWarmUp, backend.Allocations);
+        model.Forward(Batch(4, 9)); // larger: the arena grows once
+        int grown = backend.Allocations;
+        model.Forward(Batch(4, 9));
+        Assert.Equal(grown, backend.Allocations);
+    }
+}
