@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -11,12 +10,23 @@ namespace Engine.Backends.Cpu;
 /// <remarks>
 /// Each task first gathers its head's unmasked keys transposed, Kᵀ (HS, T'), and values, V (T', HS), into
 /// contiguous scratch, so both products run as vector multiply-adds along contiguous rows: scores (T') =
-/// Σ_d q[d]·Kᵀ[d], then out (HS) = Σ_j p[j]·V[j], with the accumulators held in registers. Version 2 (version 1 took one dot product per
-/// key and accumulated through memory: 8 GFLOP/s on MiniLM shapes).
+/// Σ_d q[d]·Kᵀ[d], then out (HS) = Σ_j p[j]·V[j], with the accumulators held in registers, at the widest
+/// vector width the processor runs. History: v1 one dot product per key, accumulated through memory
+/// (8 GFLOP/s on MiniLM shapes); v2 transposed keys, register accumulators, 256-bit; v3 any width.
 /// </remarks>
 internal static class CpuAttention
 {
     public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    {
+        switch (Simd.Width)
+        {
+            case 16: Forward<Simd512>(output, qkv, keyMask, B, T, NH, HS); break;
+            case 8: Forward<Simd256>(output, qkv, keyMask, B, T, NH, HS); break;
+            default: Forward<Simd128>(output, qkv, keyMask, B, T, NH, HS); break;
+        }
+    }
+
+    private static void Forward<V>(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS) where V : struct, ISimd<V>
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
@@ -45,12 +55,12 @@ internal static class CpuAttention
                     outRow.Clear();
                     continue;
                 }
-                Scores(keysTransposed, n, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
+                Scores<V>(keysTransposed, n, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
                 float max = TensorPrimitives.Max(scores);
                 TensorPrimitives.Subtract(scores, max, scores);
                 TensorPrimitives.Exp(scores, scores);
                 TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
-                WeightedSum(values, scores, outRow);
+                WeightedSum<V>(values, scores, outRow);
             }
             return scratch;
         }, _ => { });
@@ -65,27 +75,33 @@ internal static class CpuAttention
     }
 
     /// <summary>scores (T') = scale · q (HS) · Kᵀ (HS, T'), four vectors of keys at a time in registers.</summary>
-    private static unsafe void Scores(float[] keysTransposed, int n, ReadOnlySpan<float> q, float scale, Span<float> scores)
+    private static unsafe void Scores<V>(float[] keysTransposed, int n, ReadOnlySpan<float> q, float scale, Span<float> scores) where V : struct, ISimd<V>
     {
-        int HS = q.Length, w = Vector<float>.Count, j = 0;
+        int HS = q.Length, w = V.Count, j = 0;
         fixed (float* kt = keysTransposed, s = scores, pq = q)
         {
             for (; j + 4 * w <= n; j += 4 * w)
             {
-                Vector<float> s0 = default, s1 = default, s2 = default, s3 = default;
+                V s0 = V.Zero, s1 = V.Zero, s2 = V.Zero, s3 = V.Zero;
                 for (int d = 0; d < HS; d++)
                 {
-                    var qd = new Vector<float>(pq[d] * scale);
+                    var qd = V.Create(pq[d] * scale);
                     float* row = kt + d * n + j;
-                    s0 = Vector.FusedMultiplyAdd(Vector.Load(row), qd, s0);
-                    s1 = Vector.FusedMultiplyAdd(Vector.Load(row + w), qd, s1);
-                    s2 = Vector.FusedMultiplyAdd(Vector.Load(row + 2 * w), qd, s2);
-                    s3 = Vector.FusedMultiplyAdd(Vector.Load(row + 3 * w), qd, s3);
+                    s0 = V.FusedMultiplyAdd(V.Load(row), qd, s0);
+                    s1 = V.FusedMultiplyAdd(V.Load(row + w), qd, s1);
+                    s2 = V.FusedMultiplyAdd(V.Load(row + 2 * w), qd, s2);
+                    s3 = V.FusedMultiplyAdd(V.Load(row + 3 * w), qd, s3);
                 }
                 s0.Store(s + j);
                 s1.Store(s + j + w);
                 s2.Store(s + j + 2 * w);
                 s3.Store(s + j + 3 * w);
+            }
+            for (; j + w <= n; j += w)
+            {
+                V s0 = V.Zero;
+                for (int d = 0; d < HS; d++) s0 = V.FusedMultiplyAdd(V.Load(kt + d * n + j), V.Create(pq[d] * scale), s0);
+                s0.Store(s + j);
             }
             for (; j < n; j++)
             {
@@ -97,22 +113,22 @@ internal static class CpuAttention
     }
 
     /// <summary>out (HS) = p (T') · V (T', HS), up to four vectors of the head in registers.</summary>
-    private static unsafe void WeightedSum(float[] values, ReadOnlySpan<float> probabilities, Span<float> output)
+    private static unsafe void WeightedSum<V>(float[] values, ReadOnlySpan<float> probabilities, Span<float> output) where V : struct, ISimd<V>
     {
-        int n = probabilities.Length, HS = output.Length, w = Vector<float>.Count, d = 0;
+        int n = probabilities.Length, HS = output.Length, w = V.Count, d = 0;
         fixed (float* v = values, p = probabilities, o = output)
         {
             for (; d + 4 * w <= HS; d += 4 * w)
             {
-                Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+                V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero;
                 for (int j = 0; j < n; j++)
                 {
-                    var pj = new Vector<float>(p[j]);
+                    var pj = V.Create(p[j]);
                     float* row = v + j * HS + d;
-                    a0 = Vector.FusedMultiplyAdd(Vector.Load(row), pj, a0);
-                    a1 = Vector.FusedMultiplyAdd(Vector.Load(row + w), pj, a1);
-                    a2 = Vector.FusedMultiplyAdd(Vector.Load(row + 2 * w), pj, a2);
-                    a3 = Vector.FusedMultiplyAdd(Vector.Load(row + 3 * w), pj, a3);
+                    a0 = V.FusedMultiplyAdd(V.Load(row), pj, a0);
+                    a1 = V.FusedMultiplyAdd(V.Load(row + w), pj, a1);
+                    a2 = V.FusedMultiplyAdd(V.Load(row + 2 * w), pj, a2);
+                    a3 = V.FusedMultiplyAdd(V.Load(row + 3 * w), pj, a3);
                 }
                 a0.Store(o + d);
                 a1.Store(o + d + w);
@@ -121,8 +137,8 @@ internal static class CpuAttention
             }
             for (; d + w <= HS; d += w)
             {
-                Vector<float> a = default;
-                for (int j = 0; j < n; j++) a = Vector.FusedMultiplyAdd(Vector.Load(v + j * HS + d), new Vector<float>(p[j]), a);
+                V a = V.Zero;
+                for (int j = 0; j < n; j++) a = V.FusedMultiplyAdd(V.Load(v + j * HS + d), V.Create(p[j]), a);
                 a.Store(o + d);
             }
             for (; d < HS; d++)

@@ -13,6 +13,7 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf Zero { get; }
     static abstract unsafe TSelf Load(float* p);
     static abstract unsafe TSelf Broadcast(float* p);
+    static abstract TSelf Create(float value);
     static abstract TSelf FusedMultiplyAdd(TSelf a, TSelf b, TSelf addend);
     unsafe void Store(float* p);
 }
@@ -24,6 +25,7 @@ internal readonly struct Simd512(Vector512<float> v) : ISimd<Simd512>
     public static Simd512 Zero => default;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd512 Load(float* p) => new(Vector512.Load(p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd512 Broadcast(float* p) => new(Vector512.Create(*p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Create(float value) => new(Vector512.Create(value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 FusedMultiplyAdd(Simd512 a, Simd512 b, Simd512 c) => new(Vector512.FusedMultiplyAdd(a._v, b._v, c._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
@@ -35,6 +37,7 @@ internal readonly struct Simd256(Vector256<float> v) : ISimd<Simd256>
     public static Simd256 Zero => default;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd256 Load(float* p) => new(Vector256.Load(p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd256 Broadcast(float* p) => new(Vector256.Create(*p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Create(float value) => new(Vector256.Create(value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 FusedMultiplyAdd(Simd256 a, Simd256 b, Simd256 c) => new(Vector256.FusedMultiplyAdd(a._v, b._v, c._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
@@ -46,6 +49,7 @@ internal readonly struct Simd128(Vector128<float> v) : ISimd<Simd128>
     public static Simd128 Zero => default;
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd128 Load(float* p) => new(Vector128.Load(p));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static unsafe Simd128 Broadcast(float* p) => new(Vector128.Create(*p));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Create(float value) => new(Vector128.Create(value));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 FusedMultiplyAdd(Simd128 a, Simd128 b, Simd128 c) => new(Vector128.FusedMultiplyAdd(a._v, b._v, c._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
