@@ -26,6 +26,11 @@ public sealed record SoftmaxCase(string Name, int Rows, int N) : IOpCase
     public long Work => (long)Rows * N;
 }
 
+public sealed record CrossEntropyCase(string Name, int B, int V, int[] Labels) : IOpCase
+{
+    public long Work => (long)B * V;
+}
+
 public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths) : IOpCase
 {
     public long Work => (long)B * NH * T * T * HS;
@@ -51,6 +56,10 @@ public static class OpCases
 {
     public static readonly Tolerance LinearTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance SoftmaxTolerance = new(1e-7, 1e-5);
+    /// <summary>Analytic float64 gradients against central differences (h = 1e-6) of the float64 forward.</summary>
+    public static readonly Tolerance FiniteDifferenceTolerance = new(1e-7, 1e-5);
+    /// <summary>A backend's float32 backward against the float64 one.</summary>
+    public static readonly Tolerance BackwardTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance AttentionTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance LayerNormTolerance = new(1e-5, 1e-4);
     public static readonly Tolerance EmbeddingsTolerance = new(1e-6, 1e-6);
@@ -89,6 +98,16 @@ public static class OpCases
         new("wide", 3, 1000),
         new("vocabulary", 2, 30522),
     ];
+
+    public static readonly CrossEntropyCase[] CrossEntropy =
+    [
+        new("binary", 5, 2, [0, 1, 1, 0, 1]),
+        new("odd-with-ignored", 4, 7, [3, -100, 6, 0]),
+        new("vocabulary", 3, 30522, [2023, 7, 30521]),
+    ];
+
+    /// <summary>The largest case (by work) whose gradients are checked by finite differences: each parameter costs two forwards.</summary>
+    public const long FiniteDifferenceWork = 20_000;
 
     public static readonly AttentionCase[] Attention =
     [

@@ -38,7 +38,7 @@ public sealed class ParityCheck(IBackend backend)
         var (input, weight, bias) = OpCases.LinearInputs(c);
         var output = Poisoned(c.M * c.N);
         backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation));
-        return Compare("linear", c.Name, ReferenceOps.Linear(input, weight, bias, c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance);
+        return Compare("linear", c.Name, ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance);
     }
 
     /// <summary>Compares only the batch items' elements: gaps between strided items are not the op's.</summary>
@@ -65,7 +65,7 @@ public sealed class ParityCheck(IBackend backend)
         var weight = OpCases.Random(5 * 9, 3);
         backend.Upload<float>(weight, weightBuffer);
         backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
-        return Compare("linear", "weight-updated", ReferenceOps.Linear(input, weight, null, 6, 9, 5, "none"), Download(output), OpCases.LinearTolerance);
+        return Compare("linear", "weight-updated", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), null, 6, 9, 5, "none"), Download(output), OpCases.LinearTolerance);
     }
 
     public ParityResult Activate(int n, string activation)
@@ -81,7 +81,7 @@ public sealed class ParityCheck(IBackend backend)
         var input = OpCases.Random(c.Rows * c.N, 20, 8f);
         var output = Poisoned(c.Rows * c.N);
         backend.Softmax(output, Upload(input), c.Rows, c.N);
-        return Compare("softmax", c.Name, ReferenceOps.Softmax(input, c.Rows, c.N), Download(output), OpCases.SoftmaxTolerance);
+        return Compare("softmax", c.Name, ReferenceOps.Softmax(input.AsDoubles(), c.Rows, c.N), Download(output), OpCases.SoftmaxTolerance);
     }
 
     public ParityResult Attention(AttentionCase c)
@@ -118,7 +118,7 @@ public sealed class ParityCheck(IBackend backend)
         var bias = OpCases.Random(c.C, 10);
         var output = Poisoned(c.N * c.C);
         backend.LayerNorm(output, Upload(input), residual is null ? null : Upload(residual), Upload(weight), Upload(bias), c.N, c.C, 1e-12f);
-        return Compare("layernorm", c.Name, ReferenceOps.LayerNorm(input, residual, weight, bias, c.N, c.C, 1e-12), Download(output), OpCases.LayerNormTolerance);
+        return Compare("layernorm", c.Name, ReferenceOps.LayerNorm(input.AsDoubles(), residual?.AsDoubles(), weight.AsDoubles(), bias.AsDoubles(), c.N, c.C, 1e-12), Download(output), OpCases.LayerNormTolerance);
     }
 
     public ParityResult Embeddings(EmbeddingsCase c)
@@ -137,7 +137,7 @@ public sealed class ParityCheck(IBackend backend)
         var sumResult = Compare("embeddings-sum", c.Name, expectedSum, Download(sum), OpCases.EmbeddingsTolerance);
         if (!sumResult.Passed) return sumResult;
         // The normalisation sees the float32 sum, as every backend does.
-        var expected = ReferenceOps.LayerNorm([.. expectedSum.Select(v => (float)v)], null, weight, bias, c.B * c.T, c.C, 1e-12);
+        var expected = ReferenceOps.LayerNorm([.. expectedSum.Select(v => (double)(float)v)], null, weight.AsDoubles(), bias.AsDoubles(), c.B * c.T, c.C, 1e-12);
         var normalised = Compare("embeddings", c.Name, expected, Download(output), OpCases.LayerNormTolerance);
         // Without a sum buffer the op must give the same output.
         var alone = Poisoned(c.B * c.T * c.C);
@@ -156,7 +156,10 @@ public sealed class ParityCheck(IBackend backend)
     }
 
     /// <summary>Every element within tolerance; the worst one reported.</summary>
-    public static ParityResult Compare(string op, string name, double[] expected, float[] actual, Tolerance tolerance)
+    public static ParityResult Compare(string op, string name, double[] expected, float[] actual, Tolerance tolerance) =>
+        Compare(op, name, expected, actual.AsDoubles(), tolerance);
+
+    public static ParityResult Compare(string op, string name, double[] expected, double[] actual, Tolerance tolerance)
     {
         if (expected.Length != actual.Length)
             return new ParityResult(op, name, double.PositiveInfinity, -1, expected.Length, actual.Length, tolerance, false);

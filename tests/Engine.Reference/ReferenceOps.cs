@@ -6,15 +6,18 @@ namespace Engine.Reference;
 /// </summary>
 public static class ReferenceOps
 {
+    /// <summary>float32 values as float64, for the reference ops (which take float64 so that finite differences can perturb them).</summary>
+    public static double[] AsDoubles(this float[] values) => [.. values.Select(v => (double)v)];
+
     /// <summary>out (M,N) = act(inp (M,K) · w (N,K)ᵀ + bias (N)).</summary>
-    public static double[] Linear(float[] input, float[] weight, float[]? bias, int M, int K, int N, string activation)
+    public static double[] Linear(double[] input, double[] weight, double[]? bias, int M, int K, int N, string activation)
     {
         var output = new double[M * N];
         for (int m = 0; m < M; m++)
             for (int n = 0; n < N; n++)
             {
                 double sum = bias?[n] ?? 0;
-                for (int k = 0; k < K; k++) sum += (double)input[m * K + k] * weight[n * K + k];
+                for (int k = 0; k < K; k++) sum += input[m * K + k] * weight[n * K + k];
                 output[m * N + n] = Activate(sum, activation);
             }
         return output;
@@ -41,7 +44,7 @@ public static class ReferenceOps
     }
 
     /// <summary>out (rows, N) = exp(x − max) / Σ exp(x − max) per row.</summary>
-    public static double[] Softmax(float[] input, int rows, int N)
+    public static double[] Softmax(double[] input, int rows, int N)
     {
         var output = new double[rows * N];
         for (int r = 0; r < rows; r++)
@@ -123,7 +126,7 @@ public static class ReferenceOps
     }
 
     /// <summary>out (N,C) = LayerNorm(inp + residual) with biased variance, as torch.nn.LayerNorm.</summary>
-    public static double[] LayerNorm(float[] input, float[]? residual, float[] weight, float[] bias, int N, int C, double eps)
+    public static double[] LayerNorm(double[] input, double[]? residual, double[] weight, double[] bias, int N, int C, double eps)
     {
         var output = new double[N * C];
         var x = new double[C];

@@ -17,7 +17,7 @@ internal sealed class CpuBuffer<T>(int length) : DeviceBuffer<T> where T : unman
 /// The managed CPU backend: SIMD (512-, 256- or 128-bit, whatever the processor runs natively) and all cores.
 /// It is what users without a GPU run, and what the ILGPU kernels are checked against.
 /// </summary>
-public sealed class CpuBackend : IBackend
+public sealed class CpuBackend : ITrainingBackend
 {
     public string Description => $"cpu: {Simd.Name}, {Environment.ProcessorCount} threads";
 
@@ -130,6 +130,65 @@ public sealed class CpuBackend : IBackend
         var source = Host(input).Data;
         var destination = Host(output).Data;
         for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
+    }
+
+    public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    {
+        CheckSize(dOutput, (long)M * N, nameof(dOutput));
+        CheckSize(input, (long)M * K, nameof(input));
+        CheckSize(weight, (long)N * K, nameof(weight));
+        CheckSize(dWeight, (long)N * K, nameof(dWeight));
+        // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
+        if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
+        // dWeight (N,K) += dOutputᵀ · input.
+        var product = new CpuBuffer<float>(N * K);
+        MatMul(product, dOutput, input, MatMulShape.Contiguous(1, N, M, K, true, false));
+        System.Numerics.Tensors.TensorPrimitives.Add(Host(dWeight).Data.AsSpan(0, N * K), product.Data, Host(dWeight).Data.AsSpan(0, N * K));
+        if (dBias is not null)
+        {
+            CheckSize(dBias, N, nameof(dBias));
+            var bias = Host(dBias).Data.AsSpan(0, N);
+            var dy = Host(dOutput).Data;
+            for (int m = 0; m < M; m++) System.Numerics.Tensors.TensorPrimitives.Add(bias, dy.AsSpan(m * N, N), bias);
+        }
+    }
+
+    public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
+    {
+        CheckSize(dInput, n, nameof(dInput));
+        CheckSize(dOutput, n, nameof(dOutput));
+        CheckSize(input, n, nameof(input));
+        CpuBackward.ActivateBackward(Host(dInput).Data, Host(dOutput).Data, Host(input).Data, n, activation);
+    }
+
+    public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
+    {
+        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
+            CheckSize(buffer, (long)N * C, name);
+        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
+        CheckSize(weight, C, nameof(weight));
+        CheckSize(dWeight, C, nameof(dWeight));
+        CheckSize(dBias, C, nameof(dBias));
+        CpuBackward.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
+            residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
+    }
+
+    public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
+    {
+        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
+            CheckSize(buffer, (long)rows * N, name);
+        CpuBackward.SoftmaxBackward(Host(dInput).Data, Host(dOutput).Data, Host(output).Data, rows, N);
+    }
+
+    public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    {
+        CheckSize(losses, B, nameof(losses));
+        CheckSize(dLogits, (long)B * V, nameof(dLogits));
+        CheckSize(logits, (long)B * V, nameof(logits));
+        CheckSize(labels, B, nameof(labels));
+        CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
     }
 
     public void Dispose() { }

@@ -1,0 +1,122 @@
+using System.Numerics.Tensors;
+
+namespace Engine.Backends.Cpu;
+
+/// <summary>
+/// The CPU backend's backward passes (see <see cref="ITrainingBackend"/> for the accumulation rule).
+/// Parameter gradients are reduced over rows in a fixed order, so results do not depend on thread timing.
+/// </summary>
+internal static class CpuBackward
+{
+    /// <summary>d/dx of GELU(x) = x·Φ(x): Φ(x) + x·φ(x).</summary>
+    public static float GeluDerivative(float x)
+    {
+        float phi = MathF.Exp(-0.5f * x * x) * 0.3989422804014327f; // standard normal density
+        float cdf = x == 0 ? 0.5f : CpuActivations.Gelu(x) / x;      // Φ(x), from the forward's erfc fit
+        return cdf + x * phi;
+    }
+
+    public static void ActivateBackward(float[] dInput, float[] dOutput, float[] input, int n, Activation activation)
+    {
+        switch (activation)
+        {
+            case Activation.None:
+                Array.Copy(dOutput, dInput, n);
+                break;
+            case Activation.Gelu:
+                Parallel.For(0, (n + 4095) / 4096, chunk =>
+                {
+                    for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i++) dInput[i] = dOutput[i] * GeluDerivative(input[i]);
+                });
+                break;
+            case Activation.Tanh:
+                Parallel.For(0, (n + 4095) / 4096, chunk =>
+                {
+                    for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i++)
+                    {
+                        float t = MathF.Tanh(input[i]);
+                        dInput[i] = dOutput[i] * (1f - t * t);
+                    }
+                });
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(activation));
+        }
+    }
+
+    public static void LayerNormBackward(float[] dInput, float[] dWeight, float[] dBias, float[] dOutput, float[] input, float[]? residual,
+        float[] weight, int N, int C, float eps)
+    {
+        var normalized = new float[N * C]; // x̂, kept for the parameter gradients
+        Parallel.For(0, N, row =>
+        {
+            var x = new double[C];
+            double mean = 0;
+            for (int c = 0; c < C; c++) mean += x[c] = input[row * C + c] + (residual?[row * C + c] ?? 0f);
+            mean /= C;
+            double variance = 0;
+            for (int c = 0; c < C; c++) variance += (x[c] - mean) * (x[c] - mean);
+            double rstd = 1.0 / Math.Sqrt(variance / C + eps);
+            // dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w.
+            double meanG = 0, meanGx = 0;
+            for (int c = 0; c < C; c++)
+            {
+                double xHat = (x[c] - mean) * rstd, g = (double)dOutput[row * C + c] * weight[c];
+                normalized[row * C + c] = (float)xHat;
+                meanG += g;
+                meanGx += g * xHat;
+            }
+            meanG /= C;
+            meanGx /= C;
+            for (int c = 0; c < C; c++)
+            {
+                double g = (double)dOutput[row * C + c] * weight[c];
+                dInput[row * C + c] = (float)(rstd * (g - meanG - normalized[row * C + c] * meanGx));
+            }
+        });
+        for (int row = 0; row < N; row++)
+        {
+            var dy = dOutput.AsSpan(row * C, C);
+            TensorPrimitives.FusedMultiplyAdd(dy, normalized.AsSpan(row * C, C), dWeight.AsSpan(0, C), dWeight.AsSpan(0, C));
+            TensorPrimitives.Add(dBias.AsSpan(0, C), dy, dBias.AsSpan(0, C));
+        }
+    }
+
+    public static void SoftmaxBackward(float[] dInput, float[] dOutput, float[] output, int rows, int N) =>
+        Parallel.For(0, rows, row =>
+        {
+            var y = output.AsSpan(row * N, N);
+            var dy = dOutput.AsSpan(row * N, N);
+            float dot = TensorPrimitives.Dot(dy, y);
+            var dx = dInput.AsSpan(row * N, N);
+            TensorPrimitives.Subtract(dy, dot, dx);
+            TensorPrimitives.Multiply(dx, y, dx);
+        });
+
+    public static void CrossEntropy(float[] losses, float[] dLogits, float[] logits, int[] labels, int B, int V)
+    {
+        int counted = labels.Take(B).Count(l => l >= 0);
+        float scale = counted == 0 ? 0f : 1f / counted;
+        Parallel.For(0, B, row =>
+        {
+            var dx = dLogits.AsSpan(row * V, V);
+            int label = labels[row];
+            if (label < 0)
+            {
+                losses[row] = 0f;
+                dx.Clear();
+                return;
+            }
+            if (label >= V) throw new ArgumentOutOfRangeException(nameof(labels), $"label {label} of row {row} is not below {V}");
+            TensorPrimitives.SoftMax(logits.AsSpan(row * V, V), dx);
+            // −log p computed from the logits (log-sum-exp), not from a rounded probability.
+            var z = logits.AsSpan(row * V, V);
+            float max = TensorPrimitives.Max(z);
+            double sum = 0;
+            foreach (float v in z) sum += Math.Exp(v - max);
+            losses[row] = (float)(Math.Log(sum) + max - z[label]);
+            dx[label] -= 1f;
+            TensorPrimitives.Multiply(dx, scale, dx);
+        });
+    }
+}

@@ -1,0 +1,41 @@
+namespace Engine.Backends;
+
+/// <summary>
+/// The backward passes of the ops, for training; a backend that can train implements them beside its
+/// forward ops. Same conventions as <see cref="IBackend"/>: outputs first (gradients, prefixed d), then
+/// the forward's inputs, then weights, then sizes.
+/// </summary>
+/// <remarks>
+/// The accumulation rule, written here once: parameter gradients are accumulated (+=), so gradients of
+/// several micro-batches add up until the optimizer step zeroes them; activation gradients are assigned (=).
+/// </remarks>
+public interface ITrainingBackend : IBackend
+{
+    /// <summary>
+    /// Backward of <see cref="IBackend.Linear"/> without activation: dInput (M,K) = dOutput (M,N) · weight (N,K);
+    /// dWeight (N,K) += dOutputᵀ · input (M,K); dBias (N) += Σ over rows of dOutput. dInput may be null
+    /// (nothing upstream needs it), dBias too (no bias).
+    /// </summary>
+    void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N);
+
+    /// <summary>dInput (n) = dOutput (n) · act′(input (n)), input being the values the activation was applied to.</summary>
+    void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation);
+
+    /// <summary>
+    /// Backward of <see cref="IBackend.LayerNorm"/> over x = input + residual (N,C): dInput (N,C) = ∂L/∂x, which
+    /// is also the residual's gradient; dWeight, dBias (C) +=. Statistics are recomputed from x.
+    /// </summary>
+    void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps);
+
+    /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
+    void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
+
+    /// <summary>
+    /// Cross-entropy of logits (B,V) against labels (B), forward and backward in one: losses (B) = −log softmax(logits)[label];
+    /// dLogits (B,V) = (softmax(logits) − onehot(label)) / count, the gradient of the mean over the counted rows. A negative
+    /// label (Hugging Face's −100) is ignored: loss 0, gradient 0, not counted.
+    /// </summary>
+    void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V);
+}

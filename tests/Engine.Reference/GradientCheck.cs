@@ -1,0 +1,174 @@
+using Engine.Backends;
+
+namespace Engine.Reference;
+
+/// <summary>
+/// Gradient checks over the <see cref="OpCases"/> catalogue. The static <c>Reference…</c> checks prove the
+/// float64 backward (<see cref="ReferenceGradients"/>) against central finite differences of the float64
+/// forward (<see cref="ReferenceOps"/>); the instance checks hold a backend's backward to that reference,
+/// with activation gradients poisoned beforehand (they must be written, =) and parameter gradients
+/// pre-filled (they must be added to, +=).
+/// </summary>
+public sealed class GradientCheck(ITrainingBackend backend)
+{
+    private const double H = 1e-6;
+
+    /// <summary>Every gradient case of the catalogue, for the backend.</summary>
+    public IEnumerable<ParityResult> All(long maxWork = long.MaxValue)
+    {
+        foreach (var c in OpCases.Linear.Where(c => c.Work <= maxWork)) yield return Linear(c);
+        foreach (int n in OpCases.ActivationLengths)
+            foreach (string activation in new[] { "gelu", "tanh" }) yield return Activate(n, activation);
+        foreach (var c in OpCases.LayerNorm.Where(c => c.Work <= maxWork)) yield return LayerNorm(c);
+        foreach (var c in OpCases.Softmax.Where(c => c.Work <= maxWork)) yield return Softmax(c);
+        foreach (var c in OpCases.CrossEntropy.Where(c => c.Work <= maxWork)) yield return CrossEntropy(c);
+    }
+
+    // ---- the float64 reference against finite differences ----
+
+    public static ParityResult ReferenceLinear(LinearCase c)
+    {
+        var (floatInput, floatWeight, floatBias) = OpCases.LinearInputs(c);
+        var (input, weight, bias) = (floatInput.AsDoubles(), floatWeight.AsDoubles(), floatBias?.AsDoubles() ?? new double[c.N]);
+        var g = OpCases.Random(c.M * c.N, 21).AsDoubles();
+        double Loss(double[] x, double[] w, double[] b) => Dot(g, ReferenceOps.Linear(x, w, b, c.M, c.K, c.N, "none"));
+        var (dInput, dWeight, dBias) = ReferenceGradients.Linear(g, input, weight, c.M, c.K, c.N);
+        var numeric = Numeric(x => Loss(x, weight, bias), input).Concat(Numeric(w => Loss(input, w, bias), weight)).Concat(Numeric(b => Loss(input, weight, b), bias));
+        return ParityCheck.Compare("linear-backward-reference", c.Name, [.. numeric], [.. dInput.Concat(dWeight).Concat(dBias)], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceActivation(int n, string activation)
+    {
+        var x = OpCases.Random(n, 4, 6f).AsDoubles();
+        var numeric = x.Select(v => (ReferenceOps.Activate(v + H, activation) - ReferenceOps.Activate(v - H, activation)) / (2 * H)).ToArray();
+        return ParityCheck.Compare("activate-backward-reference", $"{activation}-{n}", numeric, [.. x.Select(v => ReferenceGradients.ActivateDerivative(v, activation))], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceLayerNorm(LayerNormCase c)
+    {
+        var (input, residual, weight, bias) = LayerNormInputs(c);
+        var g = OpCases.Random(c.N * c.C, 22).AsDoubles();
+        // eps 1e-5 here: with 1e-12 a row of near-equal values would make the finite differences ill-conditioned.
+        const double eps = 1e-5;
+        double Loss(double[] x, double[] w, double[] b) => Dot(g, ReferenceOps.LayerNorm(x, residual, w, b, c.N, c.C, eps));
+        var (dInput, dWeight, dBias) = ReferenceGradients.LayerNorm(g, input, residual, weight, c.N, c.C, eps);
+        var numeric = Numeric(x => Loss(x, weight, bias), input).Concat(Numeric(w => Loss(input, w, bias), weight)).Concat(Numeric(b => Loss(input, weight, b), bias));
+        return ParityCheck.Compare("layernorm-backward-reference", c.Name, [.. numeric], [.. dInput.Concat(dWeight).Concat(dBias)], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceSoftmax(SoftmaxCase c)
+    {
+        var x = OpCases.Random(c.Rows * c.N, 20, 8f).AsDoubles();
+        var g = OpCases.Random(c.Rows * c.N, 23).AsDoubles();
+        var numeric = Numeric(v => Dot(g, ReferenceOps.Softmax(v, c.Rows, c.N)), x);
+        return ParityCheck.Compare("softmax-backward-reference", c.Name, numeric, [.. ReferenceGradients.Softmax(g, ReferenceOps.Softmax(x, c.Rows, c.N), c.Rows, c.N)], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceCrossEntropy(CrossEntropyCase c)
+    {
+        var logits = OpCases.Random(c.B * c.V, 24, 4f).AsDoubles();
+        int counted = c.Labels.Count(l => l >= 0);
+        var numeric = Numeric(z => ReferenceGradients.CrossEntropy(z, c.Labels, c.B, c.V).Losses.Sum() / counted, logits);
+        return ParityCheck.Compare("cross-entropy-backward-reference", c.Name, numeric, [.. ReferenceGradients.CrossEntropy(logits, c.Labels, c.B, c.V).DLogits], OpCases.FiniteDifferenceTolerance);
+    }
+
+    // ---- a backend against the reference ----
+
+    public ParityResult Linear(LinearCase c)
+    {
+        var (input, weight, _) = OpCases.LinearInputs(c);
+        var dOutput = OpCases.Random(c.M * c.N, 21);
+        var (previousWeight, previousBias) = (OpCases.Random(c.N * c.K, 25), OpCases.Random(c.N, 26));
+        var (dInput, dWeight, dBias) = (Poisoned(c.M * c.K), Upload(previousWeight), Upload(previousBias));
+        backend.LinearBackward(dInput, dWeight, dBias, Upload(dOutput), Upload(input), Upload(weight), c.M, c.K, c.N);
+        var expected = ReferenceGradients.Linear(dOutput.AsDoubles(), input.AsDoubles(), weight.AsDoubles(), c.M, c.K, c.N);
+        return Compare("linear-backward", c.Name,
+            [.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
+            [.. Download(dInput), .. Download(dWeight), .. Download(dBias)]);
+    }
+
+    public ParityResult Activate(int n, string activation)
+    {
+        var x = OpCases.Random(n, 4, 6f);
+        var dOutput = OpCases.Random(n, 27);
+        var dInput = Poisoned(n);
+        backend.ActivateBackward(dInput, Upload(dOutput), Upload(x), n, OpCases.ParseActivation(activation));
+        return Compare("activate-backward", $"{activation}-{n}", [.. x.Select((v, i) => dOutput[i] * ReferenceGradients.ActivateDerivative(v, activation))], Download(dInput));
+    }
+
+    public ParityResult LayerNorm(LayerNormCase c)
+    {
+        var (input, residual, weight, _) = LayerNormInputs(c);
+        var (x, r, w) = (input.Select(v => (float)v).ToArray(), residual?.Select(v => (float)v).ToArray(), weight.Select(v => (float)v).ToArray());
+        var dOutput = OpCases.Random(c.N * c.C, 22);
+        var (previousWeight, previousBias) = (OpCases.Random(c.C, 28), OpCases.Random(c.C, 29));
+        var (dInput, dWeight, dBias) = (Poisoned(c.N * c.C), Upload(previousWeight), Upload(previousBias));
+        backend.LayerNormBackward(dInput, dWeight, dBias, Upload(dOutput), Upload(x), r is null ? null : Upload(r), Upload(w), c.N, c.C, 1e-5f);
+        var expected = ReferenceGradients.LayerNorm(dOutput.AsDoubles(), x.AsDoubles(), r?.AsDoubles(), w.AsDoubles(), c.N, c.C, 1e-5);
+        return Compare("layernorm-backward", c.Name,
+            [.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
+            [.. Download(dInput), .. Download(dWeight), .. Download(dBias)]);
+    }
+
+    public ParityResult Softmax(SoftmaxCase c)
+    {
+        var x = OpCases.Random(c.Rows * c.N, 20, 8f);
+        var y = ReferenceOps.Softmax(x.AsDoubles(), c.Rows, c.N);
+        var dOutput = OpCases.Random(c.Rows * c.N, 23);
+        var dInput = Poisoned(c.Rows * c.N);
+        backend.SoftmaxBackward(dInput, Upload(dOutput), Upload(y.Select(v => (float)v).ToArray()), c.Rows, c.N);
+        return Compare("softmax-backward", c.Name, ReferenceGradients.Softmax(dOutput.AsDoubles(), [.. y.Select(v => (double)(float)v)], c.Rows, c.N), Download(dInput));
+    }
+
+    public ParityResult CrossEntropy(CrossEntropyCase c)
+    {
+        var logits = OpCases.Random(c.B * c.V, 24, 4f);
+        var (losses, dLogits) = (Poisoned(c.B), Poisoned(c.B * c.V));
+        backend.CrossEntropy(losses, dLogits, Upload(logits), Upload(c.Labels), c.B, c.V);
+        var expected = ReferenceGradients.CrossEntropy(logits.AsDoubles(), c.Labels, c.B, c.V);
+        return Compare("cross-entropy", c.Name, [.. expected.Losses, .. expected.DLogits], [.. Download(losses), .. Download(dLogits)]);
+    }
+
+    private static ParityResult Compare(string op, string name, double[] expected, float[] actual) =>
+        ParityCheck.Compare(op, name, expected, actual, OpCases.BackwardTolerance);
+
+    /// <summary>Central differences of a scalar function at every element of <paramref name="at"/>.</summary>
+    private static double[] Numeric(Func<double[], double> loss, double[] at)
+    {
+        var x = (double[])at.Clone();
+        var gradient = new double[x.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            double saved = x[i];
+            x[i] = saved + H;
+            double plus = loss(x);
+            x[i] = saved - H;
+            double minus = loss(x);
+            x[i] = saved;
+            gradient[i] = (plus - minus) / (2 * H);
+        }
+        return gradient;
+    }
+
+    private static double Dot(double[] a, double[] b) => a.Zip(b, (x, y) => x * y).Sum();
+
+    private static (double[] Input, double[]? Residual, double[] Weight, double[] Bias) LayerNormInputs(LayerNormCase c) =>
+        (OpCases.Random(c.N * c.C, 7, 3f).AsDoubles(), c.Residual ? OpCases.Random(c.N * c.C, 8).AsDoubles() : null,
+            OpCases.Random(c.C, 9).AsDoubles(), OpCases.Random(c.C, 10).AsDoubles());
+
+    private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
+    {
+        var buffer = backend.Allocate<T>(values.Length);
+        backend.Upload<T>(values, buffer);
+        return buffer;
+    }
+
+    private DeviceBuffer<float> Poisoned(int length) => Upload(Enumerable.Repeat(float.NaN, length).ToArray());
+
+    private float[] Download(DeviceBuffer<float> buffer)
+    {
+        var values = new float[buffer.Length];
+        backend.Download(buffer, values);
+        return values;
+    }
+}

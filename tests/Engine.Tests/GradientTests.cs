@@ -1,0 +1,80 @@
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.Reference;
+
+namespace Engine.Tests;
+
+/// <summary>The float64 backward of every op against central finite differences of its float64 forward.</summary>
+public sealed class ReferenceGradientTests
+{
+    private static TheoryData<string> Small(IEnumerable<IOpCase> cases) =>
+        [.. cases.Where(c => c.Work <= OpCases.FiniteDifferenceWork).Select(c => c.Name)];
+
+    public static TheoryData<string> LinearCases => Small(OpCases.Linear);
+    public static TheoryData<string> LayerNormCases => Small(OpCases.LayerNorm);
+    public static TheoryData<string> SoftmaxCases => Small(OpCases.Softmax);
+    public static TheoryData<string> CrossEntropyCases => Small(OpCases.CrossEntropy);
+    public static TheoryData<string> Activations => ["gelu", "tanh"];
+
+    private static void AssertPassed(ParityResult result) => Assert.True(result.Passed, result.ToString());
+
+    [Theory, MemberData(nameof(LinearCases))]
+    public void Linear(string name) => AssertPassed(GradientCheck.ReferenceLinear(OpCases.Linear.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(Activations))]
+    public void Activation(string activation) => AssertPassed(GradientCheck.ReferenceActivation(1000, activation));
+
+    [Theory, MemberData(nameof(LayerNormCases))]
+    public void LayerNorm(string name) => AssertPassed(GradientCheck.ReferenceLayerNorm(OpCases.LayerNorm.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(SoftmaxCases))]
+    public void Softmax(string name) => AssertPassed(GradientCheck.ReferenceSoftmax(OpCases.Softmax.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(CrossEntropyCases))]
+    public void CrossEntropy(string name) => AssertPassed(GradientCheck.ReferenceCrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
+}
+
+/// <summary>
+/// A backend's backward passes against the float64 reference (activation gradients must be written,
+/// parameter gradients added to). One thin subclass per training backend.
+/// </summary>
+// The case lists are static members of each concrete subclass, which xunit reads from the test class.
+#pragma warning disable xUnit1015
+public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposable
+{
+    private readonly GradientCheck _check = new(backend);
+
+    public static TheoryData<int, string> ActivationCases => OpParityTests.ActivationCases;
+
+    private static void AssertPassed(ParityResult result) => Assert.True(result.Passed, result.ToString());
+
+    [Theory, MemberData("LinearCases")]
+    public void Linear(string name) => AssertPassed(_check.Linear(OpCases.Linear.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(ActivationCases))]
+    public void Activate(int n, string activation) => AssertPassed(_check.Activate(n, activation));
+
+    [Theory, MemberData("LayerNormCases")]
+    public void LayerNorm(string name) => AssertPassed(_check.LayerNorm(OpCases.LayerNorm.Single(c => c.Name == name)));
+
+    [Theory, MemberData("SoftmaxCases")]
+    public void Softmax(string name) => AssertPassed(_check.Softmax(OpCases.Softmax.Single(c => c.Name == name)));
+
+    [Theory, MemberData("CrossEntropyCases")]
+    public void CrossEntropy(string name) => AssertPassed(_check.CrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
+
+    public void Dispose()
+    {
+        backend.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
+#pragma warning restore xUnit1015
+
+public sealed class CpuBackwardParityTests() : BackwardParityTests(new CpuBackend())
+{
+    public static TheoryData<string> LinearCases => OpParityTests.Names(OpCases.Linear);
+    public static TheoryData<string> LayerNormCases => OpParityTests.Names(OpCases.LayerNorm);
+    public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax);
+    public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy);
+}
