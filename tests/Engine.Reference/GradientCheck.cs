@@ -21,6 +21,7 @@ public sealed class GradientCheck(ITrainingBackend backend)
             foreach (string activation in new[] { "gelu", "tanh" }) yield return Activate(n, activation);
         foreach (var c in OpCases.LayerNorm.Where(c => c.Work <= maxWork)) yield return LayerNorm(c);
         foreach (var c in OpCases.Softmax.Where(c => c.Work <= maxWork)) yield return Softmax(c);
+        foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
         foreach (var c in OpCases.CrossEntropy.Where(c => c.Work <= maxWork)) yield return CrossEntropy(c);
     }
 
@@ -62,6 +63,16 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var g = OpCases.Random(c.Rows * c.N, 23).AsDoubles();
         var numeric = Numeric(v => Dot(g, ReferenceOps.Softmax(v, c.Rows, c.N)), x);
         return ParityCheck.Compare("softmax-backward-reference", c.Name, numeric, [.. ReferenceGradients.Softmax(g, ReferenceOps.Softmax(x, c.Rows, c.N), c.Rows, c.N)], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceAttention(AttentionCase c)
+    {
+        int C = c.NH * c.HS;
+        var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f).AsDoubles();
+        var mask = OpCases.Mask(c.Lengths, c.T);
+        var g = OpCases.Random(c.B * c.T * C, 30).AsDoubles();
+        var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, mask, c.B, c.T, c.NH, c.HS)), qkv);
+        return ParityCheck.Compare("attention-backward-reference", c.Name, numeric, ReferenceGradients.Attention(g, qkv, mask, c.B, c.T, c.NH, c.HS), OpCases.FiniteDifferenceTolerance);
     }
 
     public static ParityResult ReferenceCrossEntropy(CrossEntropyCase c)
@@ -118,6 +129,17 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var dInput = Poisoned(c.Rows * c.N);
         backend.SoftmaxBackward(dInput, Upload(dOutput), Upload(y.Select(v => (float)v).ToArray()), c.Rows, c.N);
         return Compare("softmax-backward", c.Name, ReferenceGradients.Softmax(dOutput.AsDoubles(), [.. y.Select(v => (double)(float)v)], c.Rows, c.N), Download(dInput));
+    }
+
+    public ParityResult Attention(AttentionCase c)
+    {
+        int C = c.NH * c.HS;
+        var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
+        var mask = OpCases.Mask(c.Lengths, c.T);
+        var dOutput = OpCases.Random(c.B * c.T * C, 30);
+        var dQkv = Poisoned(c.B * c.T * 3 * C);
+        backend.AttentionBackward(dQkv, Upload(dOutput), Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
+        return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), Download(dQkv));
     }
 
     public ParityResult CrossEntropy(CrossEntropyCase c)

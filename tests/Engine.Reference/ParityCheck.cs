@@ -91,7 +91,7 @@ public sealed class ParityCheck(IBackend backend)
         var mask = OpCases.Mask(c.Lengths, c.T);
         var output = Poisoned(c.B * c.T * C);
         backend.Attention(output, Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
-        return Compare("attention", c.Name, ReferenceOps.Attention(qkv, mask, c.B, c.T, c.NH, c.HS), Download(output), OpCases.AttentionTolerance);
+        return Compare("attention", c.Name, ReferenceOps.Attention(qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), Download(output), OpCases.AttentionTolerance);
     }
 
     /// <summary>What padded keys and values hold must not reach real outputs (compared bit for bit).</summary>

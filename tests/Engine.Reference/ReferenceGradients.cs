@@ -68,6 +68,57 @@ public static class ReferenceGradients
         return (dInput, dWeight, dBias);
     }
 
+    /// <summary>dQkv (B,T,3C) of <see cref="ReferenceOps.Attention"/> given dOutput (B,T,C).</summary>
+    public static double[] Attention(double[] dOutput, double[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    {
+        int C = NH * HS;
+        var dQkv = new double[B * T * 3 * C];
+        double scale = 1 / Math.Sqrt(HS);
+        var p = new double[T];
+        var dp = new double[T];
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++)
+                {
+                    int q = (b * T + i) * 3 * C + h * HS;
+                    double max = double.NegativeInfinity;
+                    for (int j = 0; j < T; j++)
+                    {
+                        if (keyMask[b * T + j] == 0) continue;
+                        double s = 0;
+                        for (int d = 0; d < HS; d++) s += qkv[q + d] * qkv[(b * T + j) * 3 * C + C + h * HS + d];
+                        p[j] = s * scale;
+                        max = Math.Max(max, p[j]);
+                    }
+                    if (double.IsNegativeInfinity(max)) continue;
+                    double sum = 0;
+                    for (int j = 0; j < T; j++)
+                        if (keyMask[b * T + j] != 0) sum += p[j] = Math.Exp(p[j] - max);
+                    double dDot = 0;
+                    for (int j = 0; j < T; j++)
+                    {
+                        if (keyMask[b * T + j] == 0) continue;
+                        p[j] /= sum;
+                        dp[j] = 0;
+                        for (int d = 0; d < HS; d++) dp[j] += dOutput[(b * T + i) * C + h * HS + d] * qkv[(b * T + j) * 3 * C + 2 * C + h * HS + d];
+                        dDot += p[j] * dp[j];
+                    }
+                    for (int j = 0; j < T; j++)
+                    {
+                        if (keyMask[b * T + j] == 0) continue;
+                        double ds = p[j] * (dp[j] - dDot) * scale;
+                        int k = (b * T + j) * 3 * C + C + h * HS, v = k + C;
+                        for (int d = 0; d < HS; d++)
+                        {
+                            dQkv[q + d] += ds * qkv[k + d];
+                            dQkv[k + d] += ds * qkv[q + d];
+                            dQkv[v + d] += p[j] * dOutput[(b * T + i) * C + h * HS + d];
+                        }
+                    }
+                }
+        return dQkv;
+    }
+
     /// <summary>dX (rows,N) of y = softmax(x) given dOutput and y.</summary>
     public static double[] Softmax(double[] dOutput, double[] output, int rows, int N)
     {

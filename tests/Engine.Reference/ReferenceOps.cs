@@ -91,7 +91,7 @@ public static class ReferenceOps
     }
 
     /// <summary>out (B,T,C) from qkv (B,T,3C): softmax over keys with mask ≠ 0; all-masked rows give zeros.</summary>
-    public static double[] Attention(float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    public static double[] Attention(double[] qkv, int[] keyMask, int B, int T, int NH, int HS)
     {
         int C = NH * HS;
         var output = new double[B * T * C];

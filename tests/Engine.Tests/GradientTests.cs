@@ -14,6 +14,7 @@ public sealed class ReferenceGradientTests
     public static TheoryData<string> LayerNormCases => Small(OpCases.LayerNorm);
     public static TheoryData<string> SoftmaxCases => Small(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => Small(OpCases.CrossEntropy);
+    public static TheoryData<string> AttentionCases => Small(OpCases.Attention);
     public static TheoryData<string> Activations => ["gelu", "tanh"];
 
     private static void AssertPassed(ParityResult result) => Assert.True(result.Passed, result.ToString());
@@ -29,6 +30,9 @@ public sealed class ReferenceGradientTests
 
     [Theory, MemberData(nameof(SoftmaxCases))]
     public void Softmax(string name) => AssertPassed(GradientCheck.ReferenceSoftmax(OpCases.Softmax.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(AttentionCases))]
+    public void Attention(string name) => AssertPassed(GradientCheck.ReferenceAttention(OpCases.Attention.Single(c => c.Name == name)));
 
     [Theory, MemberData(nameof(CrossEntropyCases))]
     public void CrossEntropy(string name) => AssertPassed(GradientCheck.ReferenceCrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
@@ -60,6 +64,9 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Theory, MemberData("SoftmaxCases")]
     public void Softmax(string name) => AssertPassed(_check.Softmax(OpCases.Softmax.Single(c => c.Name == name)));
 
+    [Theory, MemberData("AttentionCases")]
+    public void Attention(string name) => AssertPassed(_check.Attention(OpCases.Attention.Single(c => c.Name == name)));
+
     [Theory, MemberData("CrossEntropyCases")]
     public void CrossEntropy(string name) => AssertPassed(_check.CrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
 
@@ -77,4 +84,5 @@ public sealed class CpuBackwardParityTests() : BackwardParityTests(new CpuBacken
     public static TheoryData<string> LayerNormCases => OpParityTests.Names(OpCases.LayerNorm);
     public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy);
+    public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention);
 }

@@ -29,6 +29,13 @@ public interface ITrainingBackend : IBackend
     void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps);
 
+    /// <summary>
+    /// Backward of <see cref="IBackend.Attention"/>: dQkv (B,T,3C) = ∂L/∂(Q, K, V) given dOutput (B,T,C), with the
+    /// probabilities recomputed from qkv (nothing is cached). Masked keys and values get zero gradient.
+    /// </summary>
+    void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+        int B, int T, int NH, int HS);
+
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
     void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
 

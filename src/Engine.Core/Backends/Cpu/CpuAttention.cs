@@ -66,6 +66,67 @@ internal static class CpuAttention
         }, _ => { });
     }
 
+    /// <summary>
+    /// dQkv (B,T,3C) from dOut (B,T,C), recomputing each query's probabilities p: with D = dOut·o,
+    /// dS = p ⊙ (dOut·V − D); dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = pᵀ·dOut. One task per (batch row, head),
+    /// each writing only its own head's slices, so the result does not depend on scheduling. Version 1.
+    /// </summary>
+    public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    {
+        int C = NH * HS;
+        float scale = 1f / MathF.Sqrt(HS);
+        Parallel.For(0, B * NH, task =>
+        {
+            int b = task / NH, h = task % NH;
+            var valid = new List<int>(T);
+            for (int j = 0; j < T; j++)
+                if (keyMask[b * T + j] != 0) valid.Add(j);
+            var p = new float[valid.Count];
+            var dKeys = new float[valid.Count * HS];
+            var dValues = new float[valid.Count * HS];
+            for (int i = 0; i < T; i++)
+            {
+                long row = (long)(b * T + i) * 3 * C + h * HS;
+                var q = qkv.AsSpan((int)row, HS);
+                var dq = dQkv.AsSpan((int)row, HS);
+                dq.Clear();
+                if (valid.Count == 0) continue;
+                for (int v = 0; v < valid.Count; v++)
+                    p[v] = TensorPrimitives.Dot(q, qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS)) * scale;
+                TensorPrimitives.SoftMax(p, p);
+                var dOut = dOutput.AsSpan((b * T + i) * C + h * HS, HS);
+                // D = dOut·o with o = Σ p_j v_j, i.e. Σ p_j (dOut·v_j).
+                float d = 0;
+                var dp = new float[valid.Count];
+                for (int v = 0; v < valid.Count; v++)
+                {
+                    dp[v] = TensorPrimitives.Dot(dOut, qkv.AsSpan((b * T + valid[v]) * 3 * C + 2 * C + h * HS, HS));
+                    d += p[v] * dp[v];
+                }
+                for (int v = 0; v < valid.Count; v++)
+                {
+                    float ds = p[v] * (dp[v] - d) * scale;
+                    var k = qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS);
+                    TensorPrimitives.MultiplyAdd(k, ds, dq, dq);
+                    TensorPrimitives.MultiplyAdd(q, ds, dKeys.AsSpan(v * HS, HS), dKeys.AsSpan(v * HS, HS));
+                    TensorPrimitives.MultiplyAdd(dOut, p[v], dValues.AsSpan(v * HS, HS), dValues.AsSpan(v * HS, HS));
+                }
+            }
+            for (int j = 0; j < T; j++)
+            {
+                int baseIndex = (b * T + j) * 3 * C + h * HS;
+                dQkv.AsSpan(baseIndex + C, HS).Clear();
+                dQkv.AsSpan(baseIndex + 2 * C, HS).Clear();
+            }
+            for (int v = 0; v < valid.Count; v++)
+            {
+                int baseIndex = (b * T + valid[v]) * 3 * C + h * HS;
+                dKeys.AsSpan(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + C, HS));
+                dValues.AsSpan(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + 2 * C, HS));
+            }
+        });
+    }
+
     private sealed class Scratch(int T, int HS)
     {
         public readonly int[] Valid = new int[T];

@@ -175,6 +175,17 @@ public sealed class CpuBackend : ITrainingBackend
             residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
     }
 
+    public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+        int B, int T, int NH, int HS)
+    {
+        long c = (long)NH * HS;
+        CheckSize(dQkv, B * T * 3 * c, nameof(dQkv));
+        CheckSize(qkv, B * T * 3 * c, nameof(qkv));
+        CheckSize(dOutput, B * T * c, nameof(dOutput));
+        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
+    }
+
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
