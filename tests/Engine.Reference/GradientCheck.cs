@@ -23,6 +23,8 @@ public sealed class GradientCheck(ITrainingBackend backend)
         foreach (var c in OpCases.Softmax.Where(c => c.Work <= maxWork)) yield return Softmax(c);
         foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
         foreach (var c in OpCases.CrossEntropy.Where(c => c.Work <= maxWork)) yield return CrossEntropy(c);
+        foreach (var c in OpCases.Embeddings.Where(c => c.Work <= maxWork)) yield return Embeddings(c);
+        yield return FirstToken();
     }
 
     // ---- the float64 reference against finite differences ----
@@ -73,6 +75,17 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var g = OpCases.Random(c.B * c.T * C, 30).AsDoubles();
         var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, mask, c.B, c.T, c.NH, c.HS)), qkv);
         return ParityCheck.Compare("attention-backward-reference", c.Name, numeric, ReferenceGradients.Attention(g, qkv, mask, c.B, c.T, c.NH, c.HS), OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceEmbeddings(EmbeddingsCase c)
+    {
+        var (ids, types) = EmbeddingIds(c);
+        var (word, position, tokenType) = (OpCases.Random(c.V * c.C, 12).AsDoubles(), OpCases.Random(c.T * c.C, 13).AsDoubles(), OpCases.Random(c.TypeVocab * c.C, 14).AsDoubles());
+        var g = OpCases.Random(c.B * c.T * c.C, 31).AsDoubles();
+        var expected = ReferenceGradients.Embeddings(g, ids, types, c.B, c.T, c.C, c.V, c.TypeVocab);
+        double Loss(double[] w, double[] p, double[] t) => Dot(g, ReferenceOps.Embeddings(ids, types, w, p, t, c.B, c.T, c.C));
+        var numeric = Numeric(w => Loss(w, position, tokenType), word).Concat(Numeric(p => Loss(word, p, tokenType), position)).Concat(Numeric(t => Loss(word, position, t), tokenType));
+        return ParityCheck.Compare("embeddings-backward-reference", c.Name, [.. numeric], [.. expected.DWord, .. expected.DPosition, .. expected.DTokenType], OpCases.FiniteDifferenceTolerance);
     }
 
     public static ParityResult ReferenceCrossEntropy(CrossEntropyCase c)
@@ -142,6 +155,31 @@ public sealed class GradientCheck(ITrainingBackend backend)
         return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), Download(dQkv));
     }
 
+    public ParityResult Embeddings(EmbeddingsCase c)
+    {
+        var (ids, types) = EmbeddingIds(c);
+        var dSum = OpCases.Random(c.B * c.T * c.C, 31);
+        var (previousWord, previousPosition, previousType) = (OpCases.Random(c.V * c.C, 32), OpCases.Random(c.T * c.C, 33), OpCases.Random(c.TypeVocab * c.C, 34));
+        var (dWord, dPosition, dType) = (Upload(previousWord), Upload(previousPosition), Upload(previousType));
+        backend.EmbeddingsBackward(dWord, dPosition, dType, Upload(dSum), Upload(ids), Upload(types), c.B, c.T, c.C);
+        var expected = ReferenceGradients.Embeddings(dSum.AsDoubles(), ids, types, c.B, c.T, c.C, c.V, c.TypeVocab);
+        return Compare("embeddings-backward", c.Name,
+            [.. expected.DWord.Select((v, i) => v + previousWord[i]), .. expected.DPosition.Select((v, i) => v + previousPosition[i]), .. expected.DTokenType.Select((v, i) => v + previousType[i])],
+            [.. Download(dWord), .. Download(dPosition), .. Download(dType)]);
+    }
+
+    public ParityResult FirstToken()
+    {
+        const int B = 3, T = 5, C = 7;
+        var dOutput = OpCases.Random(B * C, 35);
+        var dInput = Poisoned(B * T * C);
+        backend.FirstTokenBackward(dInput, Upload(dOutput), B, T, C);
+        var expected = new double[B * T * C];
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++) expected[b * T * C + c] = dOutput[b * C + c];
+        return Compare("first-token-backward", "3x5x7", expected, Download(dInput));
+    }
+
     public ParityResult CrossEntropy(CrossEntropyCase c)
     {
         var logits = OpCases.Random(c.B * c.V, 24, 4f);
@@ -170,6 +208,15 @@ public sealed class GradientCheck(ITrainingBackend backend)
             gradient[i] = (plus - minus) / (2 * H);
         }
         return gradient;
+    }
+
+    /// <summary>The ids of an embeddings case, with repeats (a scatter-add must sum them).</summary>
+    private static (int[] Ids, int[] Types) EmbeddingIds(EmbeddingsCase c)
+    {
+        var random = new Random(11);
+        var ids = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(Math.Min(c.V, 5))).ToArray();
+        var types = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.TypeVocab)).ToArray();
+        return (ids, types);
     }
 
     private static double Dot(double[] a, double[] b) => a.Zip(b, (x, y) => x * y).Sum();

@@ -15,6 +15,7 @@ public sealed class ReferenceGradientTests
     public static TheoryData<string> SoftmaxCases => Small(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => Small(OpCases.CrossEntropy);
     public static TheoryData<string> AttentionCases => Small(OpCases.Attention);
+    public static TheoryData<string> EmbeddingsCases => Small(OpCases.Embeddings);
     public static TheoryData<string> Activations => ["gelu", "tanh"];
 
     private static void AssertPassed(ParityResult result) => Assert.True(result.Passed, result.ToString());
@@ -33,6 +34,9 @@ public sealed class ReferenceGradientTests
 
     [Theory, MemberData(nameof(AttentionCases))]
     public void Attention(string name) => AssertPassed(GradientCheck.ReferenceAttention(OpCases.Attention.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(EmbeddingsCases))]
+    public void Embeddings(string name) => AssertPassed(GradientCheck.ReferenceEmbeddings(OpCases.Embeddings.Single(c => c.Name == name)));
 
     [Theory, MemberData(nameof(CrossEntropyCases))]
     public void CrossEntropy(string name) => AssertPassed(GradientCheck.ReferenceCrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
@@ -67,6 +71,12 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Theory, MemberData("AttentionCases")]
     public void Attention(string name) => AssertPassed(_check.Attention(OpCases.Attention.Single(c => c.Name == name)));
 
+    [Theory, MemberData("EmbeddingsCases")]
+    public void Embeddings(string name) => AssertPassed(_check.Embeddings(OpCases.Embeddings.Single(c => c.Name == name)));
+
+    [Fact]
+    public void FirstToken() => AssertPassed(_check.FirstToken());
+
     [Theory, MemberData("CrossEntropyCases")]
     public void CrossEntropy(string name) => AssertPassed(_check.CrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
 
@@ -85,4 +95,5 @@ public sealed class CpuBackwardParityTests() : BackwardParityTests(new CpuBacken
     public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy);
     public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention);
+    public static TheoryData<string> EmbeddingsCases => OpParityTests.Names(OpCases.Embeddings);
 }

@@ -36,6 +36,18 @@ public interface ITrainingBackend : IBackend
     void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS);
 
+    /// <summary>
+    /// Backward of the embedding sum (the part of <see cref="IBackend.Embeddings"/> before its layer-norm, whose
+    /// backward is <see cref="LayerNormBackward"/> over the kept sum): dWord[inputIds] += dSum rows,
+    /// dPosition[t] += Σ_b dSum[b,t], dTokenType[tokenTypeIds] += dSum rows. A deterministic scatter-add:
+    /// the same ids in any order give bit-identical sums.
+    /// </summary>
+    void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
+
+    /// <summary>Backward of <see cref="IBackend.FirstToken"/>: dInput (B,T,C) = dOutput (B,C) at t = 0, zero elsewhere.</summary>
+    void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C);
+
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
     void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
 

@@ -186,6 +186,26 @@ public sealed class CpuBackend : ITrainingBackend
         CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
     }
 
+    public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+    {
+        CheckSize(dSum, (long)B * T * C, nameof(dSum));
+        CheckSize(inputIds, (long)B * T, nameof(inputIds));
+        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
+        CheckSize(dPosition, (long)T * C, nameof(dPosition));
+        CpuBackward.EmbeddingsBackward(Host(dWord).Data, Host(dPosition).Data, Host(dTokenType).Data, Host(dSum).Data,
+            Host(inputIds).Data, Host(tokenTypeIds).Data, B, T, C);
+    }
+
+    public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
+    {
+        CheckSize(dInput, (long)B * T * C, nameof(dInput));
+        CheckSize(dOutput, (long)B * C, nameof(dOutput));
+        var (destination, source) = (Host(dInput).Data, Host(dOutput).Data);
+        Array.Clear(destination, 0, B * T * C);
+        for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
+    }
+
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })

@@ -82,6 +82,30 @@ internal static class CpuBackward
         }
     }
 
+    /// <summary>
+    /// The scatter-add runs over tokens in order within each slice of channels, and slices run in parallel:
+    /// every sum is formed in the same order whatever the threads do.
+    /// </summary>
+    public static void EmbeddingsBackward(float[] dWord, float[] dPosition, float[] dTokenType, float[] dSum,
+        int[] inputIds, int[] tokenTypeIds, int B, int T, int C)
+    {
+        const int Slice = 64;
+        Parallel.For(0, (C + Slice - 1) / Slice, slice =>
+        {
+            int c0 = slice * Slice, width = Math.Min(Slice, C - c0);
+            for (int token = 0; token < B * T; token++)
+            {
+                var row = dSum.AsSpan(token * C + c0, width);
+                int t = token % T;
+                Add(dWord.AsSpan(inputIds[token] * C + c0, width), row);
+                Add(dPosition.AsSpan(t * C + c0, width), row);
+                Add(dTokenType.AsSpan(tokenTypeIds[token] * C + c0, width), row);
+            }
+        });
+
+        static void Add(Span<float> accumulator, ReadOnlySpan<float> values) => TensorPrimitives.Add(accumulator, values, accumulator);
+    }
+
     public static void SoftmaxBackward(float[] dInput, float[] dOutput, float[] output, int rows, int N) =>
         Parallel.For(0, rows, row =>
         {
