@@ -48,6 +48,16 @@ public interface ITrainingBackend : IBackend
     /// <summary>Backward of <see cref="IBackend.FirstToken"/>: dInput (B,T,C) = dOutput (B,C) at t = 0, zero elsewhere.</summary>
     void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C);
 
+    /// <summary>
+    /// Inverted dropout: output (n) = input ⊙ keep / (1 − p), keep_i = [u_i ≥ p] with u_i =
+    /// <see cref="Training.Philox.Uniform"/>(seed, offset, i). The mask is never stored: a run is reproducible from
+    /// its seed, and the backward regenerates it. Output and input may be the same buffer.
+    /// </summary>
+    void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset);
+
+    /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ keep / (1 − p), the same keep regenerated.</summary>
+    void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset);
+
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
     void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
 

@@ -206,6 +206,17 @@ public sealed class CpuBackend : ITrainingBackend
         for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
     }
 
+    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
+    {
+        CheckSize(output, n, nameof(output));
+        CheckSize(input, n, nameof(input));
+        CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, probability, seed, offset);
+    }
+
+    // The backward applies the same mask and scale to the gradient as the forward did to the values.
+    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
+        Dropout(dInput, dOutput, n, probability, seed, offset);
+
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })

@@ -106,6 +106,17 @@ internal static class CpuBackward
         static void Add(Span<float> accumulator, ReadOnlySpan<float> values) => TensorPrimitives.Add(accumulator, values, accumulator);
     }
 
+    public static void Dropout(float[] output, float[] input, int n, float probability, ulong seed, ulong offset)
+    {
+        if (probability is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(probability), $"dropout probability {probability} is not in [0, 1)");
+        float scale = 1f / (1f - probability);
+        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        {
+            for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i++)
+                output[i] = Training.Philox.Uniform(seed, offset, i) >= probability ? input[i] * scale : 0f;
+        });
+    }
+
     public static void SoftmaxBackward(float[] dInput, float[] dOutput, float[] output, int rows, int N) =>
         Parallel.For(0, rows, row =>
         {
