@@ -1,11 +1,12 @@
 // Activations: exact GELU and tanh as device functions (fused into the GEMM epilogue) and as an
-// element-wise kernel.
+// element-wise kernel; their backward; dropout (forward = backward, the Philox mask regenerated).
 //
-// Shapes: out (n) = act(inp (n)). Nothing is cached for backward.
+// Shapes: out (n) = act(inp (n)); dinp (n) = dout · act′(inp). The backward reads the activation's input
+// (the pre-activation values), which the training forward keeps.
 // Accuracy: ILGPU's XMath.Tanh is PTX tanh.approx (≈2^-11 relative error) and erf has no fast PTX form,
 // so both are built on XMath.Exp (ex2.approx, ≈2 ulp): GELU = x·Φ(x) with Φ from Numerical Recipes'
 // erfc fit (relative error < 1.2e-7, the CPU backend's formula); tanh from exp with a Taylor series near 0.
-// History: v1 (this file's first version).
+// History: v1 forward; v2 backward and dropout (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -60,6 +61,35 @@ internal static class ActivationKernels
         }
         return x < 0f ? -result : result;
     }
+
+    /// <summary>act′(x): GELU′ = Φ(x) + x·φ(x), tanh′ = 1 − tanh².</summary>
+    public static float Derivative(float x, int activation)
+    {
+        if (activation == Gelu)
+        {
+            float z = XMath.Abs(x) * 0.70710678118654752f;
+            float t = 1f / (1f + 0.5f * z);
+            float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
+                + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+            float halfErfc = 0.5f * t * XMath.Exp(poly - z * z);
+            float cdf = x < 0f ? halfErfc : 1f - halfErfc;
+            return cdf + x * XMath.Exp(-0.5f * x * x) * 0.3989422804014327f;
+        }
+        if (activation == Tanh)
+        {
+            float y = TanhAccurate(x);
+            return 1f - y * y;
+        }
+        return 1f;
+    }
+
+    /// <summary>dinp (n) = dout (n) · act′(inp (n)); one thread per element.</summary>
+    public static void BackwardKernel(Index1D i, ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<float> input, int activation) =>
+        dInput[i] = dOutput[i] * Derivative(input[i], activation);
+
+    /// <summary>out (n) = inp ⊙ keep / (1 − p), keep_i = [Philox uniform(seed, offset, i) ≥ p]; also the backward.</summary>
+    public static void DropoutKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, float probability, ulong seed, ulong offset) =>
+        output[i] = Training.Philox.Uniform(seed, offset, i) >= probability ? input[i] / (1f - probability) : 0f;
 
     /// <summary>out (n) = act(inp (n)); one thread per element.</summary>
     public static void ActivateKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, int activation) =>

@@ -8,7 +8,11 @@
 // output), so the T×T score matrix never exists, in global memory or anywhere. Masked keys are skipped
 // (probability exactly 0, as Hugging Face's float-minimum mask gives); a query with no unmasked key
 // outputs zeros.
-// History: v1 warp-per-query online softmax, K/V read through the cache (this version).
+// Backward, deterministic (each gradient element is summed by one warp, no atomics): a warp per query
+// recomputes its probabilities (max m, sum l), D = dO·o, and dq = scale·Σ_j p(dp − D)·k_j, and keeps
+// (m, l, D) in statistics (B,NH,T,3); then a warp per key sums dk = scale·Σ_i p(dp − D)·q_i and
+// dv = Σ_i p·dO_i over the queries. Masked keys get zero gradients.
+// History: v1 warp-per-query online softmax, K/V read through the cache; v2 backward (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -57,6 +61,91 @@ internal static class AttentionKernels
         Store(output, outBase, lane + 32, HS, o1 * inverse);
         Store(output, outBase, lane + 64, HS, o2 * inverse);
         Store(output, outBase, lane + 96, HS, o3 * inverse);
+    }
+
+    /// <summary>dq for one query per warp, and its (max, sum, D) statistics.</summary>
+    public static void QueryBackwardKernel(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
+        ArrayView<int> keyMask, Shape s, SpecializedValue<int> headSize)
+    {
+        int HS = headSize.Value, C = s.NH * HS, lane = Warp.LaneIdx;
+        long query = (long)Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        if (query >= (long)s.B * s.NH * s.T) return;
+        int i = (int)(query % s.T), h = (int)(query / s.T % s.NH), b = (int)(query / ((long)s.T * s.NH));
+        long qBase = ((long)b * s.T + i) * 3 * C + h * HS, oBase = ((long)b * s.T + i) * C + h * HS;
+        float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
+        float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
+        // Pass 1: the forward's statistics and output, online.
+        float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
+        for (int j = 0; j < s.T; j++)
+        {
+            if (keyMask[b * s.T + j] == 0) continue;
+            long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+            float score = WarpSum(q0 * Load(qkv, kBase, lane, HS) + q1 * Load(qkv, kBase, lane + 32, HS)
+                + q2 * Load(qkv, kBase, lane + 64, HS) + q3 * Load(qkv, kBase, lane + 96, HS)) * s.Scale;
+            float newMax = XMath.Max(max, score), correction = XMath.Exp(max - newMax), p = XMath.Exp(score - newMax);
+            sum = sum * correction + p;
+            o0 = o0 * correction + p * Load(qkv, vBase, lane, HS);
+            o1 = o1 * correction + p * Load(qkv, vBase, lane + 32, HS);
+            o2 = o2 * correction + p * Load(qkv, vBase, lane + 64, HS);
+            o3 = o3 * correction + p * Load(qkv, vBase, lane + 96, HS);
+            max = newMax;
+        }
+        float inverse = sum > 0f ? 1f / sum : 0f;
+        float d = WarpSum((g0 * o0 + g1 * o1 + g2 * o2 + g3 * o3) * inverse);
+        // Pass 2: dq.
+        float dq0 = 0f, dq1 = 0f, dq2 = 0f, dq3 = 0f;
+        for (int j = 0; j < s.T && sum > 0f; j++)
+        {
+            if (keyMask[b * s.T + j] == 0) continue;
+            long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+            float k0 = Load(qkv, kBase, lane, HS), k1 = Load(qkv, kBase, lane + 32, HS), k2 = Load(qkv, kBase, lane + 64, HS), k3 = Load(qkv, kBase, lane + 96, HS);
+            float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - max) * inverse;
+            float dp = WarpSum(g0 * Load(qkv, vBase, lane, HS) + g1 * Load(qkv, vBase, lane + 32, HS) + g2 * Load(qkv, vBase, lane + 64, HS) + g3 * Load(qkv, vBase, lane + 96, HS));
+            float ds = p * (dp - d) * s.Scale;
+            dq0 += ds * k0; dq1 += ds * k1; dq2 += ds * k2; dq3 += ds * k3;
+        }
+        Store(dQkv, qBase, lane, HS, dq0);
+        Store(dQkv, qBase, lane + 32, HS, dq1);
+        Store(dQkv, qBase, lane + 64, HS, dq2);
+        Store(dQkv, qBase, lane + 96, HS, dq3);
+        if (lane == 0)
+        {
+            statistics[3 * query] = max;
+            statistics[3 * query + 1] = inverse;
+            statistics[3 * query + 2] = d;
+        }
+    }
+
+    /// <summary>dk and dv for one key per warp, from the queries' statistics.</summary>
+    public static void KeyBackwardKernel(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
+        ArrayView<int> keyMask, Shape s, SpecializedValue<int> headSize)
+    {
+        int HS = headSize.Value, C = s.NH * HS, lane = Warp.LaneIdx;
+        long key = (long)Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
+        if (key >= (long)s.B * s.NH * s.T) return;
+        int j = (int)(key % s.T), h = (int)(key / s.T % s.NH), b = (int)(key / ((long)s.T * s.NH));
+        long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+        float dk0 = 0f, dk1 = 0f, dk2 = 0f, dk3 = 0f, dv0 = 0f, dv1 = 0f, dv2 = 0f, dv3 = 0f;
+        if (keyMask[b * s.T + j] != 0)
+        {
+            float k0 = Load(qkv, kBase, lane, HS), k1 = Load(qkv, kBase, lane + 32, HS), k2 = Load(qkv, kBase, lane + 64, HS), k3 = Load(qkv, kBase, lane + 96, HS);
+            float v0 = Load(qkv, vBase, lane, HS), v1 = Load(qkv, vBase, lane + 32, HS), v2 = Load(qkv, vBase, lane + 64, HS), v3 = Load(qkv, vBase, lane + 96, HS);
+            for (int i = 0; i < s.T; i++)
+            {
+                long query = ((long)b * s.NH + h) * s.T + i;
+                float inverse = statistics[3 * query + 1];
+                if (inverse == 0f) continue; // a query with no unmasked key
+                long qBase = ((long)b * s.T + i) * 3 * C + h * HS, oBase = ((long)b * s.T + i) * C + h * HS;
+                float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
+                float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
+                float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - statistics[3 * query]) * inverse;
+                float ds = p * (WarpSum(g0 * v0 + g1 * v1 + g2 * v2 + g3 * v3) - statistics[3 * query + 2]) * s.Scale;
+                dk0 += ds * q0; dk1 += ds * q1; dk2 += ds * q2; dk3 += ds * q3;
+                dv0 += p * g0; dv1 += p * g1; dv2 += p * g2; dv3 += p * g3;
+            }
+        }
+        Store(dQkv, kBase, lane, HS, dk0); Store(dQkv, kBase, lane + 32, HS, dk1); Store(dQkv, kBase, lane + 64, HS, dk2); Store(dQkv, kBase, lane + 96, HS, dk3);
+        Store(dQkv, vBase, lane, HS, dv0); Store(dQkv, vBase, lane + 32, HS, dv1); Store(dQkv, vBase, lane + 64, HS, dv2); Store(dQkv, vBase, lane + 96, HS, dv3);
     }
 
     private static float Load(ArrayView<float> view, long baseIndex, int d, int HS) => d < HS ? view[baseIndex + d] : 0f;

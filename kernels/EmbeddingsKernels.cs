@@ -7,7 +7,9 @@
 // Scheme: one warp per token: gather and sum the three rows (consecutive lanes, consecutive channels),
 // Welford statistics merged across the warp (LayerNormKernels.Moments), the sum kept in the sum buffer
 // or, without one, in the output row itself (each lane re-reads only what it wrote), then normalised.
-// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one (this version).
+// Backward (of the sum; its layer-norm's is LayerNormKernels): one thread per channel walks the tokens in
+// order and adds dsum into the word, position and token-type rows: a deterministic scatter-add, no atomics.
+// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -41,6 +43,19 @@ internal static class EmbeddingsKernels
         float rstd = moments.Rstd(s.C, s.Eps);
         for (int c = lane; c < s.C; c += Warp.WarpSize)
             output[rowBase + c] = (sum[rowBase + c] - moments.Mean) * rstd * weight[c] + bias[c];
+    }
+
+    /// <summary>dword[ids] += dsum, dposition[t] += dsum, dtype[types] += dsum; one thread per channel, tokens in order.</summary>
+    public static void BackwardKernel(Index1D c, ArrayView<float> dWord, ArrayView<float> dPosition, ArrayView<float> dTokenType,
+        ArrayView<float> dSum, ArrayView<int> inputIds, ArrayView<int> tokenTypeIds, Shape s)
+    {
+        for (int token = 0; token < s.B * s.T; token++)
+        {
+            float g = dSum[(long)token * s.C + c];
+            dWord[(long)inputIds[token] * s.C + c] += g;
+            dPosition[(long)(token % s.T) * s.C + c] += g;
+            dTokenType[(long)tokenTypeIds[token] * s.C + c] += g;
+        }
     }
 
     /// <summary>out (B,C) = inp (B,T,C)[:, 0, :]; one thread per output element.</summary>

@@ -10,7 +10,7 @@
 // multiples load zeros and skip out-of-range stores. Bias and activation are fused into the epilogue.
 // Staging maps consecutive threads to consecutive addresses in either layout, so global loads coalesce.
 // History: v1 shared-memory tiled, 4×4 register blocking, C = A·Wᵀ only; v2 both layouts of each
-// operand and strided batches (this version).
+// operand and strided batches; v3 an accumulate flag (C += A·B, for parameter gradients) (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -21,12 +21,17 @@ internal static class GemmKernels
     public const int Tile = 64, Slice = 16, Threads = 16;
 
     /// <summary>Sizes, layouts and flags of one batched product (one struct: ILGPU kernels take at most 14 parameters).</summary>
+    /// <remarks><c>Accumulate</c>: C += product (a parameter gradient) instead of C = product.</remarks>
     public readonly record struct Shape(int Batch, int M, int K, int N, int TransposeA, int TransposeB,
-        long StrideA, long StrideB, long StrideC, int HasBias, int Activation);
+        long StrideA, long StrideB, long StrideC, int HasBias, int Activation, int Accumulate);
 
     /// <summary>A Linear: C (M,N) = act(A (M,K) · W (N,K)ᵀ + bias).</summary>
     public static Shape Linear(int M, int K, int N, bool hasBias, int activation) =>
-        new(1, M, K, N, 0, 1, (long)M * K, (long)N * K, (long)M * N, hasBias ? 1 : 0, activation);
+        new(1, M, K, N, 0, 1, (long)M * K, (long)N * K, (long)M * N, hasBias ? 1 : 0, activation, 0);
+
+    /// <summary>A product of the MatMul op, assigned or accumulated.</summary>
+    public static Shape Product(Engine.Backends.MatMulShape s, bool accumulate) =>
+        new(s.Batch, s.M, s.K, s.N, s.TransposeA ? 1 : 0, s.TransposeB ? 1 : 0, s.StrideA, s.StrideB, s.StrideC, 0, ActivationKernels.None, accumulate ? 1 : 0);
 
     public static KernelConfig Config(Shape s) =>
         new(new Index3D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile, s.Batch), new Index3D(Threads, Threads, 1));
@@ -94,6 +99,7 @@ internal static class GemmKernels
     {
         if (col >= s.N) return;
         if (s.HasBias != 0) value += bias[col];
-        c[(long)row * s.N + col] = ActivationKernels.Apply(value, s.Activation);
+        long index = (long)row * s.N + col;
+        c[index] = s.Accumulate != 0 ? c[index] + value : ActivationKernels.Apply(value, s.Activation);
     }
 }

@@ -39,7 +39,7 @@ public enum IlgpuDevice
 /// CPU). Kernels are compiled once per backend and reused; every op is asynchronous on the accelerator's
 /// default stream, and <see cref="Download"/> synchronises.
 /// </summary>
-public sealed class IlgpuBackend : IBackend
+public sealed class IlgpuBackend : ITrainingBackend
 {
     private readonly Context _context;
     private readonly Accelerator _accelerator;
@@ -51,6 +51,19 @@ public sealed class IlgpuBackend : IBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstToken;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
+    // Backward passes.
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _columnSum;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _activateBackward;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, float, ulong, ulong> _dropout;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormBackward;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormParameterBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionQueryBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionKeyBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _softmaxBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int> _crossEntropy;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
+    private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
 
     private IlgpuBackend(Context context, Accelerator accelerator)
     {
@@ -64,6 +77,18 @@ public sealed class IlgpuBackend : IBackend
         _firstToken = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingsKernels.FirstTokenKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
+        _columnSum = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnSumKernel);
+        _activateBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.BackwardKernel);
+        _dropout = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong, ulong>(ActivationKernels.DropoutKernel);
+        _layerNormBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.BackwardKernel);
+        _layerNormParameterBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.ParameterBackwardKernel);
+        _attentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.QueryBackwardKernel);
+        _attentionKeyBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.KeyBackwardKernel);
+        _softmaxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.BackwardKernel);
+        _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>(SoftmaxKernels.CrossEntropyKernel);
+        _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
+        _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
+        _scratch = accelerator.Allocate1D<float>(1);
     }
 
     /// <summary>Opens the first device of the given kind; throws <see cref="EngineException"/> when there is none.</summary>
@@ -149,9 +174,131 @@ public sealed class IlgpuBackend : IBackend
         CheckSize(a, shape.ElementsA, nameof(a));
         CheckSize(b, shape.ElementsB, nameof(b));
         if (shape.Batch == 0) return;
-        var kernelShape = new GemmKernels.Shape(shape.Batch, shape.M, shape.K, shape.N, shape.TransposeA ? 1 : 0, shape.TransposeB ? 1 : 0,
-            shape.StrideA, shape.StrideB, shape.StrideC, 0, ActivationKernels.None);
+        var kernelShape = GemmKernels.Product(shape, accumulate: false);
         _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
+    }
+
+    public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    {
+        CheckSize(dOutput, (long)M * N, nameof(dOutput));
+        CheckSize(input, (long)M * K, nameof(input));
+        CheckSize(weight, (long)N * K, nameof(weight));
+        CheckSize(dWeight, (long)N * K, nameof(dWeight));
+        if (dInput is not null)
+        {
+            CheckSize(dInput, (long)M * K, nameof(dInput));
+            var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
+            _gemm(GemmKernels.Config(shape), View(dInput), View(dOutput), View(weight), _none.View, shape);
+        }
+        var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
+        _gemm(GemmKernels.Config(weightShape), View(dWeight), View(dOutput), View(input), _none.View, weightShape);
+        if (dBias is not null)
+        {
+            CheckSize(dBias, N, nameof(dBias));
+            _columnSum(N, View(dBias), View(dOutput), M, N);
+        }
+    }
+
+    public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
+    {
+        CheckSize(dInput, n, nameof(dInput));
+        CheckSize(dOutput, n, nameof(dOutput));
+        CheckSize(input, n, nameof(input));
+        if (n > 0) _activateBackward(n, View(dInput), View(dOutput), View(input), ActivationKernels.Code(activation));
+    }
+
+    public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
+        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
+    {
+        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
+            CheckSize(buffer, (long)N * C, name);
+        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
+        CheckSize(weight, C, nameof(weight));
+        CheckSize(dWeight, C, nameof(dWeight));
+        CheckSize(dBias, C, nameof(dBias));
+        var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
+        var statistics = Scratch(2L * N);
+        ArrayView<float> residualView = residual is null ? _none.View : View(residual);
+        _layerNormBackward(LayerNormKernels.Config(shape, _accelerator.WarpSize), View(dInput), statistics, View(dOutput), View(input), residualView, View(weight), shape);
+        _layerNormParameterBackward(C, View(dWeight), View(dBias), statistics, View(dOutput), View(input), residualView, shape);
+    }
+
+    public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+        int B, int T, int NH, int HS)
+    {
+        if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
+        long C = (long)NH * HS;
+        CheckSize(dQkv, B * T * 3 * C, nameof(dQkv));
+        CheckSize(qkv, B * T * 3 * C, nameof(qkv));
+        CheckSize(dOutput, B * T * C, nameof(dOutput));
+        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS));
+        var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
+        var statistics = Scratch(3L * B * NH * T);
+        _attentionQueryBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
+        _attentionKeyBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
+    }
+
+    public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+    {
+        CheckSize(dSum, (long)B * T * C, nameof(dSum));
+        CheckSize(inputIds, (long)B * T, nameof(inputIds));
+        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
+        CheckSize(dPosition, (long)T * C, nameof(dPosition));
+        _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(tokenTypeIds), new EmbeddingsKernels.Shape(B, T, C, 0f));
+    }
+
+    public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
+    {
+        CheckSize(dInput, (long)B * T * C, nameof(dInput));
+        CheckSize(dOutput, (long)B * C, nameof(dOutput));
+        _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
+    }
+
+    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
+    {
+        if (probability is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(probability), $"dropout probability {probability} is not in [0, 1)");
+        CheckSize(output, n, nameof(output));
+        CheckSize(input, n, nameof(input));
+        if (n > 0) _dropout(n, View(output), View(input), probability, seed, offset);
+    }
+
+    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
+        Dropout(dInput, dOutput, n, probability, seed, offset);
+
+    public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
+    {
+        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
+            CheckSize(buffer, (long)rows * N, name);
+        if (rows > 0 && N > 0) _softmaxBackward(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(dInput), View(dOutput), View(output), rows, N);
+    }
+
+    /// <remarks>Labels are read back once to count the rows that are not ignored (B integers).</remarks>
+    public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    {
+        CheckSize(losses, B, nameof(losses));
+        CheckSize(dLogits, (long)B * V, nameof(dLogits));
+        CheckSize(logits, (long)B * V, nameof(logits));
+        CheckSize(labels, B, nameof(labels));
+        var host = new int[B];
+        Download(labels, host);
+        if (host.Any(l => l >= V)) throw new ArgumentOutOfRangeException(nameof(labels), $"a label is not below {V}");
+        int counted = host.Count(l => l >= 0);
+        if (B > 0) _crossEntropy(SoftmaxKernels.Config(B, _accelerator.WarpSize), View(losses), View(dLogits), View(logits), View(labels), B, V, Math.Max(counted, 1));
+    }
+
+    /// <summary>The scratch buffer's first <paramref name="length"/> elements, growing it when needed.</summary>
+    private ArrayView<float> Scratch(long length)
+    {
+        if (_scratch.Length < length)
+        {
+            _accelerator.Synchronize(); // kernels still queued may read the old buffer
+            _scratch.Dispose();
+            _scratch = _accelerator.Allocate1D<float>(length);
+        }
+        return _scratch.View.SubView(0, length);
     }
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
@@ -217,6 +364,7 @@ public sealed class IlgpuBackend : IBackend
 
     public void Dispose()
     {
+        _scratch.Dispose();
         _none.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

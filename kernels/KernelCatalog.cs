@@ -29,7 +29,27 @@ public static class KernelCatalog
         new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
         new("first-token", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.FirstTokenKernel)), false, false),
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
+        // Backward passes.
+        new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
+        new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
+        new("column-sum", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnSumKernel)), false, false),
+        new("first-token-backward", Method(nameof(ReductionKernels), nameof(ReductionKernels.FirstTokenBackwardKernel)), false, false),
+        new("layernorm-backward", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.BackwardKernel)), true, true),
+        new("layernorm-param-backward", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.ParameterBackwardKernel)), false, true),
+        new("attn-q-backward hs=64", Method(nameof(KernelCatalog), nameof(AttentionQueryBackwardHeadSize64)), true, true),
+        new("attn-kv-backward hs=64", Method(nameof(KernelCatalog), nameof(AttentionKeyBackwardHeadSize64)), true, true),
+        new("softmax-backward", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.BackwardKernel)), true, false),
+        new("cross-entropy", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.CrossEntropyKernel)), true, false),
+        new("embeddings-backward", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.BackwardKernel)), false, false),
     ];
+
+    internal static void AttentionQueryBackwardHeadSize64(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
+        ArrayView<int> keyMask, AttentionKernels.Shape s) =>
+        AttentionKernels.QueryBackwardKernel(dQkv, statistics, dOutput, qkv, keyMask, s, new SpecializedValue<int>(64));
+
+    internal static void AttentionKeyBackwardHeadSize64(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
+        ArrayView<int> keyMask, AttentionKernels.Shape s) =>
+        AttentionKernels.KeyBackwardKernel(dQkv, statistics, dOutput, qkv, keyMask, s, new SpecializedValue<int>(64));
 
     internal static void AttentionHeadSize32(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, AttentionKernels.Shape s) =>
         AttentionKernels.Kernel(output, qkv, keyMask, s, new SpecializedValue<int>(32));

@@ -5,8 +5,11 @@
 // update over its elements, then the lanes' (count, mean, M2) are merged by Chan's formula across a
 // butterfly of shuffles (stable, unlike E[x²] − mean²); a second pass normalises. Biased variance, as
 // torch.nn.LayerNorm.
+// Backward: one warp per row writes dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, and the row's
+// (mean, rstd); then one thread per channel sums dw += Σ dy·x̂ and db += Σ dy over rows in order
+// (deterministic, no atomics).
 // History: v1 warp per row, mean then variance (three reads of the row); v2 one-pass Welford statistics
-// (two reads) (this version).
+// (two reads); v3 backward (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -34,6 +37,53 @@ internal static class LayerNormKernels
         float rstd = moments.Rstd(s.C, s.Eps);
         for (int c = lane; c < s.C; c += Warp.WarpSize)
             output[rowBase + c] = (X(input, residual, s, rowBase + c) - moments.Mean) * rstd * weight[c] + bias[c];
+    }
+
+    /// <summary>dx (N,C) and each row's (mean, rstd) into statistics (N,2); one warp per row.</summary>
+    public static void BackwardKernel(ArrayView<float> dInput, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> input,
+        ArrayView<float> residual, ArrayView<float> weight, Shape s)
+    {
+        int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx, lane = Warp.LaneIdx;
+        if (row >= s.N) return;
+        long rowBase = (long)row * s.C;
+        var moments = default(Moments);
+        for (int c = lane; c < s.C; c += Warp.WarpSize) moments = moments.Add(X(input, residual, s, rowBase + c));
+        moments = moments.WarpMerge();
+        float rstd = moments.Rstd(s.C, s.Eps);
+        float sumG = 0f, sumGx = 0f;
+        for (int c = lane; c < s.C; c += Warp.WarpSize)
+        {
+            float g = dOutput[rowBase + c] * weight[c], xHat = (X(input, residual, s, rowBase + c) - moments.Mean) * rstd;
+            sumG += g;
+            sumGx += g * xHat;
+        }
+        float meanG = AttentionKernels.WarpSum(sumG) / s.C, meanGx = AttentionKernels.WarpSum(sumGx) / s.C;
+        for (int c = lane; c < s.C; c += Warp.WarpSize)
+        {
+            float xHat = (X(input, residual, s, rowBase + c) - moments.Mean) * rstd;
+            dInput[rowBase + c] = rstd * (dOutput[rowBase + c] * weight[c] - meanG - xHat * meanGx);
+        }
+        if (lane == 0)
+        {
+            statistics[2L * row] = moments.Mean;
+            statistics[2L * row + 1] = rstd;
+        }
+    }
+
+    /// <summary>dw (C) += Σ_rows dy·x̂, db (C) += Σ_rows dy; one thread per channel, rows in order.</summary>
+    public static void ParameterBackwardKernel(Index1D c, ArrayView<float> dWeight, ArrayView<float> dBias, ArrayView<float> statistics,
+        ArrayView<float> dOutput, ArrayView<float> input, ArrayView<float> residual, Shape s)
+    {
+        float dw = 0f, db = 0f;
+        for (int row = 0; row < s.N; row++)
+        {
+            long index = (long)row * s.C + c;
+            float dy = dOutput[index];
+            dw += dy * (X(input, residual, s, index) - statistics[2L * row]) * statistics[2L * row + 1];
+            db += dy;
+        }
+        dWeight[c] += dw;
+        dBias[c] += db;
     }
 
     /// <summary>Welford's running count, mean and sum of squared deviations; a device-side value.</summary>

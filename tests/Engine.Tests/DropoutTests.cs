@@ -77,3 +77,4 @@ public abstract class DropoutTests(ITrainingBackend backend) : IDisposable
 }
 
 public sealed class CpuDropoutTests() : DropoutTests(new CpuBackend());
+public sealed class IlgpuEmulatorDropoutTests() : DropoutTests(Engine.Kernels.IlgpuBackend.Create(Engine.Kernels.IlgpuDevice.CpuEmulator));

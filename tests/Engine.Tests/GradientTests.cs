@@ -97,3 +97,14 @@ public sealed class CpuBackwardParityTests() : BackwardParityTests(new CpuBacken
     public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention);
     public static TheoryData<string> EmbeddingsCases => OpParityTests.Names(OpCases.Embeddings);
 }
+
+/// <summary>The ILGPU backward kernels on the CPU emulator, on the small cases.</summary>
+public sealed class IlgpuEmulatorBackwardParityTests() : BackwardParityTests(Engine.Kernels.IlgpuBackend.Create(Engine.Kernels.IlgpuDevice.CpuEmulator))
+{
+    public static TheoryData<string> LinearCases => OpParityTests.Names(OpCases.Linear, OpCases.EmulatorWork);
+    public static TheoryData<string> LayerNormCases => OpParityTests.Names(OpCases.LayerNorm, OpCases.EmulatorWork);
+    public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax, OpCases.EmulatorWork);
+    public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy, OpCases.EmulatorWork);
+    public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention, OpCases.EmulatorWork);
+    public static TheoryData<string> EmbeddingsCases => OpParityTests.Names(OpCases.Embeddings, OpCases.EmulatorWork);
+}

@@ -22,7 +22,7 @@ string output = Argument("--output") ?? Path.Combine(Path.GetTempPath(), "engine
 Directory.CreateDirectory(output);
 
 var failures = new List<string>();
-Console.WriteLine($"{"kernel",-18} {"arch",-6} {"registers",9} {"smem B",8} {"spill B",8} {"stack B",8}");
+Console.WriteLine($"{"kernel",-26} {"arch",-6} {"registers",9} {"smem B",8} {"spill B",8} {"stack B",8}");
 foreach (var architecture in new[] { ("sm_80", CudaArchitecture.SM_80), ("sm_90", CudaArchitecture.SM_90) })
 {
     foreach (var kernel in KernelCatalog.All)
@@ -53,7 +53,7 @@ foreach (var architecture in new[] { ("sm_80", CudaArchitecture.SM_80), ("sm_90"
         int registers = Number(log, @"Used (\d+) registers"), smem = Number(log, @"(\d+) bytes smem");
         int spills = Number(log, @"(\d+) bytes spill stores") + Number(log, @"(\d+) bytes spill loads");
         int stack = Number(log, @"(\d+) bytes stack frame");
-        Console.WriteLine($"{kernel.Name,-18} {architecture.Item1,-6} {registers,9} {smem,8} {spills,8} {stack,8}");
+        Console.WriteLine($"{kernel.Name,-26} {architecture.Item1,-6} {registers,9} {smem,8} {spills,8} {stack,8}");
         if (kernel.NoSpills && spills > 0) failures.Add($"{kernel.Name} ({architecture.Item1}): {spills} bytes of spills");
     }
 }
