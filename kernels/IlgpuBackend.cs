@@ -63,6 +63,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int> _crossEntropy;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
 
     private IlgpuBackend(Context context, Accelerator accelerator)
@@ -88,6 +89,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>(SoftmaxKernels.CrossEntropyKernel);
         _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
         _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
+        _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
         _scratch = accelerator.Allocate1D<float>(1);
     }
 
@@ -267,6 +269,13 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
         Dropout(dInput, dOutput, n, probability, seed, offset);
+
+    public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
+    {
+        CheckSize(destination, n, nameof(destination));
+        CheckSize(source, n, nameof(source));
+        if (n > 0) _accumulate(n, View(destination), View(source));
+    }
 
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {

@@ -32,6 +32,7 @@ public static class KernelCatalog
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
+        new("accumulate", Method(nameof(ReductionKernels), nameof(ReductionKernels.AccumulateKernel)), false, false),
         new("column-sum", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnSumKernel)), false, false),
         new("first-token-backward", Method(nameof(ReductionKernels), nameof(ReductionKernels.FirstTokenBackwardKernel)), false, false),
         new("layernorm-backward", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.BackwardKernel)), true, true),

@@ -18,6 +18,9 @@ internal static class ReductionKernels
         sums[column] += total;
     }
 
+    /// <summary>destination (n) += source (n); one thread per element.</summary>
+    public static void AccumulateKernel(Index1D i, ArrayView<float> destination, ArrayView<float> source) => destination[i] += source[i];
+
     /// <summary>dinp (B,T,C) = dout (B,C) at t = 0, zero elsewhere; one thread per element of dinp.</summary>
     public static void FirstTokenBackwardKernel(Index1D index, ArrayView<float> dInput, ArrayView<float> dOutput, int T, int C)
     {

@@ -25,6 +25,7 @@ public sealed class GradientCheck(ITrainingBackend backend)
         foreach (var c in OpCases.CrossEntropy.Where(c => c.Work <= maxWork)) yield return CrossEntropy(c);
         foreach (var c in OpCases.Embeddings.Where(c => c.Work <= maxWork)) yield return Embeddings(c);
         yield return FirstToken();
+        yield return Accumulate();
     }
 
     // ---- the float64 reference against finite differences ----
@@ -178,6 +179,15 @@ public sealed class GradientCheck(ITrainingBackend backend)
         for (int b = 0; b < B; b++)
             for (int c = 0; c < C; c++) expected[b * T * C + c] = dOutput[b * C + c];
         return Compare("first-token-backward", "3x5x7", expected, Download(dInput));
+    }
+
+    public ParityResult Accumulate()
+    {
+        const int n = 1001;
+        var (a, b) = (OpCases.Random(n, 36), OpCases.Random(n, 37));
+        var destination = Upload(a);
+        backend.Accumulate(destination, Upload(b), n);
+        return Compare("accumulate", "1001", [.. a.Select((v, i) => (double)v + b[i])], Download(destination));
     }
 
     public ParityResult CrossEntropy(CrossEntropyCase c)

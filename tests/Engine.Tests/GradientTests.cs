@@ -77,6 +77,9 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Fact]
     public void FirstToken() => AssertPassed(_check.FirstToken());
 
+    [Fact]
+    public void Accumulate() => AssertPassed(_check.Accumulate());
+
     [Theory, MemberData("CrossEntropyCases")]
     public void CrossEntropy(string name) => AssertPassed(_check.CrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
 

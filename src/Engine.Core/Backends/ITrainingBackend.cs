@@ -58,6 +58,9 @@ public interface ITrainingBackend : IBackend
     /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ keep / (1 − p), the same keep regenerated.</summary>
     void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset);
 
+    /// <summary>destination (n) += source (n): where two paths' gradients meet (a residual connection).</summary>
+    void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n);
+
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
     void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
 

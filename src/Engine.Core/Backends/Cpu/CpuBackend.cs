@@ -217,6 +217,14 @@ public sealed class CpuBackend : ITrainingBackend
     public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
         Dropout(dInput, dOutput, n, probability, seed, offset);
 
+    public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
+    {
+        CheckSize(destination, n, nameof(destination));
+        CheckSize(source, n, nameof(source));
+        var d = Host(destination).Data.AsSpan(0, n);
+        System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
+    }
+
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
