@@ -27,6 +27,9 @@ public sealed class WeightScope
         return new WeightScope(checkpoint, prefixed ? dotted : "");
     }
 
+    /// <summary>The checkpoint's top level: task heads (<c>classifier.*</c>) sit beside the <c>bert.</c> prefix.</summary>
+    public static WeightScope Root(Checkpoint checkpoint) => new(checkpoint, "");
+
     public WeightScope Sub(string name) => new(_checkpoint, _prefix + name + ".");
 
     public string NameOf(string leaf) => _prefix + leaf;

@@ -114,6 +114,13 @@ public sealed class BertLayer : IDisposable
 
     public long ParameterCount => Attention.ParameterCount + Intermediate.ParameterCount + Output.ParameterCount;
 
+    /// <summary>In Hugging Face's order: Q/K/V, attention output dense and LayerNorm, intermediate, output dense and LayerNorm.</summary>
+    public IEnumerable<Parameter> Parameters =>
+    [
+        .. Attention.Self.QueryKeyValue.Parameters, .. Attention.Output.Dense.Parameters, .. Attention.Output.LayerNorm.Parameters,
+        .. Intermediate.Parameters, .. Output.Dense.Parameters, .. Output.LayerNorm.Parameters,
+    ];
+
     public void Dispose()
     {
         Attention.Dispose();

@@ -110,7 +110,7 @@ public sealed class BertModel : IDisposable
         return new BertModelOutput(B, T, C, hidden, pooled);
     }
 
-    private void Validate(BertBatch batch)
+    internal void Validate(BertBatch batch)
     {
         int B = batch.BatchSize, T = batch.SequenceLength;
         if (B <= 0 || T <= 0) throw new EngineException($"empty batch ({B}×{T})");
