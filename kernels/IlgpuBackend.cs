@@ -64,6 +64,8 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int> _sumOfSquares;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
 
     private IlgpuBackend(Context context, Accelerator accelerator)
@@ -90,6 +92,8 @@ public sealed class IlgpuBackend : ITrainingBackend
         _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
         _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
+        _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
+        _sumOfSquares = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(OptimizerKernels.SumOfSquaresKernel);
         _scratch = accelerator.Allocate1D<float>(1);
     }
 
@@ -269,6 +273,28 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
         Dropout(dInput, dOutput, n, probability, seed, offset);
+
+    public double SumOfSquares(DeviceBuffer<float> values, int n)
+    {
+        CheckSize(values, n, nameof(values));
+        if (n == 0) return 0;
+        int partialCount = OptimizerKernels.Groups * OptimizerKernels.Threads / _accelerator.WarpSize;
+        var partials = Scratch(partialCount);
+        _sumOfSquares(new KernelConfig(OptimizerKernels.Groups, OptimizerKernels.Threads), partials, View(values), n);
+        var host = new float[partialCount];
+        _accelerator.Synchronize();
+        partials.CopyToCPU(ref host[0], partialCount);
+        return host.Sum(p => (double)p);
+    }
+
+    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
+    {
+        foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
+            CheckSize(buffer, n, name);
+        var (decay, stepSize, sqrtCorrection2) = Training.AdamWMath.Constants(step);
+        var constants = new OptimizerKernels.AdamWConstants(step.LearningRate, step.Beta1, step.Beta2, step.Eps, step.WeightDecay, step.GradientScale, decay, stepSize, sqrtCorrection2);
+        if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
+    }
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {

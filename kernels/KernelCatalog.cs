@@ -32,6 +32,8 @@ public static class KernelCatalog
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
+        new("adamw", Method(nameof(OptimizerKernels), nameof(OptimizerKernels.AdamWKernel)), false, false),
+        new("sum-of-squares", Method(nameof(OptimizerKernels), nameof(OptimizerKernels.SumOfSquaresKernel)), true, false),
         new("accumulate", Method(nameof(ReductionKernels), nameof(ReductionKernels.AccumulateKernel)), false, false),
         new("column-sum", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnSumKernel)), false, false),
         new("first-token-backward", Method(nameof(ReductionKernels), nameof(ReductionKernels.FirstTokenBackwardKernel)), false, false),

@@ -1,6 +1,12 @@
 namespace Engine.Backends;
 
 /// <summary>
+/// One AdamW update's constants (PyTorch's torch.optim.AdamW): Step is t ≥ 1, for the bias corrections;
+/// GradientScale multiplies every gradient first (global-norm clipping).
+/// </summary>
+public readonly record struct AdamWStep(float LearningRate, float Beta1, float Beta2, float Eps, float WeightDecay, float GradientScale, int Step);
+
+/// <summary>
 /// The backward passes of the ops, for training; a backend that can train implements them beside its
 /// forward ops. Same conventions as <see cref="IBackend"/>: outputs first (gradients, prefixed d), then
 /// the forward's inputs, then weights, then sizes.
@@ -57,6 +63,15 @@ public interface ITrainingBackend : IBackend
 
     /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ keep / (1 − p), the same keep regenerated.</summary>
     void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset);
+
+    /// <summary>Σ values² over n elements, accumulated in float64 (global gradient norms).</summary>
+    double SumOfSquares(DeviceBuffer<float> values, int n);
+
+    /// <summary>
+    /// AdamW on n elements, in place: with g = scale·gradient, p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g;
+    /// v ← β2·v + (1−β2)·g²; p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε), exactly PyTorch's order of operations.
+    /// </summary>
+    void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step);
 
     /// <summary>destination (n) += source (n): where two paths' gradients meet (a residual connection).</summary>
     void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n);

@@ -217,6 +217,24 @@ public sealed class CpuBackend : ITrainingBackend
     public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
         Dropout(dInput, dOutput, n, probability, seed, offset);
 
+    public double SumOfSquares(DeviceBuffer<float> values, int n)
+    {
+        CheckSize(values, n, nameof(values));
+        var data = Host(values).Data;
+        double sum = 0;
+        for (int i = 0; i < n; i++) sum += (double)data[i] * data[i];
+        return sum;
+    }
+
+    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
+    {
+        foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
+            CheckSize(buffer, n, name);
+        var (p, g, first, second) = (Host(parameter).Data, Host(gradient).Data, Host(m).Data, Host(v).Data);
+        var constants = Training.AdamWMath.Constants(step);
+        for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, constants);
+    }
+
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
         CheckSize(destination, n, nameof(destination));
