@@ -278,9 +278,12 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         CheckSize(values, n, nameof(values));
         if (n == 0) return 0;
-        int partialCount = OptimizerKernels.Groups * OptimizerKernels.Threads / _accelerator.WarpSize;
+        // Enough groups to fill a GPU, but no more than the data needs (the CPU emulator pays for every thread).
+        int maxGroups = _accelerator.AcceleratorType == AcceleratorType.CPU ? 2 : OptimizerKernels.Groups;
+        int groups = (int)Math.Clamp((n + 8L * OptimizerKernels.Threads - 1) / (8L * OptimizerKernels.Threads), 1, maxGroups);
+        int partialCount = groups * OptimizerKernels.Threads / _accelerator.WarpSize;
         var partials = Scratch(partialCount);
-        _sumOfSquares(new KernelConfig(OptimizerKernels.Groups, OptimizerKernels.Threads), partials, View(values), n);
+        _sumOfSquares(new KernelConfig(groups, OptimizerKernels.Threads), partials, View(values), n);
         var host = new float[partialCount];
         _accelerator.Synchronize();
         partials.CopyToCPU(ref host[0], partialCount);
