@@ -9,6 +9,7 @@ using Engine.IO;
 using Engine.Models.Bert;
 using Engine.Onnx;
 using Engine.Tokenization;
+using Engine.Training;
 
 namespace Engine.Cli;
 
@@ -37,6 +38,8 @@ public static class Commands
         root.Subcommands.Add(EncodeCommand());
         root.Subcommands.Add(InfoCommand());
         root.Subcommands.Add(ImportOnnxCommand());
+        root.Subcommands.Add(FinetuneCommand());
+        root.Subcommands.Add(ClassifyCommand());
         return root;
     }
 
@@ -132,6 +135,91 @@ public static class Commands
         }));
         return command;
     }
+
+    private static Command FinetuneCommand()
+    {
+        var train = new Option<string>("--train") { Description = "Training data: CSV, TSV or JSON lines", Required = true };
+        var eval = new Option<string?>("--eval") { Description = "Evaluation data, evaluated after every epoch" };
+        var textColumn = new Option<string>("--text-column") { DefaultValueFactory = _ => "text" };
+        var pairColumn = new Option<string?>("--text-pair-column");
+        var labelColumn = new Option<string>("--label-column") { DefaultValueFactory = _ => "label" };
+        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
+        var steps = new Option<int?>("--steps") { Description = "Stop after this many optimizer steps" };
+        var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16 };
+        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 5e-5f };
+        var weightDecay = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.01f };
+        var warmup = new Option<float>("--warmup") { Description = "Fraction of the steps spent warming up", DefaultValueFactory = _ => 0f };
+        var schedule = new Option<Schedule>("--schedule") { Description = "linear or constant", DefaultValueFactory = _ => Schedule.Linear };
+        var dropout = new Option<float?>("--dropout") { Description = "Overrides the config's hidden dropout probability" };
+        var maxGradNorm = new Option<float>("--max-grad-norm") { DefaultValueFactory = _ => 1f };
+        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
+        var noShuffle = new Option<bool>("--no-shuffle");
+        var earlyStopping = new Option<int?>("--early-stopping") { Description = "Patience in epochs without a better eval F1" };
+        var accumulation = new Option<int>("--gradient-accumulation") { DefaultValueFactory = _ => 1 };
+        var output = new Option<string>("--output") { Description = "Where the best model is written", DefaultValueFactory = _ => "finetuned-model" };
+        var logJson = new Option<bool>("--log-json") { Description = "One JSON object per step and per evaluation on stdout" };
+        var command = new Command("finetune", "Fine-tune a sequence classifier (BertForSequenceClassification) with AdamW")
+        {
+            train, eval, Model, textColumn, pairColumn, labelColumn, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
+            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, logJson,
+        };
+        command.SetAction(result => Run(result, () =>
+        {
+            string directory = ResolveModel(result);
+            var tokenizer = BertTokenizer.Load(directory);
+            var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
+            string trainPath = result.GetValue(train)!;
+            var trainRows = LabelledData.ReadRows(trainPath);
+            var labelNames = LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
+            using var model = BertForSequenceClassification.Load(directory, TrainingBackend(result), seed: result.GetValue(seed), labelNames: labelNames);
+            int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
+            var trainExamples = LabelledData.Examples(trainPath, trainRows, columns, tokenizer, maxLength, labelNames);
+            var evalExamples = result.GetValue(eval) is { } evalPath
+                ? LabelledData.Examples(evalPath, LabelledData.ReadRows(evalPath), columns, tokenizer, maxLength, labelNames) : null;
+            var options = new FineTuneOptions
+            {
+                Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), BatchSize = result.GetValue(batchSize),
+                LearningRate = result.GetValue(lr), WeightDecay = result.GetValue(weightDecay), WarmupRatio = result.GetValue(warmup),
+                Schedule = result.GetValue(schedule), Dropout = result.GetValue(dropout), MaxGradNorm = result.GetValue(maxGradNorm),
+                Seed = result.GetValue(seed), Shuffle = !result.GetValue(noShuffle), EarlyStoppingPatience = result.GetValue(earlyStopping),
+                GradientAccumulation = result.GetValue(accumulation),
+            };
+            Log(result, $"{trainExamples.Count} training examples, labels {string.Join(", ", labelNames)}", always: !result.GetValue(logJson));
+            var progress = new TrainingProgress(result.GetValue(logJson));
+            var best = new FineTuner(model, options).Train(trainExamples, evalExamples, progress.Report, result.GetValue(output), directory, maxLength);
+            progress.Finish();
+            if (!result.GetValue(logJson))
+                Console.Error.WriteLine(best is null ? $"saved to {result.GetValue(output)}"
+                    : $"saved the best model (eval accuracy {best.Accuracy:P2}, F1 {best.F1:F4}) to {result.GetValue(output)}");
+        }));
+        return command;
+    }
+
+    private static Command ClassifyCommand()
+    {
+        var texts = new Argument<string[]>("text") { Description = "Texts to classify (else one per line of stdin)", Arity = ArgumentArity.ZeroOrMore };
+        var command = new Command("classify", "Print each text's label and class probabilities (a fine-tuned classification model)") { texts, Model, MaxLength };
+        command.SetAction(result => Run(result, () =>
+        {
+            string directory = ResolveModel(result);
+            var tokenizer = BertTokenizer.Load(directory);
+            using var model = BertForSequenceClassification.Load(directory, TrainingBackend(result));
+            int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
+            foreach (string text in ReadTexts(result.GetValue(texts)!, null))
+            {
+                var logits = model.Logits(tokenizer.Pad([tokenizer.Encode(text, maxLength: maxLength)]));
+                var probabilities = new float[logits.Length];
+                System.Numerics.Tensors.TensorPrimitives.SoftMax(logits, probabilities);
+                int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities);
+                var json = string.Join(",", model.Labels.Select((label, i) => $"{JsonSerializer.Serialize(label)}:{probabilities[i].ToString("R", CultureInfo.InvariantCulture)}"));
+                Console.WriteLine($"{model.Labels[best]}\t{{{json}}}");
+            }
+        }));
+        return command;
+    }
+
+    /// <summary>Both backends can train; the option picks one as for inference.</summary>
+    private static ITrainingBackend TrainingBackend(ParseResult result) => (ITrainingBackend)CreateBackend(result);
 
     private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling pooling, bool normalize)
     {

@@ -46,6 +46,32 @@ public abstract class OptimizerTests(Func<ITrainingBackend> createBackend)
     }
 
     [Fact]
+    public void ProductsUseTheWeightAsTheOptimizerLeftIt()
+    {
+        using var backend = createBackend();
+        const int M = 4, K = 9, N = 5;
+        var (input, weight) = (OpCases.Random(M * K, 80), OpCases.Random(N * K, 81));
+        DeviceBuffer<float> Upload(float[] values)
+        {
+            var b = backend.Allocate<float>(values.Length);
+            backend.Upload<float>(values, b);
+            return b;
+        }
+        var (x, w, output) = (Upload(input), Upload(weight), backend.Allocate<float>(M * N));
+        backend.Linear(output, x, w, null, M, K, N, Activation.None); // a first product (the CPU backend packs the weight)
+        var (g, m, v) = (Upload(OpCases.Random(N * K, 82)), Upload(new float[N * K]), Upload(new float[N * K]));
+        backend.AdamW(w, g, m, v, N * K, new AdamWStep(0.1f, 0.9f, 0.999f, 1e-8f, 0f, 1f, 1));
+        var updated = new float[N * K];
+        backend.Download(w, updated);
+        Assert.NotEqual(weight, updated);
+        backend.Linear(output, x, w, null, M, K, N, Activation.None);
+        var actual = new float[M * N];
+        backend.Download(output, actual);
+        var check = ParityCheck.Compare("linear", "after AdamW", ReferenceOps.Linear(input.AsDoubles(), updated.AsDoubles(), null, M, K, N, "none"), actual, OpCases.LinearTolerance);
+        Assert.True(check.Passed, check.ToString());
+    }
+
+    [Fact]
     public void SumOfSquaresIsExact()
     {
         using var backend = createBackend();

@@ -233,6 +233,7 @@ public sealed class CpuBackend : ITrainingBackend
         var (p, g, first, second) = (Host(parameter).Data, Host(gradient).Data, Host(m).Data, Host(v).Data);
         var constants = Training.AdamWMath.Constants(step);
         for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, constants);
+        Host(parameter).Version++; // the packed copy a Linear keeps of this weight is now stale
     }
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)

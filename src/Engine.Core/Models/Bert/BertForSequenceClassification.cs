@@ -28,15 +28,19 @@ public sealed class BertForSequenceClassification : IDisposable
     private readonly ITrainingBackend _backend;
     private TrainingCache? _cache;
 
+    public ITrainingBackend Backend => _backend;
     public BertModel Bert { get; }
     public Linear Classifier { get; }
     public int NumLabels => Classifier.OutFeatures;
+    /// <summary>Label names by id (config.json's <c>id2label</c>), or LABEL_i.</summary>
+    public IReadOnlyList<string> Labels { get; }
 
-    private BertForSequenceClassification(ITrainingBackend backend, BertModel bert, Linear classifier)
+    private BertForSequenceClassification(ITrainingBackend backend, BertModel bert, Linear classifier, IReadOnlyList<string> labels)
     {
         _backend = backend;
         Bert = bert;
         Classifier = classifier;
+        Labels = labels;
     }
 
     /// <summary>
@@ -44,10 +48,11 @@ public sealed class BertForSequenceClassification : IDisposable
     /// classifier is then initialised from N(0, 0.02²) with <paramref name="seed"/>. num_labels comes from
     /// <paramref name="numLabels"/>, else config.json's <c>num_labels</c> or <c>id2label</c>, else 2.
     /// </summary>
-    public static BertForSequenceClassification Load(string directory, ITrainingBackend backend, int? numLabels = null, int seed = 0)
+    public static BertForSequenceClassification Load(string directory, ITrainingBackend backend, int? numLabels = null, int seed = 0,
+        IReadOnlyList<string>? labelNames = null)
     {
         var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
-        int labels = numLabels ?? ConfiguredLabels(config.Raw) ?? 2;
+        int labels = labelNames?.Count ?? numLabels ?? ConfiguredLabels(config.Raw) ?? 2;
         if (labels < 1) throw new EngineException($"num_labels must be positive, got {labels}");
         using var checkpoint = Checkpoint.Open(directory);
         var bert = BertModel.Load(checkpoint, config, backend);
@@ -60,7 +65,68 @@ public sealed class BertForSequenceClassification : IDisposable
         var classifier = root.Sub("classifier").Has("weight")
             ? Linear.Load(root.Sub("classifier"), backend, config.HiddenSize, labels)
             : Linear.CreateRandom(backend, "classifier", config.HiddenSize, labels, 0.02, seed);
-        return new BertForSequenceClassification(backend, bert, classifier);
+        var names = labelNames ?? ConfiguredLabelNames(config.Raw, labels);
+        return new BertForSequenceClassification(backend, bert, classifier, names);
+    }
+
+    private static string[] ConfiguredLabelNames(JsonObject raw, int count) =>
+        [.. Enumerable.Range(0, count).Select(i => raw["id2label"] is JsonObject map && map[i.ToString(System.Globalization.CultureInfo.InvariantCulture)] is JsonValue v
+            && v.TryGetValue(out string? name) ? name : $"LABEL_{i}")];
+
+    /// <summary>
+    /// Writes a Hugging Face directory transformers' <c>from_pretrained</c> loads: config.json
+    /// (<c>BertForSequenceClassification</c>, num_labels, id2label, label2id), model.safetensors with Hugging
+    /// Face names (<c>bert.</c> prefix, Q/K/V split again), and the tokenizer files of <paramref name="tokenizerDirectory"/>.
+    /// Every file is written atomically.
+    /// </summary>
+    public void Save(string directory, string? tokenizerDirectory)
+    {
+        Directory.CreateDirectory(directory);
+        var tensors = new List<SafeTensorData>();
+        foreach (var parameter in Parameters)
+        {
+            var values = parameter.ReadValue(_backend);
+            int offset = 0;
+            foreach (var (name, length) in parameter.Parts)
+            {
+                tensors.Add(SafeTensorData.FromFloats(CheckpointName(name), values[offset..(offset + length)], Shape(name, length)));
+                offset += length;
+            }
+        }
+        SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        var config = Bert.Config.ToJson();
+        config["architectures"] = new JsonArray("BertForSequenceClassification");
+        config["num_labels"] = NumLabels;
+        var id2label = new JsonObject();
+        var label2id = new JsonObject();
+        for (int i = 0; i < NumLabels; i++)
+        {
+            id2label[i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = Labels[i];
+            label2id[Labels[i]] = i;
+        }
+        config["id2label"] = id2label;
+        config["label2id"] = label2id;
+        AtomicFile.WriteText(Path.Combine(directory, BertConfig.FileName), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+        if (tokenizerDirectory is not null && Path.GetFullPath(tokenizerDirectory) != Path.GetFullPath(directory))
+            foreach (string file in new[] { Tokenization.BertTokenizer.VocabFileName, Tokenization.BertTokenizer.ConfigFileName, "special_tokens_map.json", "tokenizer.json" })
+                if (File.Exists(Path.Combine(tokenizerDirectory, file)))
+                    AtomicFile.Write(Path.Combine(directory, file), s => { using var source = File.OpenRead(Path.Combine(tokenizerDirectory, file)); source.CopyTo(s); });
+    }
+
+    /// <summary>Every base-model tensor under <c>bert.</c>, whatever the loaded checkpoint used; heads at the top level.</summary>
+    private static string CheckpointName(string name) =>
+        name.StartsWith("classifier.", StringComparison.Ordinal) || name.StartsWith("bert.", StringComparison.Ordinal) ? name : "bert." + name;
+
+    private long[] Shape(string name, int length)
+    {
+        int C = Bert.Config.HiddenSize;
+        if (name.EndsWith(".bias", StringComparison.Ordinal) || name.EndsWith("LayerNorm.weight", StringComparison.Ordinal)
+            || name.EndsWith("LayerNorm.gamma", StringComparison.Ordinal) || name.EndsWith("LayerNorm.beta", StringComparison.Ordinal))
+            return [length];
+        // Every other tensor is a matrix whose rows are hidden-sized, except the output dense (C, I).
+        bool outputDense = name.Contains(".output.dense.weight", StringComparison.Ordinal) && !name.Contains("attention", StringComparison.Ordinal);
+        int columns = outputDense ? Bert.Config.IntermediateSize : C;
+        return [length / columns, columns];
     }
 
     private static int? ConfiguredLabels(JsonObject raw) =>

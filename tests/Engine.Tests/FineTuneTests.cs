@@ -1,0 +1,113 @@
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using Engine.Backends.Cpu;
+using Engine.Cli;
+using Engine.IO;
+using Engine.Models.Bert;
+using Engine.Reference;
+
+namespace Engine.Tests;
+
+/// <summary>Fine-tuning the real all-MiniLM-L6-v2 on a small slice, through the CLI, and the saved checkpoint.</summary>
+[Collection("console")]
+public sealed class FineTuneTests
+{
+    private static readonly string[] Positive = ["I loved this movie, it was wonderful", "What a great and happy day", "Fantastic food and lovely service", "This is excellent work, well done", "A delightful, brilliant experience"];
+    private static readonly string[] Negative = ["I hated this movie, it was awful", "What a terrible and sad day", "Disgusting food and rude service", "This is horrible work, badly done", "A miserable, dreadful experience"];
+
+    private static (int Code, string Out, string Error) Run(params string[] args)
+    {
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var (output, error) = (new StringWriter(), new StringWriter());
+        Console.SetOut(output);
+        Console.SetError(error);
+        try
+        {
+            int code = Commands.Build().Parse(args).Invoke(new System.CommandLine.InvocationConfiguration { Output = output, Error = error });
+            return (code, output.ToString(), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+    }
+
+    private static string WriteCsv(string path, int repeats)
+    {
+        var lines = new List<string> { "text,label" };
+        for (int r = 0; r < repeats; r++)
+        {
+            lines.AddRange(Positive.Select(t => $"\"{t}\",positive"));
+            lines.AddRange(Negative.Select(t => $"\"{t}\",negative"));
+        }
+        File.WriteAllLines(path, lines);
+        return path;
+    }
+
+    [Fact]
+    public void ShortRunLowersTheLossAndSavesAHuggingFaceClassifier()
+    {
+        using var temp = new TempDirectory();
+        var (code, output, error) = Run("finetune", "--train", WriteCsv(temp["train.csv"], 3), "--eval", WriteCsv(temp["eval.csv"], 1),
+            "--model", PretrainedModels.MiniLM.Directory, "--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--warmup", "0.1",
+            "--output", temp["model"], "--log-json", "--seed", "7");
+        Assert.True(code == 0, error);
+        var events = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
+        var losses = events.Where(e => e["step"] is not null).Select(e => (double)e["loss"]!).ToList();
+        Assert.Equal(12, losses.Count);
+        Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() - 0.2, $"loss did not fall: {string.Join(", ", losses)}");
+        var evaluations = events.Where(e => e["epoch"] is not null).ToList();
+        Assert.Equal(3, evaluations.Count);
+        Assert.Equal(1.0, (double)evaluations[^1]["accuracy"]!);
+
+        var config = JsonNode.Parse(File.ReadAllText(temp["model/config.json"]))!;
+        Assert.Equal("BertForSequenceClassification", (string)config["architectures"]![0]!);
+        Assert.Equal(2, (int)config["num_labels"]!);
+        Assert.Equal("negative", (string)config["id2label"]!["0"]!);
+        Assert.True(File.Exists(temp["model/vocab.txt"]));
+        using (var checkpoint = Checkpoint.Open(temp["model"]))
+        {
+            Assert.Contains("bert.encoder.layer.0.attention.self.key.weight", checkpoint.Names);
+            Assert.Equal([384L, 384], checkpoint.Info("bert.encoder.layer.0.attention.self.key.weight").Shape);
+            Assert.Equal([2L, 384], checkpoint.Info("classifier.weight").Shape);
+            Assert.Equal([384L, 1536], checkpoint.Info("bert.encoder.layer.5.output.dense.weight").Shape);
+        }
+
+        var classified = Run("classify", "an awful, dreadful film", "a wonderful, happy film", "--model", temp["model"]);
+        Assert.Equal(0, classified.Code);
+        var lines = classified.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.StartsWith("negative\t", lines[0]);
+        Assert.StartsWith("positive\t", lines[1]);
+    }
+
+    [Fact]
+    public void SavedClassifierReloadsToTheSameLogits()
+    {
+        using var temp = new TempDirectory();
+        TinyBert.Write(temp["base"]);
+        var batch = new BertBatch(2, 3, [2, 5, 7, 3, 4, 1], new int[6], [1, 1, 1, 1, 1, 0]);
+        float[] before;
+        using (var model = BertForSequenceClassification.Load(temp["base"], new CpuBackend(), seed: 5, labelNames: ["a", "b", "c"]))
+        {
+            before = model.Logits(batch);
+            model.Save(temp["saved"], temp["base"]);
+        }
+        using var reloaded = BertForSequenceClassification.Load(temp["saved"], new CpuBackend());
+        Assert.Equal(["a", "b", "c"], reloaded.Labels);
+        Assert.Equal(before, reloaded.Logits(batch));
+        Assert.DoesNotContain(reloaded.Bert.UnusedTensors, n => !n.StartsWith("classifier.", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void CsvFieldsMayHoldQuotesCommasAndNewlines()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllText(temp["data.csv"], "text,label\n\"Hello, \"\"world\"\"\nsecond line\",spam\nplain,ham\n");
+        var rows = LabelledData.ReadRows(temp["data.csv"]);
+        Assert.Equal(2, rows.Count);
+        Assert.Equal("Hello, \"world\"\nsecond line", rows[0]["text"].GetString());
+        Assert.Equal(["ham", "spam"], LabelledData.LabelNames(rows.Select(r => r["label"].GetString()!)));
+        Assert.Equal(["0", "1", "2"], LabelledData.LabelNames(["2", "0", "1", "1"]));
+    }
+}
