@@ -85,10 +85,15 @@ public static class Commands
         {
             string directory = ResolveModel(result);
             var tokenizer = BertTokenizer.Load(directory);
-            using var model = LoadModel(result, directory);
+            // A classification checkpoint also gets its logits written.
+            bool classification = BertConfig.Load(Path.Combine(directory, BertConfig.FileName)).Raw["architectures"] is System.Text.Json.Nodes.JsonArray architectures
+                && architectures.Any(a => a?.GetValue<string>() == "BertForSequenceClassification");
+            using var classifier = classification ? BertForSequenceClassification.Load(directory, TrainingBackend(result)) : null;
+            using var baseModel = classification ? null : LoadModel(result, directory);
+            var model = classifier?.Bert ?? baseModel!;
             int maxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings;
             var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, maxLength);
-            var tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize));
+            var tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), classifier);
             SafeTensorsWriter.Write(result.GetValue(output)!, tensors);
             Log(result, $"wrote {tensors.Count} tensors for {encodings.Count} inputs to {result.GetValue(output)}");
         }));

@@ -42,8 +42,11 @@ internal static class EncodeInput
         return new Encoding(ids, types, mask);
     }
 
-    /// <summary>input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present; T is the longest input.</summary>
-    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize)
+    /// <summary>
+    /// input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present,
+    /// logits (F32 [N,L]) for a classifier; T is the longest input.
+    /// </summary>
+    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, BertForSequenceClassification? classifier = null)
     {
         if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
         int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize;
@@ -51,6 +54,8 @@ internal static class EncodeInput
         var mask = new long[N * T];
         var hidden = new float[N * T * C];
         var pooled = model.Pooler is null ? null : new float[N * C];
+        int L = classifier?.NumLabels ?? 0;
+        var logits = classifier is null ? null : new float[N * L];
         Array.Fill(ids, tokenizer.PadId);
         for (int start = 0; start < N; start += batchSize)
         {
@@ -68,6 +73,7 @@ internal static class EncodeInput
                 output.LastHiddenState.AsSpan(b * t * C, t * C).CopyTo(hidden.AsSpan(n * T * C));
                 output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
             }
+            classifier?.Logits(batch).CopyTo(logits!.AsSpan(start * L));
         }
         var tensors = new List<SafeTensorData>
         {
@@ -76,6 +82,7 @@ internal static class EncodeInput
             SafeTensorData.FromFloats("last_hidden_state", hidden, N, T, C),
         };
         if (pooled is not null) tensors.Add(SafeTensorData.FromFloats("pooler_output", pooled, N, C));
+        if (logits is not null) tensors.Add(SafeTensorData.FromFloats("logits", logits, N, L));
         return tensors;
     }
 }

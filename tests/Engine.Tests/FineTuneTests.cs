@@ -74,6 +74,17 @@ public sealed class FineTuneTests
             Assert.Equal([384L, 1536], checkpoint.Info("bert.encoder.layer.5.output.dense.weight").Shape);
         }
 
+        File.WriteAllLines(temp["texts.txt"], ["an awful, dreadful film", "a wonderful, happy film"]);
+        var encoded = Run("encode", "--input", temp["texts.txt"], "--output", temp["out.safetensors"], "--model", temp["model"]);
+        Assert.True(encoded.Code == 0, encoded.Error);
+        using (var file = SafeTensorsFile.Open(temp["out.safetensors"]))
+        {
+            Assert.True(file.TryGet("logits", out var logits));
+            Assert.Equal([2L, 2], logits.Shape);
+            var values = file.ReadFloat32(logits);
+            Assert.True(values[0] > values[1] && values[3] > values[2], "negative text → class 0, positive → class 1");
+        }
+
         var classified = Run("classify", "an awful, dreadful film", "a wonderful, happy film", "--model", temp["model"]);
         Assert.Equal(0, classified.Code);
         var lines = classified.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries);
