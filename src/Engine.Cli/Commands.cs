@@ -163,14 +163,17 @@ public static class Commands
         var accumulation = new Option<int>("--gradient-accumulation") { DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--output") { Description = "Where the best model is written", DefaultValueFactory = _ => "finetuned-model" };
         var logJson = new Option<bool>("--log-json") { Description = "One JSON object per step and per evaluation on stdout" };
+        var resume = new Option<string?>("--resume") { Description = "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options" };
         var command = new Command("finetune", "Fine-tune a sequence classifier (BertForSequenceClassification) with AdamW")
         {
             train, eval, Model, textColumn, pairColumn, labelColumn, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
-            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, logJson,
+            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, logJson, resume,
         };
         command.SetAction(result => Run(result, () =>
         {
-            string directory = ResolveModel(result);
+            string? resumeFrom = result.GetValue(resume);
+            if (resumeFrom is not null && !Directory.Exists(resumeFrom)) throw new EngineException($"{resumeFrom}: checkpoint directory not found");
+            string directory = resumeFrom ?? ResolveModel(result);
             var tokenizer = BertTokenizer.Load(directory);
             var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
             string trainPath = result.GetValue(train)!;
@@ -191,7 +194,7 @@ public static class Commands
             };
             Log(result, $"{trainExamples.Count} training examples, labels {string.Join(", ", labelNames)}", always: !result.GetValue(logJson));
             var progress = new TrainingProgress(result.GetValue(logJson));
-            var best = new FineTuner(model, options).Train(trainExamples, evalExamples, progress.Report, result.GetValue(output), directory, maxLength);
+            var best = new FineTuner(model, options).Train(trainExamples, evalExamples, progress.Report, result.GetValue(output), directory, resumeFrom);
             progress.Finish();
             if (!result.GetValue(logJson))
                 Console.Error.WriteLine(best is null ? $"saved to {result.GetValue(output)}"

@@ -122,3 +122,46 @@ public sealed class FineTuneTests
         Assert.Equal(["0", "1", "2"], LabelledData.LabelNames(["2", "0", "1", "1"]));
     }
 }
+
+/// <summary>Training resumed from the per-epoch checkpoint continues bit-identically on the CPU backend.</summary>
+public sealed class ResumeTests
+{
+    [Fact]
+    public void ResumedTrainingEndsWithTheSameWeights()
+    {
+        using var temp = new TempDirectory();
+        TinyBert.Write(temp["base"]);
+        var random = new Random(3);
+        var examples = Enumerable.Range(0, 12).Select(i =>
+        {
+            int[] ids = [2, .. Enumerable.Range(0, 3 + i % 3).Select(_ => random.Next(4, TinyBert.Vocab)), 3];
+            return new Engine.Training.LabelledExample(new Engine.Tokenization.Encoding(ids, new int[ids.Length], [.. ids.Select(_ => 1)]), i % 2);
+        }).ToList();
+        var options = new Engine.Training.FineTuneOptions { Epochs = 3, BatchSize = 4, LearningRate = 1e-2f, Dropout = 0.2f, Seed = 11, GradientAccumulation = 2, WarmupRatio = 0.2f };
+
+        float[][] Weights(BertForSequenceClassification m) => [.. m.Parameters.Select(p => p.ReadValue(m.Backend))];
+
+        // Straight through, copying the checkpoint of epoch 1 while epoch 2 is evaluated (before it is overwritten).
+        float[][] straight;
+        using (var model = BertForSequenceClassification.Load(temp["base"], new CpuBackend(), seed: 1, labelNames: ["no", "yes"]))
+        {
+            new Engine.Training.FineTuner(model, options).Train(examples, examples, e =>
+            {
+                if (e is Engine.Training.EvaluationEvent { Epoch: 2 }) CopyDirectory(temp["run/last"], temp["after-epoch-1"]);
+            }, temp["run"], temp["base"]);
+            straight = Weights(model);
+        }
+        // Resumed from that copy.
+        using var resumed = BertForSequenceClassification.Load(temp["after-epoch-1"], new CpuBackend());
+        new Engine.Training.FineTuner(resumed, options).Train(examples, examples, _ => { }, temp["resumed-run"], temp["base"], resumeFrom: temp["after-epoch-1"]);
+        var after = Weights(resumed);
+        Assert.Equal(straight.Length, after.Length);
+        for (int i = 0; i < straight.Length; i++) Assert.Equal(straight[i], after[i]);
+    }
+
+    private static void CopyDirectory(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (string file in Directory.GetFiles(from)) File.Copy(file, Path.Combine(to, Path.GetFileName(file)), overwrite: true);
+    }
+}

@@ -60,17 +60,21 @@ public sealed class AdamWOptimizer : IDisposable
         return norm;
     }
 
-    /// <summary>The moment estimates by parameter name, for checkpoints.</summary>
+    /// <summary>The moment estimates by <see cref="StateKey"/>, for checkpoints.</summary>
     public IEnumerable<(string Name, float[] M, float[] V)> ReadState() =>
-        _state.Select(s => (s.Parameter.Name, Read(s.M, s.Parameter.Length), Read(s.V, s.Parameter.Length)));
+        _state.Select(s => (StateKey(s.Parameter), Read(s.M, s.Parameter.Length), Read(s.V, s.Parameter.Length)));
+
+    /// <summary>A parameter's name without the base model's <c>bert.</c> prefix, which checkpoints may or may not carry.</summary>
+    public static string StateKey(Parameter parameter) =>
+        string.Join("+", parameter.Parts.Select(p => p.Name.StartsWith("bert.", StringComparison.Ordinal) ? p.Name[5..] : p.Name));
 
     /// <summary>Restores moment estimates and the step count saved by <see cref="ReadState"/>.</summary>
     public void LoadState(int stepCount, IReadOnlyDictionary<string, (float[] M, float[] V)> state)
     {
         foreach (var (parameter, m, v, _) in _state)
         {
-            if (!state.TryGetValue(parameter.Name, out var saved) || saved.M.Length != parameter.Length || saved.V.Length != parameter.Length)
-                throw new EngineException($"optimizer state has no moments of length {parameter.Length} for '{parameter.Name}'");
+            if (!state.TryGetValue(StateKey(parameter), out var saved) || saved.M.Length != parameter.Length || saved.V.Length != parameter.Length)
+                throw new EngineException($"optimizer state has no moments of length {parameter.Length} for '{StateKey(parameter)}'");
             _backend.Upload<float>(saved.M, m);
             _backend.Upload<float>(saved.V, v);
         }
