@@ -104,21 +104,21 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var (input, weight, _) = OpCases.LinearInputs(c);
         var dOutput = OpCases.Random(c.M * c.N, 21);
         var (previousWeight, previousBias) = (OpCases.Random(c.N * c.K, 25), OpCases.Random(c.N, 26));
-        var (dInput, dWeight, dBias) = (Poisoned(c.M * c.K), Upload(previousWeight), Upload(previousBias));
-        backend.LinearBackward(dInput, dWeight, dBias, Upload(dOutput), Upload(input), Upload(weight), c.M, c.K, c.N);
+        var (dInput, dWeight, dBias) = (backend.Poisoned(c.M * c.K), backend.UploadArray(previousWeight), backend.UploadArray(previousBias));
+        backend.LinearBackward(dInput, dWeight, dBias, backend.UploadArray(dOutput), backend.UploadArray(input), backend.UploadArray(weight), c.M, c.K, c.N);
         var expected = ReferenceGradients.Linear(dOutput.AsDoubles(), input.AsDoubles(), weight.AsDoubles(), c.M, c.K, c.N);
         return Compare("linear-backward", c.Name,
             [.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
-            [.. Download(dInput), .. Download(dWeight), .. Download(dBias)]);
+            [.. backend.DownloadArray(dInput), .. backend.DownloadArray(dWeight), .. backend.DownloadArray(dBias)]);
     }
 
     public ParityResult Activate(int n, string activation)
     {
         var x = OpCases.Random(n, 4, 6f);
         var dOutput = OpCases.Random(n, 27);
-        var dInput = Poisoned(n);
-        backend.ActivateBackward(dInput, Upload(dOutput), Upload(x), n, OpCases.ParseActivation(activation));
-        return Compare("activate-backward", $"{activation}-{n}", [.. x.Select((v, i) => dOutput[i] * ReferenceGradients.ActivateDerivative(v, activation))], Download(dInput));
+        var dInput = backend.Poisoned(n);
+        backend.ActivateBackward(dInput, backend.UploadArray(dOutput), backend.UploadArray(x), n, OpCases.ParseActivation(activation));
+        return Compare("activate-backward", $"{activation}-{n}", [.. x.Select((v, i) => dOutput[i] * ReferenceGradients.ActivateDerivative(v, activation))], backend.DownloadArray(dInput));
     }
 
     public ParityResult LayerNorm(LayerNormCase c)
@@ -127,12 +127,12 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var (x, r, w) = (input.Select(v => (float)v).ToArray(), residual?.Select(v => (float)v).ToArray(), weight.Select(v => (float)v).ToArray());
         var dOutput = OpCases.Random(c.N * c.C, 22);
         var (previousWeight, previousBias) = (OpCases.Random(c.C, 28), OpCases.Random(c.C, 29));
-        var (dInput, dWeight, dBias) = (Poisoned(c.N * c.C), Upload(previousWeight), Upload(previousBias));
-        backend.LayerNormBackward(dInput, dWeight, dBias, Upload(dOutput), Upload(x), r is null ? null : Upload(r), Upload(w), c.N, c.C, 1e-5f);
+        var (dInput, dWeight, dBias) = (backend.Poisoned(c.N * c.C), backend.UploadArray(previousWeight), backend.UploadArray(previousBias));
+        backend.LayerNormBackward(dInput, dWeight, dBias, backend.UploadArray(dOutput), backend.UploadArray(x), r is null ? null : backend.UploadArray(r), backend.UploadArray(w), c.N, c.C, 1e-5f);
         var expected = ReferenceGradients.LayerNorm(dOutput.AsDoubles(), x.AsDoubles(), r?.AsDoubles(), w.AsDoubles(), c.N, c.C, 1e-5);
         return Compare("layernorm-backward", c.Name,
             [.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
-            [.. Download(dInput), .. Download(dWeight), .. Download(dBias)]);
+            [.. backend.DownloadArray(dInput), .. backend.DownloadArray(dWeight), .. backend.DownloadArray(dBias)]);
     }
 
     public ParityResult Softmax(SoftmaxCase c)
@@ -140,9 +140,9 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var x = OpCases.Random(c.Rows * c.N, 20, 8f);
         var y = ReferenceOps.Softmax(x.AsDoubles(), c.Rows, c.N);
         var dOutput = OpCases.Random(c.Rows * c.N, 23);
-        var dInput = Poisoned(c.Rows * c.N);
-        backend.SoftmaxBackward(dInput, Upload(dOutput), Upload(y.Select(v => (float)v).ToArray()), c.Rows, c.N);
-        return Compare("softmax-backward", c.Name, ReferenceGradients.Softmax(dOutput.AsDoubles(), [.. y.Select(v => (double)(float)v)], c.Rows, c.N), Download(dInput));
+        var dInput = backend.Poisoned(c.Rows * c.N);
+        backend.SoftmaxBackward(dInput, backend.UploadArray(dOutput), backend.UploadArray(y.Select(v => (float)v).ToArray()), c.Rows, c.N);
+        return Compare("softmax-backward", c.Name, ReferenceGradients.Softmax(dOutput.AsDoubles(), [.. y.Select(v => (double)(float)v)], c.Rows, c.N), backend.DownloadArray(dInput));
     }
 
     public ParityResult Attention(AttentionCase c)
@@ -151,9 +151,9 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
         var mask = OpCases.Mask(c.Lengths, c.T);
         var dOutput = OpCases.Random(c.B * c.T * C, 30);
-        var dQkv = Poisoned(c.B * c.T * 3 * C);
-        backend.AttentionBackward(dQkv, Upload(dOutput), Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
-        return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), Download(dQkv));
+        var dQkv = backend.Poisoned(c.B * c.T * 3 * C);
+        backend.AttentionBackward(dQkv, backend.UploadArray(dOutput), backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS);
+        return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), backend.DownloadArray(dQkv));
     }
 
     public ParityResult Embeddings(EmbeddingsCase c)
@@ -161,42 +161,42 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var (ids, types) = EmbeddingIds(c);
         var dSum = OpCases.Random(c.B * c.T * c.C, 31);
         var (previousWord, previousPosition, previousType) = (OpCases.Random(c.V * c.C, 32), OpCases.Random(c.T * c.C, 33), OpCases.Random(c.TypeVocab * c.C, 34));
-        var (dWord, dPosition, dType) = (Upload(previousWord), Upload(previousPosition), Upload(previousType));
-        backend.EmbeddingsBackward(dWord, dPosition, dType, Upload(dSum), Upload(ids), Upload(types), c.B, c.T, c.C);
+        var (dWord, dPosition, dType) = (backend.UploadArray(previousWord), backend.UploadArray(previousPosition), backend.UploadArray(previousType));
+        backend.EmbeddingsBackward(dWord, dPosition, dType, backend.UploadArray(dSum), backend.UploadArray(ids), backend.UploadArray(types), c.B, c.T, c.C);
         var expected = ReferenceGradients.Embeddings(dSum.AsDoubles(), ids, types, c.B, c.T, c.C, c.V, c.TypeVocab);
         return Compare("embeddings-backward", c.Name,
             [.. expected.DWord.Select((v, i) => v + previousWord[i]), .. expected.DPosition.Select((v, i) => v + previousPosition[i]), .. expected.DTokenType.Select((v, i) => v + previousType[i])],
-            [.. Download(dWord), .. Download(dPosition), .. Download(dType)]);
+            [.. backend.DownloadArray(dWord), .. backend.DownloadArray(dPosition), .. backend.DownloadArray(dType)]);
     }
 
     public ParityResult FirstToken()
     {
         const int B = 3, T = 5, C = 7;
         var dOutput = OpCases.Random(B * C, 35);
-        var dInput = Poisoned(B * T * C);
-        backend.FirstTokenBackward(dInput, Upload(dOutput), B, T, C);
+        var dInput = backend.Poisoned(B * T * C);
+        backend.FirstTokenBackward(dInput, backend.UploadArray(dOutput), B, T, C);
         var expected = new double[B * T * C];
         for (int b = 0; b < B; b++)
             for (int c = 0; c < C; c++) expected[b * T * C + c] = dOutput[b * C + c];
-        return Compare("first-token-backward", "3x5x7", expected, Download(dInput));
+        return Compare("first-token-backward", "3x5x7", expected, backend.DownloadArray(dInput));
     }
 
     public ParityResult Accumulate()
     {
         const int n = 1001;
         var (a, b) = (OpCases.Random(n, 36), OpCases.Random(n, 37));
-        var destination = Upload(a);
-        backend.Accumulate(destination, Upload(b), n);
-        return Compare("accumulate", "1001", [.. a.Select((v, i) => (double)v + b[i])], Download(destination));
+        var destination = backend.UploadArray(a);
+        backend.Accumulate(destination, backend.UploadArray(b), n);
+        return Compare("accumulate", "1001", [.. a.Select((v, i) => (double)v + b[i])], backend.DownloadArray(destination));
     }
 
     public ParityResult CrossEntropy(CrossEntropyCase c)
     {
         var logits = OpCases.Random(c.B * c.V, 24, 4f);
-        var (losses, dLogits) = (Poisoned(c.B), Poisoned(c.B * c.V));
-        backend.CrossEntropy(losses, dLogits, Upload(logits), Upload(c.Labels), c.B, c.V);
+        var (losses, dLogits) = (backend.Poisoned(c.B), backend.Poisoned(c.B * c.V));
+        backend.CrossEntropy(losses, dLogits, backend.UploadArray(logits), backend.UploadArray(c.Labels), c.B, c.V);
         var expected = ReferenceGradients.CrossEntropy(logits.AsDoubles(), c.Labels, c.B, c.V);
-        return Compare("cross-entropy", c.Name, [.. expected.Losses, .. expected.DLogits], [.. Download(losses), .. Download(dLogits)]);
+        return Compare("cross-entropy", c.Name, [.. expected.Losses, .. expected.DLogits], [.. backend.DownloadArray(losses), .. backend.DownloadArray(dLogits)]);
     }
 
     private static ParityResult Compare(string op, string name, double[] expected, float[] actual) =>
@@ -234,20 +234,4 @@ public sealed class GradientCheck(ITrainingBackend backend)
     private static (double[] Input, double[]? Residual, double[] Weight, double[] Bias) LayerNormInputs(LayerNormCase c) =>
         (OpCases.Random(c.N * c.C, 7, 3f).AsDoubles(), c.Residual ? OpCases.Random(c.N * c.C, 8).AsDoubles() : null,
             OpCases.Random(c.C, 9).AsDoubles(), OpCases.Random(c.C, 10).AsDoubles());
-
-    private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
-    {
-        var buffer = backend.Allocate<T>(values.Length);
-        backend.Upload<T>(values, buffer);
-        return buffer;
-    }
-
-    private DeviceBuffer<float> Poisoned(int length) => Upload(Enumerable.Repeat(float.NaN, length).ToArray());
-
-    private float[] Download(DeviceBuffer<float> buffer)
-    {
-        var values = new float[buffer.Length];
-        backend.Download(buffer, values);
-        return values;
-    }
 }

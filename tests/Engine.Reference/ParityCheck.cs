@@ -36,9 +36,9 @@ public sealed class ParityCheck(IBackend backend)
     public ParityResult Linear(LinearCase c)
     {
         var (input, weight, bias) = OpCases.LinearInputs(c);
-        var output = Poisoned(c.M * c.N);
-        backend.Linear(output, Upload(input), Upload(weight), bias is null ? null : Upload(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation));
-        return Compare("linear", c.Name, ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), Download(output), OpCases.LinearTolerance);
+        var output = backend.Poisoned(c.M * c.N);
+        backend.Linear(output, backend.UploadArray(input), backend.UploadArray(weight), bias is null ? null : backend.UploadArray(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation));
+        return Compare("linear", c.Name, ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), backend.DownloadArray(output), OpCases.LinearTolerance);
     }
 
     /// <summary>Compares only the batch items' elements: gaps between strided items are not the op's.</summary>
@@ -47,10 +47,10 @@ public sealed class ParityCheck(IBackend backend)
         var s = c.Shape;
         var a = OpCases.Random((int)s.ElementsA, 16);
         var b = OpCases.Random((int)s.ElementsB, 17);
-        var output = Poisoned((int)s.ElementsC);
-        backend.MatMul(output, Upload(a), Upload(b), s);
+        var output = backend.Poisoned((int)s.ElementsC);
+        backend.MatMul(output, backend.UploadArray(a), backend.UploadArray(b), s);
         var expected = ReferenceOps.MatMul(a, b, s);
-        var actual = Download(output);
+        var actual = backend.DownloadArray(output);
         var items = Enumerable.Range(0, s.Batch).SelectMany(i => Enumerable.Range((int)(i * s.StrideC), s.M * s.N)).ToArray();
         return Compare("matmul", c.Name, [.. items.Select(i => expected[i])], [.. items.Select(i => actual[i])], OpCases.LinearTolerance);
     }
@@ -59,29 +59,29 @@ public sealed class ParityCheck(IBackend backend)
     public ParityResult LinearAfterWeightUpdate()
     {
         var input = OpCases.Random(6 * 9, 1);
-        var weightBuffer = Upload(OpCases.Random(5 * 9, 2));
-        var output = Poisoned(6 * 5);
-        backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        var weightBuffer = backend.UploadArray(OpCases.Random(5 * 9, 2));
+        var output = backend.Poisoned(6 * 5);
+        backend.Linear(output, backend.UploadArray(input), weightBuffer, null, 6, 9, 5, Activation.None);
         var weight = OpCases.Random(5 * 9, 3);
         backend.Upload<float>(weight, weightBuffer);
-        backend.Linear(output, Upload(input), weightBuffer, null, 6, 9, 5, Activation.None);
-        return Compare("linear", "weight-updated", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), null, 6, 9, 5, "none"), Download(output), OpCases.LinearTolerance);
+        backend.Linear(output, backend.UploadArray(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        return Compare("linear", "weight-updated", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), null, 6, 9, 5, "none"), backend.DownloadArray(output), OpCases.LinearTolerance);
     }
 
     public ParityResult Activate(int n, string activation)
     {
         var input = OpCases.Random(n, 4, 6f);
-        var output = Poisoned(n);
-        backend.Activate(output, Upload(input), n, OpCases.ParseActivation(activation));
-        return Compare("activate", $"{activation}-{n}", [.. input.Select(x => ReferenceOps.Activate(x, activation))], Download(output), OpCases.ActivationTolerance);
+        var output = backend.Poisoned(n);
+        backend.Activate(output, backend.UploadArray(input), n, OpCases.ParseActivation(activation));
+        return Compare("activate", $"{activation}-{n}", [.. input.Select(x => ReferenceOps.Activate(x, activation))], backend.DownloadArray(output), OpCases.ActivationTolerance);
     }
 
     public ParityResult Softmax(SoftmaxCase c)
     {
         var input = OpCases.Random(c.Rows * c.N, 20, 8f);
-        var output = Poisoned(c.Rows * c.N);
-        backend.Softmax(output, Upload(input), c.Rows, c.N);
-        return Compare("softmax", c.Name, ReferenceOps.Softmax(input.AsDoubles(), c.Rows, c.N), Download(output), OpCases.SoftmaxTolerance);
+        var output = backend.Poisoned(c.Rows * c.N);
+        backend.Softmax(output, backend.UploadArray(input), c.Rows, c.N);
+        return Compare("softmax", c.Name, ReferenceOps.Softmax(input.AsDoubles(), c.Rows, c.N), backend.DownloadArray(output), OpCases.SoftmaxTolerance);
     }
 
     public ParityResult Attention(AttentionCase c)
@@ -89,9 +89,9 @@ public sealed class ParityCheck(IBackend backend)
         int C = c.NH * c.HS;
         var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
         var mask = OpCases.Mask(c.Lengths, c.T);
-        var output = Poisoned(c.B * c.T * C);
-        backend.Attention(output, Upload(qkv), Upload(mask), c.B, c.T, c.NH, c.HS);
-        return Compare("attention", c.Name, ReferenceOps.Attention(qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), Download(output), OpCases.AttentionTolerance);
+        var output = backend.Poisoned(c.B * c.T * C);
+        backend.Attention(output, backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS);
+        return Compare("attention", c.Name, ReferenceOps.Attention(qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), backend.DownloadArray(output), OpCases.AttentionTolerance);
     }
 
     /// <summary>What padded keys and values hold must not reach real outputs (compared bit for bit).</summary>
@@ -100,14 +100,14 @@ public sealed class ParityCheck(IBackend backend)
         const int B = 1, T = 6, NH = 2, HS = 3, C = NH * HS, Real = 4;
         var qkv = OpCases.Random(B * T * 3 * C, 6);
         var mask = OpCases.Mask([Real], T);
-        var first = Poisoned(B * T * C);
-        backend.Attention(first, Upload(qkv), Upload(mask), B, T, NH, HS);
+        var first = backend.Poisoned(B * T * C);
+        backend.Attention(first, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS);
         for (int t = Real; t < T; t++)
             for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
-        var second = Poisoned(B * T * C);
-        backend.Attention(second, Upload(qkv), Upload(mask), B, T, NH, HS);
-        return Compare("attention", "padded-keys-ignored", [.. Download(first).Take(Real * C).Select(v => (double)v)],
-            [.. Download(second).Take(Real * C)], new Tolerance(0, 0));
+        var second = backend.Poisoned(B * T * C);
+        backend.Attention(second, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS);
+        return Compare("attention", "padded-keys-ignored", [.. backend.DownloadArray(first).Take(Real * C).Select(v => (double)v)],
+            [.. backend.DownloadArray(second).Take(Real * C)], new Tolerance(0, 0));
     }
 
     public ParityResult LayerNorm(LayerNormCase c)
@@ -116,9 +116,9 @@ public sealed class ParityCheck(IBackend backend)
         var residual = c.Residual ? OpCases.Random(c.N * c.C, 8) : null;
         var weight = OpCases.Random(c.C, 9);
         var bias = OpCases.Random(c.C, 10);
-        var output = Poisoned(c.N * c.C);
-        backend.LayerNorm(output, Upload(input), residual is null ? null : Upload(residual), Upload(weight), Upload(bias), c.N, c.C, 1e-12f);
-        return Compare("layernorm", c.Name, ReferenceOps.LayerNorm(input.AsDoubles(), residual?.AsDoubles(), weight.AsDoubles(), bias.AsDoubles(), c.N, c.C, 1e-12), Download(output), OpCases.LayerNormTolerance);
+        var output = backend.Poisoned(c.N * c.C);
+        backend.LayerNorm(output, backend.UploadArray(input), residual is null ? null : backend.UploadArray(residual), backend.UploadArray(weight), backend.UploadArray(bias), c.N, c.C, 1e-12f);
+        return Compare("layernorm", c.Name, ReferenceOps.LayerNorm(input.AsDoubles(), residual?.AsDoubles(), weight.AsDoubles(), bias.AsDoubles(), c.N, c.C, 1e-12), backend.DownloadArray(output), OpCases.LayerNormTolerance);
     }
 
     public ParityResult Embeddings(EmbeddingsCase c)
@@ -131,18 +131,18 @@ public sealed class ParityCheck(IBackend backend)
         var tokenType = OpCases.Random(c.TypeVocab * c.C, 14);
         var weight = OpCases.Random(c.C, 18);
         var bias = OpCases.Random(c.C, 19);
-        var (output, sum) = (Poisoned(c.B * c.T * c.C), Poisoned(c.B * c.T * c.C));
-        backend.Embeddings(output, sum, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), Upload(weight), Upload(bias), c.B, c.T, c.C, 1e-12f);
+        var (output, sum) = (backend.Poisoned(c.B * c.T * c.C), backend.Poisoned(c.B * c.T * c.C));
+        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
         var expectedSum = ReferenceOps.Embeddings(ids, types, word.AsDoubles(), position.AsDoubles(), tokenType.AsDoubles(), c.B, c.T, c.C);
-        var sumResult = Compare("embeddings-sum", c.Name, expectedSum, Download(sum), OpCases.EmbeddingsTolerance);
+        var sumResult = Compare("embeddings-sum", c.Name, expectedSum, backend.DownloadArray(sum), OpCases.EmbeddingsTolerance);
         if (!sumResult.Passed) return sumResult;
         // The normalisation sees the float32 sum, as every backend does.
         var expected = ReferenceOps.LayerNorm([.. expectedSum.Select(v => (double)(float)v)], null, weight.AsDoubles(), bias.AsDoubles(), c.B * c.T, c.C, 1e-12);
-        var normalised = Compare("embeddings", c.Name, expected, Download(output), OpCases.LayerNormTolerance);
+        var normalised = Compare("embeddings", c.Name, expected, backend.DownloadArray(output), OpCases.LayerNormTolerance);
         // Without a sum buffer the op must give the same output.
-        var alone = Poisoned(c.B * c.T * c.C);
-        backend.Embeddings(alone, null, Upload(ids), Upload(types), Upload(word), Upload(position), Upload(tokenType), Upload(weight), Upload(bias), c.B, c.T, c.C, 1e-12f);
-        var aloneResult = Compare("embeddings", c.Name + " without sum", expected, Download(alone), OpCases.LayerNormTolerance);
+        var alone = backend.Poisoned(c.B * c.T * c.C);
+        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
+        var aloneResult = Compare("embeddings", c.Name + " without sum", expected, backend.DownloadArray(alone), OpCases.LayerNormTolerance);
         return normalised.Passed ? aloneResult : normalised;
     }
 
@@ -150,9 +150,9 @@ public sealed class ParityCheck(IBackend backend)
     {
         const int B = 3, T = 5, C = 7;
         var input = OpCases.Random(B * T * C, 15);
-        var output = Poisoned(B * C);
-        backend.FirstToken(output, Upload(input), B, T, C);
-        return Compare("first-token", "3x5x7", ReferenceOps.FirstToken(input, B, T, C), Download(output), new Tolerance(0, 0));
+        var output = backend.Poisoned(B * C);
+        backend.FirstToken(output, backend.UploadArray(input), B, T, C);
+        return Compare("first-token", "3x5x7", ReferenceOps.FirstToken(input, B, T, C), backend.DownloadArray(output), new Tolerance(0, 0));
     }
 
     /// <summary>Every element within tolerance; the worst one reported.</summary>
@@ -180,21 +180,5 @@ public sealed class ParityCheck(IBackend backend)
             if (!(error <= maxError)) maxError = error;
         }
         return new ParityResult(op, name, maxError, worst, expected.Length > 0 ? expected[worst] : 0, actual.Length > 0 ? actual[worst] : 0, tolerance, passed);
-    }
-
-    private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
-    {
-        var buffer = backend.Allocate<T>(values.Length);
-        backend.Upload<T>(values, buffer);
-        return buffer;
-    }
-
-    private DeviceBuffer<float> Poisoned(int length) => Upload(Enumerable.Repeat(float.NaN, length).ToArray());
-
-    private float[] Download(DeviceBuffer<float> buffer)
-    {
-        var values = new float[buffer.Length];
-        backend.Download(buffer, values);
-        return values;
     }
 }

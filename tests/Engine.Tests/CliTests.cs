@@ -1,5 +1,4 @@
 using System.Text.Json;
-using Engine.Cli;
 using Engine.IO;
 using Engine.Reference;
 
@@ -9,24 +8,7 @@ namespace Engine.Tests;
 [Collection("console")]
 public sealed class CliTests
 {
-    private static (int Code, string Out, string Error) Run(params string[] args)
-    {
-        var (oldOut, oldError) = (Console.Out, Console.Error);
-        var output = new StringWriter();
-        var error = new StringWriter();
-        Console.SetOut(output);
-        Console.SetError(error);
-        try
-        {
-            int code = Commands.Build().Parse(args).Invoke(new System.CommandLine.InvocationConfiguration { Output = output, Error = error });
-            return (code, output.ToString(), error.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldError);
-        }
-    }
+    private static (int Code, string Out, string Error) Run(params string[] args) => CliRunner.Run(args);
 
     private static string MiniLM => PretrainedModels.MiniLM.Directory;
 

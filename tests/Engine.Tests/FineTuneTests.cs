@@ -15,23 +15,7 @@ public sealed class FineTuneTests
     private static readonly string[] Positive = ["I loved this movie, it was wonderful", "What a great and happy day", "Fantastic food and lovely service", "This is excellent work, well done", "A delightful, brilliant experience"];
     private static readonly string[] Negative = ["I hated this movie, it was awful", "What a terrible and sad day", "Disgusting food and rude service", "This is horrible work, badly done", "A miserable, dreadful experience"];
 
-    private static (int Code, string Out, string Error) Run(params string[] args)
-    {
-        var (oldOut, oldError) = (Console.Out, Console.Error);
-        var (output, error) = (new StringWriter(), new StringWriter());
-        Console.SetOut(output);
-        Console.SetError(error);
-        try
-        {
-            int code = Commands.Build().Parse(args).Invoke(new System.CommandLine.InvocationConfiguration { Output = output, Error = error });
-            return (code, output.ToString(), error.ToString());
-        }
-        finally
-        {
-            Console.SetOut(oldOut);
-            Console.SetError(oldError);
-        }
-    }
+    private static (int Code, string Out, string Error) Run(params string[] args) => CliRunner.Run(args);
 
     private static string WriteCsv(string path, int repeats)
     {
