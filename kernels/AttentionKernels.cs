@@ -35,32 +35,12 @@ internal static class AttentionKernels
         if (query >= (long)s.B * s.NH * s.T) return; // uniform per warp
         int i = (int)(query % s.T), h = (int)(query / s.T % s.NH), b = (int)(query / ((long)s.T * s.NH));
 
-        long qBase = ((long)b * s.T + i) * 3 * C + h * HS;
-        float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS);
-        float q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
-        float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
-        for (int j = 0; j < s.T; j++)
-        {
-            if (keyMask[b * s.T + j] == 0) continue;
-            long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
-            float partial = q0 * Load(qkv, kBase, lane, HS) + q1 * Load(qkv, kBase, lane + 32, HS)
-                + q2 * Load(qkv, kBase, lane + 64, HS) + q3 * Load(qkv, kBase, lane + 96, HS);
-            float score = WarpSum(partial) * s.Scale;
-            float newMax = XMath.Max(max, score);
-            float correction = XMath.Exp(max - newMax), p = XMath.Exp(score - newMax);
-            sum = sum * correction + p;
-            o0 = o0 * correction + p * Load(qkv, vBase, lane, HS);
-            o1 = o1 * correction + p * Load(qkv, vBase, lane + 32, HS);
-            o2 = o2 * correction + p * Load(qkv, vBase, lane + 64, HS);
-            o3 = o3 * correction + p * Load(qkv, vBase, lane + 96, HS);
-            max = newMax;
-        }
-        float inverse = sum > 0f ? 1f / sum : 0f;
+        var row = QueryRow.Compute(qkv, keyMask, s, HS, b, h, i, lane);
         long outBase = ((long)b * s.T + i) * C + h * HS;
-        Store(output, outBase, lane, HS, o0 * inverse);
-        Store(output, outBase, lane + 32, HS, o1 * inverse);
-        Store(output, outBase, lane + 64, HS, o2 * inverse);
-        Store(output, outBase, lane + 96, HS, o3 * inverse);
+        Store(output, outBase, lane, HS, row.O0 * row.Inverse);
+        Store(output, outBase, lane + 32, HS, row.O1 * row.Inverse);
+        Store(output, outBase, lane + 64, HS, row.O2 * row.Inverse);
+        Store(output, outBase, lane + 96, HS, row.O3 * row.Inverse);
     }
 
     /// <summary>dq for one query per warp, and its (max, sum, D) statistics.</summary>
@@ -74,27 +54,14 @@ internal static class AttentionKernels
         long qBase = ((long)b * s.T + i) * 3 * C + h * HS, oBase = ((long)b * s.T + i) * C + h * HS;
         float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
         float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
-        // Pass 1: the forward's statistics and output, online.
-        float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
-        for (int j = 0; j < s.T; j++)
-        {
-            if (keyMask[b * s.T + j] == 0) continue;
-            long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
-            float score = WarpSum(q0 * Load(qkv, kBase, lane, HS) + q1 * Load(qkv, kBase, lane + 32, HS)
-                + q2 * Load(qkv, kBase, lane + 64, HS) + q3 * Load(qkv, kBase, lane + 96, HS)) * s.Scale;
-            float newMax = XMath.Max(max, score), correction = XMath.Exp(max - newMax), p = XMath.Exp(score - newMax);
-            sum = sum * correction + p;
-            o0 = o0 * correction + p * Load(qkv, vBase, lane, HS);
-            o1 = o1 * correction + p * Load(qkv, vBase, lane + 32, HS);
-            o2 = o2 * correction + p * Load(qkv, vBase, lane + 64, HS);
-            o3 = o3 * correction + p * Load(qkv, vBase, lane + 96, HS);
-            max = newMax;
-        }
-        float inverse = sum > 0f ? 1f / sum : 0f;
-        float d = WarpSum((g0 * o0 + g1 * o1 + g2 * o2 + g3 * o3) * inverse);
+        // Pass 1: the forward's statistics and output, as the forward kernel computes them.
+        var row = QueryRow.Compute(qkv, keyMask, s, HS, b, h, i, lane);
+        float max = row.Max, inverse = row.Inverse;
+        float o0 = row.O0 * inverse, o1 = row.O1 * inverse, o2 = row.O2 * inverse, o3 = row.O3 * inverse;
+        float d = WarpSum(g0 * o0 + g1 * o1 + g2 * o2 + g3 * o3);
         // Pass 2: dq.
         float dq0 = 0f, dq1 = 0f, dq2 = 0f, dq3 = 0f;
-        for (int j = 0; j < s.T && sum > 0f; j++)
+        for (int j = 0; j < s.T && inverse > 0f; j++)
         {
             if (keyMask[b * s.T + j] == 0) continue;
             long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
@@ -146,6 +113,42 @@ internal static class AttentionKernels
         }
         Store(dQkv, kBase, lane, HS, dk0); Store(dQkv, kBase, lane + 32, HS, dk1); Store(dQkv, kBase, lane + 64, HS, dk2); Store(dQkv, kBase, lane + 96, HS, dk3);
         Store(dQkv, vBase, lane, HS, dv0); Store(dQkv, vBase, lane + 32, HS, dv1); Store(dQkv, vBase, lane + 64, HS, dv2); Store(dQkv, vBase, lane + 96, HS, dv3);
+    }
+
+    /// <summary>
+    /// One query's online softmax over its unmasked keys, in every lane of the warp: the running max, the
+    /// inverse of the sum of exp(score − max) (0 when every key is masked), and the lane's four unnormalised
+    /// output dimensions (lane, lane+32, lane+64, lane+96).
+    /// </summary>
+    private readonly struct QueryRow(float max, float inverse, float o0, float o1, float o2, float o3)
+    {
+        public readonly float Max = max, Inverse = inverse, O0 = o0, O1 = o1, O2 = o2, O3 = o3;
+
+        public static QueryRow Compute(ArrayView<float> qkv, ArrayView<int> keyMask, Shape s, int HS, int b, int h, int i, int lane)
+        {
+            int C = s.NH * HS;
+            long qBase = ((long)b * s.T + i) * 3 * C + h * HS;
+            float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS);
+            float q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
+            float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
+            for (int j = 0; j < s.T; j++)
+            {
+                if (keyMask[b * s.T + j] == 0) continue;
+                long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+                float partial = q0 * Load(qkv, kBase, lane, HS) + q1 * Load(qkv, kBase, lane + 32, HS)
+                    + q2 * Load(qkv, kBase, lane + 64, HS) + q3 * Load(qkv, kBase, lane + 96, HS);
+                float score = WarpSum(partial) * s.Scale;
+                float newMax = XMath.Max(max, score);
+                float correction = XMath.Exp(max - newMax), p = XMath.Exp(score - newMax);
+                sum = sum * correction + p;
+                o0 = o0 * correction + p * Load(qkv, vBase, lane, HS);
+                o1 = o1 * correction + p * Load(qkv, vBase, lane + 32, HS);
+                o2 = o2 * correction + p * Load(qkv, vBase, lane + 64, HS);
+                o3 = o3 * correction + p * Load(qkv, vBase, lane + 96, HS);
+                max = newMax;
+            }
+            return new QueryRow(max, sum > 0f ? 1f / sum : 0f, o0, o1, o2, o3);
+        }
     }
 
     private static float Load(ArrayView<float> view, long baseIndex, int d, int HS) => d < HS ? view[baseIndex + d] : 0f;
