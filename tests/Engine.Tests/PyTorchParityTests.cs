@@ -1,0 +1,96 @@
+using System.Text.Json.Nodes;
+using Engine.Backends;
+using Engine.Backends.Cpu;
+using Engine.IO;
+using Engine.Kernels;
+using Engine.Models.Bert;
+using Engine.Reference;
+using Engine.Training;
+
+namespace Engine.Tests;
+
+/// <summary>
+/// The fine-tuning stack against PyTorch's autograd and AdamW on the fixtures of
+/// Fixtures/pytorch/generate.py (listed in its fixtures.json): logits, loss, every parameter's gradient,
+/// and the losses of 10 AdamW steps with clipping. One subclass per training backend.
+/// </summary>
+public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
+{
+    private static readonly string Root = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch");
+    private static readonly JsonNode Index = JsonNode.Parse(File.ReadAllText(Path.Combine(Root, "fixtures.json")))!;
+
+    public static TheoryData<string> Fixtures => [.. Index["fixtures"]!.AsArray().Select(f => (string)f!["name"]!)];
+
+    private static (BertBatch Batch, int[] Labels, SafeTensorsFile Expected) Load(string name)
+    {
+        using var inputs = SafeTensorsFile.Open(Path.Combine(Root, name, "inputs.safetensors"));
+        int[] Ints(string tensor)
+        {
+            inputs.TryGet(tensor, out var info);
+            return [.. System.Runtime.InteropServices.MemoryMarshal.Cast<byte, long>(inputs.ReadRaw(info)).ToArray().Select(v => (int)v)];
+        }
+        inputs.TryGet("input_ids", out var ids);
+        int B = (int)ids.Shape[0], T = (int)ids.Shape[1];
+        return (new BertBatch(B, T, Ints("input_ids"), Ints("token_type_ids"), Ints("attention_mask")), Ints("labels"),
+            SafeTensorsFile.Open(Path.Combine(Root, name, "expected.safetensors")));
+    }
+
+    private static float[] Tensor(SafeTensorsFile file, string name) =>
+        file.TryGet(name, out var info) ? file.ReadFloat32(info) : throw new InvalidOperationException($"fixture has no '{name}'");
+
+    private static void AssertClose(string what, double[] expected, float[] actual, Tolerance tolerance)
+    {
+        var result = ParityCheck.Compare("pytorch", what, expected, actual, tolerance);
+        Assert.True(result.Passed, result.ToString());
+    }
+
+    [Theory, MemberData(nameof(Fixtures))]
+    public void LogitsLossAndEveryGradientEqualPyTorch(string name)
+    {
+        var (batch, labels, expected) = Load(name);
+        using (expected)
+        {
+            using var backend = createBackend();
+            using var model = BertForSequenceClassification.Load(Path.Combine(Root, name, "model"), backend);
+            var gradientTolerance = new Tolerance(1e-5, 1e-3);
+            AssertClose("logits", Tensor(expected, "logits").AsDoubles(), model.Logits(batch), new Tolerance(1e-5, 1e-4));
+            model.ZeroGradients();
+            double loss = model.ForwardBackward(batch, labels, DropoutSettings.None);
+            Assert.Equal(Tensor(expected, "loss")[0], loss, 1e-5);
+            foreach (var parameter in model.Parameters)
+                AssertClose(parameter.Name, [.. parameter.Parts.SelectMany(p => Tensor(expected, "grad." + p.Name).AsDoubles())],
+                    parameter.ReadGradient(backend), gradientTolerance);
+        }
+    }
+
+    [Theory, MemberData(nameof(Fixtures))]
+    public void TenAdamWStepsGiveThePyTorchLosses(string name)
+    {
+        var (batch, labels, expected) = Load(name);
+        using (expected)
+        {
+            var adamw = Index["adamw"]!;
+            using var backend = createBackend();
+            using var model = BertForSequenceClassification.Load(Path.Combine(Root, name, "model"), backend);
+            using var optimizer = new AdamWOptimizer(backend, model.Parameters, new AdamWOptions
+            {
+                Beta1 = (float)adamw["betas"]![0]!, Beta2 = (float)adamw["betas"]![1]!, Eps = (float)adamw["eps"]!,
+                WeightDecay = (float)adamw["weight_decay"]!, MaxGradNorm = (float)adamw["max_grad_norm"]!,
+            });
+            var losses = new double[(int)adamw["steps"]!];
+            for (int step = 0; step < losses.Length; step++)
+            {
+                model.ZeroGradients();
+                losses[step] = model.ForwardBackward(batch, labels, DropoutSettings.None);
+                optimizer.Step((float)adamw["lr"]!);
+            }
+            var reference = Tensor(expected, "adamw_losses");
+            for (int step = 0; step < losses.Length; step++)
+                Assert.True(Math.Abs(losses[step] - reference[step]) <= 1e-4, $"step {step + 1}: loss {losses[step]}, PyTorch {reference[step]}");
+        }
+    }
+}
+
+public sealed class CpuPyTorchParityTests() : PyTorchParityTests(() => new CpuBackend());
+
+public sealed class IlgpuEmulatorPyTorchParityTests() : PyTorchParityTests(() => IlgpuBackend.Create(IlgpuDevice.CpuEmulator));
