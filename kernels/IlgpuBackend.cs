@@ -166,19 +166,19 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
         int M, int K, int N, Activation activation)
     {
-        CheckSize(output, (long)M * N, nameof(output));
-        CheckSize(input, (long)M * K, nameof(input));
-        CheckSize(weight, (long)N * K, nameof(weight));
-        if (bias is not null) CheckSize(bias, N, nameof(bias));
+        output.RequireLength((long)M * N, nameof(output));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+        if (bias is not null) bias.RequireLength(N, nameof(bias));
         var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation));
         _gemm(GemmKernels.Config(shape), View(output), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
     }
 
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
     {
-        CheckSize(output, shape.ElementsC, nameof(output));
-        CheckSize(a, shape.ElementsA, nameof(a));
-        CheckSize(b, shape.ElementsB, nameof(b));
+        output.RequireLength(shape.ElementsC, nameof(output));
+        a.RequireLength(shape.ElementsA, nameof(a));
+        b.RequireLength(shape.ElementsB, nameof(b));
         if (shape.Batch == 0) return;
         var kernelShape = GemmKernels.Product(shape, accumulate: false);
         _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
@@ -187,13 +187,13 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
     {
-        CheckSize(dOutput, (long)M * N, nameof(dOutput));
-        CheckSize(input, (long)M * K, nameof(input));
-        CheckSize(weight, (long)N * K, nameof(weight));
-        CheckSize(dWeight, (long)N * K, nameof(dWeight));
+        dOutput.RequireLength((long)M * N, nameof(dOutput));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+        dWeight.RequireLength((long)N * K, nameof(dWeight));
         if (dInput is not null)
         {
-            CheckSize(dInput, (long)M * K, nameof(dInput));
+            dInput.RequireLength((long)M * K, nameof(dInput));
             var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
             _gemm(GemmKernels.Config(shape), View(dInput), View(dOutput), View(weight), _none.View, shape);
         }
@@ -201,16 +201,16 @@ public sealed class IlgpuBackend : ITrainingBackend
         _gemm(GemmKernels.Config(weightShape), View(dWeight), View(dOutput), View(input), _none.View, weightShape);
         if (dBias is not null)
         {
-            CheckSize(dBias, N, nameof(dBias));
+            dBias.RequireLength(N, nameof(dBias));
             _columnSum(N, View(dBias), View(dOutput), M, N);
         }
     }
 
     public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
     {
-        CheckSize(dInput, n, nameof(dInput));
-        CheckSize(dOutput, n, nameof(dOutput));
-        CheckSize(input, n, nameof(input));
+        dInput.RequireLength(n, nameof(dInput));
+        dOutput.RequireLength(n, nameof(dOutput));
+        input.RequireLength(n, nameof(input));
         if (n > 0) _activateBackward(n, View(dInput), View(dOutput), View(input), ActivationKernels.Code(activation));
     }
 
@@ -218,11 +218,11 @@ public sealed class IlgpuBackend : ITrainingBackend
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
-            CheckSize(buffer, (long)N * C, name);
-        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(dWeight, C, nameof(dWeight));
-        CheckSize(dBias, C, nameof(dBias));
+            buffer.RequireLength((long)N * C, name);
+        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        dWeight.RequireLength(C, nameof(dWeight));
+        dBias.RequireLength(C, nameof(dBias));
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
         var statistics = Scratch(2L * N);
         ArrayView<float> residualView = residual is null ? _none.View : View(residual);
@@ -235,10 +235,10 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
         long C = (long)NH * HS;
-        CheckSize(dQkv, B * T * 3 * C, nameof(dQkv));
-        CheckSize(qkv, B * T * 3 * C, nameof(qkv));
-        CheckSize(dOutput, B * T * C, nameof(dOutput));
-        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        dQkv.RequireLength(B * T * 3 * C, nameof(dQkv));
+        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
+        dOutput.RequireLength(B * T * C, nameof(dOutput));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
         var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS));
         var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
         var statistics = Scratch(3L * B * NH * T);
@@ -249,25 +249,25 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
         DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        CheckSize(dSum, (long)B * T * C, nameof(dSum));
-        CheckSize(inputIds, (long)B * T, nameof(inputIds));
-        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
-        CheckSize(dPosition, (long)T * C, nameof(dPosition));
+        dSum.RequireLength((long)B * T * C, nameof(dSum));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        dPosition.RequireLength((long)T * C, nameof(dPosition));
         _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(tokenTypeIds), new EmbeddingsKernels.Shape(B, T, C, 0f));
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
     {
-        CheckSize(dInput, (long)B * T * C, nameof(dInput));
-        CheckSize(dOutput, (long)B * C, nameof(dOutput));
+        dInput.RequireLength((long)B * T * C, nameof(dInput));
+        dOutput.RequireLength((long)B * C, nameof(dOutput));
         _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
     }
 
     public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
     {
         if (probability is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(probability), $"dropout probability {probability} is not in [0, 1)");
-        CheckSize(output, n, nameof(output));
-        CheckSize(input, n, nameof(input));
+        output.RequireLength(n, nameof(output));
+        input.RequireLength(n, nameof(input));
         if (n > 0) _dropout(n, View(output), View(input), probability, seed, offset);
     }
 
@@ -276,7 +276,7 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
-        CheckSize(values, n, nameof(values));
+        values.RequireLength(n, nameof(values));
         if (n == 0) return 0;
         // Enough groups to fill a GPU, but no more than the data needs (the CPU emulator pays for every thread).
         int maxGroups = _accelerator.AcceleratorType == AcceleratorType.CPU ? 2 : OptimizerKernels.Groups;
@@ -293,7 +293,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
     {
         foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
-            CheckSize(buffer, n, name);
+            buffer.RequireLength(n, name);
         var (decay, stepSize, sqrtCorrection2) = Training.AdamWMath.Constants(step);
         var constants = new OptimizerKernels.AdamWConstants(step.LearningRate, step.Beta1, step.Beta2, step.Eps, step.WeightDecay, step.GradientScale, decay, stepSize, sqrtCorrection2);
         if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
@@ -301,25 +301,25 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
-        CheckSize(destination, n, nameof(destination));
-        CheckSize(source, n, nameof(source));
+        destination.RequireLength(n, nameof(destination));
+        source.RequireLength(n, nameof(source));
         if (n > 0) _accumulate(n, View(destination), View(source));
     }
 
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
-            CheckSize(buffer, (long)rows * N, name);
+            buffer.RequireLength((long)rows * N, name);
         if (rows > 0 && N > 0) _softmaxBackward(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(dInput), View(dOutput), View(output), rows, N);
     }
 
     /// <remarks>Labels are read back once to count the rows that are not ignored (B integers).</remarks>
     public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
     {
-        CheckSize(losses, B, nameof(losses));
-        CheckSize(dLogits, (long)B * V, nameof(dLogits));
-        CheckSize(logits, (long)B * V, nameof(logits));
-        CheckSize(labels, B, nameof(labels));
+        losses.RequireLength(B, nameof(losses));
+        dLogits.RequireLength((long)B * V, nameof(dLogits));
+        logits.RequireLength((long)B * V, nameof(logits));
+        labels.RequireLength(B, nameof(labels));
         var host = new int[B];
         Download(labels, host);
         if (host.Any(l => l >= V)) throw new ArgumentOutOfRangeException(nameof(labels), $"a label is not below {V}");
@@ -341,15 +341,15 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
-        CheckSize(output, n, nameof(output));
-        CheckSize(input, n, nameof(input));
+        output.RequireLength(n, nameof(output));
+        input.RequireLength(n, nameof(input));
         if (n > 0) _activate(n, View(output), View(input), ActivationKernels.Code(activation));
     }
 
     public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
     {
-        CheckSize(output, (long)rows * N, nameof(output));
-        CheckSize(input, (long)rows * N, nameof(input));
+        output.RequireLength((long)rows * N, nameof(output));
+        input.RequireLength((long)rows * N, nameof(input));
         if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
@@ -357,9 +357,9 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
         long C = (long)NH * HS;
-        CheckSize(output, B * T * C, nameof(output));
-        CheckSize(qkv, B * T * 3 * C, nameof(qkv));
-        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        output.RequireLength(B * T * C, nameof(output));
+        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
         var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS));
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
     }
@@ -367,11 +367,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
     {
-        CheckSize(output, (long)N * C, nameof(output));
-        CheckSize(input, (long)N * C, nameof(input));
-        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(bias, C, nameof(bias));
+        output.RequireLength((long)N * C, nameof(output));
+        input.RequireLength((long)N * C, nameof(input));
+        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
         _layerNorm(LayerNormKernels.Config(shape, _accelerator.WarpSize), View(output), View(input),
             residual is null ? _none.View : View(residual), View(weight), View(bias), shape);
@@ -381,13 +381,13 @@ public sealed class IlgpuBackend : ITrainingBackend
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        CheckSize(output, (long)B * T * C, nameof(output));
-        if (sum is not null) CheckSize(sum, (long)B * T * C, nameof(sum));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(bias, C, nameof(bias));
-        CheckSize(inputIds, (long)B * T, nameof(inputIds));
-        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
-        CheckSize(positionEmbeddings, (long)T * C, nameof(positionEmbeddings));
+        output.RequireLength((long)B * T * C, nameof(output));
+        if (sum is not null) sum.RequireLength((long)B * T * C, nameof(sum));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
         var shape = new EmbeddingsKernels.Shape(B, T, C, eps);
         _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(tokenTypeIds),
             View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
@@ -395,8 +395,8 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
     {
-        CheckSize(output, (long)B * C, nameof(output));
-        CheckSize(input, (long)B * T * C, nameof(input));
+        output.RequireLength((long)B * C, nameof(output));
+        input.RequireLength((long)B * T * C, nameof(input));
         _firstToken(B * C, View(output), View(input), T, C);
     }
 
@@ -412,9 +412,4 @@ public sealed class IlgpuBackend : ITrainingBackend
         buffer as IlgpuBuffer<T> ?? throw new ArgumentException($"buffer of type {buffer.GetType().Name} does not belong to the ILGPU backend");
 
     private static ArrayView<T> View<T>(DeviceBuffer<T> buffer) where T : unmanaged => Device(buffer).View;
-
-    private static void CheckSize<T>(DeviceBuffer<T> buffer, long needed, string name) where T : unmanaged
-    {
-        if (buffer.Length < needed) throw new ArgumentException($"{name} holds {buffer.Length} elements, the op needs {needed}");
-    }
 }

@@ -5,6 +5,12 @@ public abstract class DeviceBuffer<T> : IDisposable where T : unmanaged
 {
     public abstract int Length { get; }
 
+    /// <summary>Throws unless the buffer holds at least <paramref name="needed"/> elements (buffers are reused for smaller batches).</summary>
+    public void RequireLength(long needed, string name)
+    {
+        if (Length < needed) throw new ArgumentException($"{name} holds {Length} elements, the op needs {needed}");
+    }
+
     public virtual void Dispose() => GC.SuppressFinalize(this);
 }
 

@@ -42,18 +42,18 @@ public sealed class CpuBackend : ITrainingBackend
         int M, int K, int N, Activation activation)
     {
         var w = Host(weight);
-        CheckSize(output, (long)M * N, nameof(output));
-        CheckSize(input, (long)M * K, nameof(input));
-        CheckSize(weight, (long)N * K, nameof(weight));
-        if (bias is not null) CheckSize(bias, N, nameof(bias));
+        output.RequireLength((long)M * N, nameof(output));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+        if (bias is not null) bias.RequireLength(N, nameof(bias));
         CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? null : Host(bias).Data, M, K, N, activation);
     }
 
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
     {
-        CheckSize(output, shape.ElementsC, nameof(output));
-        CheckSize(a, shape.ElementsA, nameof(a));
-        CheckSize(b, shape.ElementsB, nameof(b));
+        output.RequireLength(shape.ElementsC, nameof(output));
+        a.RequireLength(shape.ElementsA, nameof(a));
+        b.RequireLength(shape.ElementsB, nameof(b));
         var (c, aData, bData) = (Host(output).Data, Host(a).Data, Host(b).Data);
         int M = shape.M, K = shape.K, N = shape.N;
         var rowMajorA = shape.TransposeA ? new float[M * K] : null;
@@ -72,36 +72,36 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
     {
-        CheckSize(output, (long)rows * N, nameof(output));
-        CheckSize(input, (long)rows * N, nameof(input));
+        output.RequireLength((long)rows * N, nameof(output));
+        input.RequireLength((long)rows * N, nameof(input));
         var (source, destination) = (Host(input).Data, Host(output).Data);
         Parallel.For(0, rows, row => System.Numerics.Tensors.TensorPrimitives.SoftMax(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
     }
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
-        CheckSize(output, n, nameof(output));
-        CheckSize(input, n, nameof(input));
+        output.RequireLength(n, nameof(output));
+        input.RequireLength(n, nameof(input));
         CpuActivations.Apply(Host(input).Data.AsSpan(0, n), Host(output).Data.AsSpan(0, n), activation);
     }
 
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS)
     {
         long c = (long)NH * HS;
-        CheckSize(output, B * T * c, nameof(output));
-        CheckSize(qkv, B * T * 3 * c, nameof(qkv));
-        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        output.RequireLength(B * T * c, nameof(output));
+        qkv.RequireLength(B * T * 3 * c, nameof(qkv));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
         CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
     }
 
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
     {
-        CheckSize(output, (long)N * C, nameof(output));
-        CheckSize(input, (long)N * C, nameof(input));
-        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(bias, C, nameof(bias));
+        output.RequireLength((long)N * C, nameof(output));
+        input.RequireLength((long)N * C, nameof(input));
+        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
         CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
             Host(weight).Data, Host(bias).Data, N, C, eps);
     }
@@ -110,13 +110,13 @@ public sealed class CpuBackend : ITrainingBackend
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        CheckSize(output, (long)B * T * C, nameof(output));
-        if (sum is not null) CheckSize(sum, (long)B * T * C, nameof(sum));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(bias, C, nameof(bias));
-        CheckSize(inputIds, (long)B * T, nameof(inputIds));
-        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
-        CheckSize(positionEmbeddings, (long)T * C, nameof(positionEmbeddings));
+        output.RequireLength((long)B * T * C, nameof(output));
+        if (sum is not null) sum.RequireLength((long)B * T * C, nameof(sum));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
         CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(tokenTypeIds).Data,
             Host(wordEmbeddings).Data, Host(positionEmbeddings).Data, Host(tokenTypeEmbeddings).Data, B, T, C);
@@ -125,8 +125,8 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
     {
-        CheckSize(output, (long)B * C, nameof(output));
-        CheckSize(input, (long)B * T * C, nameof(input));
+        output.RequireLength((long)B * C, nameof(output));
+        input.RequireLength((long)B * T * C, nameof(input));
         var source = Host(input).Data;
         var destination = Host(output).Data;
         for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
@@ -135,10 +135,10 @@ public sealed class CpuBackend : ITrainingBackend
     public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
     {
-        CheckSize(dOutput, (long)M * N, nameof(dOutput));
-        CheckSize(input, (long)M * K, nameof(input));
-        CheckSize(weight, (long)N * K, nameof(weight));
-        CheckSize(dWeight, (long)N * K, nameof(dWeight));
+        dOutput.RequireLength((long)M * N, nameof(dOutput));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+        dWeight.RequireLength((long)N * K, nameof(dWeight));
         // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
         if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
         // dWeight (N,K) += dOutputᵀ · input.
@@ -147,7 +147,7 @@ public sealed class CpuBackend : ITrainingBackend
         System.Numerics.Tensors.TensorPrimitives.Add(Host(dWeight).Data.AsSpan(0, N * K), product.Data, Host(dWeight).Data.AsSpan(0, N * K));
         if (dBias is not null)
         {
-            CheckSize(dBias, N, nameof(dBias));
+            dBias.RequireLength(N, nameof(dBias));
             var bias = Host(dBias).Data.AsSpan(0, N);
             var dy = Host(dOutput).Data;
             for (int m = 0; m < M; m++) System.Numerics.Tensors.TensorPrimitives.Add(bias, dy.AsSpan(m * N, N), bias);
@@ -156,9 +156,9 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
     {
-        CheckSize(dInput, n, nameof(dInput));
-        CheckSize(dOutput, n, nameof(dOutput));
-        CheckSize(input, n, nameof(input));
+        dInput.RequireLength(n, nameof(dInput));
+        dOutput.RequireLength(n, nameof(dOutput));
+        input.RequireLength(n, nameof(input));
         CpuBackward.ActivateBackward(Host(dInput).Data, Host(dOutput).Data, Host(input).Data, n, activation);
     }
 
@@ -166,11 +166,11 @@ public sealed class CpuBackend : ITrainingBackend
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
-            CheckSize(buffer, (long)N * C, name);
-        if (residual is not null) CheckSize(residual, (long)N * C, nameof(residual));
-        CheckSize(weight, C, nameof(weight));
-        CheckSize(dWeight, C, nameof(dWeight));
-        CheckSize(dBias, C, nameof(dBias));
+            buffer.RequireLength((long)N * C, name);
+        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        dWeight.RequireLength(C, nameof(dWeight));
+        dBias.RequireLength(C, nameof(dBias));
         CpuBackward.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
             residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
     }
@@ -179,28 +179,28 @@ public sealed class CpuBackend : ITrainingBackend
         int B, int T, int NH, int HS)
     {
         long c = (long)NH * HS;
-        CheckSize(dQkv, B * T * 3 * c, nameof(dQkv));
-        CheckSize(qkv, B * T * 3 * c, nameof(qkv));
-        CheckSize(dOutput, B * T * c, nameof(dOutput));
-        CheckSize(keyMask, (long)B * T, nameof(keyMask));
+        dQkv.RequireLength(B * T * 3 * c, nameof(dQkv));
+        qkv.RequireLength(B * T * 3 * c, nameof(qkv));
+        dOutput.RequireLength(B * T * c, nameof(dOutput));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
         CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
     }
 
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
         DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        CheckSize(dSum, (long)B * T * C, nameof(dSum));
-        CheckSize(inputIds, (long)B * T, nameof(inputIds));
-        CheckSize(tokenTypeIds, (long)B * T, nameof(tokenTypeIds));
-        CheckSize(dPosition, (long)T * C, nameof(dPosition));
+        dSum.RequireLength((long)B * T * C, nameof(dSum));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        dPosition.RequireLength((long)T * C, nameof(dPosition));
         CpuBackward.EmbeddingsBackward(Host(dWord).Data, Host(dPosition).Data, Host(dTokenType).Data, Host(dSum).Data,
             Host(inputIds).Data, Host(tokenTypeIds).Data, B, T, C);
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
     {
-        CheckSize(dInput, (long)B * T * C, nameof(dInput));
-        CheckSize(dOutput, (long)B * C, nameof(dOutput));
+        dInput.RequireLength((long)B * T * C, nameof(dInput));
+        dOutput.RequireLength((long)B * C, nameof(dOutput));
         var (destination, source) = (Host(dInput).Data, Host(dOutput).Data);
         Array.Clear(destination, 0, B * T * C);
         for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
@@ -208,8 +208,8 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
     {
-        CheckSize(output, n, nameof(output));
-        CheckSize(input, n, nameof(input));
+        output.RequireLength(n, nameof(output));
+        input.RequireLength(n, nameof(input));
         CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, probability, seed, offset);
     }
 
@@ -219,7 +219,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
-        CheckSize(values, n, nameof(values));
+        values.RequireLength(n, nameof(values));
         var data = Host(values).Data;
         double sum = 0;
         for (int i = 0; i < n; i++) sum += (double)data[i] * data[i];
@@ -229,7 +229,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
     {
         foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
-            CheckSize(buffer, n, name);
+            buffer.RequireLength(n, name);
         var (p, g, first, second) = (Host(parameter).Data, Host(gradient).Data, Host(m).Data, Host(v).Data);
         var constants = Training.AdamWMath.Constants(step);
         for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, constants);
@@ -238,8 +238,8 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
-        CheckSize(destination, n, nameof(destination));
-        CheckSize(source, n, nameof(source));
+        destination.RequireLength(n, nameof(destination));
+        source.RequireLength(n, nameof(source));
         var d = Host(destination).Data.AsSpan(0, n);
         System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
     }
@@ -247,16 +247,16 @@ public sealed class CpuBackend : ITrainingBackend
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
-            CheckSize(buffer, (long)rows * N, name);
+            buffer.RequireLength((long)rows * N, name);
         CpuBackward.SoftmaxBackward(Host(dInput).Data, Host(dOutput).Data, Host(output).Data, rows, N);
     }
 
     public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
     {
-        CheckSize(losses, B, nameof(losses));
-        CheckSize(dLogits, (long)B * V, nameof(dLogits));
-        CheckSize(logits, (long)B * V, nameof(logits));
-        CheckSize(labels, B, nameof(labels));
+        losses.RequireLength(B, nameof(losses));
+        dLogits.RequireLength((long)B * V, nameof(dLogits));
+        logits.RequireLength((long)B * V, nameof(logits));
+        labels.RequireLength(B, nameof(labels));
         CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
     }
 
@@ -275,10 +275,6 @@ public sealed class CpuBackend : ITrainingBackend
 
     private static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer) where T : unmanaged =>
         buffer as CpuBuffer<T> ?? throw new ArgumentException($"buffer of type {buffer.GetType().Name} does not belong to the CPU backend");
-
-    /// <summary>At least <paramref name="needed"/> elements: buffers are reused for smaller batches.</summary>
-    private static void CheckSize<T>(DeviceBuffer<T> buffer, long needed, string name) where T : unmanaged =>
-        Check(buffer.Length >= needed, $"{name} holds {buffer.Length} elements, the op needs {needed}");
 
     private static void Check(bool condition, string message)
     {
