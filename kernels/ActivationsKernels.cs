@@ -88,8 +88,8 @@ internal static class ActivationKernels
         dInput[i] = dOutput[i] * Derivative(input[i], activation);
 
     /// <summary>out (n) = inp ⊙ keep / (1 − p), keep_i = [Philox uniform(seed, offset, i) ≥ p]; also the backward.</summary>
-    public static void DropoutKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, float probability, ulong seed, ulong offset) =>
-        output[i] = Training.Philox.Uniform(seed, offset, i) >= probability ? input[i] / (1f - probability) : 0f;
+    public static void DropoutKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, Backends.DropoutMask mask) =>
+        output[i] = input[i] * mask.Factor(i);
 
     /// <summary>out (n) = act(inp (n)); one thread per element.</summary>
     public static void ActivateKernel(Index1D i, ArrayView<float> output, ArrayView<float> input, int activation) =>

@@ -8,11 +8,15 @@
 // output), so the T×T score matrix never exists, in global memory or anywhere. Masked keys are skipped
 // (probability exactly 0, as Hugging Face's float-minimum mask gives); a query with no unmasked key
 // outputs zeros.
+// Dropout on the probabilities (training): key j's term of the output is scaled by its DropoutMask factor,
+// element ((b·NH + h)·T + i)·T + j of the (B,NH,T,T) probabilities, regenerated from Philox wherever needed;
+// the softmax sum is of the undropped probabilities.
 // Backward, deterministic (each gradient element is summed by one warp, no atomics): a warp per query
-// recomputes its probabilities (max m, sum l), D = dO·o, and dq = scale·Σ_j p(dp − D)·k_j, and keeps
-// (m, l, D) in statistics (B,NH,T,3); then a warp per key sums dk = scale·Σ_i p(dp − D)·q_i and
-// dv = Σ_i p·dO_i over the queries. Masked keys get zero gradients.
-// History: v1 warp-per-query online softmax, K/V read through the cache; v2 backward (this version).
+// recomputes its probabilities (max m, sum l), D = dO·o, and dq = scale·Σ_j p(dp − D)·k_j with dp = f·(dO·v_j),
+// and keeps (m, l, D) in statistics (B,NH,T,3); then a warp per key sums dk = scale·Σ_i p(dp − D)·q_i and
+// dv = Σ_i p·f·dO_i over the queries. Masked keys get zero gradients.
+// History: v1 warp-per-query online softmax, K/V read through the cache; v2 backward; v3 dropout on the
+// probabilities (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -23,7 +27,11 @@ internal static class AttentionKernels
 {
     public const int WarpsPerGroup = 4, MaxHeadSize = 128;
 
-    public readonly record struct Shape(int B, int T, int NH, float Scale);
+    public readonly record struct Shape(int B, int T, int NH, float Scale, Backends.DropoutMask Dropout)
+    {
+        /// <summary>Key j's dropout factor for query row <paramref name="query"/> = (b·NH + h)·T + i.</summary>
+        public float Factor(long query, int j) => Dropout.IsActive ? Dropout.Factor(query * T + j) : 1f;
+    }
 
     public static KernelConfig Config(Shape s, int warpSize) =>
         new((int)(((long)s.B * s.NH * s.T + WarpsPerGroup - 1) / WarpsPerGroup), WarpsPerGroup * warpSize);
@@ -67,7 +75,7 @@ internal static class AttentionKernels
             long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
             float k0 = Load(qkv, kBase, lane, HS), k1 = Load(qkv, kBase, lane + 32, HS), k2 = Load(qkv, kBase, lane + 64, HS), k3 = Load(qkv, kBase, lane + 96, HS);
             float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - max) * inverse;
-            float dp = WarpSum(g0 * Load(qkv, vBase, lane, HS) + g1 * Load(qkv, vBase, lane + 32, HS) + g2 * Load(qkv, vBase, lane + 64, HS) + g3 * Load(qkv, vBase, lane + 96, HS));
+            float dp = s.Factor(query, j) * WarpSum(g0 * Load(qkv, vBase, lane, HS) + g1 * Load(qkv, vBase, lane + 32, HS) + g2 * Load(qkv, vBase, lane + 64, HS) + g3 * Load(qkv, vBase, lane + 96, HS));
             float ds = p * (dp - d) * s.Scale;
             dq0 += ds * k0; dq1 += ds * k1; dq2 += ds * k2; dq3 += ds * k3;
         }
@@ -106,9 +114,11 @@ internal static class AttentionKernels
                 float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
                 float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
                 float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - statistics[3 * query]) * inverse;
-                float ds = p * (WarpSum(g0 * v0 + g1 * v1 + g2 * v2 + g3 * v3) - statistics[3 * query + 2]) * s.Scale;
+                float factor = s.Factor(query, j);
+                float ds = p * (factor * WarpSum(g0 * v0 + g1 * v1 + g2 * v2 + g3 * v3) - statistics[3 * query + 2]) * s.Scale;
+                float dropped = p * factor;
                 dk0 += ds * q0; dk1 += ds * q1; dk2 += ds * q2; dk3 += ds * q3;
-                dv0 += p * g0; dv1 += p * g1; dv2 += p * g2; dv3 += p * g3;
+                dv0 += dropped * g0; dv1 += dropped * g1; dv2 += dropped * g2; dv3 += dropped * g3;
             }
         }
         Store(dQkv, kBase, lane, HS, dk0); Store(dQkv, kBase, lane + 32, HS, dk1); Store(dQkv, kBase, lane + 64, HS, dk2); Store(dQkv, kBase, lane + 96, HS, dk3);
@@ -118,7 +128,7 @@ internal static class AttentionKernels
     /// <summary>
     /// One query's online softmax over its unmasked keys, in every lane of the warp: the running max, the
     /// inverse of the sum of exp(score − max) (0 when every key is masked), and the lane's four unnormalised
-    /// output dimensions (lane, lane+32, lane+64, lane+96).
+    /// output dimensions (lane, lane+32, lane+64, lane+96), each key's term scaled by its dropout factor.
     /// </summary>
     private readonly struct QueryRow(float max, float inverse, float o0, float o1, float o2, float o3)
     {
@@ -131,6 +141,7 @@ internal static class AttentionKernels
             float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS);
             float q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
             float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
+            long query = ((long)b * s.NH + h) * s.T + i;
             for (int j = 0; j < s.T; j++)
             {
                 if (keyMask[b * s.T + j] == 0) continue;
@@ -141,6 +152,7 @@ internal static class AttentionKernels
                 float newMax = XMath.Max(max, score);
                 float correction = XMath.Exp(max - newMax), p = XMath.Exp(score - newMax);
                 sum = sum * correction + p;
+                p *= s.Factor(query, j);
                 o0 = o0 * correction + p * Load(qkv, vBase, lane, HS);
                 o1 = o1 * correction + p * Load(qkv, vBase, lane + 32, HS);
                 o2 = o2 * correction + p * Load(qkv, vBase, lane + 64, HS);

@@ -54,7 +54,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     // Backward passes.
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _columnSum;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _activateBackward;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, float, ulong, ulong> _dropout;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, DropoutMask> _dropout;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormParameterBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionQueryBackward;
@@ -66,6 +66,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int> _sumOfSquares;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float> _meanSquaredError;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
 
     private IlgpuBackend(Context context, Accelerator accelerator)
@@ -82,7 +83,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
         _columnSum = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnSumKernel);
         _activateBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.BackwardKernel);
-        _dropout = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, float, ulong, ulong>(ActivationKernels.DropoutKernel);
+        _dropout = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, DropoutMask>(ActivationKernels.DropoutKernel);
         _layerNormBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.BackwardKernel);
         _layerNormParameterBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.ParameterBackwardKernel);
         _attentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.QueryBackwardKernel);
@@ -94,6 +95,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
         _sumOfSquares = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(OptimizerKernels.SumOfSquaresKernel);
+        _meanSquaredError = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(LossKernels.MeanSquaredErrorKernel);
         _scratch = accelerator.Allocate1D<float>(1);
     }
 
@@ -231,15 +233,16 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS)
+        int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        dropout.Validate();
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
         long C = (long)NH * HS;
         dQkv.RequireLength(B * T * 3 * C, nameof(dQkv));
         qkv.RequireLength(B * T * 3 * C, nameof(qkv));
         dOutput.RequireLength(B * T * C, nameof(dOutput));
         keyMask.RequireLength((long)B * T, nameof(keyMask));
-        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS));
+        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
         var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
         var statistics = Scratch(3L * B * NH * T);
         _attentionQueryBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
@@ -263,16 +266,16 @@ public sealed class IlgpuBackend : ITrainingBackend
         _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
     }
 
-    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
+    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
     {
-        if (probability is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(probability), $"dropout probability {probability} is not in [0, 1)");
+        mask.Validate();
         output.RequireLength(n, nameof(output));
         input.RequireLength(n, nameof(input));
-        if (n > 0) _dropout(n, View(output), View(input), probability, seed, offset);
+        if (n > 0) _dropout(n, View(output), View(input), mask);
     }
 
-    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
-        Dropout(dInput, dOutput, n, probability, seed, offset);
+    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask) =>
+        Dropout(dInput, dOutput, n, mask);
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
@@ -311,6 +314,13 @@ public sealed class IlgpuBackend : ITrainingBackend
         foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
             buffer.RequireLength((long)rows * N, name);
         if (rows > 0 && N > 0) _softmaxBackward(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(dInput), View(dOutput), View(output), rows, N);
+    }
+
+    public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
+    {
+        foreach (var (buffer, name) in new[] { (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)) })
+            buffer.RequireLength(n, name);
+        if (n > 0) _meanSquaredError(n, View(losses), View(dPredictions), View(predictions), View(targets), 2f / n);
     }
 
     /// <remarks>Labels are read back once to count the rows that are not ignored (B integers).</remarks>
@@ -353,14 +363,15 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
-    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS)
+    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        dropout.Validate();
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
         long C = (long)NH * HS;
         output.RequireLength(B * T * C, nameof(output));
         qkv.RequireLength(B * T * 3 * C, nameof(qkv));
         keyMask.RequireLength((long)B * T, nameof(keyMask));
-        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS));
+        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
     }
 

@@ -44,6 +44,7 @@ public static class KernelCatalog
         new("softmax-backward", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.BackwardKernel)), true, false),
         new("cross-entropy", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.CrossEntropyKernel)), true, false),
         new("embeddings-backward", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.BackwardKernel)), false, false),
+        new("mean-squared-error", Method(nameof(LossKernels), nameof(LossKernels.MeanSquaredErrorKernel)), false, false),
     ];
 
     internal static void AttentionQueryBackwardHeadSize64(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,

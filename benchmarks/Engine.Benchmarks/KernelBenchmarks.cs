@@ -60,7 +60,7 @@ public class KernelBenchmarks
     {
         int C = c.NH * c.HS;
         var (qkv, mask, o) = (Upload(OpCases.Random(c.B * c.T * 3 * C, 5)), Upload(OpCases.Mask(c.Lengths, c.T)), _backend.Allocate<float>(c.B * c.T * C));
-        return () => _backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS);
+        return () => _backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS, DropoutMask.None);
     }
 
     private Action PrepareLayerNorm(LayerNormCase c)

@@ -88,7 +88,7 @@ public static class Commands
             // A classification checkpoint also gets its logits written.
             bool classification = BertConfig.Load(Path.Combine(directory, BertConfig.FileName)).Raw["architectures"] is System.Text.Json.Nodes.JsonArray architectures
                 && architectures.Any(a => a?.GetValue<string>() == "BertForSequenceClassification");
-            using var classifier = classification ? BertForSequenceClassification.Load(directory, TrainingBackend(result)) : null;
+            using var classifier = classification ? LoadClassifier(result, directory) : null;
             using var baseModel = classification ? null : LoadModel(result, directory);
             var model = classifier?.Bert ?? baseModel!;
             int maxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings;
@@ -155,18 +155,19 @@ public static class Commands
         var weightDecay = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.01f };
         var warmup = new Option<float>("--warmup") { Description = "Fraction of the steps spent warming up", DefaultValueFactory = _ => 0f };
         var schedule = new Option<Schedule>("--schedule") { Description = "linear or constant", DefaultValueFactory = _ => Schedule.Linear };
-        var dropout = new Option<float?>("--dropout") { Description = "Overrides the config's hidden dropout probability" };
+        var dropout = new Option<float?>("--dropout") { Description = "Overrides the config's dropout probabilities (hidden, attention probabilities, classifier)" };
         var maxGradNorm = new Option<float>("--max-grad-norm") { DefaultValueFactory = _ => 1f };
         var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
         var noShuffle = new Option<bool>("--no-shuffle");
-        var earlyStopping = new Option<int?>("--early-stopping") { Description = "Patience in epochs without a better eval F1" };
+        var earlyStopping = new Option<int?>("--early-stopping") { Description = "Patience in epochs without a better eval metric (F1; eval loss for regression)" };
+        var regression = new Option<bool>("--regression") { Description = "Train a regression head (num_labels 1, mean squared error) on numeric labels" };
         var accumulation = new Option<int>("--gradient-accumulation") { DefaultValueFactory = _ => 1 };
         var output = new Option<string>("--output") { Description = "Where the best model is written", DefaultValueFactory = _ => "finetuned-model" };
         var logJson = new Option<bool>("--log-json") { Description = "One JSON object per step and per evaluation on stdout" };
         var resume = new Option<string?>("--resume") { Description = "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options" };
         var command = new Command("finetune", "Fine-tune a sequence classifier (BertForSequenceClassification) with AdamW")
         {
-            train, eval, Model, textColumn, pairColumn, labelColumn, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
+            train, eval, Model, textColumn, pairColumn, labelColumn, regression, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
             maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, logJson, resume,
         };
         command.SetAction(result => Run(result, () =>
@@ -178,8 +179,11 @@ public static class Commands
             var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
             string trainPath = result.GetValue(train)!;
             var trainRows = LabelledData.ReadRows(trainPath);
-            var labelNames = LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
-            using var model = BertForSequenceClassification.Load(directory, TrainingBackend(result), seed: result.GetValue(seed), labelNames: labelNames);
+            bool isRegression = result.GetValue(regression);
+            var labelNames = isRegression ? null : LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
+            using var model = isRegression
+                ? LoadClassifier(result, directory, numLabels: 1, seed: result.GetValue(seed), problemType: ProblemType.Regression)
+                : LoadClassifier(result, directory, seed: result.GetValue(seed), labelNames: labelNames, problemType: ProblemType.SingleLabelClassification);
             int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
             var trainExamples = LabelledData.Examples(trainPath, trainRows, columns, tokenizer, maxLength, labelNames);
             var evalExamples = result.GetValue(eval) is { } evalPath
@@ -192,13 +196,14 @@ public static class Commands
                 Seed = result.GetValue(seed), Shuffle = !result.GetValue(noShuffle), EarlyStoppingPatience = result.GetValue(earlyStopping),
                 GradientAccumulation = result.GetValue(accumulation),
             };
-            Log(result, $"{trainExamples.Count} training examples, labels {string.Join(", ", labelNames)}", always: !result.GetValue(logJson));
+            Log(result, $"{trainExamples.Count} training examples, " + (labelNames is null ? "regression targets" : $"labels {string.Join(", ", labelNames)}"),
+                always: !result.GetValue(logJson));
             var progress = new TrainingProgress(result.GetValue(logJson));
             var best = new FineTuner(model, options).Train(trainExamples, evalExamples, progress.Report, result.GetValue(output), directory, resumeFrom);
             progress.Finish();
             if (!result.GetValue(logJson))
                 Console.Error.WriteLine(best is null ? $"saved to {result.GetValue(output)}"
-                    : $"saved the best model (eval accuracy {best.Accuracy:P2}, F1 {best.F1:F4}) to {result.GetValue(output)}");
+                    : $"saved the best model ({TrainingProgress.Describe(best)}) to {result.GetValue(output)}");
         }));
         return command;
     }
@@ -206,16 +211,21 @@ public static class Commands
     private static Command ClassifyCommand()
     {
         var texts = new Argument<string[]>("text") { Description = "Texts to classify (else one per line of stdin)", Arity = ArgumentArity.ZeroOrMore };
-        var command = new Command("classify", "Print each text's label and class probabilities (a fine-tuned classification model)") { texts, Model, MaxLength };
+        var command = new Command("classify", "Print each text's label and class probabilities, or a regression head's value (a fine-tuned model)") { texts, Model, MaxLength };
         command.SetAction(result => Run(result, () =>
         {
             string directory = ResolveModel(result);
             var tokenizer = BertTokenizer.Load(directory);
-            using var model = BertForSequenceClassification.Load(directory, TrainingBackend(result));
+            using var model = LoadClassifier(result, directory);
             int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
             foreach (string text in ReadTexts(result.GetValue(texts)!, null))
             {
                 var logits = model.Logits(tokenizer.Pad([tokenizer.Encode(text, maxLength: maxLength)]));
+                if (model.ProblemType == ProblemType.Regression)
+                {
+                    Console.WriteLine(string.Join("\t", logits.Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
+                    continue;
+                }
                 var probabilities = new float[logits.Length];
                 System.Numerics.Tensors.TensorPrimitives.SoftMax(logits, probabilities);
                 int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities);
@@ -246,6 +256,15 @@ public static class Commands
     {
         var model = BertModel.Load(directory, CreateBackend(result));
         Log(result, $"model: {directory} ({model.ParameterCount:N0} parameters)");
+        if (model.UnusedTensors.Count > 0) Log(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        return model;
+    }
+
+    private static BertForSequenceClassification LoadClassifier(ParseResult result, string directory, int? numLabels = null, int seed = 0,
+        IReadOnlyList<string>? labelNames = null, ProblemType? problemType = null)
+    {
+        var model = BertForSequenceClassification.Load(directory, TrainingBackend(result), numLabels, seed, labelNames, problemType);
+        Log(result, $"model: {directory} ({model.Parameters.Sum(p => (long)p.Length):N0} parameters, {model.ProblemType}, {model.NumLabels} outputs)");
         if (model.UnusedTensors.Count > 0) Log(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
         return model;
     }

@@ -66,17 +66,28 @@ internal static class LabelledData
             ? value.ValueKind == JsonValueKind.String ? value.GetString()! : value.GetRawText()
             : throw new EngineException($"{where}: no '{columns.Label}' field");
 
+    /// <summary>
+    /// The rows as tokenized examples. With <paramref name="labelNames"/> each label is a class, looked up by
+    /// name; without (regression), each label is a number.
+    /// </summary>
     public static List<LabelledExample> Examples(string path, List<Dictionary<string, JsonElement>> rows, Columns columns, BertTokenizer tokenizer,
-        int maxLength, IReadOnlyList<string> labelNames)
+        int maxLength, IReadOnlyList<string>? labelNames)
     {
-        var ids = labelNames.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i);
+        var ids = labelNames?.Select((name, i) => (name, i)).ToDictionary(x => x.name, x => x.i);
         var examples = new List<LabelledExample>(rows.Count);
         for (int r = 0; r < rows.Count; r++)
         {
             string where = $"{path}: row {r + 1}";
             var row = rows[r];
             string label = Label(row, columns, where);
-            if (!ids.TryGetValue(label, out int id)) throw new EngineException($"{where}: label '{label}' is not among the training labels ({string.Join(", ", labelNames)})");
+            float value;
+            if (ids is null)
+            {
+                if (!float.TryParse(label, NumberStyles.Float, CultureInfo.InvariantCulture, out value) || !float.IsFinite(value))
+                    throw new EngineException($"{where}: label '{label}' is not a finite number (a regression target)");
+            }
+            else if (ids.TryGetValue(label, out int id)) value = id;
+            else throw new EngineException($"{where}: label '{label}' is not among the training labels ({string.Join(", ", labelNames!)})");
             Encoding encoding;
             if (row.TryGetValue("input_ids", out var inputIds))
             {
@@ -94,7 +105,7 @@ internal static class LabelledData
                     : throw new EngineException($"{where}: no text field '{column}'");
                 encoding = tokenizer.Encode(Text(columns.Text), columns.Pair is null ? null : Text(columns.Pair), maxLength);
             }
-            examples.Add(new LabelledExample(encoding, id));
+            examples.Add(new LabelledExample(encoding, value));
         }
         return examples;
     }

@@ -22,7 +22,9 @@ internal sealed class TrainingProgress(bool json)
                 Console.WriteLine(JsonSerializer.Serialize(new { step = s.Step, loss = s.Loss, lr = s.LearningRate, grad_norm = s.GradientNorm }));
                 break;
             case EvaluationEvent v when json:
-                Console.WriteLine(JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = v.Result.Loss, accuracy = v.Result.Accuracy, f1 = v.Result.F1, best = v.Best }));
+                Console.WriteLine(v.Result.F1 is null
+                    ? JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = v.Result.Loss, pearson = v.Result.Pearson, spearman = v.Result.Spearman, best = v.Best })
+                    : JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = v.Result.Loss, accuracy = v.Result.Accuracy, f1 = v.Result.F1, best = v.Best }));
                 break;
             case StepEvent s when _terminal:
                 double elapsed = (DateTime.UtcNow - _start).TotalSeconds;
@@ -32,10 +34,15 @@ internal sealed class TrainingProgress(bool json)
                 break;
             case EvaluationEvent v:
                 Console.Error.WriteLine(string.Create(invariant,
-                    $"{(_terminal ? "\n" : "")}epoch {v.Epoch}: eval loss {v.Result.Loss:F4}, accuracy {v.Result.Accuracy:P2}, F1 {v.Result.F1:F4}{(v.Best ? " (best)" : "")}"));
+                    $"{(_terminal ? "\n" : "")}epoch {v.Epoch}: {Describe(v.Result)}{(v.Best ? " (best)" : "")}"));
                 break;
         }
     }
+
+    /// <summary>One evaluation in words: loss with accuracy and F1, or with the correlations for regression.</summary>
+    public static string Describe(EvaluationResult r) => r.F1 is null
+        ? string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, Pearson {r.Pearson:F4}, Spearman {r.Spearman:F4}")
+        : string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, accuracy {r.Accuracy:P2}, F1 {r.F1:F4}");
 
     public void Finish()
     {

@@ -23,6 +23,7 @@ public sealed class GradientCheck(ITrainingBackend backend)
         foreach (var c in OpCases.Softmax.Where(c => c.Work <= maxWork)) yield return Softmax(c);
         foreach (var c in OpCases.Attention.Where(c => c.Work <= maxWork)) yield return Attention(c);
         foreach (var c in OpCases.CrossEntropy.Where(c => c.Work <= maxWork)) yield return CrossEntropy(c);
+        foreach (var c in OpCases.MeanSquaredError.Where(c => c.Work <= maxWork)) yield return MeanSquaredError(c);
         foreach (var c in OpCases.Embeddings.Where(c => c.Work <= maxWork)) yield return Embeddings(c);
         yield return FirstToken();
         yield return Accumulate();
@@ -74,8 +75,8 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f).AsDoubles();
         var mask = OpCases.Mask(c.Lengths, c.T);
         var g = OpCases.Random(c.B * c.T * C, 30).AsDoubles();
-        var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, mask, c.B, c.T, c.NH, c.HS)), qkv);
-        return ParityCheck.Compare("attention-backward-reference", c.Name, numeric, ReferenceGradients.Attention(g, qkv, mask, c.B, c.T, c.NH, c.HS), OpCases.FiniteDifferenceTolerance);
+        var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, mask, c.B, c.T, c.NH, c.HS, c.DropoutMask)), qkv);
+        return ParityCheck.Compare("attention-backward-reference", c.Name, numeric, ReferenceGradients.Attention(g, qkv, mask, c.B, c.T, c.NH, c.HS, c.DropoutMask), OpCases.FiniteDifferenceTolerance);
     }
 
     public static ParityResult ReferenceEmbeddings(EmbeddingsCase c)
@@ -95,6 +96,13 @@ public sealed class GradientCheck(ITrainingBackend backend)
         int counted = c.Labels.Count(l => l >= 0);
         var numeric = Numeric(z => ReferenceGradients.CrossEntropy(z, c.Labels, c.B, c.V).Losses.Sum() / counted, logits);
         return ParityCheck.Compare("cross-entropy-backward-reference", c.Name, numeric, [.. ReferenceGradients.CrossEntropy(logits, c.Labels, c.B, c.V).DLogits], OpCases.FiniteDifferenceTolerance);
+    }
+
+    public static ParityResult ReferenceMeanSquaredError(MeanSquaredErrorCase c)
+    {
+        var (predictions, targets) = MeanSquaredErrorInputs(c);
+        var numeric = Numeric(p => ReferenceGradients.MeanSquaredError(p, targets).Losses.Average(), predictions);
+        return ParityCheck.Compare("mse-backward-reference", c.Name, numeric, ReferenceGradients.MeanSquaredError(predictions, targets).DPredictions, OpCases.FiniteDifferenceTolerance);
     }
 
     // ---- a backend against the reference ----
@@ -152,8 +160,8 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var mask = OpCases.Mask(c.Lengths, c.T);
         var dOutput = OpCases.Random(c.B * c.T * C, 30);
         var dQkv = backend.Poisoned(c.B * c.T * 3 * C);
-        backend.AttentionBackward(dQkv, backend.UploadArray(dOutput), backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS);
-        return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), backend.DownloadArray(dQkv));
+        backend.AttentionBackward(dQkv, backend.UploadArray(dOutput), backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS, c.DropoutMask);
+        return Compare("attention-backward", c.Name, ReferenceGradients.Attention(dOutput.AsDoubles(), qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS, c.DropoutMask), backend.DownloadArray(dQkv));
     }
 
     public ParityResult Embeddings(EmbeddingsCase c)
@@ -198,6 +206,18 @@ public sealed class GradientCheck(ITrainingBackend backend)
         var expected = ReferenceGradients.CrossEntropy(logits.AsDoubles(), c.Labels, c.B, c.V);
         return Compare("cross-entropy", c.Name, [.. expected.Losses, .. expected.DLogits], [.. backend.DownloadArray(losses), .. backend.DownloadArray(dLogits)]);
     }
+
+    public ParityResult MeanSquaredError(MeanSquaredErrorCase c)
+    {
+        var (predictions, targets) = (OpCases.Random(c.N, 42, 3f), OpCases.Random(c.N, 43, 3f));
+        var (losses, dPredictions) = (backend.Poisoned(c.N), backend.Poisoned(c.N));
+        backend.MeanSquaredError(losses, dPredictions, backend.UploadArray(predictions), backend.UploadArray(targets), c.N);
+        var expected = ReferenceGradients.MeanSquaredError(predictions.AsDoubles(), targets.AsDoubles());
+        return Compare("mse", c.Name, [.. expected.Losses, .. expected.DPredictions], [.. backend.DownloadArray(losses), .. backend.DownloadArray(dPredictions)]);
+    }
+
+    private static (double[] Predictions, double[] Targets) MeanSquaredErrorInputs(MeanSquaredErrorCase c) =>
+        (OpCases.Random(c.N, 42, 3f).AsDoubles(), OpCases.Random(c.N, 43, 3f).AsDoubles());
 
     private static ParityResult Compare(string op, string name, double[] expected, float[] actual) =>
         ParityCheck.Compare(op, name, expected, actual, OpCases.BackwardTolerance);

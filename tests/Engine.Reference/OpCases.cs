@@ -31,9 +31,17 @@ public sealed record CrossEntropyCase(string Name, int B, int V, int[] Labels) :
     public long Work => (long)B * V;
 }
 
-public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths) : IOpCase
+/// <summary>A mean-squared-error case over N predictions (a batch × num_labels regression head).</summary>
+public sealed record MeanSquaredErrorCase(string Name, int N) : IOpCase
+{
+    public long Work => N;
+}
+
+/// <summary>An attention case; <paramref name="Dropout"/> &gt; 0 drops probabilities on a fixed Philox stream.</summary>
+public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths, float Dropout = 0f) : IOpCase
 {
     public long Work => (long)B * NH * T * T * HS;
+    public Engine.Backends.DropoutMask DropoutMask => new(Dropout, 1234, 7);
 }
 
 public sealed record LayerNormCase(string Name, int N, int C, bool Residual) : IOpCase
@@ -106,6 +114,14 @@ public static class OpCases
         new("vocabulary", 3, 30522, [2023, 7, 30521]),
     ];
 
+    public static readonly MeanSquaredErrorCase[] MeanSquaredError =
+    [
+        new("one", 1),
+        new("batch", 7),
+        new("multi-output", 5 * 3),
+        new("large", 4099),
+    ];
+
     /// <summary>The largest case (by work) whose gradients are checked by finite differences: each parameter costs two forwards.</summary>
     public const long FiniteDifferenceWork = 20_000;
 
@@ -116,6 +132,8 @@ public static class OpCases
         new("ragged-odd-head", 2, 13, 3, 17, [13, 6]),
         new("all-padding-row", 2, 5, 2, 8, [5, 0]),
         new("minilm-heads", 2, 33, 12, 32, [33, 20]),
+        new("ragged-dropout", 3, 7, 2, 5, [7, 3, 1], 0.3f),
+        new("minilm-heads-dropout", 2, 33, 12, 32, [33, 20], 0.1f),
     ];
 
     public static readonly LayerNormCase[] LayerNorm =

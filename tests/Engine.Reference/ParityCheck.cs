@@ -90,8 +90,8 @@ public sealed class ParityCheck(IBackend backend)
         var qkv = OpCases.Random(c.B * c.T * 3 * C, 5, 2f);
         var mask = OpCases.Mask(c.Lengths, c.T);
         var output = backend.Poisoned(c.B * c.T * C);
-        backend.Attention(output, backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS);
-        return Compare("attention", c.Name, ReferenceOps.Attention(qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS), backend.DownloadArray(output), OpCases.AttentionTolerance);
+        backend.Attention(output, backend.UploadArray(qkv), backend.UploadArray(mask), c.B, c.T, c.NH, c.HS, c.DropoutMask);
+        return Compare("attention", c.Name, ReferenceOps.Attention(qkv.AsDoubles(), mask, c.B, c.T, c.NH, c.HS, c.DropoutMask), backend.DownloadArray(output), OpCases.AttentionTolerance);
     }
 
     /// <summary>What padded keys and values hold must not reach real outputs (compared bit for bit).</summary>
@@ -101,11 +101,11 @@ public sealed class ParityCheck(IBackend backend)
         var qkv = OpCases.Random(B * T * 3 * C, 6);
         var mask = OpCases.Mask([Real], T);
         var first = backend.Poisoned(B * T * C);
-        backend.Attention(first, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS);
+        backend.Attention(first, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, Engine.Backends.DropoutMask.None);
         for (int t = Real; t < T; t++)
             for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
         var second = backend.Poisoned(B * T * C);
-        backend.Attention(second, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS);
+        backend.Attention(second, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, Engine.Backends.DropoutMask.None);
         return Compare("attention", "padded-keys-ignored", [.. backend.DownloadArray(first).Take(Real * C).Select(v => (double)v)],
             [.. backend.DownloadArray(second).Take(Real * C)], new Tolerance(0, 0));
     }

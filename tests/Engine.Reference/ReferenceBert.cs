@@ -3,13 +3,26 @@ using Engine.Models.Bert;
 namespace Engine.Reference;
 
 /// <summary>
-/// BertForSequenceClassification's loss in float64, composed from <see cref="ReferenceOps"/> (no dropout):
-/// the whole-model gradient check differentiates it numerically.
+/// BertForSequenceClassification's loss in float64, composed from <see cref="ReferenceOps"/>, with dropout at
+/// the sites and on the streams <see cref="DropoutSettings"/> names: the whole-model gradient check
+/// differentiates it numerically.
 /// </summary>
 public static class ReferenceBert
 {
     /// <summary>Mean cross-entropy over rows with a label ≥ 0; weights by Hugging Face name (without a <c>bert.</c> prefix).</summary>
-    public static double Loss(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, int[] labels)
+    public static double Loss(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, int[] labels, DropoutSettings dropout = default)
+    {
+        var logits = Logits(w, config, batch, dropout);
+        var (losses, _) = ReferenceGradients.CrossEntropy(logits, labels, batch.BatchSize, w["classifier.bias"].Length);
+        return losses.Sum() / labels.Count(v => v >= 0);
+    }
+
+    /// <summary>Mean squared error of a regression head's outputs against targets (B × num_labels).</summary>
+    public static double Loss(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, double[] targets, DropoutSettings dropout = default) =>
+        ReferenceGradients.MeanSquaredError(Logits(w, config, batch, dropout), targets).Losses.Average();
+
+    /// <summary>The classifier's outputs (B, num_labels).</summary>
+    public static double[] Logits(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, DropoutSettings dropout)
     {
         int B = batch.BatchSize, T = batch.SequenceLength, C = config.HiddenSize, I = config.IntermediateSize, rows = B * T;
         int numLabels = w["classifier.bias"].Length;
@@ -18,29 +31,29 @@ public static class ReferenceBert
             ReferenceOps.Embeddings(batch.InputIds, batch.TokenTypeIds, w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"],
                 w["embeddings.token_type_embeddings.weight"], B, T, C),
             null, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], rows, C, eps);
+        x = ReferenceOps.Dropout(x, dropout.EmbeddingsMask);
         for (int l = 0; l < config.NumHiddenLayers; l++)
         {
             string p = $"encoder.layer.{l}.";
             double[] Stack(string leaf) => [.. new[] { "query", "key", "value" }.SelectMany(part => w[$"{p}attention.self.{part}.{leaf}"])];
             var qkv = ReferenceOps.Linear(x, Stack("weight"), Stack("bias"), rows, C, 3 * C, "none");
-            var context = ReferenceOps.Attention(qkv, batch.AttentionMask, B, T, config.NumAttentionHeads, config.HeadSize);
-            var projected = ReferenceOps.Linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"], rows, C, C, "none");
+            var context = ReferenceOps.Attention(qkv, batch.AttentionMask, B, T, config.NumAttentionHeads, config.HeadSize, dropout.AttentionProbabilitiesMask(l));
+            var projected = ReferenceOps.Dropout(ReferenceOps.Linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"], rows, C, C, "none"),
+                dropout.AttentionOutputMask(l));
             var h1 = ReferenceOps.LayerNorm(projected, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], rows, C, eps);
             var intermediate = ReferenceOps.Linear(h1, w[p + "intermediate.dense.weight"], w[p + "intermediate.dense.bias"], rows, C, I, "gelu");
-            var output = ReferenceOps.Linear(intermediate, w[p + "output.dense.weight"], w[p + "output.dense.bias"], rows, I, C, "none");
+            var output = ReferenceOps.Dropout(ReferenceOps.Linear(intermediate, w[p + "output.dense.weight"], w[p + "output.dense.bias"], rows, I, C, "none"),
+                dropout.OutputMask(l));
             x = ReferenceOps.LayerNorm(output, h1, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], rows, C, eps);
         }
         var first = new double[B * C];
         for (int b = 0; b < B; b++) Array.Copy(x, b * T * C, first, b * C, C);
-        var pooled = ReferenceOps.Linear(first, w["pooler.dense.weight"], w["pooler.dense.bias"], B, C, C, "tanh");
-        var logits = ReferenceOps.Linear(pooled, w["classifier.weight"], w["classifier.bias"], B, C, numLabels, "none");
-        var (losses, _) = ReferenceGradients.CrossEntropy(logits, labels, B, numLabels);
-        int counted = labels.Count(v => v >= 0);
-        return losses.Sum() / counted;
+        var pooled = ReferenceOps.Dropout(ReferenceOps.Linear(first, w["pooler.dense.weight"], w["pooler.dense.bias"], B, C, C, "tanh"), dropout.ClassifierMask);
+        return ReferenceOps.Linear(pooled, w["classifier.weight"], w["classifier.bias"], B, C, numLabels, "none");
     }
 
-    /// <summary>∂Loss/∂w for every element of the named tensor, by central differences.</summary>
-    public static double[] NumericGradient(Dictionary<string, double[]> w, string name, BertConfig config, BertBatch batch, int[] labels, double h = 1e-5)
+    /// <summary>∂loss/∂w for every element of the named tensor, by central differences (<paramref name="loss"/> reads <paramref name="w"/>).</summary>
+    public static double[] NumericGradient(Dictionary<string, double[]> w, string name, Func<double> loss, double h = 1e-5)
     {
         var tensor = w[name];
         var gradient = new double[tensor.Length];
@@ -48,9 +61,9 @@ public static class ReferenceBert
         {
             double saved = tensor[i];
             tensor[i] = saved + h;
-            double plus = Loss(w, config, batch, labels);
+            double plus = loss();
             tensor[i] = saved - h;
-            double minus = Loss(w, config, batch, labels);
+            double minus = loss();
             tensor[i] = saved;
             gradient[i] = (plus - minus) / (2 * h);
         }

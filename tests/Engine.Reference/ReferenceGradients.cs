@@ -68,14 +68,18 @@ public static class ReferenceGradients
         return (dInput, dWeight, dBias);
     }
 
-    /// <summary>dQkv (B,T,3C) of <see cref="ReferenceOps.Attention"/> given dOutput (B,T,C).</summary>
-    public static double[] Attention(double[] dOutput, double[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    /// <summary>
+    /// dQkv (B,T,3C) of <see cref="ReferenceOps.Attention"/> given dOutput (B,T,C): with f the dropout factors,
+    /// dp_j = f_j·(dOut·v_j), ds = p ⊙ (dp − Σ p·dp), dV_j += p_j·f_j·dOut.
+    /// </summary>
+    public static double[] Attention(double[] dOutput, double[] qkv, int[] keyMask, int B, int T, int NH, int HS, Engine.Backends.DropoutMask dropout = default)
     {
         int C = NH * HS;
         var dQkv = new double[B * T * 3 * C];
         double scale = 1 / Math.Sqrt(HS);
         var p = new double[T];
         var dp = new double[T];
+        var factor = new double[T];
         for (int b = 0; b < B; b++)
             for (int h = 0; h < NH; h++)
                 for (int i = 0; i < T; i++)
@@ -99,8 +103,10 @@ public static class ReferenceGradients
                     {
                         if (keyMask[b * T + j] == 0) continue;
                         p[j] /= sum;
+                        factor[j] = ReferenceOps.DropoutFactor(dropout, (((long)b * NH + h) * T + i) * T + j);
                         dp[j] = 0;
                         for (int d = 0; d < HS; d++) dp[j] += dOutput[(b * T + i) * C + h * HS + d] * qkv[(b * T + j) * 3 * C + 2 * C + h * HS + d];
+                        dp[j] *= factor[j];
                         dDot += p[j] * dp[j];
                     }
                     for (int j = 0; j < T; j++)
@@ -112,7 +118,7 @@ public static class ReferenceGradients
                         {
                             dQkv[q + d] += ds * qkv[k + d];
                             dQkv[k + d] += ds * qkv[q + d];
-                            dQkv[v + d] += p[j] * dOutput[(b * T + i) * C + h * HS + d];
+                            dQkv[v + d] += p[j] * factor[j] * dOutput[(b * T + i) * C + h * HS + d];
                         }
                     }
                 }
@@ -147,6 +153,10 @@ public static class ReferenceGradients
         }
         return dInput;
     }
+
+    /// <summary>Squared errors (n) and the gradient of their mean.</summary>
+    public static (double[] Losses, double[] DPredictions) MeanSquaredError(double[] predictions, double[] targets) =>
+        ([.. predictions.Select((p, i) => (p - targets[i]) * (p - targets[i]))], [.. predictions.Select((p, i) => 2 * (p - targets[i]) / predictions.Length)]);
 
     /// <summary>Per-row losses and the gradient of their mean over rows with a label ≥ 0.</summary>
     public static (double[] Losses, double[] DLogits) CrossEntropy(double[] logits, int[] labels, int B, int V)

@@ -90,8 +90,11 @@ public static class ReferenceOps
         return x < 0 ? -result : result;
     }
 
-    /// <summary>out (B,T,C) from qkv (B,T,3C): softmax over keys with mask ≠ 0; all-masked rows give zeros.</summary>
-    public static double[] Attention(double[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    /// <summary>
+    /// out (B,T,C) from qkv (B,T,3C): softmax over keys with mask ≠ 0, then dropout on the (B,NH,T,T)
+    /// probabilities; all-masked rows give zeros.
+    /// </summary>
+    public static double[] Attention(double[] qkv, int[] keyMask, int B, int T, int NH, int HS, Engine.Backends.DropoutMask dropout = default)
     {
         int C = NH * HS;
         var output = new double[B * T * C];
@@ -118,12 +121,20 @@ public static class ReferenceOps
                     for (int j = 0; j < T; j++)
                     {
                         if (keyMask[b * T + j] == 0) continue;
+                        double probability = scores[j] / sum * DropoutFactor(dropout, (((long)b * NH + h) * T + i) * T + j);
                         for (int d = 0; d < HS; d++)
-                            output[(b * T + i) * C + h * HS + d] += scores[j] / sum * qkv[(b * T + j) * 3 * C + 2 * C + h * HS + d];
+                            output[(b * T + i) * C + h * HS + d] += probability * qkv[(b * T + j) * 3 * C + 2 * C + h * HS + d];
                     }
                 }
         return output;
     }
+
+    /// <summary>Inverted dropout in float64: x ⊙ the mask's factors.</summary>
+    public static double[] Dropout(double[] x, Engine.Backends.DropoutMask mask) => [.. x.Select((v, i) => v * DropoutFactor(mask, i))];
+
+    /// <summary>Element <paramref name="index"/>'s inverted-dropout factor in float64: 0, or exactly 1/(1 − p).</summary>
+    public static double DropoutFactor(Engine.Backends.DropoutMask mask, long index) =>
+        !mask.IsActive ? 1 : mask.Factor(index) == 0f ? 0 : 1 / (1 - (double)mask.Probability);
 
     /// <summary>out (N,C) = LayerNorm(inp + residual) with biased variance, as torch.nn.LayerNorm.</summary>
     public static double[] LayerNorm(double[] input, double[]? residual, double[] weight, double[] bias, int N, int C, double eps)

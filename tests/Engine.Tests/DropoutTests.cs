@@ -33,8 +33,9 @@ public abstract class DropoutTests(ITrainingBackend backend) : IDisposable
         var (x, y) = (backend.Allocate<float>(input.Length), backend.Allocate<float>(input.Length));
         backend.Upload<float>(input, x);
         backend.Upload<float>(Enumerable.Repeat(float.NaN, input.Length).ToArray(), y);
-        if (backward) backend.DropoutBackward(y, x, input.Length, p, seed, offset);
-        else backend.Dropout(y, x, input.Length, p, seed, offset);
+        var mask = new DropoutMask(p, seed, offset);
+        if (backward) backend.DropoutBackward(y, x, input.Length, mask);
+        else backend.Dropout(y, x, input.Length, mask);
         var result = new float[input.Length];
         backend.Download(y, result);
         return result;
@@ -67,6 +68,16 @@ public abstract class DropoutTests(ITrainingBackend backend) : IDisposable
         // The backward of y = dropout(x) maps dy to dy ⊙ keep/(1−p): with dy = x it equals the forward.
         Assert.Equal(first, Run(input, 0.1f, 99, 5, backward: true));
         Assert.Equal(input, Run(input, 0f, 99, 5));
+    }
+
+    [Theory]
+    [InlineData(1f)]
+    [InlineData(-0.1f)]
+    [InlineData(float.NaN)]
+    public void RejectsAProbabilityOutsideZeroToOne(float p)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => Run([1f, 2f], p, 1, 0));
+        Assert.Contains("dropout probability", e.Message);
     }
 
     public void Dispose()

@@ -76,6 +76,48 @@ public sealed class FineTuneTests
         Assert.StartsWith("positive\t", lines[1]);
     }
 
+    /// <summary>--regression: numeric labels (a sentiment score), mean squared error, Pearson/Spearman evaluation.</summary>
+    [Fact]
+    public void RegressionRunLowersTheLossAndSavesARegressionHead()
+    {
+        using var temp = new TempDirectory();
+        string Write(string name, int repeats)
+        {
+            var lines = new List<string> { "text\tscore" };
+            for (int r = 0; r < repeats; r++)
+            {
+                lines.AddRange(Positive.Select((t, i) => $"{t}\t{0.6 + 0.1 * i:F1}"));
+                lines.AddRange(Negative.Select((t, i) => $"{t}\t{-0.6 - 0.1 * i:F1}"));
+            }
+            File.WriteAllLines(temp[name], lines);
+            return temp[name];
+        }
+        var (code, output, error) = Run("finetune", "--regression", "--train", Write("train.tsv", 3), "--eval", Write("eval.tsv", 1), "--label-column", "score",
+            "--model", PretrainedModels.MiniLM.Directory, "--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--warmup", "0.1",
+            "--output", temp["model"], "--log-json", "--seed", "7");
+        Assert.True(code == 0, error);
+        var events = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
+        var losses = events.Where(e => e["step"] is not null).Select(e => (double)e["loss"]!).ToList();
+        Assert.Equal(12, losses.Count);
+        Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() / 2, $"loss did not fall: {string.Join(", ", losses)}");
+        var last = events.Last(e => e["epoch"] is not null);
+        Assert.True((double)last["pearson"]! > 0.9, last.ToJsonString());
+        Assert.Null(last["f1"]);
+
+        var config = JsonNode.Parse(File.ReadAllText(temp["model/config.json"]))!;
+        Assert.Equal("regression", (string)config["problem_type"]!);
+        Assert.Equal(1, (int)config["num_labels"]!);
+        var classified = Run("classify", "an awful, dreadful film", "a wonderful, happy film", "--model", temp["model"]);
+        Assert.True(classified.Code == 0, classified.Error);
+        var values = classified.Out.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => double.Parse(l, System.Globalization.CultureInfo.InvariantCulture)).ToList();
+        Assert.True(values[0] < 0 && values[1] > 0, string.Join(", ", values));
+
+        File.WriteAllLines(temp["bad.tsv"], ["text\tscore", "fine\t0.5", "broken\tvery good"]);
+        var bad = Run("finetune", "--regression", "--train", temp["bad.tsv"], "--label-column", "score", "--model", PretrainedModels.MiniLM.Directory, "--output", temp["unused"]);
+        Assert.Equal(1, bad.Code);
+        Assert.Contains("row 2: label 'very good' is not a finite number", bad.Error);
+    }
+
     [Fact]
     public void SavedClassifierReloadsToTheSameLogits()
     {
@@ -91,7 +133,8 @@ public sealed class FineTuneTests
         using var reloaded = BertForSequenceClassification.Load(temp["saved"], new CpuBackend());
         Assert.Equal(["a", "b", "c"], reloaded.Labels);
         Assert.Equal(before, reloaded.Logits(batch));
-        Assert.DoesNotContain(reloaded.Bert.UnusedTensors, n => !n.StartsWith("classifier.", StringComparison.Ordinal));
+        Assert.Empty(reloaded.UnusedTensors);
+        Assert.Equal(ProblemType.SingleLabelClassification, reloaded.ProblemType);
     }
 
     [Fact]
@@ -110,8 +153,10 @@ public sealed class FineTuneTests
 /// <summary>Training resumed from the per-epoch checkpoint continues bit-identically on the CPU backend.</summary>
 public sealed class ResumeTests
 {
-    [Fact]
-    public void ResumedTrainingEndsWithTheSameWeights()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void ResumedTrainingEndsWithTheSameWeights(bool regression)
     {
         using var temp = new TempDirectory();
         TinyBert.Write(temp["base"]);
@@ -119,7 +164,7 @@ public sealed class ResumeTests
         var examples = Enumerable.Range(0, 12).Select(i =>
         {
             int[] ids = [2, .. Enumerable.Range(0, 3 + i % 3).Select(_ => random.Next(4, TinyBert.Vocab)), 3];
-            return new Engine.Training.LabelledExample(new Engine.Tokenization.Encoding(ids, new int[ids.Length], [.. ids.Select(_ => 1)]), i % 2);
+            return new Engine.Training.LabelledExample(new Engine.Tokenization.Encoding(ids, new int[ids.Length], [.. ids.Select(_ => 1)]), regression ? 0.25f * i - 1 : i % 2);
         }).ToList();
         var options = new Engine.Training.FineTuneOptions { Epochs = 3, BatchSize = 4, LearningRate = 1e-2f, Dropout = 0.2f, Seed = 11, GradientAccumulation = 2, WarmupRatio = 0.2f };
 
@@ -127,7 +172,9 @@ public sealed class ResumeTests
 
         // Straight through, copying the checkpoint of epoch 1 while epoch 2 is evaluated (before it is overwritten).
         float[][] straight;
-        using (var model = BertForSequenceClassification.Load(temp["base"], new CpuBackend(), seed: 1, labelNames: ["no", "yes"]))
+        using (var model = regression
+            ? BertForSequenceClassification.Load(temp["base"], new CpuBackend(), numLabels: 1, seed: 1)
+            : BertForSequenceClassification.Load(temp["base"], new CpuBackend(), seed: 1, labelNames: ["no", "yes"]))
         {
             new Engine.Training.FineTuner(model, options).Train(examples, examples, e =>
             {
@@ -137,6 +184,7 @@ public sealed class ResumeTests
         }
         // Resumed from that copy.
         using var resumed = BertForSequenceClassification.Load(temp["after-epoch-1"], new CpuBackend());
+        Assert.Equal(regression ? ProblemType.Regression : ProblemType.SingleLabelClassification, resumed.ProblemType);
         new Engine.Training.FineTuner(resumed, options).Train(examples, examples, _ => { }, temp["resumed-run"], temp["base"], resumeFrom: temp["after-epoch-1"]);
         var after = Weights(resumed);
         Assert.Equal(straight.Length, after.Length);

@@ -14,6 +14,7 @@ public sealed class ReferenceGradientTests
     public static TheoryData<string> LayerNormCases => Small(OpCases.LayerNorm);
     public static TheoryData<string> SoftmaxCases => Small(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => Small(OpCases.CrossEntropy);
+    public static TheoryData<string> MeanSquaredErrorCases => Small(OpCases.MeanSquaredError);
     public static TheoryData<string> AttentionCases => Small(OpCases.Attention);
     public static TheoryData<string> EmbeddingsCases => Small(OpCases.Embeddings);
     public static TheoryData<string> Activations => ["gelu", "tanh"];
@@ -40,6 +41,9 @@ public sealed class ReferenceGradientTests
 
     [Theory, MemberData(nameof(CrossEntropyCases))]
     public void CrossEntropy(string name) => AssertPassed(GradientCheck.ReferenceCrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
+
+    [Theory, MemberData(nameof(MeanSquaredErrorCases))]
+    public void MeanSquaredError(string name) => AssertPassed(GradientCheck.ReferenceMeanSquaredError(OpCases.MeanSquaredError.Single(c => c.Name == name)));
 }
 
 /// <summary>
@@ -83,6 +87,9 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Theory, MemberData("CrossEntropyCases")]
     public void CrossEntropy(string name) => AssertPassed(_check.CrossEntropy(OpCases.CrossEntropy.Single(c => c.Name == name)));
 
+    [Theory, MemberData("MeanSquaredErrorCases")]
+    public void MeanSquaredError(string name) => AssertPassed(_check.MeanSquaredError(OpCases.MeanSquaredError.Single(c => c.Name == name)));
+
     public void Dispose()
     {
         backend.Dispose();
@@ -97,6 +104,7 @@ public sealed class CpuBackwardParityTests() : BackwardParityTests(new CpuBacken
     public static TheoryData<string> LayerNormCases => OpParityTests.Names(OpCases.LayerNorm);
     public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax);
     public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy);
+    public static TheoryData<string> MeanSquaredErrorCases => OpParityTests.Names(OpCases.MeanSquaredError);
     public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention);
     public static TheoryData<string> EmbeddingsCases => OpParityTests.Names(OpCases.Embeddings);
 }
@@ -108,6 +116,7 @@ public sealed class IlgpuEmulatorBackwardParityTests() : BackwardParityTests(Eng
     public static TheoryData<string> LayerNormCases => OpParityTests.Names(OpCases.LayerNorm, OpCases.EmulatorWork);
     public static TheoryData<string> SoftmaxCases => OpParityTests.Names(OpCases.Softmax, OpCases.EmulatorWork);
     public static TheoryData<string> CrossEntropyCases => OpParityTests.Names(OpCases.CrossEntropy, OpCases.EmulatorWork);
+    public static TheoryData<string> MeanSquaredErrorCases => OpParityTests.Names(OpCases.MeanSquaredError, OpCases.EmulatorWork);
     public static TheoryData<string> AttentionCases => OpParityTests.Names(OpCases.Attention, OpCases.EmulatorWork);
     public static TheoryData<string> EmbeddingsCases => OpParityTests.Names(OpCases.Embeddings, OpCases.EmulatorWork);
 }

@@ -39,7 +39,7 @@ public sealed class ArenaTests
         public void MatMul(DeviceBuffer<float> o, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape s) => inner.MatMul(o, a, b, s);
         public void Softmax(DeviceBuffer<float> o, DeviceBuffer<float> i, int rows, int N) => inner.Softmax(o, i, rows, N);
         public void Activate(DeviceBuffer<float> o, DeviceBuffer<float> i, int n, Activation a) => inner.Activate(o, i, n, a);
-        public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS) => inner.Attention(o, q, m, B, T, NH, HS);
+        public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
         public void LayerNorm(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float>? r, DeviceBuffer<float> w, DeviceBuffer<float> b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
         public void Embeddings(DeviceBuffer<float> o, DeviceBuffer<float>? s, DeviceBuffer<int> ids, DeviceBuffer<int> types, DeviceBuffer<float> word, DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps) => inner.Embeddings(o, s, ids, types, word, position, tokenType, w, b, B, T, C, eps);
         public void FirstToken(DeviceBuffer<float> o, DeviceBuffer<float> i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);

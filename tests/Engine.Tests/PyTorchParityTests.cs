@@ -12,7 +12,8 @@ namespace Engine.Tests;
 /// <summary>
 /// The fine-tuning stack against PyTorch's autograd and AdamW on the fixtures of
 /// Fixtures/pytorch/generate.py (listed in its fixtures.json): logits, loss, every parameter's gradient,
-/// and the losses of 10 AdamW steps with clipping. One subclass per training backend.
+/// and the losses of 10 AdamW steps with clipping; classifiers (cross-entropy) and a regression head (mean
+/// squared error). One subclass per training backend.
 /// </summary>
 public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
 {
@@ -21,8 +22,11 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
 
     public static TheoryData<string> Fixtures => [.. Index["fixtures"]!.AsArray().Select(f => (string)f!["name"]!)];
 
-    private static (BertBatch Batch, int[] Labels, SafeTensorsFile Expected) Load(string name)
+    /// <summary>The fixture's batch, a training pass on its labels (class ids, or float targets for regression), and PyTorch's results.</summary>
+    private static (BertBatch Batch, Func<BertForSequenceClassification, double> ForwardBackward, SafeTensorsFile Expected) Load(string name)
     {
+        var entry = Index["fixtures"]!.AsArray().Single(f => (string)f!["name"]! == name)!;
+        var problemType = (string)entry["problem_type"]! == "regression" ? ProblemType.Regression : ProblemType.SingleLabelClassification;
         using var inputs = SafeTensorsFile.Open(Path.Combine(Root, name, "inputs.safetensors"));
         int[] Ints(string tensor)
         {
@@ -31,8 +35,23 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
         }
         inputs.TryGet("input_ids", out var ids);
         int B = (int)ids.Shape[0], T = (int)ids.Shape[1];
-        return (new BertBatch(B, T, Ints("input_ids"), Ints("token_type_ids"), Ints("attention_mask")), Ints("labels"),
-            SafeTensorsFile.Open(Path.Combine(Root, name, "expected.safetensors")));
+        var batch = new BertBatch(B, T, Ints("input_ids"), Ints("token_type_ids"), Ints("attention_mask"));
+        Func<BertForSequenceClassification, double> forwardBackward;
+        if (problemType == ProblemType.Regression)
+        {
+            var targets = Tensor(inputs, "labels");
+            forwardBackward = model => model.ForwardBackward(batch, targets, DropoutSettings.None);
+        }
+        else
+        {
+            var labels = Ints("labels");
+            forwardBackward = model => model.ForwardBackward(batch, labels, DropoutSettings.None);
+        }
+        return (batch, model =>
+        {
+            Assert.Equal(problemType, model.ProblemType);
+            return forwardBackward(model);
+        }, SafeTensorsFile.Open(Path.Combine(Root, name, "expected.safetensors")));
     }
 
     private static float[] Tensor(SafeTensorsFile file, string name) =>
@@ -47,7 +66,7 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
     [Theory, MemberData(nameof(Fixtures))]
     public void LogitsLossAndEveryGradientEqualPyTorch(string name)
     {
-        var (batch, labels, expected) = Load(name);
+        var (batch, forwardBackward, expected) = Load(name);
         using (expected)
         {
             using var backend = createBackend();
@@ -55,7 +74,7 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
             var gradientTolerance = new Tolerance(1e-5, 1e-3);
             AssertClose("logits", Tensor(expected, "logits").AsDoubles(), model.Logits(batch), new Tolerance(1e-5, 1e-4));
             model.ZeroGradients();
-            double loss = model.ForwardBackward(batch, labels, DropoutSettings.None);
+            double loss = forwardBackward(model);
             Assert.Equal(Tensor(expected, "loss")[0], loss, 1e-5);
             foreach (var parameter in model.Parameters)
                 AssertClose(parameter.Name, [.. parameter.Parts.SelectMany(p => Tensor(expected, "grad." + p.Name).AsDoubles())],
@@ -66,7 +85,7 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
     [Theory, MemberData(nameof(Fixtures))]
     public void TenAdamWStepsGiveThePyTorchLosses(string name)
     {
-        var (batch, labels, expected) = Load(name);
+        var (batch, forwardBackward, expected) = Load(name);
         using (expected)
         {
             var adamw = Index["adamw"]!;
@@ -81,7 +100,7 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
             for (int step = 0; step < losses.Length; step++)
             {
                 model.ZeroGradients();
-                losses[step] = model.ForwardBackward(batch, labels, DropoutSettings.None);
+                losses[step] = forwardBackward(model);
                 optimizer.Step((float)adamw["lr"]!);
             }
             var reference = Tensor(expected, "adamw_losses");

@@ -85,7 +85,7 @@ if (!emulated)
         var c = OpCases.BertBase.Attention;
         int C = c.NH * c.HS;
         var (qkv, mask, o) = (Upload(OpCases.Random(c.B * c.T * 3 * C, 5)), Upload(OpCases.Mask(c.Lengths, c.T)), backend.Allocate<float>(c.B * c.T * C));
-        Time(kernels, c.Name, 4.0 * c.B * c.NH * c.T * c.T * c.HS, () => backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS));
+        Time(kernels, c.Name, 4.0 * c.B * c.NH * c.T * c.T * c.HS, () => backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS, DropoutMask.None));
     }
     {
         var c = OpCases.BertBase.LayerNorm;

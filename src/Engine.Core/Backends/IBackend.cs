@@ -76,9 +76,11 @@ public interface IBackend : IDisposable
     /// <summary>
     /// Multi-head self-attention with a key padding mask: for each batch row and head,
     /// softmax(Q·Kᵀ/√HS over keys whose mask is non-zero)·V. qkv (B,T,3·C) holds Q, K, V side by side,
-    /// each (B,T,NH,HS); keyMask (B,T); output (B,T,C) with C = NH·HS.
+    /// each (B,T,NH,HS); keyMask (B,T); output (B,T,C) with C = NH·HS. <paramref name="dropout"/> applies to the
+    /// probabilities (Hugging Face's attention_probs dropout) as if they were a (B,NH,T,T) tensor: element
+    /// ((b·NH + h)·T + i)·T + j is query i's probability of key j; <see cref="DropoutMask.None"/> for inference.
     /// </summary>
-    void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS);
+    void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout);
 
     /// <summary>output (N,C) = LayerNorm(input + residual) over C, with weight (C) and bias (C); residual may be null.</summary>
     void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,

@@ -37,10 +37,11 @@ public interface ITrainingBackend : IBackend
 
     /// <summary>
     /// Backward of <see cref="IBackend.Attention"/>: dQkv (B,T,3C) = ∂L/∂(Q, K, V) given dOutput (B,T,C), with the
-    /// probabilities recomputed from qkv (nothing is cached). Masked keys and values get zero gradient.
+    /// probabilities recomputed from qkv (nothing is cached) and the forward's dropout mask regenerated. Masked
+    /// keys and values get zero gradient.
     /// </summary>
     void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS);
+        int B, int T, int NH, int HS, DropoutMask dropout);
 
     /// <summary>
     /// Backward of the embedding sum (the part of <see cref="IBackend.Embeddings"/> before its layer-norm, whose
@@ -55,14 +56,13 @@ public interface ITrainingBackend : IBackend
     void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C);
 
     /// <summary>
-    /// Inverted dropout: output (n) = input ⊙ keep / (1 − p), keep_i = [u_i ≥ p] with u_i =
-    /// <see cref="Training.Philox.Uniform"/>(seed, offset, i). The mask is never stored: a run is reproducible from
-    /// its seed, and the backward regenerates it. Output and input may be the same buffer.
+    /// Inverted dropout: output (n) = input ⊙ <see cref="DropoutMask.Factor"/>(i). The mask is never stored: a
+    /// run is reproducible from its seed, and the backward regenerates it. Output and input may be the same buffer.
     /// </summary>
-    void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset);
+    void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask);
 
-    /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ keep / (1 − p), the same keep regenerated.</summary>
-    void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset);
+    /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ the same factors, regenerated.</summary>
+    void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask);
 
     /// <summary>Σ values² over n elements, accumulated in float64 (global gradient norms).</summary>
     double SumOfSquares(DeviceBuffer<float> values, int n);
@@ -85,4 +85,11 @@ public interface ITrainingBackend : IBackend
     /// label (Hugging Face's −100) is ignored: loss 0, gradient 0, not counted.
     /// </summary>
     void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V);
+
+    /// <summary>
+    /// Mean squared error of predictions (n) against targets (n), forward and backward in one (regression, as
+    /// torch.nn.MSELoss): losses (n) = (prediction − target)²; dPredictions (n) = 2·(prediction − target)/n, the
+    /// gradient of the mean.
+    /// </summary>
+    void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n);
 }

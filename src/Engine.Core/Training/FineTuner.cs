@@ -5,8 +5,8 @@ using Engine.Tokenization;
 
 namespace Engine.Training;
 
-/// <summary>A tokenized example and its label id.</summary>
-public sealed record LabelledExample(Encoding Encoding, int Label);
+/// <summary>A tokenized example and its label: a class id (an integer) for a classifier, the target value for regression.</summary>
+public sealed record LabelledExample(Encoding Encoding, float Label);
 
 public enum Schedule
 {
@@ -26,12 +26,12 @@ public sealed record FineTuneOptions
     /// <summary>Fraction of the optimizer steps spent warming up.</summary>
     public float WarmupRatio { get; init; }
     public Schedule Schedule { get; init; } = Schedule.Linear;
-    /// <summary>Hidden dropout probability; null: the config's hidden_dropout_prob.</summary>
+    /// <summary>Every dropout probability (hidden, attention probabilities, classifier); null: the config's.</summary>
     public float? Dropout { get; init; }
     public float? MaxGradNorm { get; init; } = 1f;
     public int Seed { get; init; } = 42;
     public bool Shuffle { get; init; } = true;
-    /// <summary>Stop when the evaluation F1 has not improved for this many epochs; null: never.</summary>
+    /// <summary>Stop when the evaluation metric (<see cref="EvaluationResult.MetricName"/>) has not improved for this many epochs; null: never.</summary>
     public int? EarlyStoppingPatience { get; init; }
     public int GradientAccumulation { get; init; } = 1;
 }
@@ -41,13 +41,23 @@ public abstract record TrainingEvent;
 public sealed record StepEvent(int Step, int TotalSteps, double Loss, float LearningRate, double GradientNorm, double ExamplesPerSecond) : TrainingEvent;
 public sealed record EvaluationEvent(int Epoch, EvaluationResult Result, bool Best) : TrainingEvent;
 
-/// <summary>Mean loss, accuracy, and F1 (of class 1 for two classes, macro-averaged otherwise).</summary>
-public sealed record EvaluationResult(double Loss, double Accuracy, double F1, int Count);
+/// <summary>
+/// An evaluation over Count examples: the mean loss (cross-entropy, or squared error for regression); for a
+/// classifier, accuracy and F1 (of class 1 for two classes, macro-averaged otherwise); for regression, the
+/// Pearson and Spearman correlations of predictions and targets.
+/// </summary>
+public sealed record EvaluationResult(double Loss, int Count, double? Accuracy = null, double? F1 = null, double? Pearson = null, double? Spearman = null)
+{
+    /// <summary>What early stopping and the best checkpoint follow: F1 for a classifier (higher is better), else the loss (lower is better).</summary>
+    public string MetricName => F1 is null ? "eval_loss" : "f1";
+
+    public bool IsBetterThan(EvaluationResult? other) => other is null || (F1 is { } f1 ? f1 > other.F1 : Loss < other.Loss);
+}
 
 /// <summary>
-/// Fine-tunes a <see cref="BertForSequenceClassification"/>: seeded shuffling, dropout on Philox streams,
-/// gradient accumulation, AdamW with warmup and a linear or constant schedule, evaluation after every
-/// epoch, early stopping on F1, and the best model saved. After every epoch a resumable checkpoint
+/// Fine-tunes a <see cref="BertForSequenceClassification"/> (a classifier or a regression head): seeded
+/// shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
+/// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After every epoch a resumable checkpoint
 /// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it
 /// continues exactly as if it had not stopped (each epoch's order and each step's dropout derive from the
 /// seed and the epoch or step alone).
@@ -56,13 +66,15 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
 {
     public const string LastDirectory = "last", OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
 
-    /// <summary>Trains; when <paramref name="output"/> is given, the best model (by eval F1, else the last) is written there.</summary>
+    /// <summary>Trains; when <paramref name="output"/> is given, the best model (by the eval metric, else the last) is written there.</summary>
     /// <param name="resumeFrom">A <c>last</c> checkpoint whose model this tuner's model was loaded from: its optimizer and trainer state are restored.</param>
     public EvaluationResult? Train(IReadOnlyList<LabelledExample> train, IReadOnlyList<LabelledExample>? eval, Action<TrainingEvent> log,
         string? output = null, string? tokenizerDirectory = null, string? resumeFrom = null)
     {
         if (train.Count == 0) throw new EngineException("no training examples");
         if (options.BatchSize <= 0 || options.GradientAccumulation <= 0) throw new EngineException("batch size and gradient accumulation must be positive");
+        ValidateLabels(train, "training");
+        if (eval is not null) ValidateLabels(eval, "evaluation");
         var backend = model.Backend;
         int batchesPerEpoch = (train.Count + options.BatchSize - 1) / options.BatchSize;
         // As Hugging Face's Trainer: a step every GradientAccumulation batches and at the end of each epoch.
@@ -70,7 +82,6 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         int totalSteps = Math.Min(options.MaxSteps ?? int.MaxValue, stepsPerEpoch * options.Epochs);
         int epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch;
         int warmup = (int)Math.Ceiling(options.WarmupRatio * totalSteps);
-        float dropout = options.Dropout ?? (float)model.Bert.Config.HiddenDropoutProb;
         using var optimizer = new AdamWOptimizer(backend, model.Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm });
         EvaluationResult? best = null;
         int epochsWithoutImprovement = 0, firstEpoch = 1;
@@ -87,8 +98,10 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
             {
                 var examples = order.Skip(start).Take(options.BatchSize).Select(i => train[i]).ToList();
                 var batch = Pad(examples);
-                accumulatedLoss += model.ForwardBackward(batch, [.. examples.Select(e => e.Label)],
-                    new DropoutSettings(dropout, (ulong)options.Seed, optimizer.StepCount * options.GradientAccumulation + micro));
+                var dropout = DropoutSettings.FromConfig(model.Bert.Config, options.Dropout, (ulong)options.Seed, optimizer.StepCount * options.GradientAccumulation + micro);
+                accumulatedLoss += model.ProblemType == ProblemType.Regression
+                    ? model.ForwardBackward(batch, [.. examples.Select(e => e.Label)], dropout)
+                    : model.ForwardBackward(batch, [.. examples.Select(e => (int)e.Label)], dropout);
                 if (!double.IsFinite(accumulatedLoss))
                     throw new EngineException($"step {optimizer.StepCount + 1}: the loss is {accumulatedLoss}; training stopped");
                 if (++micro < options.GradientAccumulation && start + options.BatchSize < train.Count) continue;
@@ -105,7 +118,7 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
             if (eval is { Count: > 0 })
             {
                 var result = Evaluate(eval);
-                bool improved = best is null || result.F1 > best.F1;
+                bool improved = result.IsBetterThan(best);
                 log(new EvaluationEvent(epoch, result, improved));
                 if (improved)
                 {
@@ -131,10 +144,11 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         {
             ["epoch"] = epoch,
             ["optimizer_steps"] = optimizer.StepCount,
-            ["best_f1"] = best?.F1,
-            ["best_accuracy"] = best?.Accuracy,
-            ["best_loss"] = best?.Loss,
-            ["best_count"] = best?.Count,
+            ["best"] = best is null ? null : new System.Text.Json.Nodes.JsonObject
+            {
+                ["loss"] = best.Loss, ["count"] = best.Count, ["accuracy"] = best.Accuracy, ["f1"] = best.F1,
+                ["pearson"] = best.Pearson, ["spearman"] = best.Spearman,
+            },
             ["epochs_without_improvement"] = epochsWithoutImprovement,
         };
         IO.AtomicFile.WriteText(Path.Combine(directory, StateFile), state.ToJsonString());
@@ -156,8 +170,8 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
             moments[name] = (file.ReadFloat32(info), file.ReadFloat32(v));
         }
         optimizer.LoadState((int)state["optimizer_steps"]!, moments);
-        var best = state["best_f1"] is null ? null
-            : new EvaluationResult((double)state["best_loss"]!, (double)state["best_accuracy"]!, (double)state["best_f1"]!, (int)state["best_count"]!);
+        var best = state["best"] is not System.Text.Json.Nodes.JsonObject b ? null
+            : new EvaluationResult((double)b["loss"]!, (int)b["count"]!, (double?)b["accuracy"], (double?)b["f1"], (double?)b["pearson"], (double?)b["spearman"]);
         return ((int)state["epoch"]! + 1, best, (int)state["epochs_without_improvement"]!);
     }
 
@@ -177,35 +191,32 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         return new BertBatch(B, T, ids, types, mask);
     }
 
-    /// <summary>Loss, accuracy and F1 over <paramref name="examples"/> in evaluation mode.</summary>
+    /// <summary>Class ids must be integers below num_labels (or negative: ignored); regression targets must be finite.</summary>
+    private void ValidateLabels(IReadOnlyList<LabelledExample> examples, string set)
+    {
+        if (model.ProblemType == ProblemType.Regression && model.NumLabels != 1)
+            throw new EngineException($"fine-tuning a regression head needs num_labels 1 (one target per example), not {model.NumLabels}");
+        for (int i = 0; i < examples.Count; i++)
+        {
+            float label = examples[i].Label;
+            bool valid = model.ProblemType == ProblemType.Regression ? float.IsFinite(label) : label == MathF.Floor(label) && label < model.NumLabels;
+            if (!valid)
+                throw new EngineException($"{set} example {i + 1}: label {label} is not {(model.ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {model.NumLabels}")}");
+        }
+    }
+
+    /// <summary>The model's evaluation metrics over <paramref name="examples"/>, in evaluation mode (no dropout).</summary>
     public EvaluationResult Evaluate(IReadOnlyList<LabelledExample> examples)
     {
         int labels = model.NumLabels;
-        var confusion = new int[labels, labels];
-        double loss = 0;
+        var outputs = new float[examples.Count * labels];
         for (int start = 0; start < examples.Count; start += options.BatchSize)
         {
             var chunk = examples.Skip(start).Take(options.BatchSize).ToList();
-            int B = chunk.Count;
-            var logits = model.Logits(Pad(chunk));
-            for (int b = 0; b < B; b++)
-            {
-                var row = logits.AsSpan(b * labels, labels);
-                int predicted = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(row);
-                float max = row[predicted];
-                double sum = 0;
-                foreach (float z in row) sum += Math.Exp(z - max);
-                loss += Math.Log(sum) + max - row[chunk[b].Label];
-                confusion[chunk[b].Label, predicted]++;
-            }
+            model.Logits(Pad(chunk)).CopyTo(outputs, start * labels);
         }
-        int correct = Enumerable.Range(0, labels).Sum(i => confusion[i, i]);
-        double F1Of(int c)
-        {
-            int tp = confusion[c, c], fp = Enumerable.Range(0, labels).Sum(i => i == c ? 0 : confusion[i, c]), fn = Enumerable.Range(0, labels).Sum(j => j == c ? 0 : confusion[c, j]);
-            return tp == 0 ? 0 : 2.0 * tp / (2.0 * tp + fp + fn);
-        }
-        double f1 = labels == 2 ? F1Of(1) : Enumerable.Range(0, labels).Average(F1Of);
-        return new EvaluationResult(loss / examples.Count, (double)correct / examples.Count, f1, examples.Count);
+        return model.ProblemType == ProblemType.Regression
+            ? Metrics.Regression(outputs, [.. examples.Select(e => e.Label)])
+            : Metrics.Classification(outputs, [.. examples.Select(e => (int)e.Label)], labels);
     }
 }

@@ -35,7 +35,9 @@ public static class Philox
     {
         ulong block = (ulong)index >> 2;
         var (w0, w1, w2, w3) = Block((uint)block, (uint)(block >> 32), (uint)offset, (uint)(offset >> 32), (uint)seed, (uint)(seed >> 32));
-        uint word = (index & 3) switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 };
-        return (word >> 8) * (1f / (1 << 24));
+        return ToUniform((index & 3) switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 });
     }
+
+    /// <summary>An output word as a uniform number in [0, 1): its top 24 bits, exact in a float.</summary>
+    public static float ToUniform(uint word) => (word >> 8) * (1f / (1 << 24));
 }

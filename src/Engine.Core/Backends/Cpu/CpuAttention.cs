@@ -5,7 +5,9 @@ namespace Engine.Backends.Cpu;
 /// <summary>
 /// Multi-head self-attention with a key padding mask on the CPU: one task per (batch row, head).
 /// qkv (B,T,3C) → out (B,T,C). Masked keys get probability exactly 0 (as with Hugging Face's
-/// float-minimum mask); a row whose keys are all masked outputs zeros.
+/// float-minimum mask); a row whose keys are all masked outputs zeros. Dropout on the probabilities, when
+/// asked, multiplies each by its <see cref="DropoutMask.Factor"/> after the normalisation, as Hugging Face's
+/// attention_probs dropout does; the backward regenerates the same factors.
 /// </summary>
 /// <remarks>
 /// Each task first gathers its head's unmasked keys transposed, Kᵀ (HS, T'), and values, V (T', HS), into
@@ -16,17 +18,17 @@ namespace Engine.Backends.Cpu;
 /// </remarks>
 internal static class CpuAttention
 {
-    public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         switch (Simd.Width)
         {
-            case 16: Forward<Simd512>(output, qkv, keyMask, B, T, NH, HS); break;
-            case 8: Forward<Simd256>(output, qkv, keyMask, B, T, NH, HS); break;
-            default: Forward<Simd128>(output, qkv, keyMask, B, T, NH, HS); break;
+            case 16: Forward<Simd512>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
+            case 8: Forward<Simd256>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
+            default: Forward<Simd128>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
         }
     }
 
-    private static void Forward<V>(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS) where V : struct, ISimd<V>
+    private static void Forward<V>(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout) where V : struct, ISimd<V>
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
@@ -60,6 +62,12 @@ internal static class CpuAttention
                 TensorPrimitives.Subtract(scores, max, scores);
                 TensorPrimitives.Exp(scores, scores);
                 TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+                if (dropout.IsActive)
+                {
+                    var factors = scratch.Factors;
+                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, factors);
+                    for (int v = 0; v < n; v++) scores[v] *= factors[valid[v]];
+                }
                 WeightedSum<V>(values, scores, outRow);
             }
             return scratch;
@@ -67,11 +75,12 @@ internal static class CpuAttention
     }
 
     /// <summary>
-    /// dQkv (B,T,3C) from dOut (B,T,C), recomputing each query's probabilities p: with D = dOut·o,
-    /// dS = p ⊙ (dOut·V − D); dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = pᵀ·dOut. One task per (batch row, head),
+    /// dQkv (B,T,3C) from dOut (B,T,C), recomputing each query's probabilities p and dropout factors f: with
+    /// dp_j = f_j·(dOut·v_j) (the gradient of the undropped probability) and D = Σ_j p_j·dp_j = dOut·o,
+    /// dS = p ⊙ (dp − D); dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = (p ⊙ f)ᵀ·dOut. One task per (batch row, head),
     /// each writing only its own head's slices, so the result does not depend on scheduling. Version 1.
     /// </summary>
-    public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
@@ -82,6 +91,8 @@ internal static class CpuAttention
             for (int j = 0; j < T; j++)
                 if (keyMask[b * T + j] != 0) valid.Add(j);
             var p = new float[valid.Count];
+            var dp = new float[valid.Count];
+            var factors = new float[T];
             var dKeys = new float[valid.Count * HS];
             var dValues = new float[valid.Count * HS];
             for (int i = 0; i < T; i++)
@@ -94,22 +105,23 @@ internal static class CpuAttention
                 for (int v = 0; v < valid.Count; v++)
                     p[v] = TensorPrimitives.Dot(q, qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS)) * scale;
                 TensorPrimitives.SoftMax(p, p);
+                if (dropout.IsActive) CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, factors);
                 var dOut = dOutput.AsSpan((b * T + i) * C + h * HS, HS);
-                // D = dOut·o with o = Σ p_j v_j, i.e. Σ p_j (dOut·v_j).
                 float d = 0;
-                var dp = new float[valid.Count];
                 for (int v = 0; v < valid.Count; v++)
                 {
-                    dp[v] = TensorPrimitives.Dot(dOut, qkv.AsSpan((b * T + valid[v]) * 3 * C + 2 * C + h * HS, HS));
+                    float factor = dropout.IsActive ? factors[valid[v]] : 1f;
+                    dp[v] = factor * TensorPrimitives.Dot(dOut, qkv.AsSpan((b * T + valid[v]) * 3 * C + 2 * C + h * HS, HS));
                     d += p[v] * dp[v];
                 }
                 for (int v = 0; v < valid.Count; v++)
                 {
                     float ds = p[v] * (dp[v] - d) * scale;
+                    float dropped = dropout.IsActive ? p[v] * factors[valid[v]] : p[v];
                     var k = qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS);
                     TensorPrimitives.MultiplyAdd(k, ds, dq, dq);
                     TensorPrimitives.MultiplyAdd(q, ds, dKeys.AsSpan(v * HS, HS), dKeys.AsSpan(v * HS, HS));
-                    TensorPrimitives.MultiplyAdd(dOut, p[v], dValues.AsSpan(v * HS, HS), dValues.AsSpan(v * HS, HS));
+                    TensorPrimitives.MultiplyAdd(dOut, dropped, dValues.AsSpan(v * HS, HS), dValues.AsSpan(v * HS, HS));
                 }
             }
             for (int j = 0; j < T; j++)
@@ -133,6 +145,7 @@ internal static class CpuAttention
         public readonly float[] KeysTransposed = new float[HS * T];
         public readonly float[] Values = new float[T * HS];
         public readonly float[] Scores = new float[T];
+        public readonly float[] Factors = new float[T];
     }
 
     /// <summary>scores (T') = scale · q (HS) · Kᵀ (HS, T'), four vectors of keys at a time in registers.</summary>

@@ -85,13 +85,14 @@ public sealed class CpuBackend : ITrainingBackend
         CpuActivations.Apply(Host(input).Data.AsSpan(0, n), Host(output).Data.AsSpan(0, n), activation);
     }
 
-    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS)
+    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        dropout.Validate();
         long c = (long)NH * HS;
         output.RequireLength(B * T * c, nameof(output));
         qkv.RequireLength(B * T * 3 * c, nameof(qkv));
         keyMask.RequireLength((long)B * T, nameof(keyMask));
-        CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
+        CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
@@ -176,14 +177,15 @@ public sealed class CpuBackend : ITrainingBackend
     }
 
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS)
+        int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        dropout.Validate();
         long c = (long)NH * HS;
         dQkv.RequireLength(B * T * 3 * c, nameof(dQkv));
         qkv.RequireLength(B * T * 3 * c, nameof(qkv));
         dOutput.RequireLength(B * T * c, nameof(dOutput));
         keyMask.RequireLength((long)B * T, nameof(keyMask));
-        CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS);
+        CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
@@ -206,16 +208,17 @@ public sealed class CpuBackend : ITrainingBackend
         for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
     }
 
-    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, float probability, ulong seed, ulong offset)
+    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
     {
+        mask.Validate();
         output.RequireLength(n, nameof(output));
         input.RequireLength(n, nameof(input));
-        CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, probability, seed, offset);
+        CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, mask);
     }
 
     // The backward applies the same mask and scale to the gradient as the forward did to the values.
-    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, float probability, ulong seed, ulong offset) =>
-        Dropout(dInput, dOutput, n, probability, seed, offset);
+    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask) =>
+        Dropout(dInput, dOutput, n, mask);
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
@@ -258,6 +261,20 @@ public sealed class CpuBackend : ITrainingBackend
         logits.RequireLength((long)B * V, nameof(logits));
         labels.RequireLength(B, nameof(labels));
         CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
+    }
+
+    public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
+    {
+        foreach (var (buffer, name) in new[] { (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)) })
+            buffer.RequireLength(n, name);
+        var (loss, gradient, prediction, target) = (Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data);
+        float scale = 2f / Math.Max(n, 1);
+        for (int i = 0; i < n; i++)
+        {
+            float difference = prediction[i] - target[i];
+            loss[i] = difference * difference;
+            gradient[i] = difference * scale;
+        }
     }
 
     public void Dispose() { }

@@ -106,27 +106,39 @@ internal static class CpuBackward
         static void Add(Span<float> accumulator, ReadOnlySpan<float> values) => TensorPrimitives.Add(accumulator, values, accumulator);
     }
 
-    public static void Dropout(float[] output, float[] input, int n, float probability, ulong seed, ulong offset)
+    public static void Dropout(float[] output, float[] input, int n, DropoutMask mask)
     {
-        if (probability is < 0f or >= 1f) throw new ArgumentOutOfRangeException(nameof(probability), $"dropout probability {probability} is not in [0, 1)");
-        float scale = 1f / (1f - probability);
-        if (probability == 0f)
+        if (!mask.IsActive)
         {
             Array.Copy(input, output, n);
             return;
         }
-        // One Philox block gives the uniforms of four consecutive elements (Philox.Uniform's layout).
-        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        const int Chunk = 4096;
+        Parallel.For(0, (n + Chunk - 1) / Chunk, chunk =>
         {
-            for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i += 4)
-            {
-                ulong block = (ulong)i >> 2;
-                var (w0, w1, w2, w3) = Training.Philox.Block((uint)block, (uint)(block >> 32), (uint)offset, (uint)(offset >> 32), (uint)seed, (uint)(seed >> 32));
-                Span<uint> words = [w0, w1, w2, w3];
-                for (int j = 0; j < 4 && i + j < end; j++)
-                    output[i + j] = (words[j] >> 8) * (1f / (1 << 24)) >= probability ? input[i + j] * scale : 0f;
-            }
+            int start = chunk * Chunk, length = Math.Min(n - start, Chunk);
+            Span<float> factors = stackalloc float[length];
+            DropoutFactors(mask, start, factors);
+            TensorPrimitives.Multiply(input.AsSpan(start, length), factors, output.AsSpan(start, length));
         });
+    }
+
+    /// <summary>factors[k] = mask.Factor(first + k), one Philox block per four consecutive elements (Philox.Uniform's layout).</summary>
+    public static void DropoutFactors(DropoutMask mask, long first, Span<float> factors)
+    {
+        long end = first + factors.Length;
+        for (long blockStart = first & ~3L; blockStart < end; blockStart += 4)
+        {
+            ulong block = (ulong)blockStart >> 2;
+            var (w0, w1, w2, w3) = Training.Philox.Block((uint)block, (uint)(block >> 32), (uint)mask.Offset, (uint)(mask.Offset >> 32), (uint)mask.Seed, (uint)(mask.Seed >> 32));
+            for (int k = 0; k < 4; k++)
+            {
+                long index = blockStart + k;
+                if (index < first || index >= end) continue;
+                uint word = k switch { 0 => w0, 1 => w1, 2 => w2, _ => w3 };
+                factors[(int)(index - first)] = mask.FactorOf(Training.Philox.ToUniform(word));
+            }
+        }
     }
 
     public static void SoftmaxBackward(float[] dInput, float[] dOutput, float[] output, int rows, int N) =>

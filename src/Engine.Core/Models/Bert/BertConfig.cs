@@ -24,6 +24,8 @@ public sealed record BertConfig
     public string HiddenAct { get; init; } = "gelu";
     public double HiddenDropoutProb { get; init; } = 0.1;
     public double AttentionProbsDropoutProb { get; init; } = 0.1;
+    /// <summary><c>classifier_dropout</c>: the dropout before a classification head; null: hidden_dropout_prob.</summary>
+    public double? ClassifierDropout { get; init; }
     public int PadTokenId { get; init; }
     public string ModelType { get; init; } = "bert";
 
@@ -61,6 +63,7 @@ public sealed record BertConfig
             HiddenAct = GetString(root, "hidden_act", source) ?? "gelu",
             HiddenDropoutProb = GetNumber(root, "hidden_dropout_prob", source) ?? 0.1,
             AttentionProbsDropoutProb = GetNumber(root, "attention_probs_dropout_prob", source) ?? 0.1,
+            ClassifierDropout = GetNumber(root, "classifier_dropout", source),
             PadTokenId = GetInt(root, "pad_token_id", source) ?? 0,
             ModelType = GetString(root, "model_type", source) ?? "bert",
             Raw = root,
@@ -82,6 +85,8 @@ public sealed record BertConfig
         Positive("intermediate_size", IntermediateSize);
         Positive("max_position_embeddings", MaxPositionEmbeddings);
         Positive("type_vocab_size", TypeVocabSize);
+        foreach (var (field, probability) in new[] { ("hidden_dropout_prob", HiddenDropoutProb), ("attention_probs_dropout_prob", AttentionProbsDropoutProb), ("classifier_dropout", ClassifierDropout ?? 0) })
+            if (probability is < 0 or >= 1) throw new EngineException($"{source}: '{field}' must be in [0, 1), got {probability}");
         if (HiddenSize % NumAttentionHeads != 0)
             throw new EngineException($"{source}: 'hidden_size' {HiddenSize} is not a multiple of 'num_attention_heads' {NumAttentionHeads}");
         if (HiddenAct != "gelu")

@@ -22,12 +22,12 @@ public sealed class BertSelfAttention : IDisposable
         QueryKeyValue = Linear.LoadStacked(backend, C, (scope.Sub("query"), C), (scope.Sub("key"), C), (scope.Sub("value"), C));
     }
 
-    /// <summary>context (B,T,C) from hidden (B,T,C); qkv (B,T,3C) is scratch.</summary>
+    /// <summary>context (B,T,C) from hidden (B,T,C), with <paramref name="dropout"/> on the probabilities; qkv (B,T,3C) is kept.</summary>
     internal void Forward(IBackend backend, DeviceBuffer<float> context, DeviceBuffer<float> qkv, DeviceBuffer<float> hidden,
-        DeviceBuffer<int> attentionMask, int B, int T)
+        DeviceBuffer<int> attentionMask, int B, int T, DropoutMask dropout)
     {
         QueryKeyValue.Forward(backend, qkv, hidden, B * T);
-        backend.Attention(context, qkv, attentionMask, B, T, _heads, _headSize);
+        backend.Attention(context, qkv, attentionMask, B, T, _heads, _headSize, dropout);
     }
 
     public long ParameterCount => QueryKeyValue.ParameterCount;
@@ -106,7 +106,7 @@ public sealed class BertLayer : IDisposable
     internal void Forward(IBackend backend, BertActivations a, int B, int T)
     {
         int rows = B * T;
-        Attention.Self.Forward(backend, a.Context, a.QueryKeyValue, a.Hidden, a.AttentionMask, B, T);       // (B,T,C)
+        Attention.Self.Forward(backend, a.Context, a.QueryKeyValue, a.Hidden, a.AttentionMask, B, T, DropoutMask.None); // (B,T,C)
         Attention.Output.Forward(backend, a.AttentionOutput, a.Projected, a.Context, a.Hidden, rows);       // (B,T,C)
         Intermediate.Forward(backend, a.Intermediate, a.AttentionOutput, rows, Activation.Gelu);             // (B,T,I)
         Output.Forward(backend, a.Hidden, a.Projected, a.Intermediate, a.AttentionOutput, rows);             // (B,T,C)

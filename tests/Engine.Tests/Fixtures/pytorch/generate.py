@@ -2,7 +2,8 @@
 """Writes the PyTorch parity fixtures of the fine-tuning tests: for each tiny configuration of CONFIGS, a
 Hugging Face model directory (config.json, model.safetensors), the inputs (ragged masks, token types,
 labels), and what PyTorch computes from them: logits, loss, every parameter's gradient after one backward
-(no dropout), and the loss before each of 10 AdamW steps. fixtures.json lists them (names and sizes are
+(no dropout), and the loss before each of 10 AdamW steps. A configuration with num_labels 1 is a regression
+head (transformers' rule): float labels and the mean squared error instead of cross-entropy. fixtures.json lists them (names and sizes are
 read from there by the tests, never typed twice).
 
 The model is BertForSequenceClassification written out in plain torch (transformers is not installable on
@@ -23,6 +24,8 @@ CONFIGS = {
                           max_position_embeddings=16, type_vocab_size=2, num_labels=3, batch=3, tokens=7, seed=1),
     "tiny-2-labels": dict(vocab_size=40, hidden_size=12, num_hidden_layers=1, num_attention_heads=3, intermediate_size=20,
                           max_position_embeddings=24, type_vocab_size=2, num_labels=2, batch=4, tokens=9, seed=2),
+    "tiny-regression": dict(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=12,
+                            max_position_embeddings=12, type_vocab_size=2, num_labels=1, batch=3, tokens=6, seed=3),
 }
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, steps=10, max_grad_norm=1.0)
 
@@ -85,6 +88,8 @@ def forward(w, c, ids, mask, types, labels):
         x = ln(lin(torch.nn.functional.gelu(lin(h1, p + "intermediate.dense")), p + "output.dense") + h1, p + "output.LayerNorm")
     pooled = torch.tanh(lin(x[:, 0], "bert.pooler.dense"))
     logits = lin(pooled, "classifier")
+    if c["num_labels"] == 1:  # transformers: MSELoss()(logits.squeeze(), labels.squeeze())
+        return logits, torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
     return logits, torch.nn.functional.cross_entropy(logits, labels)
 
 
@@ -106,12 +111,14 @@ def main():
         mask = torch.tensor([[1 if t < n else 0 for t in range(T)] for n in lengths])
         types = torch.tensor([[1 if t >= n // 2 else 0 for t in range(T)] for n in lengths]) * mask
         ids = ids * mask
-        labels = torch.randint(0, c["num_labels"], (B,))
+        regression = c["num_labels"] == 1
+        labels = torch.randn(B) * 2 if regression else torch.randint(0, c["num_labels"], (B,))
 
         config = {k: c[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                                      "max_position_embeddings", "type_vocab_size", "num_labels")}
         config.update(architectures=["BertForSequenceClassification"], model_type="bert", hidden_act="gelu", layer_norm_eps=1e-12,
-                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0)
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0,
+                      problem_type="regression" if regression else "single_label_classification")
         (out / "model" / "config.json").write_text(json.dumps(config, indent=2))
         write_safetensors(out / "model" / "model.safetensors", w)
         write_safetensors(out / "inputs.safetensors", {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels})
@@ -135,7 +142,8 @@ def main():
             losses.append(loss.item())
         expected["adamw_losses"] = torch.tensor(losses)
         write_safetensors(out / "expected.safetensors", expected)
-        index.append({"name": name, "batch": B, "tokens": T, "num_labels": c["num_labels"]})
+        index.append({"name": name, "batch": B, "tokens": T, "num_labels": c["num_labels"],
+                      "problem_type": "regression" if regression else "single_label_classification"})
     (HERE / "fixtures.json").write_text(json.dumps({"adamw": ADAMW, "fixtures": index}, indent=2) + "\n")
 
 
