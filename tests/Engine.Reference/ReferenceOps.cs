@@ -60,7 +60,7 @@ public static class ReferenceOps
     public static double Activate(double x, string activation) => activation switch
     {
         "none" => x,
-        "gelu" => 0.5 * x * (1 + Erf(x / Math.Sqrt(2))),
+        "gelu" => 0.5 * x * Erfc(-x / Math.Sqrt(2)),
         "tanh" => Math.Tanh(x),
         _ => throw new ArgumentOutOfRangeException(nameof(activation)),
     };
@@ -80,14 +80,19 @@ public static class ReferenceOps
             }
             result = 2 / Math.Sqrt(Math.PI) * sum;
         }
-        else
-        {
-            // erfc(a) = exp(-a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + …))))), evaluated from the tail.
-            double fraction = a;
-            for (int n = 60; n >= 1; n--) fraction = a + n / 2.0 / fraction;
-            result = 1 - Math.Exp(-a * a) / Math.Sqrt(Math.PI) / fraction;
-        }
+        else result = 1 - ErfcTail(a);
         return x < 0 ? -result : result;
+    }
+
+    /// <summary>erfc = 1 − erf, with full relative accuracy where erf is near 1 (GELU's far negative tail, down to subnormal results).</summary>
+    public static double Erfc(double x) => x > 3 ? ErfcTail(x) : 1 - Erf(x);
+
+    /// <summary>erfc(a), a &gt; 3: exp(−a²)/√π · 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + 2/(a + …))))), evaluated from the tail.</summary>
+    private static double ErfcTail(double a)
+    {
+        double fraction = a;
+        for (int n = 60; n >= 1; n--) fraction = a + n / 2.0 / fraction;
+        return Math.Exp(-a * a) / Math.Sqrt(Math.PI) / fraction;
     }
 
     /// <summary>

@@ -148,13 +148,11 @@ public sealed class CheckpointTests
 
     // --- malformed safetensors files ---
 
-    private static byte[] ValidFile() => File.ReadAllBytes(WriteValid());
-
-    private static string WriteValid()
+    private static byte[] ValidFile()
     {
-        string path = Path.Combine(Path.GetTempPath(), $"engine-valid-{Guid.NewGuid():N}.safetensors");
-        SafeTensorsWriter.Write(path, [SafeTensorData.FromFloats("a", [1, 2, 3, 4], 2, 2), SafeTensorData.FromFloats("b", [5, 6], 2)]);
-        return path;
+        using var temp = new TempDirectory();
+        SafeTensorsWriter.Write(temp["valid.safetensors"], [SafeTensorData.FromFloats("a", [1, 2, 3, 4], 2, 2), SafeTensorData.FromFloats("b", [5, 6], 2)]);
+        return File.ReadAllBytes(temp["valid.safetensors"]);
     }
 
     private static byte[] WithHeader(string header, int dataBytes)
@@ -179,12 +177,12 @@ public sealed class CheckpointTests
     [Fact]
     public void ValidFileRoundTrips()
     {
-        string path = WriteValid();
-        using var file = SafeTensorsFile.Open(path);
+        using var temp = new TempDirectory();
+        File.WriteAllBytes(temp["valid.safetensors"], ValidFile());
+        using var file = SafeTensorsFile.Open(temp["valid.safetensors"]);
         Assert.True(file.TryGet("a", out var a));
         Assert.Equal([1f, 2, 3, 4], file.ReadFloat32(a));
         Assert.Equal([2L, 2], a.Shape);
-        File.Delete(path);
     }
 
     [Fact]

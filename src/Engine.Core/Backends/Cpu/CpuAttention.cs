@@ -78,51 +78,79 @@ internal static class CpuAttention
     /// dQkv (B,T,3C) from dOut (B,T,C), recomputing each query's probabilities p and dropout factors f: with
     /// dp_j = f_j·(dOut·v_j) (the gradient of the undropped probability) and D = Σ_j p_j·dp_j = dOut·o,
     /// dS = p ⊙ (dp − D); dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = (p ⊙ f)ᵀ·dOut. One task per (batch row, head),
-    /// each writing only its own head's slices, so the result does not depend on scheduling. Version 1.
+    /// each writing only its own head's slices, so the result does not depend on scheduling.
     /// </summary>
+    /// <remarks>
+    /// As the forward, each task gathers its unmasked keys (Kᵀ and K) and values (Vᵀ) into scratch, so every
+    /// product is a run of vector multiply-adds: scores and dOut·V as (HS)·(HS, T'), dq as (T')·(T', HS), and dK,
+    /// dV accumulated as rank-1 updates over the queries. History: v1 one TensorPrimitives call per key
+    /// (≈ 3.5× the forward's time); v2 (this version) gathered operands and register-blocked vector loops.
+    /// </remarks>
     public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    {
+        switch (Simd.Width)
+        {
+            case 16: Backward<Simd512>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
+            case 8: Backward<Simd256>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
+            default: Backward<Simd128>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
+        }
+    }
+
+    private static void Backward<V>(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+        where V : struct, ISimd<V>
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
-        Parallel.For(0, B * NH, task =>
+        Parallel.For(0, B * NH, () => new BackwardScratch(T, HS), (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
-            var valid = new List<int>(T);
+            var valid = scratch.Valid;
+            int n = 0;
             for (int j = 0; j < T; j++)
-                if (keyMask[b * T + j] != 0) valid.Add(j);
-            var p = new float[valid.Count];
-            var dp = new float[valid.Count];
-            var factors = new float[T];
-            var dKeys = new float[valid.Count * HS];
-            var dValues = new float[valid.Count * HS];
+                if (keyMask[b * T + j] != 0) valid[n++] = j;
+            var (keysTransposed, keys, valuesTransposed) = (scratch.KeysTransposed, scratch.Keys, scratch.ValuesTransposed);
+            for (int v = 0; v < n; v++)
+            {
+                int row = (b * T + valid[v]) * 3 * C + h * HS;
+                for (int d = 0; d < HS; d++)
+                {
+                    keysTransposed[d * n + v] = qkv[row + C + d];
+                    valuesTransposed[d * n + v] = qkv[row + 2 * C + d];
+                }
+                qkv.AsSpan(row + C, HS).CopyTo(keys.AsSpan(v * HS, HS));
+            }
+            Span<float> dKeys = scratch.DKeys.AsSpan(0, n * HS), dValues = scratch.DValues.AsSpan(0, n * HS);
+            dKeys.Clear();
+            dValues.Clear();
+            Span<float> p = scratch.P.AsSpan(0, n), dp = scratch.DP.AsSpan(0, n), ds = scratch.DS.AsSpan(0, n), dropped = scratch.Dropped.AsSpan(0, n);
             for (int i = 0; i < T; i++)
             {
-                long row = (long)(b * T + i) * 3 * C + h * HS;
-                var q = qkv.AsSpan((int)row, HS);
-                var dq = dQkv.AsSpan((int)row, HS);
-                dq.Clear();
-                if (valid.Count == 0) continue;
-                for (int v = 0; v < valid.Count; v++)
-                    p[v] = TensorPrimitives.Dot(q, qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS)) * scale;
-                TensorPrimitives.SoftMax(p, p);
-                if (dropout.IsActive) CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, factors);
+                int row = (b * T + i) * 3 * C + h * HS;
+                var q = qkv.AsSpan(row, HS);
+                var dq = dQkv.AsSpan(row, HS);
+                if (n == 0)
+                {
+                    dq.Clear();
+                    continue;
+                }
                 var dOut = dOutput.AsSpan((b * T + i) * C + h * HS, HS);
-                float d = 0;
-                for (int v = 0; v < valid.Count; v++)
+                Scores<V>(keysTransposed, n, q, scale, p);
+                TensorPrimitives.SoftMax(p, p);
+                Scores<V>(valuesTransposed, n, dOut, 1f, dp);
+                if (dropout.IsActive)
                 {
-                    float factor = dropout.IsActive ? factors[valid[v]] : 1f;
-                    dp[v] = factor * TensorPrimitives.Dot(dOut, qkv.AsSpan((b * T + valid[v]) * 3 * C + 2 * C + h * HS, HS));
-                    d += p[v] * dp[v];
+                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, scratch.Factors);
+                    for (int v = 0; v < n; v++) dp[v] *= scratch.Factors[valid[v]];
+                    for (int v = 0; v < n; v++) dropped[v] = p[v] * scratch.Factors[valid[v]];
                 }
-                for (int v = 0; v < valid.Count; v++)
-                {
-                    float ds = p[v] * (dp[v] - d) * scale;
-                    float dropped = dropout.IsActive ? p[v] * factors[valid[v]] : p[v];
-                    var k = qkv.AsSpan((b * T + valid[v]) * 3 * C + C + h * HS, HS);
-                    TensorPrimitives.MultiplyAdd(k, ds, dq, dq);
-                    TensorPrimitives.MultiplyAdd(q, ds, dKeys.AsSpan(v * HS, HS), dKeys.AsSpan(v * HS, HS));
-                    TensorPrimitives.MultiplyAdd(dOut, dropped, dValues.AsSpan(v * HS, HS), dValues.AsSpan(v * HS, HS));
-                }
+                else p.CopyTo(dropped);
+                float d = TensorPrimitives.Dot(p, dp);
+                TensorPrimitives.Subtract(dp, d, ds);
+                TensorPrimitives.Multiply(ds, p, ds);
+                TensorPrimitives.Multiply(ds, scale, ds);
+                WeightedSum<V>(keys, ds, dq);
+                RankOneUpdate<V>(dKeys, ds, q);
+                RankOneUpdate<V>(dValues, dropped, dOut);
             }
             for (int j = 0; j < T; j++)
             {
@@ -130,13 +158,54 @@ internal static class CpuAttention
                 dQkv.AsSpan(baseIndex + C, HS).Clear();
                 dQkv.AsSpan(baseIndex + 2 * C, HS).Clear();
             }
-            for (int v = 0; v < valid.Count; v++)
+            for (int v = 0; v < n; v++)
             {
                 int baseIndex = (b * T + valid[v]) * 3 * C + h * HS;
-                dKeys.AsSpan(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + C, HS));
-                dValues.AsSpan(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + 2 * C, HS));
+                dKeys.Slice(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + C, HS));
+                dValues.Slice(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + 2 * C, HS));
             }
-        });
+            return scratch;
+        }, _ => { });
+    }
+
+    /// <summary>rows (T', HS) += coefficients (T') ⊗ vector (HS): row j gains coefficients[j]·vector.</summary>
+    private static unsafe void RankOneUpdate<V>(Span<float> rows, ReadOnlySpan<float> coefficients, ReadOnlySpan<float> vector) where V : struct, ISimd<V>
+    {
+        int n = coefficients.Length, HS = vector.Length, w = V.Count;
+        fixed (float* r = rows, c = coefficients, x = vector)
+        {
+            int d = 0;
+            for (; d + 2 * w <= HS; d += 2 * w)
+            {
+                V x0 = V.Load(x + d), x1 = V.Load(x + d + w);
+                for (int j = 0; j < n; j++)
+                {
+                    var cj = V.Create(c[j]);
+                    float* row = r + j * HS + d;
+                    V.FusedMultiplyAdd(x0, cj, V.Load(row)).Store(row);
+                    V.FusedMultiplyAdd(x1, cj, V.Load(row + w)).Store(row + w);
+                }
+            }
+            for (; d + w <= HS; d += w)
+            {
+                V x0 = V.Load(x + d);
+                for (int j = 0; j < n; j++)
+                {
+                    float* row = r + j * HS + d;
+                    V.FusedMultiplyAdd(x0, V.Create(c[j]), V.Load(row)).Store(row);
+                }
+            }
+            for (; d < HS; d++)
+                for (int j = 0; j < n; j++) r[j * HS + d] += c[j] * x[d];
+        }
+    }
+
+    private sealed class BackwardScratch(int T, int HS)
+    {
+        public readonly int[] Valid = new int[T];
+        public readonly float[] KeysTransposed = new float[HS * T], Keys = new float[T * HS], ValuesTransposed = new float[HS * T];
+        public readonly float[] DKeys = new float[T * HS], DValues = new float[T * HS];
+        public readonly float[] P = new float[T], DP = new float[T], DS = new float[T], Dropped = new float[T], Factors = new float[T];
     }
 
     private sealed class Scratch(int T, int HS)

@@ -56,17 +56,12 @@ public sealed class CpuBackend : ITrainingBackend
         b.RequireLength(shape.ElementsB, nameof(b));
         var (c, aData, bData) = (Host(output).Data, Host(a).Data, Host(b).Data);
         int M = shape.M, K = shape.K, N = shape.N;
-        var rowMajorA = shape.TransposeA ? new float[M * K] : null;
-        var itemC = new float[M * N];
+        var rowMajorA = shape.TransposeA ? GC.AllocateUninitializedArray<float>(M * K) : null;
         for (int i = 0; i < shape.Batch; i++)
         {
-            var itemA = aData.AsSpan((int)(i * shape.StrideA), M * K);
-            if (rowMajorA is not null)
-                for (int k = 0; k < K; k++)
-                    for (int m = 0; m < M; m++) rowMajorA[m * K + k] = itemA[k * M + m];
-            var packed = CpuGemm.Pack(bData.AsSpan((int)(i * shape.StrideB), K * N), N, K, kMajor: !shape.TransposeB);
-            CpuGemm.Multiply(itemC, rowMajorA ?? itemA.ToArray(), packed, null, M, K, N, Activation.None);
-            itemC.CopyTo(c.AsSpan((int)(i * shape.StrideC), M * N));
+            if (rowMajorA is not null) CpuGemm.Transpose(aData, i * shape.StrideA, K, M, rowMajorA);
+            var packed = CpuGemm.Pack(bData, N, K, kMajor: !shape.TransposeB, offset: i * shape.StrideB);
+            CpuGemm.Multiply(c, rowMajorA ?? aData, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? i * shape.StrideA : 0, cOffset: i * shape.StrideC);
         }
     }
 
@@ -82,7 +77,12 @@ public sealed class CpuBackend : ITrainingBackend
     {
         output.RequireLength(n, nameof(output));
         input.RequireLength(n, nameof(input));
-        CpuActivations.Apply(Host(input).Data.AsSpan(0, n), Host(output).Data.AsSpan(0, n), activation);
+        var (source, destination) = (Host(input).Data, Host(output).Data);
+        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        {
+            int start = chunk * 4096, length = Math.Min(n - start, 4096);
+            CpuActivations.Apply(source.AsSpan(start, length), destination.AsSpan(start, length), activation);
+        });
     }
 
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)

@@ -8,14 +8,6 @@ namespace Engine.Backends.Cpu;
 /// </summary>
 internal static class CpuBackward
 {
-    /// <summary>d/dx of GELU(x) = x·Φ(x): Φ(x) + x·φ(x).</summary>
-    public static float GeluDerivative(float x)
-    {
-        float phi = MathF.Exp(-0.5f * x * x) * 0.3989422804014327f; // standard normal density
-        float cdf = x == 0 ? 0.5f : CpuActivations.Gelu(x) / x;      // Φ(x), from the forward's erfc fit
-        return cdf + x * phi;
-    }
-
     public static void ActivateBackward(float[] dInput, float[] dOutput, float[] input, int n, Activation activation)
     {
         switch (activation)
@@ -26,7 +18,8 @@ internal static class CpuBackward
             case Activation.Gelu:
                 Parallel.For(0, (n + 4095) / 4096, chunk =>
                 {
-                    for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i++) dInput[i] = dOutput[i] * GeluDerivative(input[i]);
+                    int start = chunk * 4096, length = Math.Min(n - start, 4096);
+                    CpuActivations.GeluBackward(dOutput.AsSpan(start, length), input.AsSpan(start, length), dInput.AsSpan(start, length));
                 });
                 break;
             case Activation.Tanh:

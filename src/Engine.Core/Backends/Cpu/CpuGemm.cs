@@ -18,41 +18,63 @@ internal static unsafe class CpuGemm
 {
     /// <summary>
     /// B packed as (ceil(N/NR), K, NR), NR = 2·<paramref name="width"/> (default: this processor's); B is
-    /// stored (N,K) (a Linear weight) or, with <paramref name="kMajor"/>, (K,N).
+    /// stored (N,K) (a Linear weight) or, with <paramref name="kMajor"/>, (K,N), from <paramref name="offset"/>.
+    /// Panels are packed in parallel; a k-major row segment is one contiguous copy.
     /// </summary>
-    public static float[] Pack(ReadOnlySpan<float> weight, int N, int K, int width = 0, bool kMajor = false)
+    public static float[] Pack(float[] weight, int N, int K, int width = 0, bool kMajor = false, long offset = 0)
     {
         int nr = 2 * (width == 0 ? Simd.Width : width);
         int panels = (N + nr - 1) / nr;
         var packed = GC.AllocateUninitializedArray<float>(panels * K * nr);
-        for (int p = 0; p < panels; p++)
-            for (int k = 0; k < K; k++)
-            {
-                int baseIndex = (p * K + k) * nr;
-                for (int j = 0; j < nr; j++)
+        Parallel.For(0, panels, p =>
+        {
+            int columns = Math.Min(nr, N - p * nr);
+            var panel = packed.AsSpan(p * K * nr, K * nr);
+            if (columns < nr) panel.Clear();
+            if (kMajor)
+                for (int k = 0; k < K; k++)
+                    weight.AsSpan((int)(offset + (long)k * N + p * nr), columns).CopyTo(panel.Slice(k * nr, columns));
+            else
+                for (int j = 0; j < columns; j++)
                 {
-                    int n = p * nr + j;
-                    packed[baseIndex + j] = n >= N ? 0f : kMajor ? weight[k * N + n] : weight[n * K + k];
+                    var row = weight.AsSpan((int)(offset + (long)(p * nr + j) * K), K);
+                    for (int k = 0; k < K; k++) panel[k * nr + j] = row[k];
                 }
-            }
+        });
         return packed;
+    }
+
+    /// <summary>destination (cols, rows) = source (rows, cols)ᵀ, source read from <paramref name="offset"/>; 32×32 blocks in parallel.</summary>
+    public static void Transpose(float[] source, long offset, int rows, int cols, float[] destination)
+    {
+        const int Block = 32;
+        Parallel.For(0, (cols + Block - 1) / Block, block =>
+        {
+            int c0 = block * Block, c1 = Math.Min(cols, c0 + Block);
+            for (int r0 = 0; r0 < rows; r0 += Block)
+                for (int r = r0, r1 = Math.Min(rows, r0 + Block); r < r1; r++)
+                    for (int c = c0; c < c1; c++) destination[(long)c * rows + r] = source[offset + (long)r * cols + c];
+        });
     }
 
     /// <summary>
     /// <paramref name="packedWeight"/> must come from <see cref="Pack"/> with the same <paramref name="width"/>;
     /// 0 means the processor's widest (tests pass 8 and 4 to check the narrower kernels on any machine).
+    /// A and C start at <paramref name="aOffset"/> and <paramref name="cOffset"/> (one item of a batch).
     /// </summary>
-    public static void Multiply(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation, int width = 0)
+    public static void Multiply(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation, int width = 0,
+        long aOffset = 0, long cOffset = 0)
     {
         switch (width == 0 ? Simd.Width : width)
         {
-            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation); break;
-            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation); break;
-            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation); break;
+            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
+            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
+            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
         }
     }
 
-    private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation)
+    private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation,
+        long aOffset, long cOffset)
         where V : struct, ISimd<V>
     {
         // Rows per tile: 8 with 512-bit vectors (AVX-512 has 32 registers: 16 accumulators), else 6 (12 of 16).
@@ -67,8 +89,9 @@ internal static unsafe class CpuGemm
             float* edge = stackalloc float[mr * nr];
             float* biasTile = stackalloc float[nr];
             for (int j = 0; j < nr; j++) biasTile[j] = bias is not null && j < cols ? bias[col + j] : 0f;
-            fixed (float* pa = a, pw = packedWeight, pc = c)
+            fixed (float* pa0 = a, pw = packedWeight, pc0 = c)
             {
+                float* pa = pa0 + aOffset, pc = pc0 + cOffset;
                 float* panelStart = pw + (long)panel * K * nr;
                 for (int row = rowStart; row < rowEnd; row += mr)
                 {
