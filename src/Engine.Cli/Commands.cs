@@ -180,7 +180,10 @@ public static class Commands
             string trainPath = result.GetValue(train)!;
             var trainRows = LabelledData.ReadRows(trainPath);
             bool isRegression = result.GetValue(regression);
-            var labelNames = isRegression ? null : LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
+            // A classifier checkpoint keeps its own label ids; otherwise they come from the training labels.
+            var labelNames = isRegression ? null
+                : BertForSequenceClassification.CheckpointLabels(directory)
+                  ?? LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
             using var model = isRegression
                 ? LoadClassifier(result, directory, numLabels: 1, seed: result.GetValue(seed), problemType: ProblemType.Regression)
                 : LoadClassifier(result, directory, seed: result.GetValue(seed), labelNames: labelNames, problemType: ProblemType.SingleLabelClassification);

@@ -87,7 +87,7 @@ internal static class LabelledData
                     throw new EngineException($"{where}: label '{label}' is not a finite number (a regression target)");
             }
             else if (ids.TryGetValue(label, out int id)) value = id;
-            else throw new EngineException($"{where}: label '{label}' is not among the training labels ({string.Join(", ", labelNames!)})");
+            else throw new EngineException($"{where}: label '{label}' is not among the classifier's labels ({string.Join(", ", labelNames!)})");
             Encoding encoding;
             if (row.TryGetValue("input_ids", out var inputIds))
             {

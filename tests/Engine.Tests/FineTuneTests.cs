@@ -118,6 +118,26 @@ public sealed class FineTuneTests
         Assert.Contains("row 2: label 'very good' is not a finite number", bad.Error);
     }
 
+    /// <summary>Training on from a classifier keeps its label ids (config.json's id2label), not the data's sorted order.</summary>
+    [Fact]
+    public void FineTuningAClassifierKeepsItsLabelIds()
+    {
+        using var temp = new TempDirectory();
+        using (var model = BertForSequenceClassification.Load(PretrainedModels.MiniLM.Directory, new CpuBackend(), seed: 3, labelNames: ["positive", "negative"]))
+            model.Save(temp["classifier"], PretrainedModels.MiniLM.Directory);
+        var (code, _, error) = Run("finetune", "--train", WriteCsv(temp["train.csv"], 1), "--model", temp["classifier"], "--steps", "1", "--batch-size", "4",
+            "--output", temp["tuned"], "--log-json");
+        Assert.True(code == 0, error);
+        var config = JsonNode.Parse(File.ReadAllText(temp["tuned/config.json"]))!;
+        Assert.Equal("positive", (string)config["id2label"]!["0"]!);
+        Assert.Equal(1, (int)config["label2id"]!["negative"]!);
+        // A label the classifier does not know is an error naming it.
+        File.WriteAllLines(temp["other.csv"], ["text,label", "fine,neutral"]);
+        var other = Run("finetune", "--train", temp["other.csv"], "--model", temp["classifier"], "--steps", "1", "--output", temp["unused"]);
+        Assert.Equal(1, other.Code);
+        Assert.Contains("label 'neutral' is not among the classifier's labels (positive, negative)", other.Error);
+    }
+
     [Fact]
     public void SavedClassifierReloadsToTheSameLogits()
     {

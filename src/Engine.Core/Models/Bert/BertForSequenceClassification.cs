@@ -124,6 +124,21 @@ public sealed class BertForSequenceClassification : IDisposable
         var other => throw new EngineException($"{source}: problem_type {other.ToJsonString()} is not supported (regression or single_label_classification)"),
     };
 
+    /// <summary>
+    /// The label names, by id, of a classifier checkpoint (config.json naming <c>BertForSequenceClassification</c>,
+    /// not a regression head), so that training on from it keeps its ids; null for anything else (a base model's
+    /// config may carry placeholder LABEL_i names, which do not bind anything).
+    /// </summary>
+    public static IReadOnlyList<string>? CheckpointLabels(string directory)
+    {
+        string path = Path.Combine(directory, BertConfig.FileName);
+        var raw = BertConfig.Load(path).Raw;
+        bool classifier = raw["architectures"] is JsonArray architectures && architectures.Any(a => a is JsonValue v && v.TryGetValue(out string? name) && name == "BertForSequenceClassification");
+        if (!classifier || ConfiguredLabels(raw) is not { } count) return null;
+        if ((ConfiguredProblemType(raw, path) ?? (count == 1 ? ProblemType.Regression : ProblemType.SingleLabelClassification)) == ProblemType.Regression) return null;
+        return ConfiguredLabelNames(raw, count);
+    }
+
     private static string[] ConfiguredLabelNames(JsonObject raw, int count) =>
         [.. Enumerable.Range(0, count).Select(i => raw["id2label"] is JsonObject map && map[i.ToString(System.Globalization.CultureInfo.InvariantCulture)] is JsonValue v
             && v.TryGetValue(out string? name) ? name : $"LABEL_{i}")];
