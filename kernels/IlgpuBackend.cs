@@ -168,19 +168,14 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
         int M, int K, int N, Activation activation)
     {
-        output.RequireLength((long)M * N, nameof(output));
-        input.RequireLength((long)M * K, nameof(input));
-        weight.RequireLength((long)N * K, nameof(weight));
-        if (bias is not null) bias.RequireLength(N, nameof(bias));
+        OpShapes.Linear(output, input, weight, bias, M, K, N);
         var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation));
         _gemm(GemmKernels.Config(shape), View(output), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
     }
 
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
     {
-        output.RequireLength(shape.ElementsC, nameof(output));
-        a.RequireLength(shape.ElementsA, nameof(a));
-        b.RequireLength(shape.ElementsB, nameof(b));
+        OpShapes.MatMul(output, a, b, shape);
         if (shape.Batch == 0) return;
         var kernelShape = GemmKernels.Product(shape, accumulate: false);
         _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
@@ -189,42 +184,27 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
     {
-        dOutput.RequireLength((long)M * N, nameof(dOutput));
-        input.RequireLength((long)M * K, nameof(input));
-        weight.RequireLength((long)N * K, nameof(weight));
-        dWeight.RequireLength((long)N * K, nameof(dWeight));
+        OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         if (dInput is not null)
         {
-            dInput.RequireLength((long)M * K, nameof(dInput));
             var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
             _gemm(GemmKernels.Config(shape), View(dInput), View(dOutput), View(weight), _none.View, shape);
         }
         var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
         _gemm(GemmKernels.Config(weightShape), View(dWeight), View(dOutput), View(input), _none.View, weightShape);
-        if (dBias is not null)
-        {
-            dBias.RequireLength(N, nameof(dBias));
-            _columnSum(N, View(dBias), View(dOutput), M, N);
-        }
+        if (dBias is not null) _columnSum(N, View(dBias), View(dOutput), M, N);
     }
 
     public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
     {
-        dInput.RequireLength(n, nameof(dInput));
-        dOutput.RequireLength(n, nameof(dOutput));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Elementwise(n, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)));
         if (n > 0) _activateBackward(n, View(dInput), View(dOutput), View(input), ActivationKernels.Code(activation));
     }
 
     public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
-        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
-            buffer.RequireLength((long)N * C, name);
-        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
-        weight.RequireLength(C, nameof(weight));
-        dWeight.RequireLength(C, nameof(dWeight));
-        dBias.RequireLength(C, nameof(dBias));
+        OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
         var statistics = Scratch(2L * N);
         ArrayView<float> residualView = residual is null ? _none.View : View(residual);
@@ -235,13 +215,8 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
-        dropout.Validate();
+        OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
-        long C = (long)NH * HS;
-        dQkv.RequireLength(B * T * 3 * C, nameof(dQkv));
-        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
-        dOutput.RequireLength(B * T * C, nameof(dOutput));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
         var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
         var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
         var statistics = Scratch(3L * B * NH * T);
@@ -252,25 +227,19 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
         DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        dSum.RequireLength((long)B * T * C, nameof(dSum));
-        inputIds.RequireLength((long)B * T, nameof(inputIds));
-        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        dPosition.RequireLength((long)T * C, nameof(dPosition));
+        OpShapes.EmbeddingsBackward(dPosition, dSum, inputIds, tokenTypeIds, B, T, C);
         _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(tokenTypeIds), new EmbeddingsKernels.Shape(B, T, C, 0f));
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
     {
-        dInput.RequireLength((long)B * T * C, nameof(dInput));
-        dOutput.RequireLength((long)B * C, nameof(dOutput));
+        OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
         _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
     }
 
     public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
     {
-        mask.Validate();
-        output.RequireLength(n, nameof(output));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Dropout(output, input, n, mask);
         if (n > 0) _dropout(n, View(output), View(input), mask);
     }
 
@@ -279,7 +248,7 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
-        values.RequireLength(n, nameof(values));
+        OpShapes.Elementwise(n, (values, nameof(values)));
         if (n == 0) return 0;
         // Enough groups to fill a GPU, but no more than the data needs (the CPU emulator pays for every thread).
         int maxGroups = _accelerator.AcceleratorType == AcceleratorType.CPU ? 2 : OptimizerKernels.Groups;
@@ -295,8 +264,7 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
     {
-        foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
-            buffer.RequireLength(n, name);
+        OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
         var (decay, stepSize, sqrtCorrection2) = Training.AdamWMath.Constants(step);
         var constants = new OptimizerKernels.AdamWConstants(step.LearningRate, step.Beta1, step.Beta2, step.Eps, step.WeightDecay, step.GradientScale, decay, stepSize, sqrtCorrection2);
         if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
@@ -304,32 +272,26 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
-        destination.RequireLength(n, nameof(destination));
-        source.RequireLength(n, nameof(source));
+        OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         if (n > 0) _accumulate(n, View(destination), View(source));
     }
 
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
-        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
-            buffer.RequireLength((long)rows * N, name);
+        OpShapes.Rows(rows, N, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)));
         if (rows > 0 && N > 0) _softmaxBackward(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(dInput), View(dOutput), View(output), rows, N);
     }
 
     public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
     {
-        foreach (var (buffer, name) in new[] { (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)) })
-            buffer.RequireLength(n, name);
+        OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
         if (n > 0) _meanSquaredError(n, View(losses), View(dPredictions), View(predictions), View(targets), 2f / n);
     }
 
     /// <remarks>Labels are read back once to count the rows that are not ignored (B integers).</remarks>
     public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
     {
-        losses.RequireLength(B, nameof(losses));
-        dLogits.RequireLength((long)B * V, nameof(dLogits));
-        logits.RequireLength((long)B * V, nameof(logits));
-        labels.RequireLength(B, nameof(labels));
+        OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
         var host = new int[B];
         Download(labels, host);
         if (host.Any(l => l >= V)) throw new ArgumentOutOfRangeException(nameof(labels), $"a label is not below {V}");
@@ -351,26 +313,20 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
-        output.RequireLength(n, nameof(output));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Elementwise(n, (output, nameof(output)), (input, nameof(input)));
         if (n > 0) _activate(n, View(output), View(input), ActivationKernels.Code(activation));
     }
 
     public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
     {
-        output.RequireLength((long)rows * N, nameof(output));
-        input.RequireLength((long)rows * N, nameof(input));
+        OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
-        dropout.Validate();
+        OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
-        long C = (long)NH * HS;
-        output.RequireLength(B * T * C, nameof(output));
-        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
         var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
     }
@@ -378,11 +334,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
     {
-        output.RequireLength((long)N * C, nameof(output));
-        input.RequireLength((long)N * C, nameof(input));
-        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
-        weight.RequireLength(C, nameof(weight));
-        bias.RequireLength(C, nameof(bias));
+        OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
         _layerNorm(LayerNormKernels.Config(shape, _accelerator.WarpSize), View(output), View(input),
             residual is null ? _none.View : View(residual), View(weight), View(bias), shape);
@@ -392,13 +344,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        output.RequireLength((long)B * T * C, nameof(output));
-        if (sum is not null) sum.RequireLength((long)B * T * C, nameof(sum));
-        weight.RequireLength(C, nameof(weight));
-        bias.RequireLength(C, nameof(bias));
-        inputIds.RequireLength((long)B * T, nameof(inputIds));
-        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
+        OpShapes.Embeddings(output, sum, inputIds, tokenTypeIds, positionEmbeddings, weight, bias, B, T, C);
         var shape = new EmbeddingsKernels.Shape(B, T, C, eps);
         _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(tokenTypeIds),
             View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
@@ -406,8 +352,7 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
     {
-        output.RequireLength((long)B * C, nameof(output));
-        input.RequireLength((long)B * T * C, nameof(input));
+        OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
         _firstToken(B * C, View(output), View(input), T, C);
     }
 

@@ -90,6 +90,21 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Theory, MemberData("MeanSquaredErrorCases")]
     public void MeanSquaredError(string name) => AssertPassed(_check.MeanSquaredError(OpCases.MeanSquaredError.Single(c => c.Name == name)));
 
+    /// <summary>A buffer too short for the op's sizes is one error naming it (OpShapes), before anything is read or written.</summary>
+    [Fact]
+    public void ShortBuffersAreRejectedByName()
+    {
+        DeviceBuffer<float> F(int n) => backend.Allocate<float>(n);
+        var mask = backend.UploadArray(new[] { 1, 1, 1, 1 });
+        void Throws(string name, Action op) => Assert.StartsWith($"{name} holds", Assert.Throws<ArgumentException>(op).Message);
+        Throws("qkv", () => backend.Attention(F(2 * 2 * 8), F(2 * 2 * 24 - 1), mask, 2, 2, 2, 4, DropoutMask.None));
+        Throws("dQkv", () => backend.AttentionBackward(F(10), F(2 * 2 * 8), F(2 * 2 * 24), mask, 2, 2, 2, 4, DropoutMask.None));
+        Throws("dWeight", () => backend.LinearBackward(F(9), F(5), F(2), F(6), F(9), F(6), 3, 3, 2));
+        Throws("dBias", () => backend.LayerNormBackward(F(6), F(3), F(2), F(6), F(6), null, F(3), 2, 3, 1e-5f));
+        Throws("targets", () => backend.MeanSquaredError(F(4), F(4), F(4), F(3), 4));
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.Dropout(F(4), F(4), 4, new DropoutMask(1f, 1, 0)));
+    }
+
     public void Dispose()
     {
         backend.Dispose();

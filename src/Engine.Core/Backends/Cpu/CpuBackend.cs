@@ -41,19 +41,14 @@ public sealed class CpuBackend : ITrainingBackend
     public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
         int M, int K, int N, Activation activation)
     {
+        OpShapes.Linear(output, input, weight, bias, M, K, N);
         var w = Host(weight);
-        output.RequireLength((long)M * N, nameof(output));
-        input.RequireLength((long)M * K, nameof(input));
-        weight.RequireLength((long)N * K, nameof(weight));
-        if (bias is not null) bias.RequireLength(N, nameof(bias));
         CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? null : Host(bias).Data, M, K, N, activation);
     }
 
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
     {
-        output.RequireLength(shape.ElementsC, nameof(output));
-        a.RequireLength(shape.ElementsA, nameof(a));
-        b.RequireLength(shape.ElementsB, nameof(b));
+        OpShapes.MatMul(output, a, b, shape);
         var (c, aData, bData) = (Host(output).Data, Host(a).Data, Host(b).Data);
         int M = shape.M, K = shape.K, N = shape.N;
         var rowMajorA = shape.TransposeA ? GC.AllocateUninitializedArray<float>(M * K) : null;
@@ -67,16 +62,14 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
     {
-        output.RequireLength((long)rows * N, nameof(output));
-        input.RequireLength((long)rows * N, nameof(input));
+        OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
         Parallel.For(0, rows, row => System.Numerics.Tensors.TensorPrimitives.SoftMax(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
     }
 
     public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
     {
-        output.RequireLength(n, nameof(output));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Elementwise(n, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
         Parallel.For(0, (n + 4095) / 4096, chunk =>
         {
@@ -87,22 +80,14 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
-        dropout.Validate();
-        long c = (long)NH * HS;
-        output.RequireLength(B * T * c, nameof(output));
-        qkv.RequireLength(B * T * 3 * c, nameof(qkv));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
+        OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
     public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
     {
-        output.RequireLength((long)N * C, nameof(output));
-        input.RequireLength((long)N * C, nameof(input));
-        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
-        weight.RequireLength(C, nameof(weight));
-        bias.RequireLength(C, nameof(bias));
+        OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
             Host(weight).Data, Host(bias).Data, N, C, eps);
     }
@@ -111,13 +96,7 @@ public sealed class CpuBackend : ITrainingBackend
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        output.RequireLength((long)B * T * C, nameof(output));
-        if (sum is not null) sum.RequireLength((long)B * T * C, nameof(sum));
-        weight.RequireLength(C, nameof(weight));
-        bias.RequireLength(C, nameof(bias));
-        inputIds.RequireLength((long)B * T, nameof(inputIds));
-        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
+        OpShapes.Embeddings(output, sum, inputIds, tokenTypeIds, positionEmbeddings, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
         CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(tokenTypeIds).Data,
             Host(wordEmbeddings).Data, Host(positionEmbeddings).Data, Host(tokenTypeEmbeddings).Data, B, T, C);
@@ -126,8 +105,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
     {
-        output.RequireLength((long)B * C, nameof(output));
-        input.RequireLength((long)B * T * C, nameof(input));
+        OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
         var source = Host(input).Data;
         var destination = Host(output).Data;
         for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
@@ -136,10 +114,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
     {
-        dOutput.RequireLength((long)M * N, nameof(dOutput));
-        input.RequireLength((long)M * K, nameof(input));
-        weight.RequireLength((long)N * K, nameof(weight));
-        dWeight.RequireLength((long)N * K, nameof(dWeight));
+        OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
         if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
         // dWeight (N,K) += dOutputᵀ · input.
@@ -148,7 +123,6 @@ public sealed class CpuBackend : ITrainingBackend
         System.Numerics.Tensors.TensorPrimitives.Add(Host(dWeight).Data.AsSpan(0, N * K), product.Data, Host(dWeight).Data.AsSpan(0, N * K));
         if (dBias is not null)
         {
-            dBias.RequireLength(N, nameof(dBias));
             var bias = Host(dBias).Data.AsSpan(0, N);
             var dy = Host(dOutput).Data;
             for (int m = 0; m < M; m++) System.Numerics.Tensors.TensorPrimitives.Add(bias, dy.AsSpan(m * N, N), bias);
@@ -157,21 +131,14 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
     {
-        dInput.RequireLength(n, nameof(dInput));
-        dOutput.RequireLength(n, nameof(dOutput));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Elementwise(n, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)));
         CpuBackward.ActivateBackward(Host(dInput).Data, Host(dOutput).Data, Host(input).Data, n, activation);
     }
 
     public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
-        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)) })
-            buffer.RequireLength((long)N * C, name);
-        if (residual is not null) residual.RequireLength((long)N * C, nameof(residual));
-        weight.RequireLength(C, nameof(weight));
-        dWeight.RequireLength(C, nameof(dWeight));
-        dBias.RequireLength(C, nameof(dBias));
+        OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         CpuBackward.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
             residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
     }
@@ -179,30 +146,21 @@ public sealed class CpuBackend : ITrainingBackend
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
-        dropout.Validate();
-        long c = (long)NH * HS;
-        dQkv.RequireLength(B * T * 3 * c, nameof(dQkv));
-        qkv.RequireLength(B * T * 3 * c, nameof(qkv));
-        dOutput.RequireLength(B * T * c, nameof(dOutput));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
+        OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
         DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        dSum.RequireLength((long)B * T * C, nameof(dSum));
-        inputIds.RequireLength((long)B * T, nameof(inputIds));
-        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        dPosition.RequireLength((long)T * C, nameof(dPosition));
+        OpShapes.EmbeddingsBackward(dPosition, dSum, inputIds, tokenTypeIds, B, T, C);
         CpuBackward.EmbeddingsBackward(Host(dWord).Data, Host(dPosition).Data, Host(dTokenType).Data, Host(dSum).Data,
             Host(inputIds).Data, Host(tokenTypeIds).Data, B, T, C);
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
     {
-        dInput.RequireLength((long)B * T * C, nameof(dInput));
-        dOutput.RequireLength((long)B * C, nameof(dOutput));
+        OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
         var (destination, source) = (Host(dInput).Data, Host(dOutput).Data);
         Array.Clear(destination, 0, B * T * C);
         for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
@@ -210,9 +168,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
     {
-        mask.Validate();
-        output.RequireLength(n, nameof(output));
-        input.RequireLength(n, nameof(input));
+        OpShapes.Dropout(output, input, n, mask);
         CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, mask);
     }
 
@@ -222,7 +178,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
-        values.RequireLength(n, nameof(values));
+        OpShapes.Elementwise(n, (values, nameof(values)));
         var data = Host(values).Data;
         double sum = 0;
         for (int i = 0; i < n; i++) sum += (double)data[i] * data[i];
@@ -231,8 +187,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
     {
-        foreach (var (buffer, name) in new[] { (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)) })
-            buffer.RequireLength(n, name);
+        OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
         var (p, g, first, second) = (Host(parameter).Data, Host(gradient).Data, Host(m).Data, Host(v).Data);
         var constants = Training.AdamWMath.Constants(step);
         for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, constants);
@@ -241,32 +196,26 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
-        destination.RequireLength(n, nameof(destination));
-        source.RequireLength(n, nameof(source));
+        OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         var d = Host(destination).Data.AsSpan(0, n);
         System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
     }
 
     public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
     {
-        foreach (var (buffer, name) in new[] { (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)) })
-            buffer.RequireLength((long)rows * N, name);
+        OpShapes.Rows(rows, N, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)));
         CpuBackward.SoftmaxBackward(Host(dInput).Data, Host(dOutput).Data, Host(output).Data, rows, N);
     }
 
     public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
     {
-        losses.RequireLength(B, nameof(losses));
-        dLogits.RequireLength((long)B * V, nameof(dLogits));
-        logits.RequireLength((long)B * V, nameof(logits));
-        labels.RequireLength(B, nameof(labels));
+        OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
         CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
     }
 
     public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
     {
-        foreach (var (buffer, name) in new[] { (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)) })
-            buffer.RequireLength(n, name);
+        OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
         var (loss, gradient, prediction, target) = (Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data);
         float scale = 2f / Math.Max(n, 1);
         for (int i = 0; i < n; i++)

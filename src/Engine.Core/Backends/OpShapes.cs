@@ -1,0 +1,131 @@
+namespace Engine.Backends;
+
+/// <summary>
+/// The size checks of every op, written once: each backend calls the op's check before it touches a
+/// buffer, so a wrong size is one clear error naming the buffer, never a read outside it. Arguments follow
+/// the op's own (see <see cref="IBackend"/> and <see cref="ITrainingBackend"/> for the shapes).
+/// </summary>
+public static class OpShapes
+{
+    public static void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias, int M, int K, int N)
+    {
+        output.RequireLength((long)M * N, nameof(output));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+        bias?.RequireLength(N, nameof(bias));
+    }
+
+    public static void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    {
+        output.RequireLength(shape.ElementsC, nameof(output));
+        a.RequireLength(shape.ElementsA, nameof(a));
+        b.RequireLength(shape.ElementsB, nameof(b));
+    }
+
+    /// <summary>Softmax and its backward: every buffer (rows, N).</summary>
+    public static void Rows(int rows, int N, params ReadOnlySpan<(DeviceBuffer<float> Buffer, string Name)> buffers)
+    {
+        foreach (var (buffer, name) in buffers) buffer.RequireLength((long)rows * N, name);
+    }
+
+    /// <summary>Element-wise ops (activations, dropout, accumulation, AdamW, losses): every buffer n long.</summary>
+    public static void Elementwise(int n, params ReadOnlySpan<(DeviceBuffer<float> Buffer, string Name)> buffers)
+    {
+        foreach (var (buffer, name) in buffers) buffer.RequireLength(n, name);
+    }
+
+    public static void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
+    {
+        mask.Validate();
+        Elementwise(n, (output, nameof(output)), (input, nameof(input)));
+    }
+
+    public static void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    {
+        dropout.Validate();
+        long C = (long)NH * HS;
+        output.RequireLength(B * T * C, nameof(output));
+        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
+    }
+
+    public static void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+        int B, int T, int NH, int HS, DropoutMask dropout)
+    {
+        dropout.Validate();
+        long C = (long)NH * HS;
+        dQkv.RequireLength(B * T * 3 * C, nameof(dQkv));
+        dOutput.RequireLength(B * T * C, nameof(dOutput));
+        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
+        keyMask.RequireLength((long)B * T, nameof(keyMask));
+    }
+
+    public static void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight,
+        DeviceBuffer<float> bias, int N, int C)
+    {
+        output.RequireLength((long)N * C, nameof(output));
+        input.RequireLength((long)N * C, nameof(input));
+        residual?.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
+    }
+
+    public static void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias, DeviceBuffer<float> dOutput,
+        DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C)
+    {
+        dInput.RequireLength((long)N * C, nameof(dInput));
+        dOutput.RequireLength((long)N * C, nameof(dOutput));
+        input.RequireLength((long)N * C, nameof(input));
+        residual?.RequireLength((long)N * C, nameof(residual));
+        weight.RequireLength(C, nameof(weight));
+        dWeight.RequireLength(C, nameof(dWeight));
+        dBias.RequireLength(C, nameof(dBias));
+    }
+
+    public static void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+        DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C)
+    {
+        output.RequireLength((long)B * T * C, nameof(output));
+        sum?.RequireLength((long)B * T * C, nameof(sum));
+        weight.RequireLength(C, nameof(weight));
+        bias.RequireLength(C, nameof(bias));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
+    }
+
+    public static void EmbeddingsBackward(DeviceBuffer<float> dPosition, DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+        int B, int T, int C)
+    {
+        dSum.RequireLength((long)B * T * C, nameof(dSum));
+        inputIds.RequireLength((long)B * T, nameof(inputIds));
+        tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
+        dPosition.RequireLength((long)T * C, nameof(dPosition));
+    }
+
+    /// <summary>FirstToken (output (B,C) from input (B,T,C)) and its backward (dInput (B,T,C) from dOutput (B,C)).</summary>
+    public static void FirstToken(DeviceBuffer<float> rows, DeviceBuffer<float> sequence, int B, int T, int C, string rowsName, string sequenceName)
+    {
+        rows.RequireLength((long)B * C, rowsName);
+        sequence.RequireLength((long)B * T * C, sequenceName);
+    }
+
+    public static void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias, DeviceBuffer<float> dOutput,
+        DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    {
+        dInput?.RequireLength((long)M * K, nameof(dInput));
+        dWeight.RequireLength((long)N * K, nameof(dWeight));
+        dBias?.RequireLength(N, nameof(dBias));
+        dOutput.RequireLength((long)M * N, nameof(dOutput));
+        input.RequireLength((long)M * K, nameof(input));
+        weight.RequireLength((long)N * K, nameof(weight));
+    }
+
+    public static void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    {
+        losses.RequireLength(B, nameof(losses));
+        dLogits.RequireLength((long)B * V, nameof(dLogits));
+        logits.RequireLength((long)B * V, nameof(logits));
+        labels.RequireLength(B, nameof(labels));
+    }
+}
