@@ -139,7 +139,7 @@ public sealed class CpuBackend : ITrainingBackend
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
-        CpuBackward.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
+        CpuNormalization.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
             residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
     }
 

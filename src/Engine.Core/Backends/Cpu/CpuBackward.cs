@@ -37,44 +37,6 @@ internal static class CpuBackward
         }
     }
 
-    public static void LayerNormBackward(float[] dInput, float[] dWeight, float[] dBias, float[] dOutput, float[] input, float[]? residual,
-        float[] weight, int N, int C, float eps)
-    {
-        var normalized = new float[N * C]; // x̂, kept for the parameter gradients
-        Parallel.For(0, N, row =>
-        {
-            var x = new double[C];
-            double mean = 0;
-            for (int c = 0; c < C; c++) mean += x[c] = input[row * C + c] + (residual?[row * C + c] ?? 0f);
-            mean /= C;
-            double variance = 0;
-            for (int c = 0; c < C; c++) variance += (x[c] - mean) * (x[c] - mean);
-            double rstd = 1.0 / Math.Sqrt(variance / C + eps);
-            // dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w.
-            double meanG = 0, meanGx = 0;
-            for (int c = 0; c < C; c++)
-            {
-                double xHat = (x[c] - mean) * rstd, g = (double)dOutput[row * C + c] * weight[c];
-                normalized[row * C + c] = (float)xHat;
-                meanG += g;
-                meanGx += g * xHat;
-            }
-            meanG /= C;
-            meanGx /= C;
-            for (int c = 0; c < C; c++)
-            {
-                double g = (double)dOutput[row * C + c] * weight[c];
-                dInput[row * C + c] = (float)(rstd * (g - meanG - normalized[row * C + c] * meanGx));
-            }
-        });
-        for (int row = 0; row < N; row++)
-        {
-            var dy = dOutput.AsSpan(row * C, C);
-            TensorPrimitives.FusedMultiplyAdd(dy, normalized.AsSpan(row * C, C), dWeight.AsSpan(0, C), dWeight.AsSpan(0, C));
-            TensorPrimitives.Add(dBias.AsSpan(0, C), dy, dBias.AsSpan(0, C));
-        }
-    }
-
     /// <summary>
     /// The scatter-add runs over tokens in order within each slice of channels, and slices run in parallel:
     /// every sum is formed in the same order whatever the threads do.
