@@ -270,6 +270,8 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
     }
 
+    public void Clear(DeviceBuffer<float> buffer) => Device(buffer).View.MemSetToZero();
+
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));

@@ -90,6 +90,14 @@ public abstract class BackwardParityTests(ITrainingBackend backend) : IDisposabl
     [Theory, MemberData("MeanSquaredErrorCases")]
     public void MeanSquaredError(string name) => AssertPassed(_check.MeanSquaredError(OpCases.MeanSquaredError.Single(c => c.Name == name)));
 
+    [Fact]
+    public void ClearZeroesEveryElement()
+    {
+        var buffer = backend.UploadArray(OpCases.Random(1001, 44));
+        backend.Clear(buffer);
+        Assert.All(backend.DownloadArray(buffer), v => Assert.Equal(0f, v));
+    }
+
     /// <summary>A buffer too short for the op's sizes is one error naming it (OpShapes), before anything is read or written.</summary>
     [Fact]
     public void ShortBuffersAreRejectedByName()

@@ -73,6 +73,9 @@ public interface ITrainingBackend : IBackend
     /// </summary>
     void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step);
 
+    /// <summary>Sets every element of <paramref name="buffer"/> to zero where it lives (gradients at a step boundary; no host transfer).</summary>
+    void Clear(DeviceBuffer<float> buffer);
+
     /// <summary>destination (n) += source (n): where two paths' gradients meet (a residual connection).</summary>
     void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n);
 

@@ -36,10 +36,10 @@ public sealed class Parameter : IDisposable
     public int Length => Value.Length;
 
     /// <summary>Allocates the gradient on first use and sets it to zero (the optimizer's step boundary).</summary>
-    public void ZeroGradient(IBackend backend)
+    public void ZeroGradient(ITrainingBackend backend)
     {
         Gradient ??= backend.Allocate<float>(Length);
-        backend.Upload<float>(new float[Length], Gradient);
+        backend.Clear(Gradient);
     }
 
     public float[] ReadValue(IBackend backend) => Read(backend, Value);

@@ -194,6 +194,13 @@ public sealed class CpuBackend : ITrainingBackend
         Host(parameter).Version++; // the packed copy a Linear keeps of this weight is now stale
     }
 
+    public void Clear(DeviceBuffer<float> buffer)
+    {
+        var host = Host(buffer);
+        Array.Clear(host.Data);
+        host.Version++;
+    }
+
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
