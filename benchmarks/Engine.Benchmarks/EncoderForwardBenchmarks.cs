@@ -24,6 +24,12 @@ public class EncoderForwardBenchmarks
         var pretrained = PretrainedModels.MiniLM;
         _model = BertModel.Load(pretrained.Directory, new CpuBackend());
         _onnxRuntime = new OnnxRuntimeOracle(pretrained.OnnxPath, threads: Environment.ProcessorCount);
+        _batch = FullBatch(B, T);
+    }
+
+    /// <summary>B rows of T tokens, none padded: [CLS], word-piece ids drawn from a fixed seed, [SEP].</summary>
+    internal static BertBatch FullBatch(int B, int T)
+    {
         var random = new Random(1);
         var ids = new int[B * T];
         for (int b = 0; b < B; b++)
@@ -32,8 +38,7 @@ public class EncoderForwardBenchmarks
             for (int t = 1; t < T - 1; t++) ids[b * T + t] = random.Next(1996, 29612);
             ids[b * T + T - 1] = 102;
         }
-        var mask = Enumerable.Repeat(1, B * T).ToArray();
-        _batch = new BertBatch(B, T, ids, new int[B * T], mask);
+        return new BertBatch(B, T, ids, new int[B * T], Enumerable.Repeat(1, B * T).ToArray());
     }
 
     [Benchmark(Baseline = true, Description = "OnnxRuntime MiniLM 32x128")]

@@ -24,15 +24,7 @@ public class TrainingStepBenchmarks
     public void Setup()
     {
         _model = BertForSequenceClassification.Load(PretrainedModels.MiniLM.Directory, new CpuBackend(), numLabels: 2, seed: 1);
-        var random = new Random(1);
-        var ids = new int[B * T];
-        for (int b = 0; b < B; b++)
-        {
-            ids[b * T] = 101;
-            for (int t = 1; t < T - 1; t++) ids[b * T + t] = random.Next(1996, 29612);
-            ids[b * T + T - 1] = 102;
-        }
-        _batch = new BertBatch(B, T, ids, new int[B * T], Enumerable.Repeat(1, B * T).ToArray());
+        _batch = EncoderForwardBenchmarks.FullBatch(B, T);
     }
 
     [Benchmark(Baseline = true, Description = "Engine CPU MiniLM 32x128 eval forward")]

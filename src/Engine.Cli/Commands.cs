@@ -86,8 +86,7 @@ public static class Commands
             string directory = ResolveModel(result);
             var tokenizer = BertTokenizer.Load(directory);
             // A classification checkpoint also gets its logits written.
-            bool classification = BertConfig.Load(Path.Combine(directory, BertConfig.FileName)).Raw["architectures"] is System.Text.Json.Nodes.JsonArray architectures
-                && architectures.Any(a => a?.GetValue<string>() == "BertForSequenceClassification");
+            bool classification = BertConfig.Load(Path.Combine(directory, BertConfig.FileName)).HasArchitecture(nameof(BertForSequenceClassification));
             using var classifier = classification ? LoadClassifier(result, directory) : null;
             using var baseModel = classification ? null : LoadModel(result, directory);
             var model = classifier?.Bert ?? baseModel!;

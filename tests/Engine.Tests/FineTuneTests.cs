@@ -17,6 +17,13 @@ public sealed class FineTuneTests
 
     private static (int Code, string Out, string Error) Run(params string[] args) => CliRunner.Run(args);
 
+    /// <summary>--log-json output: every event, and the step losses in order.</summary>
+    private static (List<JsonNode> Events, List<double> Losses) ParseLog(string output)
+    {
+        var events = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
+        return (events, [.. events.Where(e => e["step"] is not null).Select(e => (double)e["loss"]!)]);
+    }
+
     private static string WriteCsv(string path, int repeats)
     {
         var lines = new List<string> { "text,label" };
@@ -37,8 +44,7 @@ public sealed class FineTuneTests
             "--model", PretrainedModels.MiniLM.Directory, "--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--warmup", "0.1",
             "--output", temp["model"], "--log-json", "--seed", "7");
         Assert.True(code == 0, error);
-        var events = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
-        var losses = events.Where(e => e["step"] is not null).Select(e => (double)e["loss"]!).ToList();
+        var (events, losses) = ParseLog(output);
         Assert.Equal(12, losses.Count);
         Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() - 0.2, $"loss did not fall: {string.Join(", ", losses)}");
         var evaluations = events.Where(e => e["epoch"] is not null).ToList();
@@ -96,8 +102,7 @@ public sealed class FineTuneTests
             "--model", PretrainedModels.MiniLM.Directory, "--epochs", "3", "--batch-size", "8", "--lr", "5e-4", "--warmup", "0.1",
             "--output", temp["model"], "--log-json", "--seed", "7");
         Assert.True(code == 0, error);
-        var events = output.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!).ToList();
-        var losses = events.Where(e => e["step"] is not null).Select(e => (double)e["loss"]!).ToList();
+        var (events, losses) = ParseLog(output);
         Assert.Equal(12, losses.Count);
         Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() / 2, $"loss did not fall: {string.Join(", ", losses)}");
         var last = events.Last(e => e["epoch"] is not null);

@@ -137,20 +137,25 @@ internal static class CpuAttention
                 Scores<V>(keysTransposed, n, q, scale, p);
                 TensorPrimitives.SoftMax(p, p);
                 Scores<V>(valuesTransposed, n, dOut, 1f, dp);
+                ReadOnlySpan<float> valueWeights = p; // p ⊙ f: what multiplied each value in the forward
                 if (dropout.IsActive)
                 {
                     CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, scratch.Factors);
-                    for (int v = 0; v < n; v++) dp[v] *= scratch.Factors[valid[v]];
-                    for (int v = 0; v < n; v++) dropped[v] = p[v] * scratch.Factors[valid[v]];
+                    for (int v = 0; v < n; v++)
+                    {
+                        float factor = scratch.Factors[valid[v]];
+                        dp[v] *= factor;
+                        dropped[v] = p[v] * factor;
+                    }
+                    valueWeights = dropped;
                 }
-                else p.CopyTo(dropped);
                 float d = TensorPrimitives.Dot(p, dp);
                 TensorPrimitives.Subtract(dp, d, ds);
                 TensorPrimitives.Multiply(ds, p, ds);
                 TensorPrimitives.Multiply(ds, scale, ds);
                 WeightedSum<V>(keys, ds, dq);
                 RankOneUpdate<V>(dKeys, ds, q);
-                RankOneUpdate<V>(dValues, dropped, dOut);
+                RankOneUpdate<V>(dValues, valueWeights, dOut);
             }
             for (int j = 0; j < T; j++)
             {

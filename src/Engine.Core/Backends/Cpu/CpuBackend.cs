@@ -223,14 +223,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
     {
         OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
-        var (loss, gradient, prediction, target) = (Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data);
-        float scale = 2f / Math.Max(n, 1);
-        for (int i = 0; i < n; i++)
-        {
-            float difference = prediction[i] - target[i];
-            loss[i] = difference * difference;
-            gradient[i] = difference * scale;
-        }
+        CpuBackward.MeanSquaredError(Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data, n);
     }
 
     public void Dispose() { }

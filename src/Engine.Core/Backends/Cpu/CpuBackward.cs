@@ -133,4 +133,16 @@ internal static class CpuBackward
             TensorPrimitives.Multiply(dx, scale, dx);
         });
     }
+
+    /// <summary>losses (n) = (p − t)², dPredictions (n) = 2·(p − t)/n: the mean squared error's terms and gradient.</summary>
+    public static void MeanSquaredError(float[] losses, float[] dPredictions, float[] predictions, float[] targets, int n)
+    {
+        float scale = 2f / Math.Max(n, 1);
+        for (int i = 0; i < n; i++)
+        {
+            float difference = predictions[i] - targets[i];
+            losses[i] = difference * difference;
+            dPredictions[i] = difference * scale;
+        }
+    }
 }

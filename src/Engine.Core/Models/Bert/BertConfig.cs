@@ -34,6 +34,10 @@ public sealed record BertConfig
 
     public int HeadSize => HiddenSize / NumAttentionHeads;
 
+    /// <summary>Whether config.json's <c>architectures</c> names <paramref name="name"/> (e.g. a fine-tuned head's class).</summary>
+    public bool HasArchitecture(string name) =>
+        Raw["architectures"] is JsonArray architectures && architectures.Any(a => a is JsonValue v && v.TryGetValue(out string? s) && s == name);
+
     public static BertConfig Load(string path)
     {
         JsonObject root;

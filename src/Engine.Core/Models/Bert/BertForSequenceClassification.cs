@@ -100,7 +100,7 @@ public sealed class BertForSequenceClassification : IDisposable
         var configured = ConfiguredProblemType(config.Raw, configPath);
         int labels = labelNames?.Count ?? numLabels ?? ConfiguredLabels(config.Raw) ?? ((problemType ?? configured) == ProblemType.Regression ? 1 : 2);
         if (labels < 1) throw new EngineException($"num_labels must be positive, got {labels}");
-        var problem = problemType ?? configured ?? (labels == 1 ? ProblemType.Regression : ProblemType.SingleLabelClassification);
+        var problem = problemType ?? ProblemTypeOf(configured, labels);
         using var checkpoint = Checkpoint.Open(directory);
         var bert = BertModel.Load(checkpoint, config, backend);
         if (bert.Pooler is null)
@@ -124,6 +124,10 @@ public sealed class BertForSequenceClassification : IDisposable
         var other => throw new EngineException($"{source}: problem_type {other.ToJsonString()} is not supported (regression or single_label_classification)"),
     };
 
+    /// <summary>transformers' rule when config.json has no problem_type: regression exactly when num_labels is 1.</summary>
+    private static ProblemType ProblemTypeOf(ProblemType? configured, int labels) =>
+        configured ?? (labels == 1 ? ProblemType.Regression : ProblemType.SingleLabelClassification);
+
     /// <summary>
     /// The label names, by id, of a classifier checkpoint (config.json naming <c>BertForSequenceClassification</c>,
     /// not a regression head), so that training on from it keeps its ids; null for anything else (a base model's
@@ -132,11 +136,9 @@ public sealed class BertForSequenceClassification : IDisposable
     public static IReadOnlyList<string>? CheckpointLabels(string directory)
     {
         string path = Path.Combine(directory, BertConfig.FileName);
-        var raw = BertConfig.Load(path).Raw;
-        bool classifier = raw["architectures"] is JsonArray architectures && architectures.Any(a => a is JsonValue v && v.TryGetValue(out string? name) && name == "BertForSequenceClassification");
-        if (!classifier || ConfiguredLabels(raw) is not { } count) return null;
-        if ((ConfiguredProblemType(raw, path) ?? (count == 1 ? ProblemType.Regression : ProblemType.SingleLabelClassification)) == ProblemType.Regression) return null;
-        return ConfiguredLabelNames(raw, count);
+        var config = BertConfig.Load(path);
+        if (!config.HasArchitecture(nameof(BertForSequenceClassification)) || ConfiguredLabels(config.Raw) is not { } count) return null;
+        return ProblemTypeOf(ConfiguredProblemType(config.Raw, path), count) == ProblemType.Regression ? null : ConfiguredLabelNames(config.Raw, count);
     }
 
     private static string[] ConfiguredLabelNames(JsonObject raw, int count) =>
@@ -165,7 +167,7 @@ public sealed class BertForSequenceClassification : IDisposable
         }
         SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
         var config = Bert.Config.ToJson();
-        config["architectures"] = new JsonArray("BertForSequenceClassification");
+        config["architectures"] = new JsonArray(nameof(BertForSequenceClassification));
         config["num_labels"] = NumLabels;
         config["problem_type"] = ProblemType == ProblemType.Regression ? "regression" : "single_label_classification";
         var id2label = new JsonObject();
