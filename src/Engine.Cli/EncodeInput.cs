@@ -8,45 +8,37 @@ namespace Engine.Cli;
 /// <summary>The <c>encode</c> verb's input (texts or pre-tokenized JSON lines) and its safetensors output.</summary>
 internal static class EncodeInput
 {
-    /// <summary>One encoding per non-empty line: JSON objects with <c>input_ids</c> are used as given, other lines are text.</summary>
-    public static List<Encoding> Read(string path, BertTokenizer tokenizer, int maxLength)
+    /// <summary>
+    /// One encoding per line: a JSON object with <c>input_ids</c> is used as given (checked against the model by
+    /// <see cref="PretokenizedInput"/>), any other line is text, tokenized and cut to <paramref name="maxLength"/>.
+    /// </summary>
+    public static List<Encoding> Read(string path, BertTokenizer tokenizer, BertConfig config, int maxLength)
     {
         var encodings = new List<Encoding>();
         int lineNumber = 0;
         foreach (string line in File.ReadLines(path))
         {
             lineNumber++;
-            if (line.TrimStart().StartsWith('{')) encodings.Add(ParseJson(line, $"{path}:{lineNumber}"));
-            else encodings.Add(tokenizer.Encode(line, maxLength: maxLength));
+            if (!line.TrimStart().StartsWith('{'))
+            {
+                encodings.Add(tokenizer.Encode(line, maxLength: maxLength));
+                continue;
+            }
+            string where = $"{path}:{lineNumber}";
+            using var document = JsonInput.Parse(line, $"{where} (a line that starts with '{{' is read as JSON)");
+            encodings.Add(PretokenizedInput.Parse(document.RootElement, where, config));
         }
-        if (encodings.Count == 0) throw new EngineException($"{path}: no inputs");
+        if (encodings.Count == 0) throw new EngineException($"{path}: no inputs (the file is empty)");
         return encodings;
-    }
-
-    private static Encoding ParseJson(string line, string where)
-    {
-        using var document = JsonDocument.Parse(line);
-        var root = document.RootElement;
-        int[]? Ids(string name)
-        {
-            if (!root.TryGetProperty(name, out var array)) return null;
-            if (array.ValueKind != JsonValueKind.Array) throw new EngineException($"{where}: '{name}' is not an array");
-            return [.. array.EnumerateArray().Select(v => v.TryGetInt32(out int id) ? id : throw new EngineException($"{where}: '{name}' holds a non-integer {v.GetRawText()}"))];
-        }
-        var ids = Ids("input_ids") ?? throw new EngineException($"{where}: missing 'input_ids'");
-        if (ids.Length == 0) throw new EngineException($"{where}: 'input_ids' is empty");
-        var mask = Ids("attention_mask") ?? [.. ids.Select(_ => 1)];
-        var types = Ids("token_type_ids") ?? new int[ids.Length];
-        if (mask.Length != ids.Length) throw new EngineException($"{where}: 'attention_mask' has {mask.Length} values, 'input_ids' {ids.Length}");
-        if (types.Length != ids.Length) throw new EngineException($"{where}: 'token_type_ids' has {types.Length} values, 'input_ids' {ids.Length}");
-        return new Encoding(ids, types, mask);
     }
 
     /// <summary>
     /// input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present,
     /// logits (F32 [N,L]) for a classifier; T is the longest input.
     /// </summary>
-    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, BertForSequenceClassification? classifier = null)
+    /// <param name="done">Told how many inputs are done after each batch.</param>
+    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, BertForSequenceClassification? classifier = null,
+        Action<int>? done = null)
     {
         if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
         int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize;
@@ -74,6 +66,7 @@ internal static class EncodeInput
                 output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
             }
             classifier?.Logits(batch).CopyTo(logits!.AsSpan(start * L));
+            done?.Invoke(start + batch.BatchSize);
         }
         var tensors = new List<SafeTensorData>
         {

@@ -1,4 +1,1 @@
-using System.CommandLine;
-using Engine.Cli;
-
-return Commands.Build().Parse(args).Invoke();
+return Engine.Cli.Cli.Run(args);

@@ -15,14 +15,23 @@ public enum Pooling
 
 /// <summary>
 /// Sentence embeddings from a BERT model directory: tokenize, run the encoder in batches, pool, and
-/// L2-normalise (on by default).
+/// L2-normalise — with the directory's own sentence-transformers settings when it has them
+/// (<see cref="SentenceTransformersConfig"/>: maximum length, pooling, normalisation, lower-casing), else mean
+/// pooling, normalisation, and the model's max_position_embeddings.
 /// </summary>
+/// <remarks>
+/// Thread safety: one embedder may be used from several threads at once; each call tokenizes on its own thread
+/// and the model runs one forward pass at a time (see <see cref="BertModel"/>). The settings are fixed at
+/// construction (init-only).
+/// </remarks>
 public sealed class SentenceEmbedder : IDisposable
 {
     public BertTokenizer Tokenizer { get; }
     public BertModel Model { get; }
     public Pooling Pooling { get; init; } = Pooling.Mean;
     public bool Normalize { get; init; } = true;
+    /// <summary>Lower-case each text before tokenizing (sentence-transformers' do_lower_case).</summary>
+    public bool LowerCase { get; init; }
     public int BatchSize { get; init; } = 32;
     /// <summary>Tokens per text including [CLS] and [SEP]; defaults to the model's max_position_embeddings.</summary>
     public int MaxLength { get; init; }
@@ -34,19 +43,46 @@ public sealed class SentenceEmbedder : IDisposable
         MaxLength = model.Config.MaxPositionEmbeddings;
     }
 
-    public static SentenceEmbedder Load(string directory, IBackend backend) =>
-        new(BertTokenizer.Load(directory), BertModel.Load(directory, backend));
+    /// <summary>The model, its tokenizer and its sentence-transformers settings (when the directory has them) from <paramref name="directory"/>.</summary>
+    public static SentenceEmbedder Load(string directory, IBackend backend)
+    {
+        var tokenizer = BertTokenizer.Load(directory);
+        var settings = SentenceTransformersConfig.Load(directory) ?? new SentenceTransformersConfig();
+        var model = BertModel.Load(directory, backend);
+        try
+        {
+            tokenizer.CheckFits(model.Config, Path.Combine(directory, BertConfig.FileName));
+            return new SentenceEmbedder(tokenizer, model)
+            {
+                Pooling = settings.Pooling ?? Pooling.Mean,
+                Normalize = settings.Normalize ?? true,
+                LowerCase = settings.DoLowerCase,
+                MaxLength = Math.Min(settings.MaxSequenceLength ?? int.MaxValue, model.Config.MaxPositionEmbeddings),
+            };
+        }
+        catch
+        {
+            model.Dispose();
+            throw;
+        }
+    }
 
     public int Dimensions => Model.Config.HiddenSize;
 
-    public float[][] Embed(IReadOnlyList<string> texts)
+    /// <summary>Each text as the encoder sees it: lower-cased when set, tokenized, cut to <see cref="MaxLength"/> (<see cref="Encoding.Truncated"/> says where).</summary>
+    public List<Encoding> Tokenize(IReadOnlyList<string> texts) =>
+        [.. texts.Select(t => Tokenizer.Encode(LowerCase ? t.ToLowerInvariant() : t, maxLength: MaxLength))];
+
+    public float[][] Embed(IReadOnlyList<string> texts) => Embed(Tokenize(texts));
+
+    /// <summary>The embeddings of already tokenized texts, <see cref="BatchSize"/> at a time.</summary>
+    public float[][] Embed(IReadOnlyList<Encoding> encodings)
     {
         if (BatchSize <= 0) throw new EngineException($"batch size must be positive, got {BatchSize}");
-        var result = new float[texts.Count][];
-        for (int start = 0; start < texts.Count; start += BatchSize)
+        var result = new float[encodings.Count][];
+        for (int start = 0; start < encodings.Count; start += BatchSize)
         {
-            var encodings = texts.Skip(start).Take(BatchSize).Select(t => Tokenizer.Encode(t, maxLength: MaxLength)).ToList();
-            var batch = Tokenizer.Pad(encodings);
+            var batch = Tokenizer.Pad([.. encodings.Skip(start).Take(BatchSize)]);
             var output = Model.Forward(batch);
             for (int b = 0; b < batch.BatchSize; b++) result[start + b] = Pool(output, batch, b);
         }

@@ -23,17 +23,12 @@ public static class PretrainedModels
     {
         var importer = typeof(OnnxBertImporter).Assembly.ManifestModule.ModuleVersionId;
         string root = Path.Combine(Path.GetTempPath(), "engine-test-models", $"{package.Description}-{package.Version}-{importer:N}");
-        string onnxDirectory = Path.Combine(root, "onnx"), hfDirectory = Path.Combine(root, "hf");
-        string onnx = Path.Combine(onnxDirectory, "model.onnx"), vocab = Path.Combine(onnxDirectory, "vocab.txt");
+        string onnx = Path.Combine(root, "onnx", "model.onnx"), hfDirectory = Path.Combine(root, "model");
         using var mutex = new Mutex(false, "engine-test-models-" + package.Description);
         mutex.WaitOne();
         try
         {
-            if (!File.Exists(Path.Combine(hfDirectory, "config.json")))
-            {
-                package.Extract(onnxDirectory);
-                OnnxBertImporter.Import(onnx, vocab, hfDirectory);
-            }
+            if (!ModelStore.IsComplete(hfDirectory)) package.Import(root);
         }
         finally
         {

@@ -231,6 +231,19 @@ public sealed class CheckpointTests
     public void InvalidHeaderJson() =>
         Assert.Contains("invalid JSON", OpenFails(WithHeader("{\"x\":{\"dtype\":", 8)));
 
+    /// <summary>A field of the wrong type is named as such, not as missing; a name given twice or not valid Unicode is refused.</summary>
+    [Fact]
+    public void MistypedHeaderFieldsAreNamed()
+    {
+        Assert.Contains("tensor 'x': 'dtype' must be a string such as \"F32\", got 7", OpenFails(WithHeader("{\"x\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 8)));
+        Assert.Contains("tensor 'x': missing 'dtype'", OpenFails(WithHeader("{\"x\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 8)));
+        Assert.Contains("tensor 'x': 'shape' must be an array of sizes, got \"1\"", OpenFails(WithHeader("{\"x\":{\"dtype\":\"F32\",\"shape\":\"1\",\"data_offsets\":[0,4]}}", 8)));
+        Assert.Contains("'data_offsets' must be two byte offsets [begin, end], got [\"0\",4]", OpenFails(WithHeader("{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[\"0\",4]}}", 8)));
+        Assert.Contains("safetensors header: invalid JSON: Duplicate property 'x'", OpenFails(WithHeader(
+            "{\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8)));
+        Assert.Contains("safetensors header: a property name is not valid Unicode", OpenFails(WithHeader("{\"\\ud800\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 8)));
+    }
+
     [Fact]
     public void AtomicWriteLeavesNoTemporaryFiles()
     {

@@ -13,7 +13,7 @@ internal static class CliRunner
         Console.SetError(error);
         try
         {
-            int code = Commands.Build().Parse(args).Invoke(new System.CommandLine.InvocationConfiguration { Output = output, Error = error });
+            int code = Cli.Cli.Run(args);
             return (code, output.ToString(), error.ToString());
         }
         finally

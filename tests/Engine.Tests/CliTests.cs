@@ -78,12 +78,12 @@ public sealed class CliTests
     {
         var (code, _, error) = Run("info", "--model", "/no/such/model");
         Assert.Equal(1, code);
-        Assert.Equal("error: /no/such/model: model directory not found", error.Trim());
+        Assert.Equal("error: --model /no/such/model: directory not found", error.Trim());
         using var temp = new TempDirectory();
         File.WriteAllText(temp["bad.jsonl"], "{\"input_ids\": [101, 999999, 102]}\n");
         (code, _, error) = Run("encode", "--input", temp["bad.jsonl"], "--output", temp["o.safetensors"], "--model", MiniLM);
         Assert.Equal(1, code);
-        Assert.Contains("input_ids[0][1] = 999999 is outside the vocabulary", error);
+        Assert.Contains("bad.jsonl:1: 'input_ids'[1] = 999999 is outside the vocabulary (vocab_size 30522)", error);
         Assert.Single(error.Trim().Split('\n'));
         Assert.False(File.Exists(temp["o.safetensors"]));
     }

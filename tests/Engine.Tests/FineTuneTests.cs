@@ -47,7 +47,7 @@ public sealed class FineTuneTests
         var (events, losses) = ParseLog(output);
         Assert.Equal(12, losses.Count);
         Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() - 0.2, $"loss did not fall: {string.Join(", ", losses)}");
-        var evaluations = events.Where(e => e["epoch"] is not null).ToList();
+        var evaluations = events.Where(e => e["eval_loss"] is not null).ToList();
         Assert.Equal(3, evaluations.Count);
         Assert.Equal(1.0, (double)evaluations[^1]["accuracy"]!);
 
@@ -105,7 +105,7 @@ public sealed class FineTuneTests
         var (events, losses) = ParseLog(output);
         Assert.Equal(12, losses.Count);
         Assert.True(losses.Skip(8).Average() < losses.Take(4).Average() / 2, $"loss did not fall: {string.Join(", ", losses)}");
-        var last = events.Last(e => e["epoch"] is not null);
+        var last = events.Last(e => e["eval_loss"] is not null);
         Assert.True((double)last["pearson"]! > 0.9, last.ToJsonString());
         Assert.Null(last["f1"]);
 
@@ -120,7 +120,7 @@ public sealed class FineTuneTests
         File.WriteAllLines(temp["bad.tsv"], ["text\tscore", "fine\t0.5", "broken\tvery good"]);
         var bad = Run("finetune", "--regression", "--train", temp["bad.tsv"], "--label-column", "score", "--model", PretrainedModels.MiniLM.Directory, "--output", temp["unused"]);
         Assert.Equal(1, bad.Code);
-        Assert.Contains("row 2: label 'very good' is not a finite number", bad.Error);
+        Assert.Contains("bad.tsv:3: label 'very good' is not a finite number", bad.Error);
     }
 
     /// <summary>Training on from a classifier keeps its label ids (config.json's id2label), not the data's sorted order.</summary>
@@ -167,11 +167,14 @@ public sealed class FineTuneTests
     {
         using var temp = new TempDirectory();
         File.WriteAllText(temp["data.csv"], "text,label\n\"Hello, \"\"world\"\"\nsecond line\",spam\nplain,ham\n");
-        var rows = LabelledData.ReadRows(temp["data.csv"]);
-        Assert.Equal(2, rows.Count);
-        Assert.Equal("Hello, \"world\"\nsecond line", rows[0]["text"].GetString());
-        Assert.Equal(["ham", "spam"], LabelledData.LabelNames(rows.Select(r => r["label"].GetString()!)));
-        Assert.Equal(["0", "1", "2"], LabelledData.LabelNames(["2", "0", "1", "1"]));
+        var table = LabelledData.ReadRows(temp["data.csv"]);
+        Assert.Equal(2, table.Rows.Count);
+        Assert.Equal("Hello, \"world\"\nsecond line", table.Rows[0]["text"].GetString());
+        Assert.Equal([temp["data.csv"] + ":2", temp["data.csv"] + ":4"], table.Where);
+        var columns = new LabelledData.Columns("text", null, "label");
+        Assert.Equal(["ham", "spam"], LabelledData.LabelNames(table, columns));
+        File.WriteAllText(temp["ids.tsv"], "text\tlabel\na\t2\nb\t0\nc\t1\nd\t1\n");
+        Assert.Equal(["0", "1", "2"], LabelledData.LabelNames(LabelledData.ReadRows(temp["ids.tsv"]), columns));
     }
 }
 

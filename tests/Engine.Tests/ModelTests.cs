@@ -19,6 +19,39 @@ public sealed class ConcurrencyTests
         Parallel.For(0, batches.Length, i => concurrent[i] = model.Forward(batches[i]).LastHiddenState);
         for (int i = 0; i < batches.Length; i++) Assert.Equal(sequential[i], concurrent[i]);
     }
+
+    /// <summary>One loaded embedder and one classifier, each used from 8 threads at once, give exactly the serial outputs.</summary>
+    [Fact]
+    public void EmbedderAndClassifierFromEightThreadsMatchSerialRuns()
+    {
+        string[] texts = [.. Enumerable.Range(0, 8).Select(i => string.Join(' ', Enumerable.Repeat($"sentence {i} about a different topic", 1 + i % 3)))];
+        using var embedder = SentenceEmbedder.Load(Engine.Reference.PretrainedModels.MiniLM.Directory, new CpuBackend());
+        var serial = texts.Select(t => embedder.Embed([t, t + " again"])).ToArray();
+        var parallel = new float[texts.Length][][];
+        var start = new Barrier(texts.Length);
+        var threads = Enumerable.Range(0, texts.Length).Select(i => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int repeat = 0; repeat < 3; repeat++) parallel[i] = embedder.Embed([texts[i], texts[i] + " again"]);
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        for (int i = 0; i < texts.Length; i++)
+            for (int j = 0; j < 2; j++) Assert.Equal(serial[i][j], parallel[i][j]);
+
+        using var classifier = Engine.Models.Bert.BertForSequenceClassification.Load(Engine.Reference.PretrainedModels.MiniLM.Directory, new CpuBackend(), numLabels: 3, seed: 1);
+        var batches = texts.Select(t => embedder.Tokenizer.Pad(embedder.Tokenize([t, t + " again"]))).ToArray();
+        var serialLogits = batches.Select(classifier.Logits).ToArray();
+        var parallelLogits = new float[batches.Length][];
+        threads = [.. Enumerable.Range(0, batches.Length).Select(i => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int repeat = 0; repeat < 3; repeat++) parallelLogits[i] = classifier.Logits(batches[i]);
+        }))];
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        for (int i = 0; i < batches.Length; i++) Assert.Equal(serialLogits[i], parallelLogits[i]);
+    }
 }
 
 /// <summary>After the first batch of a size, a forward pass allocates nothing on the backend.</summary>

@@ -78,6 +78,26 @@ internal static class TinyBert
         SafeTensorsWriter.Write(Path.Combine(directory, "model.safetensors"), tensors ?? Tensors());
         return directory;
     }
+
+    /// <summary>The <see cref="Vocab"/> WordPiece tokens of the tiny models that the command line runs.</summary>
+    public static readonly string[] Words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "the", "a", "##s"];
+
+    /// <summary>A tiny base model with a vocabulary, which every verb can load.</summary>
+    public static string WriteWithVocabulary(string directory, IEnumerable<SafeTensorData>? tensors = null, JsonObject? config = null)
+    {
+        Write(directory, tensors, config);
+        File.WriteAllLines(Path.Combine(directory, "vocab.txt"), Words);
+        return directory;
+    }
+
+    /// <summary>A tiny classifier checkpoint (labels LABEL_0…, a random head), as fine-tuning writes one.</summary>
+    public static string WriteClassifier(string directory, int labels = 3)
+    {
+        string baseModel = WriteWithVocabulary(directory + "-base");
+        using var model = Engine.Models.Bert.BertForSequenceClassification.Load(baseModel, new Engine.Backends.Cpu.CpuBackend(), numLabels: labels, seed: 1);
+        model.Save(directory, baseModel);
+        return directory;
+    }
 }
 
 /// <summary>A temporary directory removed after the test.</summary>

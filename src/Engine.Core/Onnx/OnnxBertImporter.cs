@@ -77,18 +77,20 @@ public static partial class OnnxBertImporter
     private static string? LinearWeightName(OnnxTensor tensor, OnnxGraph graph, ILookup<string, OnnxNode> consumers)
     {
         foreach (var matMul in consumers[tensor.Name].Where(n => n.OpType == "MatMul" && n.Inputs.Length == 2 && n.Inputs[1] == tensor.Name))
-            foreach (var add in consumers[matMul.Outputs[0]].Where(n => n.OpType == "Add"))
+            foreach (var add in matMul.Outputs.Take(1).SelectMany(output => consumers[output]).Where(n => n.OpType == "Add"))
                 foreach (string input in add.Inputs)
                     if (input.EndsWith(".bias", StringComparison.Ordinal) && graph.Initializers.ContainsKey(input))
                         return input[..^".bias".Length] + ".weight";
         return null;
     }
 
-    private static BertConfig InferConfig(OnnxGraph graph, Dictionary<string, (float[] Values, long[] Shape)> weights, string source)
+    /// <summary>The configuration read off the mapped weights' shapes and the graph (heads, layer-norm epsilon, activation).</summary>
+    public static BertConfig InferConfig(OnnxGraph graph, Dictionary<string, (float[] Values, long[] Shape)> weights, string source)
     {
-        long[] Shape(string name) => weights.TryGetValue(name, out var w) ? w.Shape
-            : throw new EngineException($"{source}: graph has no initializer for '{name}'");
-        var word = Shape("embeddings.word_embeddings.weight");
+        long[] Shape(string name, int rank) => !weights.TryGetValue(name, out var w) ? throw new EngineException($"{source}: graph has no initializer for '{name}'")
+            : w.Shape.Length == rank ? w.Shape
+            : throw new EngineException($"{source}: initializer '{name}' has dims [{string.Join(", ", w.Shape)}], not {rank} of them");
+        var word = Shape("embeddings.word_embeddings.weight", 2);
         int hidden = (int)word[1];
         int layers = weights.Keys.Select(k => LayerIndex().Match(k)).Where(m => m.Success)
             .Select(m => int.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture)).DefaultIfEmpty(-1).Max() + 1;
@@ -106,10 +108,10 @@ public static partial class OnnxBertImporter
             ["hidden_size"] = hidden,
             ["num_hidden_layers"] = layers,
             ["num_attention_heads"] = heads,
-            ["intermediate_size"] = Shape("encoder.layer.0.intermediate.dense.weight")[0],
+            ["intermediate_size"] = Shape("encoder.layer.0.intermediate.dense.weight", 2)[0],
             ["hidden_act"] = "gelu",
-            ["max_position_embeddings"] = Shape("embeddings.position_embeddings.weight")[0],
-            ["type_vocab_size"] = Shape("embeddings.token_type_embeddings.weight")[0],
+            ["max_position_embeddings"] = Shape("embeddings.position_embeddings.weight", 2)[0],
+            ["type_vocab_size"] = Shape("embeddings.token_type_embeddings.weight", 2)[0],
             ["layer_norm_eps"] = eps,
             ["pad_token_id"] = 0,
             ["position_embedding_type"] = "absolute",
@@ -121,7 +123,7 @@ public static partial class OnnxBertImporter
     {
         var constants = new Dictionary<string, float>(StringComparer.Ordinal);
         foreach (var t in graph.Initializers.Values.Where(t => t.Values.Length == 1)) constants[t.Name] = t.Values[0];
-        foreach (var n in graph.Nodes.Where(n => n.OpType == "Constant" && n.Value is { Values.Length: 1 }))
+        foreach (var n in graph.Nodes.Where(n => n.OpType == "Constant" && n.Value is { Values.Length: 1 } && n.Outputs.Length == 1))
             constants[n.Outputs[0]] = n.Value!.Values[0];
         return constants;
     }
@@ -139,7 +141,7 @@ public static partial class OnnxBertImporter
     /// <summary>The decomposed LayerNorm's variance + ε: an Add of a ReduceMean output and a constant.</summary>
     private static double? InferLayerNormEps(OnnxGraph graph, Dictionary<string, float> constants)
     {
-        var reduceMeans = graph.Nodes.Where(n => n.OpType == "ReduceMean").Select(n => n.Outputs[0]).ToHashSet(StringComparer.Ordinal);
+        var reduceMeans = graph.Nodes.Where(n => n.OpType == "ReduceMean").SelectMany(n => n.Outputs.Take(1)).ToHashSet(StringComparer.Ordinal);
         foreach (var add in graph.Nodes.Where(n => n.OpType == "Add" && n.Inputs.Length == 2))
             for (int i = 0; i < 2; i++)
                 if (reduceMeans.Contains(add.Inputs[i]) && constants.TryGetValue(add.Inputs[1 - i], out float eps))

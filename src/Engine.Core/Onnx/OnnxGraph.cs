@@ -160,12 +160,15 @@ public sealed class OnnxGraph
             count *= d;
             if (count > int.MaxValue) throw new EngineException($"{where} is too large");
         }
+        // The data must be there before anything is allocated for it: dims alone never size an allocation.
+        if (raw.IsEmpty && floats.Count != count && longs.Count != count && count != 0)
+            throw new EngineException($"{where}: data does not match dims [{string.Join(", ", dims)}]");
+        int size = dataType switch { Float or Int32 => 4, Int64 or Double => 8, Float16 or BFloat16 => 2, _ => 0 };
+        if (!raw.IsEmpty && size == 0) throw new EngineException($"{where} has unsupported data type {dataType}");
+        if (!raw.IsEmpty && raw.Length != count * size) throw new EngineException($"{where}: {raw.Length} bytes do not hold dims [{string.Join(", ", dims)}]");
         var values = new float[count];
         if (!raw.IsEmpty)
         {
-            int size = dataType switch { Float or Int32 => 4, Int64 or Double => 8, Float16 or BFloat16 => 2, _ => 0 };
-            if (size == 0) throw new EngineException($"{where} has unsupported data type {dataType}");
-            if (raw.Length != count * size) throw new EngineException($"{where}: {raw.Length} bytes do not hold dims [{string.Join(", ", dims)}]");
             switch (dataType)
             {
                 case Float: MemoryMarshal.Cast<byte, float>(raw).CopyTo(values); break;
@@ -178,7 +181,6 @@ public sealed class OnnxGraph
         }
         else if (floats.Count == count) floats.CopyTo(values);
         else if (longs.Count == count) for (int i = 0; i < values.Length; i++) values[i] = longs[i];
-        else if (count != 0) throw new EngineException($"{where}: data does not match dims [{string.Join(", ", dims)}]");
         return new OnnxTensor(name, [.. dims], dataType, values);
     }
 

@@ -5,8 +5,11 @@ using Engine.Models.Bert;
 
 namespace Engine.Tokenization;
 
-/// <summary>One tokenized input: ids with special tokens, token types, and the mask (all ones before padding).</summary>
-public sealed record Encoding(int[] InputIds, int[] TokenTypeIds, int[] AttentionMask);
+/// <summary>
+/// One tokenized input: ids with special tokens, token types, and the mask (all ones before padding);
+/// <paramref name="Truncated"/> when tokens were cut to fit the maximum length.
+/// </summary>
+public sealed record Encoding(int[] InputIds, int[] TokenTypeIds, int[] AttentionMask, bool Truncated = false);
 
 /// <summary>Options read from <c>tokenizer_config.json</c>, with Hugging Face's defaults.</summary>
 public sealed record BertTokenizerOptions
@@ -37,6 +40,8 @@ public sealed class BertTokenizer
 {
     public const string VocabFileName = "vocab.txt";
     public const string ConfigFileName = "tokenizer_config.json";
+    /// <summary>The tokenizer's files in a Hugging Face directory, which a saved model carries along.</summary>
+    public static readonly string[] FileNames = [VocabFileName, ConfigFileName, "special_tokens_map.json", "tokenizer.json"];
 
     private readonly Dictionary<string, int> _vocab;
     private readonly string[] _specialTokens;
@@ -48,14 +53,19 @@ public sealed class BertTokenizer
     public int SepId { get; }
     public int PadId { get; }
     public int MaskId { get; }
+    /// <summary>Where the vocabulary came from (its file), for messages.</summary>
+    public string Source { get; }
 
-    public BertTokenizer(IReadOnlyList<string> vocabulary, BertTokenizerOptions options)
+    /// <param name="source">The vocabulary's file, for messages.</param>
+    public BertTokenizer(IReadOnlyList<string> vocabulary, BertTokenizerOptions options, string source = VocabFileName)
     {
         Options = options;
         Vocabulary = vocabulary;
+        Source = source;
         _vocab = new Dictionary<string, int>(vocabulary.Count, StringComparer.Ordinal);
         for (int i = 0; i < vocabulary.Count; i++) _vocab.TryAdd(vocabulary[i], i);
-        int Id(string token) => _vocab.TryGetValue(token, out int id) ? id : throw new EngineException($"{VocabFileName}: special token '{token}' is not in the vocabulary");
+        int Id(string token) => _vocab.TryGetValue(token, out int id) ? id
+            : throw new EngineException($"{source}: special token '{token}' is not in the vocabulary (tokenizer_config.json may name another)");
         UnkId = Id(options.UnkToken);
         ClsId = Id(options.ClsToken);
         SepId = Id(options.SepToken);
@@ -76,21 +86,37 @@ public sealed class BertTokenizer
         var tokens = vocab.Length > 0 && vocab[^1].Length == 0 ? vocab[..^1] : vocab;
         string configPath = Path.Combine(directory, ConfigFileName);
         var options = File.Exists(configPath) ? ReadOptions(configPath) : new BertTokenizerOptions();
-        return new BertTokenizer(tokens.Select(t => t.TrimEnd('\r')).ToArray(), options);
+        return new BertTokenizer(tokens.Select(t => t.TrimEnd('\r')).ToArray(), options, vocabPath);
+    }
+
+    /// <summary>
+    /// Throws unless every token id has a row in the model's word embeddings: a vocabulary longer than
+    /// config.json's <c>vocab_size</c> would fail only when such a token is met, so it is refused at load.
+    /// </summary>
+    public void CheckFits(Models.Bert.BertConfig config, string configSource)
+    {
+        if (Vocabulary.Count > config.VocabSize)
+            throw new EngineException($"{Source}: {Vocabulary.Count} tokens, but {configSource} has vocab_size {config.VocabSize}: ids from {config.VocabSize} up have no embedding");
     }
 
     private static BertTokenizerOptions ReadOptions(string path)
     {
-        try
         {
-            using var document = JsonDocument.Parse(File.ReadAllBytes(path));
+            using var document = IO.JsonInput.Parse(File.ReadAllBytes(path), path);
             var root = document.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new EngineException($"{path}: not a JSON object");
-            bool? Bool(string name) => root.TryGetProperty(name, out var v) && v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean() : null;
-            string? Token(string name) => root.TryGetProperty(name, out var v)
-                ? v.ValueKind == JsonValueKind.String ? v.GetString()
-                : v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c.GetString() : null
-                : null;
+            // A field that is absent or null takes the default; one of the wrong type is an error naming it.
+            bool? Bool(string name) => !root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? null
+                : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
+                : throw new EngineException($"{path}: '{name}' must be true or false, got {v.GetRawText()}");
+            // A special token is a string, or an AddedToken object whose "content" is one.
+            string? Token(string name)
+            {
+                if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+                var content = v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c : v;
+                return content.ValueKind == JsonValueKind.String && content.GetString() is { Length: > 0 } token ? token
+                    : throw new EngineException($"{path}: '{name}' must be a non-empty string or an object with a string 'content', got {v.GetRawText()}");
+            }
             var defaults = new BertTokenizerOptions();
             return new BertTokenizerOptions
             {
@@ -104,7 +130,6 @@ public sealed class BertTokenizer
                 MaskToken = Token("mask_token") ?? defaults.MaskToken,
             };
         }
-        catch (JsonException e) { throw new EngineException($"{path}: invalid JSON: {e.Message}", e); }
     }
 
     /// <summary>Writes <c>vocab.txt</c> and <c>tokenizer_config.json</c> into <paramref name="directory"/>.</summary>
@@ -174,7 +199,7 @@ public sealed class BertTokenizer
         Array.Fill(types, 1, firstSegment, ids.Count - firstSegment);
         var mask = new int[ids.Count];
         Array.Fill(mask, 1);
-        return new Encoding([.. ids], types, mask);
+        return new Encoding([.. ids], types, mask, n1 < first.Length || n2 < (second?.Length ?? 0));
     }
 
     /// <summary>Pads encodings to the longest with <c>[PAD]</c> and a zero mask.</summary>

@@ -1,4 +1,6 @@
 using System.Diagnostics;
+using System.Text.Json;
+using System.Text.Json.Nodes;
 using Engine.Backends;
 using Engine.Models.Bert;
 using Engine.Tokenization;
@@ -34,12 +36,36 @@ public sealed record FineTuneOptions
     /// <summary>Stop when the evaluation metric (<see cref="EvaluationResult.MetricName"/>) has not improved for this many epochs; null: never.</summary>
     public int? EarlyStoppingPatience { get; init; }
     public int GradientAccumulation { get; init; } = 1;
+    /// <summary>Write the resumable checkpoint <c>OUTPUT/last</c> after every epoch (model, optimizer moments: about three times the model's size).</summary>
+    public bool KeepCheckpoint { get; init; } = true;
+
+    /// <summary>Throws, naming the setting, unless every setting is in its range (before any work, so that nothing trains on a bad one).</summary>
+    public void Validate()
+    {
+        void Check(bool valid, string setting, object value, string range)
+        {
+            if (!valid) throw new EngineException($"fine-tuning setting {setting} = {value} is out of range; expected {range}");
+        }
+        Check(Epochs >= 1, nameof(Epochs), Epochs, "at least 1");
+        Check(MaxSteps is null or >= 1, nameof(MaxSteps), MaxSteps!, "at least 1");
+        Check(BatchSize >= 1, nameof(BatchSize), BatchSize, "at least 1");
+        Check(float.IsFinite(LearningRate) && LearningRate > 0, nameof(LearningRate), LearningRate, "a finite number above 0");
+        Check(float.IsFinite(WeightDecay) && WeightDecay >= 0, nameof(WeightDecay), WeightDecay, "a finite number ≥ 0");
+        Check(WarmupRatio is >= 0 and <= 1, nameof(WarmupRatio), WarmupRatio, "[0, 1]");
+        Check(Dropout is null or >= 0 and < 1, nameof(Dropout), Dropout!, "[0, 1)");
+        Check(MaxGradNorm is null || float.IsFinite(MaxGradNorm.Value) && MaxGradNorm > 0, nameof(MaxGradNorm), MaxGradNorm!, "a finite number above 0, or null for no clipping");
+        Check(Seed >= 0, nameof(Seed), Seed, "at least 0");
+        Check(EarlyStoppingPatience is null or >= 1, nameof(EarlyStoppingPatience), EarlyStoppingPatience!, "at least 1");
+        Check(GradientAccumulation >= 1, nameof(GradientAccumulation), GradientAccumulation, "at least 1");
+    }
 }
 
 /// <summary>A line of training progress: a step's loss (the loss that was backpropagated), or an evaluation.</summary>
 public abstract record TrainingEvent;
 public sealed record StepEvent(int Step, int TotalSteps, double Loss, float LearningRate, double GradientNorm, double ExamplesPerSecond) : TrainingEvent;
 public sealed record EvaluationEvent(int Epoch, EvaluationResult Result, bool Best) : TrainingEvent;
+/// <summary>A resumable checkpoint was written, whole, to <paramref name="Directory"/>.</summary>
+public sealed record CheckpointEvent(int Epoch, int OptimizerSteps, string Directory) : TrainingEvent;
 
 /// <summary>
 /// An evaluation over Count examples: the mean loss (cross-entropy, or squared error for regression); for a
@@ -58,31 +84,50 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 /// Fine-tunes a <see cref="BertForSequenceClassification"/> (a classifier or a regression head): seeded
 /// shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
 /// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After every epoch a resumable checkpoint
-/// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it
-/// continues exactly as if it had not stopped (each epoch's order and each step's dropout derive from the
-/// seed and the epoch or step alone).
+/// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it, in
+/// this process or another, continues exactly as if it had not stopped (each epoch's order and each step's
+/// dropout derive from the seed and the epoch or step alone, through <see cref="SeedStreams"/>).
 /// </summary>
+/// <remarks>
+/// The checkpoint is replaced whole or not at all, so a process killed at any moment leaves one to resume from:
+/// the new one is written into <c>last.saving-*</c>, the old one renamed to <c>last.previous</c>, the new one
+/// renamed to <c>last</c>, and the old one deleted. <see cref="ResolveCheckpoint"/> takes <c>last.previous</c>
+/// when a kill fell between the two renames. The best model's only changing file (its weights) is itself
+/// written atomically.
+/// </remarks>
 public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptions options)
 {
     public const string LastDirectory = "last", OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
+
+    /// <summary>As Hugging Face's Trainer: a step every GradientAccumulation batches and at the end of each epoch.</summary>
+    private int StepsPerEpoch(int examples) =>
+        ((examples + options.BatchSize - 1) / options.BatchSize + options.GradientAccumulation - 1) / options.GradientAccumulation;
+
+    /// <summary>The optimizer steps a run over <paramref name="examples"/> takes: every epoch's, or MaxSteps when fewer.</summary>
+    public int TotalSteps(int examples) => (int)Math.Min(options.MaxSteps ?? int.MaxValue, (long)StepsPerEpoch(examples) * options.Epochs);
 
     /// <summary>Trains; when <paramref name="output"/> is given, the best model (by the eval metric, else the last) is written there.</summary>
     /// <param name="resumeFrom">A <c>last</c> checkpoint whose model this tuner's model was loaded from: its optimizer and trainer state are restored.</param>
     public EvaluationResult? Train(IReadOnlyList<LabelledExample> train, IReadOnlyList<LabelledExample>? eval, Action<TrainingEvent> log,
         string? output = null, string? tokenizerDirectory = null, string? resumeFrom = null)
     {
+        options.Validate();
         if (train.Count == 0) throw new EngineException("no training examples");
-        if (options.BatchSize <= 0 || options.GradientAccumulation <= 0) throw new EngineException("batch size and gradient accumulation must be positive");
         ValidateLabels(train, "training");
         if (eval is not null) ValidateLabels(eval, "evaluation");
         var backend = model.Backend;
-        int batchesPerEpoch = (train.Count + options.BatchSize - 1) / options.BatchSize;
-        // As Hugging Face's Trainer: a step every GradientAccumulation batches and at the end of each epoch.
-        int stepsPerEpoch = (batchesPerEpoch + options.GradientAccumulation - 1) / options.GradientAccumulation;
-        int totalSteps = Math.Min(options.MaxSteps ?? int.MaxValue, stepsPerEpoch * options.Epochs);
+        int stepsPerEpoch = StepsPerEpoch(train.Count), totalSteps = TotalSteps(train.Count);
         int epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch;
         int warmup = (int)Math.Ceiling(options.WarmupRatio * totalSteps);
         using var optimizer = new AdamWOptimizer(backend, model.Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm });
+        // The tokenizer files are read now: the directory they come from may be a checkpoint that this run replaces.
+        var tokenizerFiles = tokenizerDirectory is null ? []
+            : BertTokenizer.FileNames.Where(f => File.Exists(Path.Combine(tokenizerDirectory, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(tokenizerDirectory, f)));
+        void Save(string directory)
+        {
+            model.Save(directory, tokenizerDirectory: null);
+            foreach (var (name, bytes) in tokenizerFiles) IO.AtomicFile.Write(Path.Combine(directory, name), s => s.Write(bytes));
+        }
         EvaluationResult? best = null;
         int epochsWithoutImprovement = 0, firstEpoch = 1;
         if (resumeFrom is not null) (firstEpoch, best, epochsWithoutImprovement) = Restore(resumeFrom, optimizer);
@@ -92,8 +137,7 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         model.ZeroGradients();
         for (int epoch = firstEpoch; epoch <= epochs && optimizer.StepCount < totalSteps; epoch++)
         {
-            var order = Enumerable.Range(0, train.Count).ToArray();
-            if (options.Shuffle) new Random(HashCode.Combine(options.Seed, epoch)).Shuffle(order);
+            var order = options.Shuffle ? SeedStreams.EpochOrder(train.Count, (ulong)options.Seed, epoch) : [.. Enumerable.Range(0, train.Count)];
             for (int start = 0; start < train.Count && optimizer.StepCount < totalSteps; start += options.BatchSize)
             {
                 var examples = order.Skip(start).Take(options.BatchSize).Select(i => train[i]).ToList();
@@ -124,27 +168,61 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
                 {
                     best = result;
                     epochsWithoutImprovement = 0;
-                    if (output is not null) model.Save(output, tokenizerDirectory);
+                    if (output is not null) Save(output);
                 }
                 else ++epochsWithoutImprovement;
             }
-            if (output is not null) SaveLast(Path.Combine(output, LastDirectory), tokenizerDirectory, optimizer, epoch, best, epochsWithoutImprovement);
+            if (output is not null && options.KeepCheckpoint)
+            {
+                string last = Path.Combine(output, LastDirectory);
+                SaveLast(last, Save, optimizer, epoch, best, epochsWithoutImprovement);
+                log(new CheckpointEvent(epoch, optimizer.StepCount, last));
+            }
             if (options.EarlyStoppingPatience is { } patience && epochsWithoutImprovement >= patience) break;
         }
-        if (output is not null && best is null) model.Save(output, tokenizerDirectory);
+        if (output is not null && best is null) Save(output);
         return best;
     }
 
-    private void SaveLast(string directory, string? tokenizerDirectory, AdamWOptimizer optimizer, int epoch, EvaluationResult? best, int epochsWithoutImprovement)
+    private const string SavingInfix = ".saving-", PreviousSuffix = ".previous";
+
+    /// <summary>
+    /// The checkpoint to resume from for <paramref name="directory"/> (an <c>OUTPUT/last</c>): itself when it holds
+    /// a trainer state, else the <c>.previous</c> one that a kill between the swap's two renames left; null if neither.
+    /// </summary>
+    public static string? ResolveCheckpoint(string directory)
     {
-        model.Save(directory, tokenizerDirectory);
+        string trimmed = Path.TrimEndingDirectorySeparator(directory);
+        foreach (string candidate in new[] { trimmed, trimmed + PreviousSuffix })
+            if (File.Exists(Path.Combine(candidate, StateFile))) return candidate;
+        return null;
+    }
+
+    /// <summary>Writes the checkpoint beside <paramref name="directory"/> and swaps it in (see the class remarks).</summary>
+    private static void SaveLast(string directory, Action<string> saveModel, AdamWOptimizer optimizer, int epoch, EvaluationResult? best, int epochsWithoutImprovement)
+    {
+        string parent = Path.GetDirectoryName(Path.GetFullPath(directory))!, name = Path.GetFileName(directory);
+        Directory.CreateDirectory(parent);
+        foreach (string stale in Directory.EnumerateDirectories(parent, name + SavingInfix + "*")) Directory.Delete(stale, recursive: true);
+        string staging = Path.Combine(parent, $"{name}{SavingInfix}{Environment.ProcessId}-{Guid.NewGuid():N}"), previous = directory + PreviousSuffix;
+        WriteCheckpoint(staging, saveModel, optimizer, epoch, best, epochsWithoutImprovement);
+        // Both present: a kill fell after the new one was renamed in; the .previous one is the older of the two.
+        if (Directory.Exists(previous) && Directory.Exists(directory)) Directory.Delete(previous, recursive: true);
+        if (Directory.Exists(directory)) Directory.Move(directory, previous);
+        Directory.Move(staging, directory);
+        if (Directory.Exists(previous)) Directory.Delete(previous, recursive: true);
+    }
+
+    private static void WriteCheckpoint(string directory, Action<string> saveModel, AdamWOptimizer optimizer, int epoch, EvaluationResult? best, int epochsWithoutImprovement)
+    {
+        saveModel(directory);
         IO.SafeTensorsWriter.Write(Path.Combine(directory, OptimizerFile),
             optimizer.ReadState().SelectMany(s => new[] { IO.SafeTensorData.FromFloats("m." + s.Name, s.M, s.M.Length), IO.SafeTensorData.FromFloats("v." + s.Name, s.V, s.V.Length) }));
-        var state = new System.Text.Json.Nodes.JsonObject
+        var state = new JsonObject
         {
             ["epoch"] = epoch,
             ["optimizer_steps"] = optimizer.StepCount,
-            ["best"] = best is null ? null : new System.Text.Json.Nodes.JsonObject
+            ["best"] = best is null ? null : new JsonObject
             {
                 ["loss"] = best.Loss, ["count"] = best.Count, ["accuracy"] = best.Accuracy, ["f1"] = best.F1,
                 ["pearson"] = best.Pearson, ["spearman"] = best.Spearman,
@@ -157,22 +235,23 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
     /// <summary>The epoch to continue from, the best result so far and the patience count, with the optimizer restored.</summary>
     private static (int, EvaluationResult?, int) Restore(string directory, AdamWOptimizer optimizer)
     {
-        string statePath = Path.Combine(directory, StateFile);
-        if (!File.Exists(statePath)) throw new EngineException($"{directory}: not a resumable checkpoint (no {StateFile})");
-        var state = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(statePath)) as System.Text.Json.Nodes.JsonObject
-            ?? throw new EngineException($"{statePath}: not a JSON object");
-        using var file = IO.SafeTensorsFile.Open(Path.Combine(directory, OptimizerFile));
+        var state = TrainerState.Read(Path.Combine(directory, StateFile));
+        string optimizerPath = Path.Combine(directory, OptimizerFile);
+        using var file = IO.SafeTensorsFile.Open(optimizerPath);
         var moments = new Dictionary<string, (float[], float[])>();
         foreach (var info in file.Tensors.Where(t => t.Name.StartsWith("m.", StringComparison.Ordinal)))
         {
             string name = info.Name[2..];
-            if (!file.TryGet("v." + name, out var v)) throw new EngineException($"{directory}/{OptimizerFile}: no 'v.{name}'");
-            moments[name] = (file.ReadFloat32(info), file.ReadFloat32(v));
+            if (!file.TryGet("v." + name, out var v)) throw new EngineException($"{optimizerPath}: no 'v.{name}'");
+            var (first, second) = (file.ReadFloat32(info), file.ReadFloat32(v));
+            // Adam's second moment is a running mean of squares: finite and never negative.
+            if (!first.All(float.IsFinite) || !second.All(x => float.IsFinite(x) && x >= 0))
+                throw new EngineException($"{optimizerPath}: the moments of '{name}' are not finite (or the second is negative); the checkpoint is damaged");
+            moments[name] = (first, second);
         }
-        optimizer.LoadState((int)state["optimizer_steps"]!, moments);
-        var best = state["best"] is not System.Text.Json.Nodes.JsonObject b ? null
-            : new EvaluationResult((double)b["loss"]!, (int)b["count"]!, (double?)b["accuracy"], (double?)b["f1"], (double?)b["pearson"], (double?)b["spearman"]);
-        return ((int)state["epoch"]! + 1, best, (int)state["epochs_without_improvement"]!);
+        try { optimizer.LoadState(state.OptimizerSteps, moments); }
+        catch (EngineException e) { throw new EngineException($"{optimizerPath}: {e.Message}", e); }
+        return (state.Epoch + 1, state.Best, state.EpochsWithoutImprovement);
     }
 
     /// <summary>Examples padded into one batch (zero ids and mask past each one's end).</summary>
@@ -218,5 +297,37 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         return model.ProblemType == ProblemType.Regression
             ? Metrics.Regression(outputs, [.. examples.Select(e => e.Label)])
             : Metrics.Classification(outputs, [.. examples.Select(e => (int)e.Label)], labels);
+    }
+}
+
+/// <summary>
+/// Where a fine-tuning run stood when its checkpoint was written (<c>trainer_state.json</c>): the epoch just
+/// finished, the optimizer steps taken, the best evaluation so far and the epochs since it improved.
+/// </summary>
+public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement)
+{
+    /// <summary>Reads and checks a trainer state; anything missing, mistyped or out of range is an error naming the file and field.</summary>
+    public static TrainerState Read(string path)
+    {
+        if (!File.Exists(path)) throw new EngineException($"{Path.GetDirectoryName(path)}: not a resumable checkpoint (no {Path.GetFileName(path)})");
+        var root = IO.JsonInput.ReadObject(path);
+        int Count(JsonObject o, string field, string where) =>
+            o[field] is JsonValue v && v.TryGetValue(out int n) && n >= 0 ? n : throw new EngineException($"{path}: '{where}{field}' must be a whole number ≥ 0");
+        double? Number(JsonObject o, string field, bool required) => o[field] switch
+        {
+            null when !required => null,
+            JsonValue v when v.TryGetValue(out double d) && double.IsFinite(d) => d,
+            _ => throw new EngineException($"{path}: 'best.{field}' must be a finite number{(required ? "" : " or null")}"),
+        };
+        var best = root["best"] switch
+        {
+            null => null,
+            JsonObject b => new EvaluationResult(Number(b, "loss", true)!.Value, Count(b, "count", "best."), Number(b, "accuracy", false), Number(b, "f1", false),
+                Number(b, "pearson", false), Number(b, "spearman", false)),
+            _ => throw new EngineException($"{path}: 'best' must be an object or null"),
+        };
+        int epoch = Count(root, "epoch", "");
+        if (epoch < 1) throw new EngineException($"{path}: 'epoch' must be at least 1");
+        return new TrainerState(epoch, Count(root, "optimizer_steps", ""), best, Count(root, "epochs_without_improvement", ""));
     }
 }

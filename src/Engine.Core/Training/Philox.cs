@@ -40,4 +40,67 @@ public static class Philox
 
     /// <summary>An output word as a uniform number in [0, 1): its top 24 bits, exact in a float.</summary>
     public static float ToUniform(uint word) => (word >> 8) * (1f / (1 << 24));
+
+    /// <summary>
+    /// Element <paramref name="index"/> of a stream (<paramref name="seed"/>, <paramref name="offset"/>) as an integer
+    /// in [0, <paramref name="bound"/>): the first two words of block (index, offset) as 64 bits, scaled by a
+    /// 128-bit product (Lemire), so the bias is below 2⁻³² for any bound that fits an int.
+    /// </summary>
+    public static int Below(ulong seed, ulong offset, long index, int bound)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bound);
+        var (w0, w1, _, _) = Block((uint)index, (uint)((ulong)index >> 32), (uint)offset, (uint)(offset >> 32), (uint)seed, (uint)(seed >> 32));
+        ulong bits = (ulong)w1 << 32 | w0;
+        return (int)(ulong)(((UInt128)bits * (uint)bound) >> 64);
+    }
+
+    /// <summary>
+    /// Element <paramref name="index"/> of a stream as a standard normal number: Box–Muller on the four words of
+    /// block (index, offset), two 53-bit uniforms in float64.
+    /// </summary>
+    public static double Normal(ulong seed, ulong offset, long index)
+    {
+        var (w0, w1, w2, w3) = Block((uint)index, (uint)((ulong)index >> 32), (uint)offset, (uint)(offset >> 32), (uint)seed, (uint)(seed >> 32));
+        const double Unit = 1.0 / (1UL << 53);
+        double u = 1 - (((ulong)w1 << 32 | w0) >> 11) * Unit; // (0, 1]: the logarithm stays finite
+        double v = (((ulong)w3 << 32 | w2) >> 11) * Unit;
+        return Math.Sqrt(-2 * Math.Log(u)) * Math.Cos(2 * Math.PI * v);
+    }
+}
+
+/// <summary>
+/// Every random draw of a run, as a fixed function of its seed: one Philox stream per use, so the same seed
+/// gives the same numbers in any process, on any machine, in any .NET version (unlike <c>HashCode</c>, which is
+/// randomised per process, or <c>System.Random</c>, whose sequence .NET does not promise to keep).
+/// </summary>
+/// <remarks>
+/// Streams are Philox offsets under the run's seed as key. Dropout takes offsets step·1024 + site
+/// (<see cref="Models.Bert.DropoutSettings"/>), which stay below 2⁶² for any step count a run can reach; the
+/// other uses take offsets from 2⁶³ up, so no two uses ever share numbers.
+/// </remarks>
+public static class SeedStreams
+{
+    private const ulong EpochOrderBase = 1UL << 63, HeadInitialisation = (1UL << 63) + (1UL << 62);
+
+    /// <summary>The order of <paramref name="count"/> examples in <paramref name="epoch"/>: a Fisher–Yates shuffle on its own stream.</summary>
+    public static int[] EpochOrder(int count, ulong seed, int epoch)
+    {
+        var order = new int[count];
+        for (int i = 0; i < count; i++) order[i] = i;
+        ulong offset = EpochOrderBase + (uint)epoch;
+        for (int i = count - 1; i > 0; i--)
+        {
+            int j = Philox.Below(seed, offset, i, i + 1);
+            (order[i], order[j]) = (order[j], order[i]);
+        }
+        return order;
+    }
+
+    /// <summary><paramref name="count"/> draws from N(0, std²) for a newly initialised head (Hugging Face initialises heads from N(0, 0.02²)).</summary>
+    public static float[] HeadWeights(int count, double std, ulong seed)
+    {
+        var weights = new float[count];
+        for (int i = 0; i < count; i++) weights[i] = (float)(std * Philox.Normal(seed, HeadInitialisation, i));
+        return weights;
+    }
 }

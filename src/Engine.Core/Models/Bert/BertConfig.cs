@@ -40,15 +40,8 @@ public sealed record BertConfig
 
     public static BertConfig Load(string path)
     {
-        JsonObject root;
-        try
-        {
-            root = JsonNode.Parse(File.ReadAllText(path)) as JsonObject
-                ?? throw new EngineException($"{path}: not a JSON object");
-        }
-        catch (JsonException e) { throw new EngineException($"{path}: invalid JSON: {e.Message}", e); }
-        catch (IOException e) { throw new EngineException($"{path}: cannot read: {e.Message}", e); }
-        return FromJson(root, path);
+        if (!File.Exists(path)) throw new EngineException($"{path}: not found (a Hugging Face model directory holds config.json)");
+        return FromJson(JsonInput.ReadObject(path), path);
     }
 
     public static BertConfig FromJson(JsonObject root, string source)

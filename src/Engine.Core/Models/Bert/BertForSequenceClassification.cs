@@ -60,10 +60,13 @@ public enum ProblemType
 /// supported yet. Dropout applies
 /// where Hugging Face's does: the embeddings, the attention probabilities (inside the fused attention), the
 /// attention output, the FFN output, and the pooler output before the classifier.
+/// Thread safety: <see cref="Logits"/> may be called from several threads at once (they take turns); training
+/// (<c>ForwardBackward</c>, the optimizer) belongs to one thread.
 /// </remarks>
 public sealed class BertForSequenceClassification : IDisposable
 {
     private readonly ITrainingBackend _backend;
+    private readonly Lock _forwardLock = new();
     private TrainingCache? _cache;
 
     public ITrainingBackend Backend => _backend;
@@ -98,8 +101,8 @@ public sealed class BertForSequenceClassification : IDisposable
         string configPath = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(configPath);
         var configured = ConfiguredProblemType(config.Raw, configPath);
-        int labels = labelNames?.Count ?? numLabels ?? ConfiguredLabels(config.Raw) ?? ((problemType ?? configured) == ProblemType.Regression ? 1 : 2);
-        if (labels < 1) throw new EngineException($"num_labels must be positive, got {labels}");
+        int labels = labelNames?.Count ?? numLabels ?? ConfiguredLabels(config.Raw, configPath) ?? ((problemType ?? configured) == ProblemType.Regression ? 1 : 2);
+        if (labels is < 1 or > MaxLabels) throw new EngineException($"num_labels must be in [1, {MaxLabels}], got {labels}");
         var problem = problemType ?? ProblemTypeOf(configured, labels);
         using var checkpoint = Checkpoint.Open(directory);
         var bert = BertModel.Load(checkpoint, config, backend);
@@ -114,6 +117,26 @@ public sealed class BertForSequenceClassification : IDisposable
             : Linear.CreateRandom(backend, "classifier", config.HiddenSize, labels, 0.02, seed);
         var names = labelNames ?? ConfiguredLabelNames(config.Raw, labels);
         return new BertForSequenceClassification(backend, bert, classifier, names, problem) { UnusedTensors = checkpoint.UnusedNames };
+    }
+
+    /// <summary>
+    /// Loads a fine-tuned classifier for inference: a checkpoint without a classification head is refused, naming
+    /// what it holds, instead of predicting with a randomly initialised one.
+    /// </summary>
+    public static BertForSequenceClassification LoadWithHead(string directory, ITrainingBackend backend)
+    {
+        using (var checkpoint = Checkpoint.Open(directory))
+        {
+            if (!WeightScope.Root(checkpoint).Sub("classifier").Has("weight"))
+            {
+                var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
+                string holds = config.Raw["architectures"] is JsonArray { Count: > 0 } names ? string.Join(", ", names.Select(n => n?.ToJsonString().Trim('"')))
+                    : "a base model";
+                throw new EngineException($"{directory}: no classification head (no 'classifier.weight' among its {checkpoint.Names.Count()} tensors; it holds {holds}); " +
+                    $"'engine finetune --model {directory} --train DATA' trains one");
+            }
+        }
+        return Load(directory, backend);
     }
 
     private static ProblemType? ConfiguredProblemType(JsonObject raw, string source) => raw["problem_type"] switch
@@ -137,7 +160,7 @@ public sealed class BertForSequenceClassification : IDisposable
     {
         string path = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(path);
-        if (!config.HasArchitecture(nameof(BertForSequenceClassification)) || ConfiguredLabels(config.Raw) is not { } count) return null;
+        if (!config.HasArchitecture(nameof(BertForSequenceClassification)) || ConfiguredLabels(config.Raw, path) is not { } count) return null;
         return ProblemTypeOf(ConfiguredProblemType(config.Raw, path), count) == ProblemType.Regression ? null : ConfiguredLabelNames(config.Raw, count);
     }
 
@@ -181,7 +204,7 @@ public sealed class BertForSequenceClassification : IDisposable
         config["label2id"] = label2id;
         AtomicFile.WriteText(Path.Combine(directory, BertConfig.FileName), config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
         if (tokenizerDirectory is not null && Path.GetFullPath(tokenizerDirectory) != Path.GetFullPath(directory))
-            foreach (string file in new[] { Tokenization.BertTokenizer.VocabFileName, Tokenization.BertTokenizer.ConfigFileName, "special_tokens_map.json", "tokenizer.json" })
+            foreach (string file in Tokenization.BertTokenizer.FileNames)
                 if (File.Exists(Path.Combine(tokenizerDirectory, file)))
                     AtomicFile.Write(Path.Combine(directory, file), s => { using var source = File.OpenRead(Path.Combine(tokenizerDirectory, file)); source.CopyTo(s); });
     }
@@ -202,9 +225,21 @@ public sealed class BertForSequenceClassification : IDisposable
         return [length / columns, columns];
     }
 
-    private static int? ConfiguredLabels(JsonObject raw) =>
-        raw["num_labels"] is JsonValue n && n.TryGetValue(out int count) ? count
-        : raw["id2label"] is JsonObject map ? map.Count : null;
+    /// <summary>The most outputs a classification head may have (far above any real label set; it bounds what a config can make us allocate).</summary>
+    public const int MaxLabels = 1 << 16;
+
+    /// <summary>config.json's num_labels, else the size of its id2label, else null; a value outside [1, <see cref="MaxLabels"/>] is an error.</summary>
+    private static int? ConfiguredLabels(JsonObject raw, string source)
+    {
+        int? count = raw["num_labels"] switch
+        {
+            null => raw["id2label"] is JsonObject map ? map.Count : null,
+            JsonValue v when v.TryGetValue(out int n) => n,
+            var other => throw new EngineException($"{source}: 'num_labels' must be an integer, got {other.ToJsonString()}"),
+        };
+        if (count is < 1 or > MaxLabels) throw new EngineException($"{source}: 'num_labels' must be in [1, {MaxLabels}], got {count}");
+        return count;
+    }
 
     /// <summary>Every trainable tensor, in Hugging Face's module order.</summary>
     public IEnumerable<Parameter> Parameters =>
@@ -221,12 +256,16 @@ public sealed class BertForSequenceClassification : IDisposable
     }
 
     /// <summary>Logits (B, num_labels) in evaluation mode (no dropout).</summary>
+    /// <remarks>Thread-safe: concurrent callers take turns (the activations are shared, and each op uses every core).</remarks>
     public float[] Logits(BertBatch batch)
     {
-        var cache = Forward(batch, DropoutSettings.None);
-        var logits = new float[batch.BatchSize * NumLabels];
-        _backend.Download(cache.Logits, logits);
-        return logits;
+        lock (_forwardLock)
+        {
+            var cache = Forward(batch, DropoutSettings.None);
+            var logits = new float[batch.BatchSize * NumLabels];
+            _backend.Download(cache.Logits, logits);
+            return logits;
+        }
     }
 
     /// <summary>
