@@ -27,17 +27,16 @@ public sealed class UsageException(string message) : Exception(message);
 /// </summary>
 public static class Cli
 {
-    public static int Run(string[] args, TextWriter? output = null, TextWriter? error = null)
+    /// <summary>Runs the command line; everything goes to <see cref="Console.Out"/> and <see cref="Console.Error"/>.</summary>
+    public static int Run(string[] args)
     {
-        output ??= Console.Out;
-        error ??= Console.Error;
         var result = Commands.Build().Parse(args);
         if (result.Action is not HelpAction && UsageError(result, args) is { } message)
         {
-            error.WriteLine($"error: {message}");
+            Console.Error.WriteLine($"error: {message}");
             return (int)ExitCode.Usage;
         }
-        return result.Invoke(new InvocationConfiguration { Output = output, Error = error });
+        return result.Invoke(new InvocationConfiguration { Output = Console.Out, Error = Console.Error });
     }
 
     /// <summary>The first thing wrong with the command line, as one line, or null.</summary>
@@ -129,7 +128,7 @@ public static class Cli
     /// </summary>
     internal static int Verb(ParseResult result, bool verbose, Action work)
     {
-        var error = result.InvocationConfiguration.Error;
+        var error = Console.Error;
         try
         {
             CliOptions.Preflight(result);

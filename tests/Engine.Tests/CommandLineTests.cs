@@ -101,6 +101,31 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         Assert.Empty(Directory.GetFileSystemEntries(temp.Path));
     }
 
+    /// <summary>An exception nobody expected (a bug) is still one line, with its own exit code; --verbose adds where it came from.</summary>
+    [Fact]
+    public void AnInternalErrorIsOneLineWithItsOwnExitCode()
+    {
+        var (oldOut, oldError) = (Console.Out, Console.Error);
+        var error = new StringWriter();
+        Console.SetError(error);
+        try
+        {
+            var result = Commands.Build().Parse(["info"]);
+            int code = Cli.Cli.Verb(result, verbose: false, () => throw new InvalidOperationException("the impossible\nhappened"));
+            Assert.Equal((int)ExitCode.InternalError, code);
+            Assert.Equal("error: internal error (InvalidOperationException: the impossible happened); this is a bug in engine: --verbose shows where, please report it",
+                error.ToString().Trim());
+            error.GetStringBuilder().Clear();
+            Assert.Equal((int)ExitCode.InternalError, Cli.Cli.Verb(result, verbose: true, () => throw new InvalidOperationException("again")));
+            Assert.Contains(nameof(AnInternalErrorIsOneLineWithItsOwnExitCode), error.ToString());
+        }
+        finally
+        {
+            Console.SetOut(oldOut);
+            Console.SetError(oldError);
+        }
+    }
+
     [Fact]
     public void ModelDependentLimitsAreUsageErrors()
     {

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of every reader of untrusted bytes (tools/Engine.Fuzz, FuzzTargets): SharpFuzz
 # instruments the engine's assemblies for AFL++ (Debian's afl++), and afl-fuzz runs each target for EXECS inputs
-# from its seeds. Then every saved crash and hang is replayed, and one line per target goes to OUT/summary.tsv:
+# from its seeds, with a dictionary of the formats' tokens (tokens.dict). Then every saved crash and hang is replayed, and one line per target goes to OUT/summary.tsv:
 #   target  execs  crashes  hangs  replayed bugs  paths  coverage  seconds
 #   bash tools/fuzz/run.sh [EXECS] [TARGET...]        (default: 1000000 inputs, every target; OUT=.fuzz)
 # A target has passed when crashes, hangs and replayed bugs are all 0. Inputs time out after 2 s (a hang).
@@ -29,14 +29,14 @@ for target in "${targets[@]}"; do
   rm -rf "$seeds" "$findings"; mkdir -p "$out/findings"
   "${fuzz[@]}" seeds "$target" "$seeds"
   start=$(date +%s)
-  afl-fuzz -i "$seeds" -o "$findings" -t 2000 -m none -E "$execs" -- "$(command -v dotnet)" "$out/bin/engine-fuzz.dll" afl "$target" > "$out/afl-$target.log" 2>&1 \
+  afl-fuzz -i "$seeds" -o "$findings" -x "$root/tools/fuzz/tokens.dict" -t 2000 -m none -E "$execs" -- "$(command -v dotnet)" "$out/bin/engine-fuzz.dll" afl "$target" > "$out/afl-$target.log" 2>&1 \
     || { echo "afl-fuzz failed on $target; see $out/afl-$target.log" >&2; tail -20 "$out/afl-$target.log" >&2; exit 1; }
   stats="$findings/default/fuzzer_stats"
   stat() { awk -F' *: *' -v k="$1" '$1 == k { print $2 }' "$stats"; }
   bugs=0
   for kind in crashes hangs; do
     if compgen -G "$findings/default/$kind/id:*" >/dev/null; then
-      "${fuzz[@]}" replay "$target" "$findings/default/$kind" > "$out/replay-$target-$kind.log" || bugs=$((bugs + 1))
+      "${fuzz[@]}" replay "$target" "$findings/default/$kind"/id:* > "$out/replay-$target-$kind.log" || bugs=$((bugs + 1))
     fi
   done
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$target" "$(stat execs_done)" "$(stat saved_crashes)" "$(stat saved_hangs)" "$bugs" \
