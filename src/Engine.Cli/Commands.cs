@@ -115,7 +115,7 @@ public static class Commands
         {
             string directory = ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
-            var tokenizer = LoadTokenizer(directory, config);
+            var tokenizer = BertTokenizer.Load(directory, config);
             int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
             var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, config, maxLength);
             WarnTruncated(encodings, maxLength, config);
@@ -223,7 +223,7 @@ public static class Commands
             }
             string directory = resumeFrom ?? ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
-            var tokenizer = LoadTokenizer(directory, config);
+            var tokenizer = BertTokenizer.Load(directory, config);
             var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
             bool isRegression = result.GetValue(regression);
             float clip = result.GetValue(maxGradNorm);
@@ -289,7 +289,7 @@ public static class Commands
         {
             string directory = ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
-            var tokenizer = LoadTokenizer(directory, config);
+            var tokenizer = BertTokenizer.Load(directory, config);
             using var model = LoadClassifier(result, directory, requireHead: true);
             int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
             var lines = ReadTexts(result.GetValue(texts)!, null);
@@ -344,13 +344,6 @@ public static class Commands
             loaded.Dispose();
             throw;
         }
-    }
-
-    private static BertTokenizer LoadTokenizer(string directory, BertConfig config)
-    {
-        var tokenizer = BertTokenizer.Load(directory);
-        tokenizer.CheckFits(config, Path.Combine(directory, BertConfig.FileName));
-        return tokenizer;
     }
 
     /// <summary>--max-length, which must fit the model's positions, else <paramref name="modelDefault"/>.</summary>

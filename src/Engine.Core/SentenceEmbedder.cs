@@ -46,13 +46,11 @@ public sealed class SentenceEmbedder : IDisposable
     /// <summary>The model, its tokenizer and its sentence-transformers settings (when the directory has them) from <paramref name="directory"/>.</summary>
     public static SentenceEmbedder Load(string directory, IBackend backend)
     {
-        var tokenizer = BertTokenizer.Load(directory);
         var settings = SentenceTransformersConfig.Load(directory) ?? new SentenceTransformersConfig();
         var model = BertModel.Load(directory, backend);
         try
         {
-            tokenizer.CheckFits(model.Config, Path.Combine(directory, BertConfig.FileName));
-            return new SentenceEmbedder(tokenizer, model)
+            return new SentenceEmbedder(BertTokenizer.Load(directory, model.Config), model)
             {
                 Pooling = settings.Pooling ?? Pooling.Mean,
                 Normalize = settings.Normalize ?? true,

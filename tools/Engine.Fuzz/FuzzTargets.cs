@@ -83,8 +83,7 @@ public static class FuzzTargets
         }),
         new("vocab", BertTokenizer.VocabFileName, () => [System.Text.Encoding.UTF8.GetBytes(string.Join('\n', FuzzSeeds.Vocabulary) + "\n")], (path, workspace) =>
         {
-            var tokenizer = BertTokenizer.Load(Path.GetDirectoryName(path)!);
-            tokenizer.CheckFits(workspace.Config, "config.json");
+            var tokenizer = BertTokenizer.Load(Path.GetDirectoryName(path)!, workspace.Config);
             tokenizer.Encode(FuzzSeeds.Text, FuzzSeeds.Text, 24);
         }),
         new("tokenizer-config", BertTokenizer.ConfigFileName, () => [FuzzSeeds.TokenizerConfig()], (path, workspace) =>

@@ -50,8 +50,8 @@ public sealed class Checkpoint : IDisposable
     private static Checkpoint OpenSharded(string directory, string index)
     {
         Dictionary<string, string> weightMap;
+        using (var document = JsonInput.Parse(File.ReadAllBytes(index), index))
         {
-            using var document = JsonInput.Parse(File.ReadAllBytes(index), index);
             if (document.RootElement.ValueKind != JsonValueKind.Object || !document.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 throw new EngineException($"{index}: missing 'weight_map'");
             weightMap = map.EnumerateObject().ToDictionary(p => p.Name,

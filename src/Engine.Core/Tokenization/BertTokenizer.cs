@@ -90,46 +90,47 @@ public sealed class BertTokenizer
     }
 
     /// <summary>
-    /// Throws unless every token id has a row in the model's word embeddings: a vocabulary longer than
-    /// config.json's <c>vocab_size</c> would fail only when such a token is met, so it is refused at load.
+    /// Loads the tokenizer of a model directory whose config.json is <paramref name="config"/>, refusing a vocabulary
+    /// longer than its <c>vocab_size</c>: such a token would otherwise fail only when it is met.
     /// </summary>
-    public void CheckFits(Models.Bert.BertConfig config, string configSource)
+    public static BertTokenizer Load(string directory, Models.Bert.BertConfig config)
     {
-        if (Vocabulary.Count > config.VocabSize)
-            throw new EngineException($"{Source}: {Vocabulary.Count} tokens, but {configSource} has vocab_size {config.VocabSize}: ids from {config.VocabSize} up have no embedding");
+        var tokenizer = Load(directory);
+        if (tokenizer.Vocabulary.Count > config.VocabSize)
+            throw new EngineException($"{tokenizer.Source}: {tokenizer.Vocabulary.Count} tokens, but {Path.Combine(directory, Models.Bert.BertConfig.FileName)} " +
+                $"has vocab_size {config.VocabSize}: ids from {config.VocabSize} up have no embedding");
+        return tokenizer;
     }
 
     private static BertTokenizerOptions ReadOptions(string path)
     {
+        using var document = IO.JsonInput.Parse(File.ReadAllBytes(path), path);
+        var root = document.RootElement;
+        if (root.ValueKind != JsonValueKind.Object) throw new EngineException($"{path}: not a JSON object");
+        // A field that is absent or null takes the default; one of the wrong type is an error naming it.
+        bool? Bool(string name) => !root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? null
+            : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
+            : throw new EngineException($"{path}: '{name}' must be true or false, got {v.GetRawText()}");
+        // A special token is a string, or an AddedToken object whose "content" is one.
+        string? Token(string name)
         {
-            using var document = IO.JsonInput.Parse(File.ReadAllBytes(path), path);
-            var root = document.RootElement;
-            if (root.ValueKind != JsonValueKind.Object) throw new EngineException($"{path}: not a JSON object");
-            // A field that is absent or null takes the default; one of the wrong type is an error naming it.
-            bool? Bool(string name) => !root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null ? null
-                : v.ValueKind is JsonValueKind.True or JsonValueKind.False ? v.GetBoolean()
-                : throw new EngineException($"{path}: '{name}' must be true or false, got {v.GetRawText()}");
-            // A special token is a string, or an AddedToken object whose "content" is one.
-            string? Token(string name)
-            {
-                if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-                var content = v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c : v;
-                return content.ValueKind == JsonValueKind.String && content.GetString() is { Length: > 0 } token ? token
-                    : throw new EngineException($"{path}: '{name}' must be a non-empty string or an object with a string 'content', got {v.GetRawText()}");
-            }
-            var defaults = new BertTokenizerOptions();
-            return new BertTokenizerOptions
-            {
-                DoLowerCase = Bool("do_lower_case") ?? defaults.DoLowerCase,
-                StripAccents = Bool("strip_accents"),
-                TokenizeChineseChars = Bool("tokenize_chinese_chars") ?? defaults.TokenizeChineseChars,
-                UnkToken = Token("unk_token") ?? defaults.UnkToken,
-                ClsToken = Token("cls_token") ?? defaults.ClsToken,
-                SepToken = Token("sep_token") ?? defaults.SepToken,
-                PadToken = Token("pad_token") ?? defaults.PadToken,
-                MaskToken = Token("mask_token") ?? defaults.MaskToken,
-            };
+            if (!root.TryGetProperty(name, out var v) || v.ValueKind == JsonValueKind.Null) return null;
+            var content = v.ValueKind == JsonValueKind.Object && v.TryGetProperty("content", out var c) ? c : v;
+            return content.ValueKind == JsonValueKind.String && content.GetString() is { Length: > 0 } token ? token
+                : throw new EngineException($"{path}: '{name}' must be a non-empty string or an object with a string 'content', got {v.GetRawText()}");
         }
+        var defaults = new BertTokenizerOptions();
+        return new BertTokenizerOptions
+        {
+            DoLowerCase = Bool("do_lower_case") ?? defaults.DoLowerCase,
+            StripAccents = Bool("strip_accents"),
+            TokenizeChineseChars = Bool("tokenize_chinese_chars") ?? defaults.TokenizeChineseChars,
+            UnkToken = Token("unk_token") ?? defaults.UnkToken,
+            ClsToken = Token("cls_token") ?? defaults.ClsToken,
+            SepToken = Token("sep_token") ?? defaults.SepToken,
+            PadToken = Token("pad_token") ?? defaults.PadToken,
+            MaskToken = Token("mask_token") ?? defaults.MaskToken,
+        };
     }
 
     /// <summary>Writes <c>vocab.txt</c> and <c>tokenizer_config.json</c> into <paramref name="directory"/>.</summary>

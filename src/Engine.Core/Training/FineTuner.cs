@@ -218,18 +218,7 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         saveModel(directory);
         IO.SafeTensorsWriter.Write(Path.Combine(directory, OptimizerFile),
             optimizer.ReadState().SelectMany(s => new[] { IO.SafeTensorData.FromFloats("m." + s.Name, s.M, s.M.Length), IO.SafeTensorData.FromFloats("v." + s.Name, s.V, s.V.Length) }));
-        var state = new JsonObject
-        {
-            ["epoch"] = epoch,
-            ["optimizer_steps"] = optimizer.StepCount,
-            ["best"] = best is null ? null : new JsonObject
-            {
-                ["loss"] = best.Loss, ["count"] = best.Count, ["accuracy"] = best.Accuracy, ["f1"] = best.F1,
-                ["pearson"] = best.Pearson, ["spearman"] = best.Spearman,
-            },
-            ["epochs_without_improvement"] = epochsWithoutImprovement,
-        };
-        IO.AtomicFile.WriteText(Path.Combine(directory, StateFile), state.ToJsonString());
+        new TrainerState(epoch, optimizer.StepCount, best, epochsWithoutImprovement).Write(Path.Combine(directory, StateFile));
     }
 
     /// <summary>The epoch to continue from, the best result so far and the patience count, with the optimizer restored.</summary>
@@ -306,6 +295,23 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
 /// </summary>
 public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement)
 {
+    /// <summary>Writes the state as JSON, atomically; <see cref="Read"/> reads it back.</summary>
+    public void Write(string path)
+    {
+        var state = new JsonObject
+        {
+            ["epoch"] = Epoch,
+            ["optimizer_steps"] = OptimizerSteps,
+            ["best"] = Best is null ? null : new JsonObject
+            {
+                ["loss"] = Best.Loss, ["count"] = Best.Count, ["accuracy"] = Best.Accuracy, ["f1"] = Best.F1,
+                ["pearson"] = Best.Pearson, ["spearman"] = Best.Spearman,
+            },
+            ["epochs_without_improvement"] = EpochsWithoutImprovement,
+        };
+        IO.AtomicFile.WriteText(path, state.ToJsonString());
+    }
+
     /// <summary>Reads and checks a trainer state; anything missing, mistyped or out of range is an error naming the file and field.</summary>
     public static TrainerState Read(string path)
     {
