@@ -63,7 +63,7 @@ public sealed class ProcessTests(ITestOutputHelper log)
         // Kill after the last step of an epoch and a delay: early delays fall into that epoch's checkpoint write.
         int midSave = 0, trials = 0;
         double[] delaysMs = [0, 0.2, 0.5, 1, 2, 4];
-        for (; trials < 12 && (trials < 6 || midSave == 0); trials++)
+        for (; trials < 24 && (trials < 6 || midSave == 0); trials++)
         {
             int epoch = 2 + trials % (Epochs - 3); // after epoch 1's checkpoint, so that one always exists
             double delay = delaysMs[trials % delaysMs.Length];
@@ -79,11 +79,12 @@ public sealed class ProcessTests(ITestOutputHelper log)
             bool interruptedSave = Directory.EnumerateDirectories(output, "last.saving-*").Any() || Directory.Exists(Path.Combine(output, "last.previous"));
             midSave += interruptedSave ? 1 : 0;
 
-            // What the kill left loads whole: the epoch before, or the one being saved.
+            // What the kill left loads whole: the epoch before, the one being saved, or - where a busy machine let the
+            // run go on before SIGKILL landed - a later one; never none, never a part of one.
             string checkpoint = FineTuner.ResolveCheckpoint(Path.Combine(output, "last"))
                 ?? throw new Xunit.Sdk.XunitException($"trial {trials}: no checkpoint to resume from after a kill in epoch {epoch}");
             var state = TrainerState.Read(Path.Combine(checkpoint, FineTuner.StateFile));
-            Assert.InRange(state.Epoch, epoch - 1, epoch);
+            Assert.InRange(state.Epoch, epoch - 1, Epochs);
             Assert.Equal(state.Epoch * StepsPerEpoch, state.OptimizerSteps);
             using (var model = BertForSequenceClassification.Load(checkpoint, new CpuBackend())) Assert.Empty(model.UnusedTensors);
             using (var optimizer = SafeTensorsFile.Open(Path.Combine(checkpoint, FineTuner.OptimizerFile))) Assert.NotEmpty(optimizer.Tensors);
