@@ -1,15 +1,15 @@
-// Embeddings: out (B,T,C) = LayerNorm(word[ids] + position[t] + tokenType[types]) with weight, bias (C);
+// Embeddings: out (B,T,C) = LayerNorm(word[ids] + position[positions] + tokenType[types]) with weight, bias (C);
 // and the [CLS] gather of the pooler.
 //
-// Shapes: ids, types (B,T); word (V,C); position (P,C), P ≥ T; tokenType (TV,C). Cached for backward:
-// the sum before normalisation (B,T,C), written when a sum buffer is given. The backward issue adds a
-// deterministic scatter-add here.
+// Shapes: ids, positions, types (B,T) (the family's rule gives the positions); word (V,C); position (P,C);
+// tokenType (TV,C). Cached for backward: the sum before normalisation (B,T,C), written when a sum buffer is given.
 // Scheme: one warp per token: gather and sum the three rows (consecutive lanes, consecutive channels),
 // Welford statistics merged across the warp (LayerNormKernels.Moments), the sum kept in the sum buffer
 // or, without one, in the output row itself (each lane re-reads only what it wrote), then normalised.
 // Backward (of the sum; its layer-norm's is LayerNormKernels): one thread per channel walks the tokens in
 // order and adds dsum into the word, position and token-type rows: a deterministic scatter-add, no atomics.
-// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward (this version).
+// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward; v4 explicit
+// position ids (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -25,13 +25,13 @@ internal static class EmbeddingsKernels
         new((s.B * s.T + WarpsPerGroup - 1) / WarpsPerGroup, WarpsPerGroup * warpSize);
 
     /// <param name="sum">(B,T,C), receives the sum; the output itself when no sum is kept.</param>
-    public static void Kernel(ArrayView<float> output, ArrayView<float> sum, ArrayView<int> inputIds, ArrayView<int> tokenTypeIds,
+    public static void Kernel(ArrayView<float> output, ArrayView<float> sum, ArrayView<int> inputIds, ArrayView<int> positionIds, ArrayView<int> tokenTypeIds,
         ArrayView<float> word, ArrayView<float> position, ArrayView<float> tokenType, ArrayView<float> weight, ArrayView<float> bias, Shape s)
     {
         int token = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx, lane = Warp.LaneIdx;
         if (token >= s.B * s.T) return; // uniform per warp
         long rowBase = (long)token * s.C, wordBase = (long)inputIds[token] * s.C;
-        long positionBase = (long)(token % s.T) * s.C, typeBase = (long)tokenTypeIds[token] * s.C;
+        long positionBase = (long)positionIds[token] * s.C, typeBase = (long)tokenTypeIds[token] * s.C;
         var moments = default(LayerNormKernels.Moments);
         for (int c = lane; c < s.C; c += Warp.WarpSize)
         {
@@ -45,15 +45,15 @@ internal static class EmbeddingsKernels
             output[rowBase + c] = (sum[rowBase + c] - moments.Mean) * rstd * weight[c] + bias[c];
     }
 
-    /// <summary>dword[ids] += dsum, dposition[t] += dsum, dtype[types] += dsum; one thread per channel, tokens in order.</summary>
+    /// <summary>dword[ids] += dsum, dposition[positions] += dsum, dtype[types] += dsum; one thread per channel, tokens in order.</summary>
     public static void BackwardKernel(Index1D c, ArrayView<float> dWord, ArrayView<float> dPosition, ArrayView<float> dTokenType,
-        ArrayView<float> dSum, ArrayView<int> inputIds, ArrayView<int> tokenTypeIds, Shape s)
+        ArrayView<float> dSum, ArrayView<int> inputIds, ArrayView<int> positionIds, ArrayView<int> tokenTypeIds, Shape s)
     {
         for (int token = 0; token < s.B * s.T; token++)
         {
             float g = dSum[(long)token * s.C + c];
             dWord[(long)inputIds[token] * s.C + c] += g;
-            dPosition[(long)(token % s.T) * s.C + c] += g;
+            dPosition[(long)positionIds[token] * s.C + c] += g;
             dTokenType[(long)tokenTypeIds[token] * s.C + c] += g;
         }
     }

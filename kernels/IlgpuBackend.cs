@@ -9,18 +9,22 @@ using ILGPU.Runtime.OpenCL;
 
 namespace Engine.Kernels;
 
-/// <summary>Device memory of the ILGPU backend.</summary>
-internal sealed class IlgpuBuffer<T>(MemoryBuffer1D<T, Stride1D.Dense> buffer) : DeviceBuffer<T> where T : unmanaged
+/// <summary>Device memory of the ILGPU backend: an allocation, or a view of part of one (<see cref="DeviceBuffer{T}.Slice"/>).</summary>
+internal sealed class IlgpuBuffer<T>(ArrayView<T> view, MemoryBuffer1D<T, Stride1D.Dense>? owned) : DeviceBuffer<T> where T : unmanaged
 {
-    public MemoryBuffer1D<T, Stride1D.Dense> Buffer { get; } = buffer;
+    public ArrayView<T> View { get; } = view;
 
-    public ArrayView<T> View => Buffer.View;
+    public override int Length => (int)View.Length;
 
-    public override int Length => (int)Buffer.Length;
+    public override DeviceBuffer<T> Slice(long offset, int length)
+    {
+        CheckSlice(offset, length, Length);
+        return new IlgpuBuffer<T>(View.SubView(offset, length), owned: null);
+    }
 
     public override void Dispose()
     {
-        Buffer.Dispose();
+        owned?.Dispose();
         base.Dispose();
     }
 }
@@ -47,7 +51,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstToken;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
@@ -60,8 +64,8 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionQueryBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionKeyBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _softmaxBackward;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int> _crossEntropy;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _crossEntropy;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
@@ -77,7 +81,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
-        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
+        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
         _firstToken = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingsKernels.FirstTokenKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
@@ -89,8 +93,8 @@ public sealed class IlgpuBackend : ITrainingBackend
         _attentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.QueryBackwardKernel);
         _attentionKeyBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.KeyBackwardKernel);
         _softmaxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.BackwardKernel);
-        _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int>(SoftmaxKernels.CrossEntropyKernel);
-        _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
+        _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(SoftmaxKernels.CrossEntropyKernel);
+        _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
         _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
@@ -146,14 +150,18 @@ public sealed class IlgpuBackend : ITrainingBackend
     /// <summary>Waits for every queued kernel: for timings.</summary>
     public void Synchronize() => _accelerator.Synchronize();
 
-    public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged => new IlgpuBuffer<T>(_accelerator.Allocate1D<T>(length));
+    public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged
+    {
+        var buffer = _accelerator.Allocate1D<T>(length);
+        return new IlgpuBuffer<T>(buffer.View, buffer);
+    }
 
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged
     {
         var buffer = Device(destination);
         if (source.Length > buffer.Length) throw new ArgumentException($"upload of {source.Length} elements into a buffer of {buffer.Length}");
         if (source.IsEmpty) return;
-        buffer.Buffer.View.SubView(0, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
+        buffer.View.SubView(0, source.Length).CopyFromCPU(ref MemoryMarshal.GetReference(source), source.Length);
     }
 
     public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged
@@ -162,7 +170,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (destination.Length > buffer.Length) throw new ArgumentException($"download of {destination.Length} elements from a buffer of {buffer.Length}");
         _accelerator.Synchronize();
         if (destination.IsEmpty) return;
-        buffer.Buffer.View.SubView(0, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
+        buffer.View.SubView(0, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
     }
 
     public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
@@ -225,10 +233,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        OpShapes.EmbeddingsBackward(dPosition, dSum, inputIds, tokenTypeIds, B, T, C);
-        _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(tokenTypeIds), new EmbeddingsKernels.Shape(B, T, C, 0f));
+        OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
+        _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(positionIds), View(tokenTypeIds),
+            new EmbeddingsKernels.Shape(B, T, C, 0f));
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
@@ -262,15 +271,17 @@ public sealed class IlgpuBackend : ITrainingBackend
         return host.Sum(p => (double)p);
     }
 
-    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
+    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step)
     {
         OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
+        OpShapes.Count(decayed, n, nameof(decayed));
         var (decay, stepSize, sqrtCorrection2) = Training.AdamWMath.Constants(step);
-        var constants = new OptimizerKernels.AdamWConstants(step.LearningRate, step.Beta1, step.Beta2, step.Eps, step.WeightDecay, step.GradientScale, decay, stepSize, sqrtCorrection2);
+        var constants = new OptimizerKernels.AdamWConstants(step.LearningRate, step.Beta1, step.Beta2, step.Eps, step.GradientScale, decay, decayed,
+            stepSize, sqrtCorrection2);
         if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
     }
 
-    public void Clear(DeviceBuffer<float> buffer) => Device(buffer).View.MemSetToZero();
+    public void Clear(DeviceBuffer<float> buffer) => View(buffer).MemSetToZero();
 
     public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
     {
@@ -290,15 +301,10 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (n > 0) _meanSquaredError(n, View(losses), View(dPredictions), View(predictions), View(targets), 2f / n);
     }
 
-    /// <remarks>Labels are read back once to count the rows that are not ignored (B integers).</remarks>
     public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
     {
         OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
-        var host = new int[B];
-        Download(labels, host);
-        if (host.Any(l => l >= V)) throw new ArgumentOutOfRangeException(nameof(labels), $"a label is not below {V}");
-        int counted = host.Count(l => l >= 0);
-        if (B > 0) _crossEntropy(SoftmaxKernels.Config(B, _accelerator.WarpSize), View(losses), View(dLogits), View(logits), View(labels), B, V, Math.Max(counted, 1));
+        if (B > 0) _crossEntropy(SoftmaxKernels.Config(B, _accelerator.WarpSize), View(losses), View(dLogits), View(logits), View(labels), B, V);
     }
 
     /// <summary>The scratch buffer's first <paramref name="length"/> elements, growing it when needed.</summary>
@@ -342,13 +348,13 @@ public sealed class IlgpuBackend : ITrainingBackend
             residual is null ? _none.View : View(residual), View(weight), View(bias), shape);
     }
 
-    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        OpShapes.Embeddings(output, sum, inputIds, tokenTypeIds, positionEmbeddings, weight, bias, B, T, C);
+        OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var shape = new EmbeddingsKernels.Shape(B, T, C, eps);
-        _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(tokenTypeIds),
+        _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(positionIds), View(tokenTypeIds),
             View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
     }
 

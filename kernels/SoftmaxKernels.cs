@@ -42,20 +42,25 @@ internal static class SoftmaxKernels
 
     /// <summary>
     /// losses (B) = −log softmax(logits)[label]; dlogits (B,V) = (softmax − onehot)/count; a negative label is
-    /// ignored (zero loss and gradient). One warp per row; counted holds the number of labels ≥ 0.
+    /// ignored (zero loss and gradient). One warp per row; each warp counts the labels ≥ 0 itself (B is a batch's
+    /// rows: cheaper than a host round trip). A label ≥ V, which the model refuses before it gets here, reads
+    /// nothing outside the row: its loss and gradient are NaN.
     /// </summary>
-    public static void CrossEntropyKernel(ArrayView<float> losses, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> labels, int B, int V, int counted)
+    public static void CrossEntropyKernel(ArrayView<float> losses, ArrayView<float> dLogits, ArrayView<float> logits, ArrayView<int> labels, int B, int V)
     {
         int row = Grid.IdxX * WarpsPerGroup + Warp.WarpIdx, lane = Warp.LaneIdx;
         if (row >= B) return;
         long rowBase = (long)row * V;
         int label = labels[row];
-        if (label < 0)
+        if (label < 0 || label >= V)
         {
-            if (lane == 0) losses[row] = 0f;
-            for (int v = lane; v < V; v += Warp.WarpSize) dLogits[rowBase + v] = 0f;
+            if (lane == 0) losses[row] = label < 0 ? 0f : float.NaN;
+            for (int v = lane; v < V; v += Warp.WarpSize) dLogits[rowBase + v] = label < 0 ? 0f : float.NaN;
             return;
         }
+        float counted = 0f; // exact: a count below 2²⁴
+        for (int i = lane; i < B; i += Warp.WarpSize) counted += labels[i] >= 0 ? 1f : 0f;
+        counted = AttentionKernels.WarpSum(counted);
         var (max, inverse) = RowStatistics(logits, rowBase, V, lane);
         float scale = 1f / counted;
         for (int v = lane; v < V; v += Warp.WarpSize)

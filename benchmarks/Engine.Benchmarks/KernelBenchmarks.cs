@@ -75,9 +75,10 @@ public class KernelBenchmarks
         var random = new Random(11);
         var ids = Upload(Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.V)).ToArray());
         var types = Upload(new int[c.B * c.T]);
-        var (word, position, tokenType) = (Upload(OpCases.Random(c.V * c.C, 12)), Upload(OpCases.Random(c.T * c.C, 13)), Upload(OpCases.Random(c.TypeVocab * c.C, 14)));
+        var positions = Upload(c.PositionIds());
+        var (word, position, tokenType) = (Upload(OpCases.Random(c.V * c.C, 12)), Upload(OpCases.Random(c.Positions * c.C, 13)), Upload(OpCases.Random(c.TypeVocab * c.C, 14)));
         var (weight, bias, o) = (Upload(OpCases.Random(c.C, 18)), Upload(OpCases.Random(c.C, 19)), _backend.Allocate<float>(c.B * c.T * c.C));
-        return () => _backend.Embeddings(o, null, ids, types, word, position, tokenType, weight, bias, c.B, c.T, c.C, 1e-12f);
+        return () => _backend.Embeddings(o, null, ids, positions, types, word, position, tokenType, weight, bias, c.B, c.T, c.C, 1e-12f);
     }
 
     private DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged

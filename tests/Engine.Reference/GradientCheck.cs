@@ -82,10 +82,11 @@ public sealed class GradientCheck(ITrainingBackend backend)
     public static ParityResult ReferenceEmbeddings(EmbeddingsCase c)
     {
         var (ids, types) = EmbeddingIds(c);
-        var (word, position, tokenType) = (OpCases.Random(c.V * c.C, 12).AsDoubles(), OpCases.Random(c.T * c.C, 13).AsDoubles(), OpCases.Random(c.TypeVocab * c.C, 14).AsDoubles());
+        var positions = c.PositionIds();
+        var (word, position, tokenType) = (OpCases.Random(c.V * c.C, 12).AsDoubles(), OpCases.Random(c.Positions * c.C, 13).AsDoubles(), OpCases.Random(c.TypeVocab * c.C, 14).AsDoubles());
         var g = OpCases.Random(c.B * c.T * c.C, 31).AsDoubles();
-        var expected = ReferenceGradients.Embeddings(g, ids, types, c.B, c.T, c.C, c.V, c.TypeVocab);
-        double Loss(double[] w, double[] p, double[] t) => Dot(g, ReferenceOps.Embeddings(ids, types, w, p, t, c.B, c.T, c.C));
+        var expected = ReferenceGradients.Embeddings(g, ids, positions, types, c.B, c.T, c.C, c.V, c.Positions, c.TypeVocab);
+        double Loss(double[] w, double[] p, double[] t) => Dot(g, ReferenceOps.Embeddings(ids, positions, types, w, p, t, c.B, c.T, c.C));
         var numeric = Numeric(w => Loss(w, position, tokenType), word).Concat(Numeric(p => Loss(word, p, tokenType), position)).Concat(Numeric(t => Loss(word, position, t), tokenType));
         return ParityCheck.Compare("embeddings-backward-reference", c.Name, [.. numeric], [.. expected.DWord, .. expected.DPosition, .. expected.DTokenType], OpCases.FiniteDifferenceTolerance);
     }
@@ -168,10 +169,11 @@ public sealed class GradientCheck(ITrainingBackend backend)
     {
         var (ids, types) = EmbeddingIds(c);
         var dSum = OpCases.Random(c.B * c.T * c.C, 31);
-        var (previousWord, previousPosition, previousType) = (OpCases.Random(c.V * c.C, 32), OpCases.Random(c.T * c.C, 33), OpCases.Random(c.TypeVocab * c.C, 34));
+        var positions = c.PositionIds();
+        var (previousWord, previousPosition, previousType) = (OpCases.Random(c.V * c.C, 32), OpCases.Random(c.Positions * c.C, 33), OpCases.Random(c.TypeVocab * c.C, 34));
         var (dWord, dPosition, dType) = (backend.UploadArray(previousWord), backend.UploadArray(previousPosition), backend.UploadArray(previousType));
-        backend.EmbeddingsBackward(dWord, dPosition, dType, backend.UploadArray(dSum), backend.UploadArray(ids), backend.UploadArray(types), c.B, c.T, c.C);
-        var expected = ReferenceGradients.Embeddings(dSum.AsDoubles(), ids, types, c.B, c.T, c.C, c.V, c.TypeVocab);
+        backend.EmbeddingsBackward(dWord, dPosition, dType, backend.UploadArray(dSum), backend.UploadArray(ids), backend.UploadArray(positions), backend.UploadArray(types), c.B, c.T, c.C);
+        var expected = ReferenceGradients.Embeddings(dSum.AsDoubles(), ids, positions, types, c.B, c.T, c.C, c.V, c.Positions, c.TypeVocab);
         return Compare("embeddings-backward", c.Name,
             [.. expected.DWord.Select((v, i) => v + previousWord[i]), .. expected.DPosition.Select((v, i) => v + previousPosition[i]), .. expected.DTokenType.Select((v, i) => v + previousType[i])],
             [.. backend.DownloadArray(dWord), .. backend.DownloadArray(dPosition), .. backend.DownloadArray(dType)]);

@@ -49,9 +49,17 @@ public sealed record LayerNormCase(string Name, int N, int C, bool Residual) : I
     public long Work => (long)N * C;
 }
 
-public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab) : IOpCase
+/// <summary>An embeddings case over a position table of <paramref name="Positions"/> rows; its position ids repeat and skip (any family's rule).</summary>
+public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab, int Positions) : IOpCase
 {
     public long Work => (long)B * T * C;
+
+    /// <summary>(B,T) ids in [0, Positions), seeded, with repeats (a scatter-add must sum them).</summary>
+    public int[] PositionIds()
+    {
+        var random = new Random(15);
+        return [.. Enumerable.Range(0, B * T).Select(_ => random.Next(Positions))];
+    }
 }
 
 /// <summary>
@@ -146,9 +154,9 @@ public static class OpCases
 
     public static readonly EmbeddingsCase[] Embeddings =
     [
-        new("tiny", 1, 1, 3, 5, 1),
-        new("odd", 3, 7, 19, 31, 2),
-        new("minilm", 2, 40, 384, 1000, 2),
+        new("tiny", 1, 1, 3, 5, 1, 1),
+        new("odd", 3, 7, 19, 31, 2, 9),
+        new("minilm", 2, 40, 384, 1000, 2, 512),
     ];
 
     /// <summary>
@@ -169,7 +177,7 @@ public static class OpCases
 
         public static readonly AttentionCase Attention = new("bert-base-attention", B, T, NH, HS, [.. Enumerable.Repeat(T, B)]);
         public static readonly LayerNormCase LayerNorm = new("bert-base-layernorm", Tokens, C, true);
-        public static readonly EmbeddingsCase Embeddings = new("bert-base-embeddings", B, T, C, 30522, 2);
+        public static readonly EmbeddingsCase Embeddings = new("bert-base-embeddings", B, T, C, 30522, 2, 512);
     }
 
     /// <summary>The most work a case may have to run on the ILGPU CPU emulator.</summary>

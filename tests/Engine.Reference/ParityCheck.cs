@@ -127,13 +127,14 @@ public sealed class ParityCheck(IBackend backend)
         var ids = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.V)).ToArray();
         var types = Enumerable.Range(0, c.B * c.T).Select(_ => random.Next(c.TypeVocab)).ToArray();
         var word = OpCases.Random(c.V * c.C, 12);
-        var position = OpCases.Random(c.T * c.C, 13);
+        var position = OpCases.Random(c.Positions * c.C, 13);
+        var positions = c.PositionIds();
         var tokenType = OpCases.Random(c.TypeVocab * c.C, 14);
         var weight = OpCases.Random(c.C, 18);
         var bias = OpCases.Random(c.C, 19);
         var (output, sum) = (backend.Poisoned(c.B * c.T * c.C), backend.Poisoned(c.B * c.T * c.C));
-        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
-        var expectedSum = ReferenceOps.Embeddings(ids, types, word.AsDoubles(), position.AsDoubles(), tokenType.AsDoubles(), c.B, c.T, c.C);
+        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(positions), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
+        var expectedSum = ReferenceOps.Embeddings(ids, positions, types, word.AsDoubles(), position.AsDoubles(), tokenType.AsDoubles(), c.B, c.T, c.C);
         var sumResult = Compare("embeddings-sum", c.Name, expectedSum, backend.DownloadArray(sum), OpCases.EmbeddingsTolerance);
         if (!sumResult.Passed) return sumResult;
         // The normalisation sees the float32 sum, as every backend does.
@@ -141,7 +142,7 @@ public sealed class ParityCheck(IBackend backend)
         var normalised = Compare("embeddings", c.Name, expected, backend.DownloadArray(output), OpCases.LayerNormTolerance);
         // Without a sum buffer the op must give the same output.
         var alone = backend.Poisoned(c.B * c.T * c.C);
-        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
+        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(positions), backend.UploadArray(types), backend.UploadArray(word), backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), c.B, c.T, c.C, 1e-12f);
         var aloneResult = Compare("embeddings", c.Name + " without sum", expected, backend.DownloadArray(alone), OpCases.LayerNormTolerance);
         return normalised.Passed ? aloneResult : normalised;
     }

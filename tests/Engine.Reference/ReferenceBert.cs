@@ -28,7 +28,7 @@ public static class ReferenceBert
         int numLabels = w["classifier.bias"].Length;
         double eps = config.LayerNormEps;
         var x = ReferenceOps.LayerNorm(
-            ReferenceOps.Embeddings(batch.InputIds, batch.TokenTypeIds, w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"],
+            ReferenceOps.Embeddings(batch.InputIds, [.. Enumerable.Range(0, rows).Select(i => i % T)], batch.TokenTypeIds, w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"],
                 w["embeddings.token_type_embeddings.weight"], B, T, C),
             null, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], rows, C, eps);
         x = ReferenceOps.Dropout(x, dropout.EmbeddingsMask);

@@ -125,17 +125,17 @@ public static class ReferenceGradients
         return dQkv;
     }
 
-    /// <summary>dWord (V,C), dPosition (T,C), dTokenType (TV,C) of <see cref="ReferenceOps.Embeddings"/> given dSum (B,T,C).</summary>
-    public static (double[] DWord, double[] DPosition, double[] DTokenType) Embeddings(double[] dSum, int[] inputIds, int[] tokenTypeIds,
-        int B, int T, int C, int V, int TV)
+    /// <summary>dWord (V,C), dPosition (P,C), dTokenType (TV,C) of <see cref="ReferenceOps.Embeddings"/> given dSum (B,T,C).</summary>
+    public static (double[] DWord, double[] DPosition, double[] DTokenType) Embeddings(double[] dSum, int[] inputIds, int[] positionIds, int[] tokenTypeIds,
+        int B, int T, int C, int V, int P, int TV)
     {
-        var (dWord, dPosition, dTokenType) = (new double[V * C], new double[T * C], new double[TV * C]);
+        var (dWord, dPosition, dTokenType) = (new double[V * C], new double[P * C], new double[TV * C]);
         for (int token = 0; token < B * T; token++)
             for (int c = 0; c < C; c++)
             {
                 double g = dSum[token * C + c];
                 dWord[inputIds[token] * C + c] += g;
-                dPosition[token % T * C + c] += g;
+                dPosition[positionIds[token] * C + c] += g;
                 dTokenType[tokenTypeIds[token] * C + c] += g;
             }
         return (dWord, dPosition, dTokenType);

@@ -161,7 +161,7 @@ public static class ReferenceOps
     }
 
     /// <summary>out (B,T,C) = word[ids] + position[t] + tokenType[types].</summary>
-    public static double[] Embeddings(int[] inputIds, int[] tokenTypeIds, double[] word, double[] position, double[] tokenType, int B, int T, int C)
+    public static double[] Embeddings(int[] inputIds, int[] positionIds, int[] tokenTypeIds, double[] word, double[] position, double[] tokenType, int B, int T, int C)
     {
         var output = new double[B * T * C];
         for (int b = 0; b < B; b++)
@@ -169,7 +169,7 @@ public static class ReferenceOps
                 for (int c = 0; c < C; c++)
                 {
                     int i = b * T + t;
-                    output[i * C + c] = word[inputIds[i] * C + c] + position[t * C + c] + tokenType[tokenTypeIds[i] * C + c];
+                    output[i * C + c] = word[inputIds[i] * C + c] + position[positionIds[i] * C + c] + tokenType[tokenTypeIds[i] * C + c];
                 }
         return output;
     }

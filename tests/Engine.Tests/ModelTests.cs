@@ -57,28 +57,6 @@ public sealed class ConcurrencyTests
 /// <summary>After the first batch of a size, a forward pass allocates nothing on the backend.</summary>
 public sealed class ArenaTests
 {
-    private sealed class CountingBackend(IBackend inner) : IBackend
-    {
-        public int Allocations { get; private set; }
-        public string Description => inner.Description;
-        public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged
-        {
-            Allocations++;
-            return inner.Allocate<T>(length);
-        }
-        public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged => inner.Upload(source, destination);
-        public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged => inner.Download(source, destination);
-        public void Linear(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float> w, DeviceBuffer<float>? b, int M, int K, int N, Activation a) => inner.Linear(o, i, w, b, M, K, N, a);
-        public void MatMul(DeviceBuffer<float> o, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape s) => inner.MatMul(o, a, b, s);
-        public void Softmax(DeviceBuffer<float> o, DeviceBuffer<float> i, int rows, int N) => inner.Softmax(o, i, rows, N);
-        public void Activate(DeviceBuffer<float> o, DeviceBuffer<float> i, int n, Activation a) => inner.Activate(o, i, n, a);
-        public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
-        public void LayerNorm(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float>? r, DeviceBuffer<float> w, DeviceBuffer<float> b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
-        public void Embeddings(DeviceBuffer<float> o, DeviceBuffer<float>? s, DeviceBuffer<int> ids, DeviceBuffer<int> types, DeviceBuffer<float> word, DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps) => inner.Embeddings(o, s, ids, types, word, position, tokenType, w, b, B, T, C, eps);
-        public void FirstToken(DeviceBuffer<float> o, DeviceBuffer<float> i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
-        public void Dispose() => inner.Dispose();
-    }
-
     [Fact]
     public void ForwardReusesItsBuffersForBatchesThatFit()
     {

@@ -123,7 +123,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         var c = OpCases.Linear.Single(x => x.Name == name);
         var (input, weight, bias) = OpCases.LinearInputs(c);
         var output = Enumerable.Repeat(float.NaN, c.M * c.N).ToArray();
-        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias, c.M, c.K, c.N, OpCases.ParseActivation(c.Activation), width);
+        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias is null ? (ArraySegment<float>?)null : new ArraySegment<float>(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation), width);
         var result = ParityCheck.Compare("linear", $"{name} at width {width}", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), output, OpCases.LinearTolerance);
         Assert.True(result.Passed, result.ToString());
     }

@@ -91,7 +91,7 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
             var adamw = Index["adamw"]!;
             using var backend = createBackend();
             using var model = BertForSequenceClassification.Load(Path.Combine(Root, name, "model"), backend);
-            using var optimizer = new AdamWOptimizer(backend, model.Parameters, new AdamWOptions
+            using var optimizer = new AdamWOptimizer(backend, model.Arena, new AdamWOptions
             {
                 Beta1 = (float)adamw["betas"]![0]!, Beta2 = (float)adamw["betas"]![1]!, Eps = (float)adamw["eps"]!,
                 WeightDecay = (float)adamw["weight_decay"]!, MaxGradNorm = (float)adamw["max_grad_norm"]!,

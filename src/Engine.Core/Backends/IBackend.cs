@@ -1,9 +1,25 @@
 namespace Engine.Backends;
 
-/// <summary>A flat buffer of <typeparamref name="T"/> owned by a backend (host memory, or device memory).</summary>
+/// <summary>
+/// A flat buffer of <typeparamref name="T"/> owned by a backend (host memory, or device memory), or a view of
+/// part of one (<see cref="Slice"/>: a parameter in its model's arena).
+/// </summary>
 public abstract class DeviceBuffer<T> : IDisposable where T : unmanaged
 {
     public abstract int Length { get; }
+
+    /// <summary>
+    /// Elements [offset, offset + length) of this buffer as a buffer of their own, sharing its storage: what an op
+    /// writes there, this buffer holds. Disposing a view frees nothing; the view must not outlive the buffer.
+    /// </summary>
+    public abstract DeviceBuffer<T> Slice(long offset, int length);
+
+    /// <summary>Throws unless [offset, offset + length) lies inside a buffer of <paramref name="bufferLength"/> elements.</summary>
+    protected static void CheckSlice(long offset, int length, int bufferLength)
+    {
+        if (offset < 0 || length < 0 || offset + length > bufferLength)
+            throw new ArgumentOutOfRangeException(nameof(offset), $"slice [{offset}, {offset + length}) of a buffer of {bufferLength} elements");
+    }
 
     /// <summary>Throws unless the buffer holds at least <paramref name="needed"/> elements (buffers are reused for smaller batches).</summary>
     public void RequireLength(long needed, string name)
@@ -87,12 +103,12 @@ public interface IBackend : IDisposable
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps);
 
     /// <summary>
-    /// output (B,T,C) = LayerNorm(wordEmbeddings[inputIds] + positionEmbeddings[t] + tokenTypeEmbeddings[tokenTypeIds])
+    /// output (B,T,C) = LayerNorm(wordEmbeddings[inputIds] + positionEmbeddings[positionIds] + tokenTypeEmbeddings[tokenTypeIds])
     /// with weight and bias (C); <paramref name="sum"/> (B,T,C), when given, receives the sum before the
-    /// normalisation (what a backward pass needs). inputIds, tokenTypeIds (B,T); ids must already be in
-    /// range (the model checks them).
+    /// normalisation (what a backward pass needs). inputIds, positionIds, tokenTypeIds (B,T); ids must already be in
+    /// range (the model checks them; the family decides the positions, e.g. t for BERT).
     /// </summary>
-    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps);
 

@@ -46,11 +46,11 @@ public interface ITrainingBackend : IBackend
     /// <summary>
     /// Backward of the embedding sum (the part of <see cref="IBackend.Embeddings"/> before its layer-norm, whose
     /// backward is <see cref="LayerNormBackward"/> over the kept sum): dWord[inputIds] += dSum rows,
-    /// dPosition[t] += Σ_b dSum[b,t], dTokenType[tokenTypeIds] += dSum rows. A deterministic scatter-add:
+    /// dPosition[positionIds] += dSum rows, dTokenType[tokenTypeIds] += dSum rows. A deterministic scatter-add:
     /// the same ids in any order give bit-identical sums.
     /// </summary>
     void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
 
     /// <summary>Backward of <see cref="IBackend.FirstToken"/>: dInput (B,T,C) = dOutput (B,C) at t = 0, zero elsewhere.</summary>
     void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C);
@@ -70,8 +70,10 @@ public interface ITrainingBackend : IBackend
     /// <summary>
     /// AdamW on n elements, in place: with g = scale·gradient, p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g;
     /// v ← β2·v + (1−β2)·g²; p ← p − lr/(1−β1ᵗ) · m / (√v/√(1−β2ᵗ) + ε), exactly PyTorch's order of operations.
+    /// Only elements [0, <paramref name="decayed"/>) take the weight decay (a parameter arena lays the decayed
+    /// tensors first), so one launch steps a whole model.
     /// </summary>
-    void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step);
+    void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step);
 
     /// <summary>Sets every element of <paramref name="buffer"/> to zero where it lives (gradients at a step boundary; no host transfer).</summary>
     void Clear(DeviceBuffer<float> buffer);

@@ -29,6 +29,12 @@ public static class OpShapes
     }
 
     /// <summary>Element-wise ops (activations, dropout, accumulation, AdamW, losses): every buffer n long.</summary>
+    /// <summary>A count of elements in [0, n] (how many of n elements an op treats differently).</summary>
+    public static void Count(int count, int n, string name)
+    {
+        if (count < 0 || count > n) throw new ArgumentOutOfRangeException(name, $"{name} = {count} is not in [0, {n}]");
+    }
+
     public static void Elementwise(int n, params ReadOnlySpan<(DeviceBuffer<float> Buffer, string Name)> buffers)
     {
         foreach (var (buffer, name) in buffers) buffer.RequireLength(n, name);
@@ -82,25 +88,25 @@ public static class OpShapes
         dBias.RequireLength(C, nameof(dBias));
     }
 
-    public static void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
-        DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C)
+    public static void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds,
+        DeviceBuffer<int> tokenTypeIds, DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C)
     {
+        positionIds.RequireLength((long)B * T, nameof(positionIds));
         output.RequireLength((long)B * T * C, nameof(output));
         sum?.RequireLength((long)B * T * C, nameof(sum));
         weight.RequireLength(C, nameof(weight));
         bias.RequireLength(C, nameof(bias));
         inputIds.RequireLength((long)B * T, nameof(inputIds));
         tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        positionEmbeddings.RequireLength((long)T * C, nameof(positionEmbeddings));
     }
 
-    public static void EmbeddingsBackward(DeviceBuffer<float> dPosition, DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    public static void EmbeddingsBackward(DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
         int B, int T, int C)
     {
+        positionIds.RequireLength((long)B * T, nameof(positionIds));
         dSum.RequireLength((long)B * T * C, nameof(dSum));
         inputIds.RequireLength((long)B * T, nameof(inputIds));
         tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
-        dPosition.RequireLength((long)T * C, nameof(dPosition));
     }
 
     /// <summary>FirstToken (output (B,C) from input (B,T,C)) and its backward (dInput (B,T,C) from dOutput (B,C)).</summary>

@@ -3,74 +3,53 @@ using Engine.IO;
 
 namespace Engine.Models;
 
-/// <summary>A weight tensor on a backend, uploaded once at load time.</summary>
-internal static class Weights
-{
-    public static DeviceBuffer<float> Upload(IBackend backend, float[] values)
-    {
-        var buffer = backend.Allocate<float>(values.Length);
-        backend.Upload<float>(values, buffer);
-        return buffer;
-    }
-}
-
 /// <summary>
-/// A trainable tensor on a backend: its value and, once training starts, its gradient (same length).
-/// <see cref="Parts"/> names the checkpoint tensors it holds, in order (one, or several stacked, such as
-/// the query, key and value weights fused into one product).
+/// Where a module's parameters come from and what they are called: the checkpoint scope they are read from
+/// (whatever prefix and legacy names the checkpoint uses), the canonical Hugging Face name they get in the
+/// arena (what is saved), and the arena itself. Built one module at a time: <c>scope.Sub("encoder").Sub("layer.0")</c>.
 /// </summary>
-public sealed class Parameter : IDisposable
+public sealed class ParameterScope
 {
-    public IReadOnlyList<(string Name, int Length)> Parts { get; }
-    internal DeviceBuffer<float> Value { get; }
-    internal DeviceBuffer<float>? Gradient { get; private set; }
+    private readonly WeightScope _source;
+    private readonly string _name;
 
-    internal Parameter(IBackend backend, float[] values, params (string Name, int Length)[] parts)
+    public ParameterArena Arena { get; }
+
+    public ParameterScope(ParameterArena arena, WeightScope source, string name)
     {
-        Parts = parts;
-        Value = Weights.Upload(backend, values);
+        Arena = arena;
+        _source = source;
+        _name = name;
     }
 
-    public string Name => string.Join("+", Parts.Select(p => p.Name));
+    public ParameterScope Sub(string name) => new(Arena, _source.Sub(name), _name + name + ".");
 
-    public int Length => Value.Length;
+    /// <summary>The canonical name of <paramref name="leaf"/> here (e.g. <c>bert.encoder.layer.0.output.dense.weight</c>).</summary>
+    public string NameOf(string leaf) => _name + leaf;
 
-    /// <summary>Allocates the gradient on first use and sets it to zero (the optimizer's step boundary).</summary>
-    public void ZeroGradient(ITrainingBackend backend)
-    {
-        Gradient ??= backend.Allocate<float>(Length);
-        backend.Clear(Gradient);
-    }
+    /// <summary>Whether the checkpoint holds <paramref name="leaf"/> here.</summary>
+    public bool Has(string leaf) => _source.Has(leaf);
 
-    public float[] ReadValue(IBackend backend) => Read(backend, Value);
+    /// <summary>Reads <paramref name="leaf"/> (checked against <paramref name="shape"/>) and declares it in the arena.</summary>
+    public Parameter Load(string leaf, params long[] shape) => Arena.Add(NameOf(leaf), shape, _source.Tensor(leaf, shape));
 
-    public float[] ReadGradient(IBackend backend) =>
-        Read(backend, Gradient ?? throw new InvalidOperationException($"parameter {Name} has no gradient yet"));
-
-    private float[] Read(IBackend backend, DeviceBuffer<float> buffer)
-    {
-        var values = new float[Length];
-        backend.Download(buffer, values);
-        return values;
-    }
-
-    public void Dispose()
-    {
-        Value.Dispose();
-        Gradient?.Dispose();
-    }
+    /// <summary>Reads the same leaf of several scopes and declares them side by side, as one parameter.</summary>
+    public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) =>
+        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => (p.Scope.NameOf(leaf), p.Shape, p.Scope._source.Tensor(leaf, p.Shape)))]);
 }
 
 /// <summary><c>torch.nn.Linear</c>: y = x·Wᵀ + b with W (out, in).</summary>
-public sealed class Linear : IDisposable
+public sealed class Linear
 {
     public int InFeatures { get; }
     public int OutFeatures { get; }
     public Parameter Weight { get; }
-    public Parameter Bias { get; }
+    public Parameter? Bias { get; }
 
-    internal Linear(Parameter weight, Parameter bias, int inFeatures, int outFeatures)
+    public Linear(Parameter weight, Parameter? bias, int inFeatures, int outFeatures)
     {
+        if (weight.Length != (long)inFeatures * outFeatures || bias is not null && bias.Length != outFeatures)
+            throw new ArgumentException($"{weight.Name}: {weight.Length} weights and {bias?.Length} biases for a {inFeatures}→{outFeatures} linear");
         InFeatures = inFeatures;
         OutFeatures = outFeatures;
         Weight = weight;
@@ -78,52 +57,33 @@ public sealed class Linear : IDisposable
     }
 
     /// <summary>Loads <c>weight</c> (out, in) and <c>bias</c> (out) from <paramref name="scope"/>.</summary>
-    public static Linear Load(WeightScope scope, IBackend backend, int inFeatures, int outFeatures) =>
-        LoadStacked(backend, inFeatures, (scope, outFeatures));
+    public static Linear Load(ParameterScope scope, int inFeatures, int outFeatures) =>
+        new(scope.Load("weight", outFeatures, inFeatures), scope.Load("bias", outFeatures), inFeatures, outFeatures);
 
     /// <summary>Several linears over the same input fused into one (their output rows stacked), e.g. Q, K and V.</summary>
-    public static Linear LoadStacked(IBackend backend, int inFeatures, params (WeightScope Scope, int OutFeatures)[] parts)
-    {
-        var weights = parts.SelectMany(p => p.Scope.Tensor("weight", p.OutFeatures, inFeatures)).ToArray();
-        var biases = parts.SelectMany(p => p.Scope.Tensor("bias", p.OutFeatures)).ToArray();
-        return new Linear(
-            new Parameter(backend, weights, [.. parts.Select(p => (p.Scope.NameOf("weight"), p.OutFeatures * inFeatures))]),
-            new Parameter(backend, biases, [.. parts.Select(p => (p.Scope.NameOf("bias"), p.OutFeatures))]),
+    public static Linear LoadStacked(int inFeatures, params (ParameterScope Scope, int OutFeatures)[] parts) =>
+        new(ParameterScope.LoadStacked("weight", [.. parts.Select(p => (p.Scope, new long[] { p.OutFeatures, inFeatures }))]),
+            ParameterScope.LoadStacked("bias", [.. parts.Select(p => (p.Scope, new long[] { p.OutFeatures }))]),
             inFeatures, parts.Sum(p => p.OutFeatures));
-    }
 
     /// <summary>A new layer with weights from N(0, std²) (seeded, <see cref="Training.SeedStreams.HeadWeights"/>) and zero bias, as Hugging Face initialises heads.</summary>
-    public static Linear CreateRandom(IBackend backend, string name, int inFeatures, int outFeatures, double std, int seed)
-    {
-        var weights = Training.SeedStreams.HeadWeights(outFeatures * inFeatures, std, (ulong)seed);
-        return new Linear(new Parameter(backend, weights, (name + ".weight", weights.Length)),
-            new Parameter(backend, new float[outFeatures], (name + ".bias", outFeatures)), inFeatures, outFeatures);
-    }
+    public static Linear CreateRandom(ParameterScope scope, int inFeatures, int outFeatures, double std, int seed) =>
+        new(scope.Arena.Add(scope.NameOf("weight"), [outFeatures, inFeatures], Training.SeedStreams.HeadWeights(outFeatures * inFeatures, std, (ulong)seed)),
+            scope.Arena.Add(scope.NameOf("bias"), [outFeatures], new float[outFeatures]), inFeatures, outFeatures);
 
-    /// <summary>output (rows, out) = activation(input (rows, in)·Wᵀ + b).</summary>
+    /// <summary>output (rows, out) = activation(input (rows, in)·Wᵀ + b), the activation fused into the product's epilogue.</summary>
     public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, Activation activation = Activation.None) =>
-        backend.Linear(output, input, Weight.Value, Bias.Value, rows, InFeatures, OutFeatures, activation);
+        backend.Linear(output, input, Weight.Value, Bias?.Value, rows, InFeatures, OutFeatures, activation);
 
-    /// <summary>Parameter gradients +=; dInput (rows, in) = (null: not needed).</summary>
+    /// <summary>Parameter gradients +=; dInput (rows, in) = (null: not needed). <paramref name="input"/> is the forward's.</summary>
     public void Backward(ITrainingBackend backend, DeviceBuffer<float>? dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int rows) =>
-        backend.LinearBackward(dInput, Gradient(Weight), Gradient(Bias), dOutput, input, Weight.Value, rows, InFeatures, OutFeatures);
+        backend.LinearBackward(dInput, Weight.Gradient, Bias?.Gradient, dOutput, input, Weight.Value, rows, InFeatures, OutFeatures);
 
-    internal static DeviceBuffer<float> Gradient(Parameter parameter) =>
-        parameter.Gradient ?? throw new InvalidOperationException($"parameter {parameter.Name} has no gradient: call ZeroGradients before a backward pass");
-
-    public IEnumerable<Parameter> Parameters => [Weight, Bias];
-
-    public long ParameterCount => (long)InFeatures * OutFeatures + OutFeatures;
-
-    public void Dispose()
-    {
-        Weight.Dispose();
-        Bias.Dispose();
-    }
+    public long ParameterCount => (long)InFeatures * OutFeatures + (Bias is null ? 0 : OutFeatures);
 }
 
 /// <summary><c>torch.nn.LayerNorm</c> over the last dimension, with an optional residual added first.</summary>
-public sealed class LayerNorm : IDisposable
+public sealed class LayerNorm
 {
     public int Channels { get; }
     public float Eps { get; }
@@ -138,26 +98,17 @@ public sealed class LayerNorm : IDisposable
         Bias = bias;
     }
 
-    public static LayerNorm Load(WeightScope scope, IBackend backend, int channels, double eps) =>
-        new(new Parameter(backend, scope.Tensor("weight", channels), (scope.NameOf("weight"), channels)),
-            new Parameter(backend, scope.Tensor("bias", channels), (scope.NameOf("bias"), channels)), (float)eps);
+    public static LayerNorm Load(ParameterScope scope, int channels, double eps) =>
+        new(scope.Load("weight", channels), scope.Load("bias", channels), (float)eps);
 
     /// <summary>output (rows, C) = LayerNorm(input + residual).</summary>
     public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual, int rows) =>
         backend.LayerNorm(output, input, residual, Weight.Value, Bias.Value, rows, Channels, Eps);
 
-    /// <summary>Parameter gradients +=; dInput (rows, C) = ∂L/∂(input + residual).</summary>
+    /// <summary>Parameter gradients +=; dInput (rows, C) = ∂L/∂(input + residual), the forward's input and residual given again.</summary>
     public void Backward(ITrainingBackend backend, DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input,
         DeviceBuffer<float>? residual, int rows) =>
-        backend.LayerNormBackward(dInput, Linear.Gradient(Weight), Linear.Gradient(Bias), dOutput, input, residual, Weight.Value, rows, Channels, Eps);
-
-    public IEnumerable<Parameter> Parameters => [Weight, Bias];
+        backend.LayerNormBackward(dInput, Weight.Gradient, Bias.Gradient, dOutput, input, residual, Weight.Value, rows, Channels, Eps);
 
     public long ParameterCount => 2L * Channels;
-
-    public void Dispose()
-    {
-        Weight.Dispose();
-        Bias.Dispose();
-    }
 }

@@ -15,28 +15,27 @@ public sealed record AdamWOptions
 }
 
 /// <summary>
-/// AdamW with decoupled weight decay (none on biases and LayerNorm weights, as Hugging Face's examples
-/// group them), bias correction and optional global-norm clipping, updating parameters on their backend.
+/// AdamW with decoupled weight decay (none on the tensors the model family exempts: biases and LayerNorm weights),
+/// bias correction and optional global-norm clipping, over a whole <see cref="ParameterArena"/>: its moments are two
+/// buffers of the arena's layout, and a step is one norm reduction and one AdamW launch, with no per-tensor host round trip.
 /// </summary>
 public sealed class AdamWOptimizer : IDisposable
 {
     private readonly ITrainingBackend _backend;
-    private readonly (Parameter Parameter, DeviceBuffer<float> M, DeviceBuffer<float> V, bool Decays)[] _state;
+    private readonly ParameterArena _arena;
+    private readonly DeviceBuffer<float> _m, _v;
 
     public AdamWOptions Options { get; }
     /// <summary>Optimizer steps taken so far (t of the bias correction is StepCount after a step).</summary>
     public int StepCount { get; private set; }
 
-    public AdamWOptimizer(ITrainingBackend backend, IEnumerable<Parameter> parameters, AdamWOptions options)
+    public AdamWOptimizer(ITrainingBackend backend, ParameterArena arena, AdamWOptions options)
     {
         _backend = backend;
+        _arena = arena;
         Options = options;
-        _state = [.. parameters.Select(p => (p, Zeros(p.Length), Zeros(p.Length), Decays(p)))];
+        (_m, _v) = (Zeros(arena.Length), Zeros(arena.Length));
     }
-
-    /// <summary>No decay on biases and LayerNorm weights (Hugging Face's <c>no_decay = ["bias", "LayerNorm.weight"]</c>).</summary>
-    public static bool Decays(Parameter parameter) =>
-        !parameter.Parts.Any(p => p.Name.EndsWith(".bias", StringComparison.Ordinal) || p.Name.Contains("LayerNorm", StringComparison.Ordinal));
 
     /// <summary>
     /// One update at <paramref name="learningRate"/> from the accumulated gradients (divided by
@@ -45,66 +44,54 @@ public sealed class AdamWOptimizer : IDisposable
     /// </summary>
     public double Step(float learningRate, int gradientDivisor = 1)
     {
-        double squares = 0;
-        foreach (var (parameter, _, _, _) in _state) squares += _backend.SumOfSquares(Gradient(parameter), parameter.Length);
-        double norm = Math.Sqrt(squares) / gradientDivisor;
+        var gradients = _arena.Gradients ?? throw new InvalidOperationException("no gradients: call ZeroGradients and a backward pass before a step");
+        double norm = Math.Sqrt(_backend.SumOfSquares(gradients, _arena.Length)) / gradientDivisor;
         if (!double.IsFinite(norm))
             throw new EngineException($"step {StepCount + 1}: the gradient norm is {norm} (the loss or a gradient is NaN or infinite); training stopped");
         float scale = 1f / gradientDivisor;
         // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1.
         if (Options.MaxGradNorm is { } maxNorm) scale *= (float)Math.Min(1.0, maxNorm / (norm + 1e-6));
         StepCount++;
-        foreach (var (parameter, m, v, decays) in _state)
-            _backend.AdamW(parameter.Value, Gradient(parameter), m, v, parameter.Length,
-                new AdamWStep(learningRate, Options.Beta1, Options.Beta2, Options.Eps, decays ? Options.WeightDecay : 0f, scale, StepCount));
+        _backend.AdamW(_arena.Values, gradients, _m, _v, _arena.Length, _arena.DecayedLength,
+            new AdamWStep(learningRate, Options.Beta1, Options.Beta2, Options.Eps, Options.WeightDecay, scale, StepCount));
         return norm;
     }
 
-    /// <summary>The moment estimates by <see cref="StateKey"/>, for checkpoints.</summary>
+    /// <summary>The moment estimates of every arena entry, by its name, for checkpoints.</summary>
     public IEnumerable<(string Name, float[] M, float[] V)> ReadState() =>
-        _state.Select(s => (StateKey(s.Parameter), Read(s.M, s.Parameter.Length), Read(s.V, s.Parameter.Length)));
-
-    /// <summary>A parameter's name without the base model's <c>bert.</c> prefix, which checkpoints may or may not carry.</summary>
-    public static string StateKey(Parameter parameter) =>
-        string.Join("+", parameter.Parts.Select(p => p.Name.StartsWith("bert.", StringComparison.Ordinal) ? p.Name[5..] : p.Name));
+        _arena.Entries.Select(e => (e.Name, Read(_m, e), Read(_v, e)));
 
     /// <summary>Restores moment estimates and the step count saved by <see cref="ReadState"/>.</summary>
     public void LoadState(int stepCount, IReadOnlyDictionary<string, (float[] M, float[] V)> state)
     {
-        foreach (var (parameter, m, v, _) in _state)
+        foreach (var entry in _arena.Entries)
         {
-            if (!state.TryGetValue(StateKey(parameter), out var saved) || saved.M.Length != parameter.Length || saved.V.Length != parameter.Length)
-                throw new EngineException($"optimizer state has no moments of length {parameter.Length} for '{StateKey(parameter)}'");
-            _backend.Upload<float>(saved.M, m);
-            _backend.Upload<float>(saved.V, v);
+            if (!state.TryGetValue(entry.Name, out var saved) || saved.M.Length != entry.Length || saved.V.Length != entry.Length)
+                throw new EngineException($"optimizer state has no moments of length {entry.Length} for '{entry.Name}'");
+            _backend.Upload<float>(saved.M, _m.Slice(entry.Offset, entry.Length));
+            _backend.Upload<float>(saved.V, _v.Slice(entry.Offset, entry.Length));
         }
         StepCount = stepCount;
     }
 
-    private static DeviceBuffer<float> Gradient(Parameter parameter) =>
-        parameter.Gradient ?? throw new InvalidOperationException($"parameter {parameter.Name} has no gradient");
-
     private DeviceBuffer<float> Zeros(int length)
     {
-        var buffer = _backend.Allocate<float>(length);
-        _backend.Upload<float>(new float[length], buffer);
+        var buffer = _backend.Allocate<float>(Math.Max(length, 1));
+        _backend.Clear(buffer);
         return buffer;
     }
 
-    private float[] Read(DeviceBuffer<float> buffer, int length)
+    private float[] Read(DeviceBuffer<float> buffer, ParameterEntry entry)
     {
-        var values = new float[length];
-        _backend.Download(buffer, values);
+        var values = new float[entry.Length];
+        _backend.Download(buffer.Slice(entry.Offset, entry.Length), values);
         return values;
     }
 
     public void Dispose()
     {
-        foreach (var (_, m, v, _) in _state)
-        {
-            m.Dispose();
-            v.Dispose();
-        }
+        _m.Dispose();
+        _v.Dispose();
     }
 }
 

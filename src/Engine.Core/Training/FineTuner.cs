@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using System.Text.Json;
 using System.Text.Json.Nodes;
-using Engine.Backends;
+using Engine.Models;
 using Engine.Models.Bert;
 using Engine.Tokenization;
 
@@ -81,7 +81,7 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 }
 
 /// <summary>
-/// Fine-tunes a <see cref="BertForSequenceClassification"/> (a classifier or a regression head): seeded
+/// Fine-tunes a model with a task head (<see cref="ITaskModel"/>: a classifier, a regression head, …): seeded
 /// shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
 /// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After every epoch a resumable checkpoint
 /// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it, in
@@ -95,7 +95,7 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 /// when a kill fell between the two renames. The best model's only changing file (its weights) is itself
 /// written atomically.
 /// </remarks>
-public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptions options)
+public sealed class FineTuner(ITaskModel model, FineTuneOptions options)
 {
     public const string LastDirectory = "last", OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
 
@@ -113,19 +113,19 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
     {
         options.Validate();
         if (train.Count == 0) throw new EngineException("no training examples");
-        ValidateLabels(train, "training");
-        if (eval is not null) ValidateLabels(eval, "evaluation");
+        model.ValidateTargets([.. train.Select(e => e.Label)], "training");
+        if (eval is not null) model.ValidateTargets([.. eval.Select(e => e.Label)], "evaluation");
         var backend = model.Backend;
         int stepsPerEpoch = StepsPerEpoch(train.Count), totalSteps = TotalSteps(train.Count);
         int epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch;
         int warmup = (int)Math.Ceiling(options.WarmupRatio * totalSteps);
-        using var optimizer = new AdamWOptimizer(backend, model.Parameters, new AdamWOptions { WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm });
+        using var optimizer = new AdamWOptimizer(backend, model.Arena, new AdamWOptions { WeightDecay = options.WeightDecay, MaxGradNorm = options.MaxGradNorm });
         // The tokenizer files are read now: the directory they come from may be a checkpoint that this run replaces.
         var tokenizerFiles = tokenizerDirectory is null ? []
             : BertTokenizer.FileNames.Where(f => File.Exists(Path.Combine(tokenizerDirectory, f))).ToDictionary(f => f, f => File.ReadAllBytes(Path.Combine(tokenizerDirectory, f)));
         void Save(string directory)
         {
-            model.Save(directory, tokenizerDirectory: null);
+            model.Save(directory);
             foreach (var (name, bytes) in tokenizerFiles) IO.AtomicFile.Write(Path.Combine(directory, name), s => s.Write(bytes));
         }
         EvaluationResult? best = null;
@@ -134,7 +134,7 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         int micro = 0;
         double accumulatedLoss = 0, examplesSeen = 0;
         var clock = Stopwatch.StartNew();
-        model.ZeroGradients();
+        model.Arena.ZeroGradients(backend);
         for (int epoch = firstEpoch; epoch <= epochs && optimizer.StepCount < totalSteps; epoch++)
         {
             var order = options.Shuffle ? SeedStreams.EpochOrder(train.Count, (ulong)options.Seed, epoch) : [.. Enumerable.Range(0, train.Count)];
@@ -142,10 +142,8 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
             {
                 var examples = order.Skip(start).Take(options.BatchSize).Select(i => train[i]).ToList();
                 var batch = Pad(examples);
-                var dropout = DropoutSettings.FromConfig(model.Bert.Config, options.Dropout, (ulong)options.Seed, optimizer.StepCount * options.GradientAccumulation + micro);
-                accumulatedLoss += model.ProblemType == ProblemType.Regression
-                    ? model.ForwardBackward(batch, [.. examples.Select(e => e.Label)], dropout)
-                    : model.ForwardBackward(batch, [.. examples.Select(e => (int)e.Label)], dropout);
+                var dropout = DropoutSettings.FromConfig(model.Config, options.Dropout, (ulong)options.Seed, optimizer.StepCount * options.GradientAccumulation + micro);
+                accumulatedLoss += model.ForwardBackward(batch, [.. examples.Select(e => e.Label)], dropout);
                 if (!double.IsFinite(accumulatedLoss))
                     throw new EngineException($"step {optimizer.StepCount + 1}: the loss is {accumulatedLoss}; training stopped");
                 if (++micro < options.GradientAccumulation && start + options.BatchSize < train.Count) continue;
@@ -155,7 +153,7 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
                 double norm = optimizer.Step(rate, micro);
                 examplesSeen += micro * options.BatchSize;
                 log(new StepEvent(optimizer.StepCount, totalSteps, accumulatedLoss / micro, rate, norm, examplesSeen / clock.Elapsed.TotalSeconds));
-                model.ZeroGradients();
+                model.Arena.ZeroGradients(backend);
                 micro = 0;
                 accumulatedLoss = 0;
             }
@@ -259,33 +257,17 @@ public sealed class FineTuner(BertForSequenceClassification model, FineTuneOptio
         return new BertBatch(B, T, ids, types, mask);
     }
 
-    /// <summary>Class ids must be integers below num_labels (or negative: ignored); regression targets must be finite.</summary>
-    private void ValidateLabels(IReadOnlyList<LabelledExample> examples, string set)
-    {
-        if (model.ProblemType == ProblemType.Regression && model.NumLabels != 1)
-            throw new EngineException($"fine-tuning a regression head needs num_labels 1 (one target per example), not {model.NumLabels}");
-        for (int i = 0; i < examples.Count; i++)
-        {
-            float label = examples[i].Label;
-            bool valid = model.ProblemType == ProblemType.Regression ? float.IsFinite(label) : label == MathF.Floor(label) && label < model.NumLabels;
-            if (!valid)
-                throw new EngineException($"{set} example {i + 1}: label {label} is not {(model.ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {model.NumLabels}")}");
-        }
-    }
-
     /// <summary>The model's evaluation metrics over <paramref name="examples"/>, in evaluation mode (no dropout).</summary>
     public EvaluationResult Evaluate(IReadOnlyList<LabelledExample> examples)
     {
-        int labels = model.NumLabels;
-        var outputs = new float[examples.Count * labels];
+        int width = model.OutputsPerExample;
+        var outputs = new float[examples.Count * width];
         for (int start = 0; start < examples.Count; start += options.BatchSize)
         {
             var chunk = examples.Skip(start).Take(options.BatchSize).ToList();
-            model.Logits(Pad(chunk)).CopyTo(outputs, start * labels);
+            model.Outputs(Pad(chunk)).CopyTo(outputs, start * width);
         }
-        return model.ProblemType == ProblemType.Regression
-            ? Metrics.Regression(outputs, [.. examples.Select(e => e.Label)])
-            : Metrics.Classification(outputs, [.. examples.Select(e => (int)e.Label)], labels);
+        return model.Evaluate(outputs, [.. examples.Select(e => e.Label)]);
     }
 }
 

@@ -1,16 +1,54 @@
 namespace Engine.Backends.Cpu;
 
-/// <summary>Host memory for the CPU backend.</summary>
-internal sealed class CpuBuffer<T>(int length) : DeviceBuffer<T> where T : unmanaged
+/// <summary>Host memory for the CPU backend: an array, or a view of part of one (<see cref="DeviceBuffer{T}.Slice"/>).</summary>
+internal sealed class CpuBuffer<T> : DeviceBuffer<T> where T : unmanaged
 {
-    public T[] Data { get; } = new T[length];
+    /// <summary>The array and its version, shared by a buffer and its views.</summary>
+    private sealed class Storage(T[] array)
+    {
+        public readonly T[] Array = array;
+        public int Version;
+    }
 
-    public override int Length => Data.Length;
+    private readonly Storage _storage;
 
-    /// <summary>Bumped by every upload, so caches derived from the contents (packed weights) know they are stale.</summary>
-    public int Version { get; set; }
+    public CpuBuffer(int length) : this(new Storage(new T[length]), 0, length) { }
+
+    private CpuBuffer(Storage storage, int offset, int length)
+    {
+        _storage = storage;
+        Offset = offset;
+        Length = length;
+    }
+
+    public override int Length { get; }
+
+    /// <summary>Where this buffer starts in <see cref="Array"/> (0 unless it is a view).</summary>
+    public int Offset { get; }
+
+    public T[] Array => _storage.Array;
+
+    public Span<T> Span => _storage.Array.AsSpan(Offset, Length);
+
+    public ArraySegment<T> Segment => new(_storage.Array, Offset, Length);
+
+    /// <summary>The array of a buffer that starts at its beginning: what the ops whose operands are never parameters (activations) index from 0.</summary>
+    public T[] Data => Offset == 0 ? _storage.Array : throw new ArgumentException($"a view at offset {Offset} where an op needs a whole buffer");
+
+    /// <summary>Bumped by every write to the storage (upload, optimizer step), so caches derived from the contents (packed weights) know they are stale.</summary>
+    public int Version
+    {
+        get => _storage.Version;
+        set => _storage.Version = value;
+    }
 
     public (int Version, int N, int K, float[] Packed)? PackedCache { get; set; }
+
+    public override DeviceBuffer<T> Slice(long offset, int length)
+    {
+        CheckSlice(offset, length, Length);
+        return new CpuBuffer<T>(_storage, Offset + (int)offset, length);
+    }
 }
 
 /// <summary>
@@ -27,7 +65,7 @@ public sealed class CpuBackend : ITrainingBackend
     {
         var buffer = Host(destination);
         Check(source.Length <= buffer.Length, $"upload of {source.Length} elements into a buffer of {buffer.Length}");
-        source.CopyTo(buffer.Data);
+        source.CopyTo(buffer.Span);
         buffer.Version++;
     }
 
@@ -35,7 +73,7 @@ public sealed class CpuBackend : ITrainingBackend
     {
         var buffer = Host(source);
         Check(destination.Length <= buffer.Length, $"download of {destination.Length} elements from a buffer of {buffer.Length}");
-        buffer.Data.AsSpan(0, destination.Length).CopyTo(destination);
+        buffer.Span[..destination.Length].CopyTo(destination);
     }
 
     public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
@@ -43,20 +81,22 @@ public sealed class CpuBackend : ITrainingBackend
     {
         OpShapes.Linear(output, input, weight, bias, M, K, N);
         var w = Host(weight);
-        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? null : Host(bias).Data, M, K, N, activation);
+        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation);
     }
 
     public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
     {
         OpShapes.MatMul(output, a, b, shape);
-        var (c, aData, bData) = (Host(output).Data, Host(a).Data, Host(b).Data);
+        var (c, aBuffer, bBuffer) = (Host(output), Host(a), Host(b));
         int M = shape.M, K = shape.K, N = shape.N;
         var rowMajorA = shape.TransposeA ? GC.AllocateUninitializedArray<float>(M * K) : null;
         for (int i = 0; i < shape.Batch; i++)
         {
-            if (rowMajorA is not null) CpuGemm.Transpose(aData, i * shape.StrideA, K, M, rowMajorA);
-            var packed = CpuGemm.Pack(bData, N, K, kMajor: !shape.TransposeB, offset: i * shape.StrideB);
-            CpuGemm.Multiply(c, rowMajorA ?? aData, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? i * shape.StrideA : 0, cOffset: i * shape.StrideC);
+            long aOffset = aBuffer.Offset + i * shape.StrideA;
+            if (rowMajorA is not null) CpuGemm.Transpose(aBuffer.Array, aOffset, K, M, rowMajorA);
+            var packed = CpuGemm.Pack(bBuffer.Array, N, K, kMajor: !shape.TransposeB, offset: bBuffer.Offset + i * shape.StrideB);
+            CpuGemm.Multiply(c.Array, rowMajorA ?? aBuffer.Array, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? aOffset : 0,
+                cOffset: c.Offset + i * shape.StrideC);
         }
     }
 
@@ -89,18 +129,18 @@ public sealed class CpuBackend : ITrainingBackend
     {
         OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
-            Host(weight).Data, Host(bias).Data, N, C, eps);
+            Host(weight).Segment, Host(bias).Segment, N, C, eps);
     }
 
-    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds,
+    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
         DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
         DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
     {
-        OpShapes.Embeddings(output, sum, inputIds, tokenTypeIds, positionEmbeddings, weight, bias, B, T, C);
+        OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
-        CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(tokenTypeIds).Data,
-            Host(wordEmbeddings).Data, Host(positionEmbeddings).Data, Host(tokenTypeEmbeddings).Data, B, T, C);
-        CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Data, Host(bias).Data, B * T, C, eps);
+        CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data,
+            Host(wordEmbeddings).Segment, Host(positionEmbeddings).Segment, Host(tokenTypeEmbeddings).Segment, B, T, C);
+        CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Segment, Host(bias).Segment, B * T, C, eps);
     }
 
     public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
@@ -120,10 +160,11 @@ public sealed class CpuBackend : ITrainingBackend
         // dWeight (N,K) += dOutputᵀ · input.
         var product = new CpuBuffer<float>(N * K);
         MatMul(product, dOutput, input, MatMulShape.Contiguous(1, N, M, K, true, false));
-        System.Numerics.Tensors.TensorPrimitives.Add(Host(dWeight).Data.AsSpan(0, N * K), product.Data, Host(dWeight).Data.AsSpan(0, N * K));
+        var weightGradient = Host(dWeight).Span[..(N * K)];
+        System.Numerics.Tensors.TensorPrimitives.Add(weightGradient, product.Data, weightGradient);
         if (dBias is not null)
         {
-            var bias = Host(dBias).Data.AsSpan(0, N);
+            var bias = Host(dBias).Span[..N];
             var dy = Host(dOutput).Data;
             for (int m = 0; m < M; m++) System.Numerics.Tensors.TensorPrimitives.Add(bias, dy.AsSpan(m * N, N), bias);
         }
@@ -139,8 +180,8 @@ public sealed class CpuBackend : ITrainingBackend
         DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
     {
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
-        CpuNormalization.LayerNormBackward(Host(dInput).Data, Host(dWeight).Data, Host(dBias).Data, Host(dOutput).Data, Host(input).Data,
-            residual is null ? null : Host(residual).Data, Host(weight).Data, N, C, eps);
+        CpuNormalization.LayerNormBackward(Host(dInput).Data, Host(dWeight).Segment, Host(dBias).Segment, Host(dOutput).Data, Host(input).Data,
+            residual is null ? null : Host(residual).Data, Host(weight).Segment, N, C, eps);
     }
 
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
@@ -151,11 +192,11 @@ public sealed class CpuBackend : ITrainingBackend
     }
 
     public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
-        OpShapes.EmbeddingsBackward(dPosition, dSum, inputIds, tokenTypeIds, B, T, C);
-        CpuBackward.EmbeddingsBackward(Host(dWord).Data, Host(dPosition).Data, Host(dTokenType).Data, Host(dSum).Data,
-            Host(inputIds).Data, Host(tokenTypeIds).Data, B, T, C);
+        OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
+        CpuBackward.EmbeddingsBackward(Host(dWord).Segment, Host(dPosition).Segment, Host(dTokenType).Segment, Host(dSum).Data,
+            Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data, B, T, C);
     }
 
     public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
@@ -179,25 +220,27 @@ public sealed class CpuBackend : ITrainingBackend
     public double SumOfSquares(DeviceBuffer<float> values, int n)
     {
         OpShapes.Elementwise(n, (values, nameof(values)));
-        var data = Host(values).Data;
+        var data = Host(values).Span;
         double sum = 0;
         for (int i = 0; i < n; i++) sum += (double)data[i] * data[i];
         return sum;
     }
 
-    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, AdamWStep step)
+    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step)
     {
         OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
-        var (p, g, first, second) = (Host(parameter).Data, Host(gradient).Data, Host(m).Data, Host(v).Data);
+        OpShapes.Count(decayed, n, nameof(decayed));
+        Span<float> p = Host(parameter).Span, g = Host(gradient).Span, first = Host(m).Span, second = Host(v).Span;
         var constants = Training.AdamWMath.Constants(step);
-        for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, constants);
+        var undecayed = Training.AdamWMath.Constants(step with { WeightDecay = 0 });
+        for (int i = 0; i < n; i++) Training.AdamWMath.Update(ref p[i], g[i], ref first[i], ref second[i], step, i < decayed ? constants : undecayed);
         Host(parameter).Version++; // the packed copy a Linear keeps of this weight is now stale
     }
 
     public void Clear(DeviceBuffer<float> buffer)
     {
         var host = Host(buffer);
-        Array.Clear(host.Data);
+        host.Span.Clear();
         host.Version++;
     }
 
@@ -233,7 +276,7 @@ public sealed class CpuBackend : ITrainingBackend
         lock (weight)
         {
             if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return cache.Packed;
-            var packed = CpuGemm.Pack(weight.Data, N, K);
+            var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset);
             weight.PackedCache = (weight.Version, N, K, packed);
             return packed;
         }

@@ -41,8 +41,8 @@ internal static class CpuBackward
     /// The scatter-add runs over tokens in order within each slice of channels, and slices run in parallel:
     /// every sum is formed in the same order whatever the threads do.
     /// </summary>
-    public static void EmbeddingsBackward(float[] dWord, float[] dPosition, float[] dTokenType, float[] dSum,
-        int[] inputIds, int[] tokenTypeIds, int B, int T, int C)
+    public static void EmbeddingsBackward(ArraySegment<float> dWord, ArraySegment<float> dPosition, ArraySegment<float> dTokenType, float[] dSum,
+        int[] inputIds, int[] positionIds, int[] tokenTypeIds, int B, int T, int C)
     {
         const int Slice = 64;
         Parallel.For(0, (C + Slice - 1) / Slice, slice =>
@@ -51,9 +51,8 @@ internal static class CpuBackward
             for (int token = 0; token < B * T; token++)
             {
                 var row = dSum.AsSpan(token * C + c0, width);
-                int t = token % T;
                 Add(dWord.AsSpan(inputIds[token] * C + c0, width), row);
-                Add(dPosition.AsSpan(t * C + c0, width), row);
+                Add(dPosition.AsSpan(positionIds[token] * C + c0, width), row);
                 Add(dTokenType.AsSpan(tokenTypeIds[token] * C + c0, width), row);
             }
         });

@@ -62,7 +62,7 @@ internal static unsafe class CpuGemm
     /// 0 means the processor's widest (tests pass 8 and 4 to check the narrower kernels on any machine).
     /// A and C start at <paramref name="aOffset"/> and <paramref name="cOffset"/> (one item of a batch).
     /// </summary>
-    public static void Multiply(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation, int width = 0,
+    public static void Multiply(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation, int width = 0,
         long aOffset = 0, long cOffset = 0)
     {
         switch (width == 0 ? Simd.Width : width)
@@ -73,7 +73,7 @@ internal static unsafe class CpuGemm
         }
     }
 
-    private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, float[]? bias, int M, int K, int N, Activation activation,
+    private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation,
         long aOffset, long cOffset)
         where V : struct, ISimd<V>
     {
@@ -88,7 +88,7 @@ internal static unsafe class CpuGemm
             int col = panel * nr, cols = Math.Min(nr, N - col);
             float* edge = stackalloc float[mr * nr];
             float* biasTile = stackalloc float[nr];
-            for (int j = 0; j < nr; j++) biasTile[j] = bias is not null && j < cols ? bias[col + j] : 0f;
+            for (int j = 0; j < nr; j++) biasTile[j] = bias is { } b && j < cols ? b[col + j] : 0f;
             fixed (float* pa0 = a, pw = packedWeight, pc0 = c)
             {
                 float* pa = pa0 + aOffset, pc = pc0 + cOffset;

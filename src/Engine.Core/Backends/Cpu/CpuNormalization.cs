@@ -6,7 +6,7 @@ namespace Engine.Backends.Cpu;
 internal static class CpuNormalization
 {
     /// <summary>out (N,C) = (x − mean)·rstd·weight + bias, x = input + residual; two passes (mean, then variance of the centred row).</summary>
-    public static void LayerNorm(float[] output, float[] input, float[]? residual, float[] weight, float[] bias, int N, int C, float eps)
+    public static void LayerNorm(float[] output, float[] input, float[]? residual, ArraySegment<float> weight, ArraySegment<float> bias, int N, int C, float eps)
     {
         Parallel.For(0, N, () => new float[C], (row, _, x) =>
         {
@@ -30,8 +30,8 @@ internal static class CpuNormalization
     /// reduced over rows in a fixed order per slice of channels (deterministic). History: v1 scalar float64 per
     /// element; v2 (this version) vector float32 with the forward's float64 row statistics.
     /// </summary>
-    public static void LayerNormBackward(float[] dInput, float[] dWeight, float[] dBias, float[] dOutput, float[] input, float[]? residual,
-        float[] weight, int N, int C, float eps)
+    public static void LayerNormBackward(float[] dInput, ArraySegment<float> dWeight, ArraySegment<float> dBias, float[] dOutput, float[] input, float[]? residual,
+        ArraySegment<float> weight, int N, int C, float eps)
     {
         var normalized = GC.AllocateUninitializedArray<float>(N * C); // x̂ (N,C), for the parameter gradients
         Parallel.For(0, N, () => new float[C], (row, _, g) =>
@@ -68,13 +68,13 @@ internal static class CpuNormalization
         });
     }
 
-    public static void Embeddings(float[] output, int[] inputIds, int[] tokenTypeIds, float[] word, float[] position, float[] tokenType, int B, int T, int C)
+    public static void Embeddings(float[] output, int[] inputIds, int[] positionIds, int[] tokenTypeIds, ArraySegment<float> word, ArraySegment<float> position,
+        ArraySegment<float> tokenType, int B, int T, int C)
     {
         Parallel.For(0, B * T, token =>
         {
-            int t = token % T;
             var outRow = output.AsSpan(token * C, C);
-            TensorPrimitives.Add(word.AsSpan(inputIds[token] * C, C), position.AsSpan(t * C, C), outRow);
+            TensorPrimitives.Add(word.AsSpan(inputIds[token] * C, C), position.AsSpan(positionIds[token] * C, C), outRow);
             TensorPrimitives.Add(outRow, tokenType.AsSpan(tokenTypeIds[token] * C, C), outRow);
         });
     }

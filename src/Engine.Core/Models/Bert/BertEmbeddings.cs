@@ -1,10 +1,9 @@
 using Engine.Backends;
-using Engine.IO;
 
 namespace Engine.Models.Bert;
 
-/// <summary><c>BertEmbeddings</c>: word + absolute position + token-type embeddings, then LayerNorm.</summary>
-public sealed class BertEmbeddings : IDisposable
+/// <summary><c>BertEmbeddings</c>: word + position + token-type embeddings, LayerNorm, dropout. Positions come from the pass (the family's rule).</summary>
+public sealed class BertEmbeddings
 {
     private readonly BertConfig _config;
     public Parameter WordEmbeddings { get; }
@@ -12,45 +11,38 @@ public sealed class BertEmbeddings : IDisposable
     public Parameter TokenTypeEmbeddings { get; }
     public LayerNorm LayerNorm { get; }
 
-    internal BertEmbeddings(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertEmbeddings(ParameterScope scope, BertConfig config)
     {
         _config = config;
         int C = config.HiddenSize;
-        Parameter Table(string name, int rows) =>
-            new(backend, scope.Sub(name).Tensor("weight", rows, C), (scope.Sub(name).NameOf("weight"), rows * C));
+        Parameter Table(string name, int rows) => scope.Sub(name).Load("weight", rows, C);
         WordEmbeddings = Table("word_embeddings", config.VocabSize);
         PositionEmbeddings = Table("position_embeddings", config.MaxPositionEmbeddings);
         TokenTypeEmbeddings = Table("token_type_embeddings", config.TypeVocabSize);
-        LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), backend, C, config.LayerNormEps);
+        LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), C, config.LayerNormEps);
     }
 
-    /// <summary>output (B,T,C): the three embeddings summed and normalised in one op.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T) =>
-        Forward(backend, output, null, inputIds, tokenTypeIds, B, T);
-
-    /// <summary>output (B,T,C); sum (B,T,C), when given, keeps the pre-norm sum for the backward pass.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T) =>
-        backend.Embeddings(output, sum, inputIds, tokenTypeIds, WordEmbeddings.Value, PositionEmbeddings.Value, TokenTypeEmbeddings.Value,
-            LayerNorm.Weight.Value, LayerNorm.Bias.Value, B, T, _config.HiddenSize, LayerNorm.Eps);
-
-    /// <summary>Parameter gradients += from dOutput (B,T,C) (scratch: dSum (B,T,C)).</summary>
-    internal void Backward(ITrainingBackend backend, DeviceBuffer<float> dSum, DeviceBuffer<float> dOutput, DeviceBuffer<float> sum,
-        DeviceBuffer<int> inputIds, DeviceBuffer<int> tokenTypeIds, int B, int T)
+    /// <summary>output (B,T,C): the three rows summed and normalised in one op, then dropout; a recording pass keeps the sum.</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output)
     {
-        LayerNorm.Backward(backend, dSum, dOutput, sum, null, B * T);
-        backend.EmbeddingsBackward(Linear.Gradient(WordEmbeddings), Linear.Gradient(PositionEmbeddings), Linear.Gradient(TokenTypeEmbeddings),
-            dSum, inputIds, tokenTypeIds, B, T, _config.HiddenSize);
+        int C = _config.HiddenSize;
+        var sum = pass.Records ? pass.Kept(this, "sum", C) : null;
+        pass.Backend.Embeddings(output, sum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, WordEmbeddings.Value, PositionEmbeddings.Value,
+            TokenTypeEmbeddings.Value, LayerNorm.Weight.Value, LayerNorm.Bias.Value, pass.B, pass.T, C, LayerNorm.Eps);
+        pass.ApplyDropout(output, pass.Rows * C, pass.Dropout.EmbeddingsMask);
     }
 
-    public IEnumerable<Parameter> Parameters => [WordEmbeddings, PositionEmbeddings, TokenTypeEmbeddings, .. LayerNorm.Parameters];
+    /// <summary>Parameter gradients += from dOutput (B,T,C), which this overwrites.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dOutput)
+    {
+        int C = _config.HiddenSize;
+        var backend = pass.Training;
+        pass.ApplyDropoutBackward(dOutput, pass.Rows * C, pass.Dropout.EmbeddingsMask);
+        var dSum = pass.Scratch("dResidual", C);
+        LayerNorm.Backward(backend, dSum, dOutput, pass.Kept(this, "sum", C), null, pass.Rows);
+        backend.EmbeddingsBackward(WordEmbeddings.Gradient, PositionEmbeddings.Gradient, TokenTypeEmbeddings.Gradient,
+            dSum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, pass.B, pass.T, C);
+    }
 
     public long ParameterCount => (long)(_config.VocabSize + _config.MaxPositionEmbeddings + _config.TypeVocabSize) * _config.HiddenSize + LayerNorm.ParameterCount;
-
-    public void Dispose()
-    {
-        WordEmbeddings.Dispose();
-        PositionEmbeddings.Dispose();
-        TokenTypeEmbeddings.Dispose();
-        LayerNorm.Dispose();
-    }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using Engine.Backends;
 using Engine.IO;
+using Engine.Training;
 
 namespace Engine.Models.Bert;
 
@@ -49,35 +50,33 @@ public enum ProblemType
 }
 
 /// <summary>
-/// <c>BertForSequenceClassification</c>: BertModel with its pooler, dropout, and a classifier (num_labels).
-/// Runs on a training backend: <c>ForwardBackward</c> keeps every activation the backward needs, computes
-/// the loss (mean cross-entropy, or mean squared error for regression) and adds every parameter's gradient
-/// (see <see cref="ITrainingBackend"/>).
+/// <c>BertForSequenceClassification</c>: <see cref="BertModel"/> (with its pooler), dropout, a classifier (num_labels)
+/// and its loss — mean cross-entropy, or mean squared error for regression. It holds no encoder code: the encoder's
+/// forward and backward are <see cref="BertModel"/>'s, and a training loop drives it through <see cref="ITaskModel"/>.
 /// </summary>
 /// <remarks>
 /// Mirrors transformers' BertForSequenceClassification: single-label classification, or regression when
 /// problem_type says so or num_labels is 1 (transformers' rule); multi-label classification is not
-/// supported yet. Dropout applies
-/// where Hugging Face's does: the embeddings, the attention probabilities (inside the fused attention), the
-/// attention output, the FFN output, and the pooler output before the classifier.
-/// Thread safety: <see cref="Logits"/> may be called from several threads at once (they take turns); training
-/// (<c>ForwardBackward</c>, the optimizer) belongs to one thread.
+/// supported yet. Dropout applies where Hugging Face's does: the embeddings, the attention probabilities (inside the
+/// fused attention), the attention output, the FFN output, and the pooler output before the classifier.
+/// Thread safety: <see cref="Logits"/> may be called from several threads at once (they take turns); training belongs to one thread.
 /// </remarks>
-public sealed class BertForSequenceClassification : IDisposable
+public sealed class BertForSequenceClassification : ITaskModel
 {
     private readonly ITrainingBackend _backend;
-    private readonly Lock _forwardLock = new();
-    private TrainingCache? _cache;
 
     public ITrainingBackend Backend => _backend;
     public BertModel Bert { get; }
+    public BertConfig Config => Bert.Config;
+    public ParameterArena Arena => Bert.Arena;
     public Linear Classifier { get; }
     public int NumLabels => Classifier.OutFeatures;
+    public int OutputsPerExample => NumLabels;
     public ProblemType ProblemType { get; }
     /// <summary>Label names by id (config.json's <c>id2label</c>), or LABEL_i.</summary>
     public IReadOnlyList<string> Labels { get; }
     /// <summary>Checkpoint tensors this model (base and head) did not read, e.g. a pre-training head's.</summary>
-    public IReadOnlyList<string> UnusedTensors { get; private init; } = [];
+    public IReadOnlyList<string> UnusedTensors => Bert.UnusedTensors;
 
     private BertForSequenceClassification(ITrainingBackend backend, BertModel bert, Linear classifier, IReadOnlyList<string> labels, ProblemType problemType)
     {
@@ -104,19 +103,28 @@ public sealed class BertForSequenceClassification : IDisposable
         int labels = labelNames?.Count ?? numLabels ?? ConfiguredLabels(config.Raw, configPath) ?? ((problemType ?? configured) == ProblemType.Regression ? 1 : 2);
         if (labels is < 1 or > MaxLabels) throw new EngineException($"num_labels must be in [1, {MaxLabels}], got {labels}");
         var problem = problemType ?? ProblemTypeOf(configured, labels);
+        var family = ModelRegistry.Family(config);
         using var checkpoint = Checkpoint.Open(directory);
-        var bert = BertModel.Load(checkpoint, config, backend);
-        if (bert.Pooler is null)
+        var arena = new ParameterArena(backend, family.Decays);
+        try
         {
-            bert.Dispose();
-            throw new EngineException($"{directory}: sequence classification needs the pooler (pooler.dense), which this checkpoint lacks");
+            var source = WeightScope.ForBaseModel(checkpoint, family.WeightPrefix);
+            var bert = new BertModel(backend, config, new ParameterScope(arena, source, family.WeightPrefix + "."), ownsArena: true);
+            if (bert.Pooler is null)
+                throw new EngineException($"{directory}: sequence classification needs the pooler (pooler.dense), which this checkpoint lacks");
+            var head = new ParameterScope(arena, WeightScope.Root(checkpoint), "").Sub("classifier");
+            var classifier = head.Has("weight")
+                ? Linear.Load(head, config.HiddenSize, labels)
+                : Linear.CreateRandom(head, config.HiddenSize, labels, 0.02, seed);
+            arena.Build();
+            bert.UnusedTensors = checkpoint.UnusedNames;
+            return new BertForSequenceClassification(backend, bert, classifier, labelNames ?? ConfiguredLabelNames(config.Raw, labels), problem);
         }
-        var root = WeightScope.Root(checkpoint);
-        var classifier = root.Sub("classifier").Has("weight")
-            ? Linear.Load(root.Sub("classifier"), backend, config.HiddenSize, labels)
-            : Linear.CreateRandom(backend, "classifier", config.HiddenSize, labels, 0.02, seed);
-        var names = labelNames ?? ConfiguredLabelNames(config.Raw, labels);
-        return new BertForSequenceClassification(backend, bert, classifier, names, problem) { UnusedTensors = checkpoint.UnusedNames };
+        catch
+        {
+            arena.Dispose();
+            throw;
+        }
     }
 
     /// <summary>
@@ -170,27 +178,16 @@ public sealed class BertForSequenceClassification : IDisposable
 
     /// <summary>
     /// Writes a Hugging Face directory transformers' <c>from_pretrained</c> loads: config.json
-    /// (<c>BertForSequenceClassification</c>, num_labels, id2label, label2id), model.safetensors with Hugging
-    /// Face names (<c>bert.</c> prefix, Q/K/V split again), and the tokenizer files of <paramref name="tokenizerDirectory"/>.
+    /// (<c>BertForSequenceClassification</c>, num_labels, id2label, label2id), model.safetensors with the arena's names
+    /// and shapes (Q/K/V separate, as the table holds them), and the tokenizer files of <paramref name="tokenizerDirectory"/>.
     /// Every file is written atomically.
     /// </summary>
     public void Save(string directory, string? tokenizerDirectory)
     {
         Directory.CreateDirectory(directory);
-        var tensors = new List<SafeTensorData>();
-        foreach (var parameter in Parameters)
-        {
-            var values = parameter.ReadValue(_backend);
-            int offset = 0;
-            foreach (var (name, length) in parameter.Parts)
-            {
-                tensors.Add(SafeTensorData.FromFloats(CheckpointName(name), values[offset..(offset + length)], Shape(name, length)));
-                offset += length;
-            }
-        }
-        SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), tensors, new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), ArenaTensors(Arena), new Dictionary<string, string> { ["format"] = "pt" });
         var config = Bert.Config.ToJson();
-        config["architectures"] = new JsonArray(nameof(BertForSequenceClassification));
+        config["architectures"] = new JsonArray(ModelRegistry.ArchitectureName(Bert.Family, ModelHead.SequenceClassification));
         config["num_labels"] = NumLabels;
         config["problem_type"] = ProblemType == ProblemType.Regression ? "regression" : "single_label_classification";
         var id2label = new JsonObject();
@@ -209,21 +206,11 @@ public sealed class BertForSequenceClassification : IDisposable
                     AtomicFile.Write(Path.Combine(directory, file), s => { using var source = File.OpenRead(Path.Combine(tokenizerDirectory, file)); source.CopyTo(s); });
     }
 
-    /// <summary>Every base-model tensor under <c>bert.</c>, whatever the loaded checkpoint used; heads at the top level.</summary>
-    private static string CheckpointName(string name) =>
-        name.StartsWith("classifier.", StringComparison.Ordinal) || name.StartsWith("bert.", StringComparison.Ordinal) ? name : "bert." + name;
+    public void Save(string directory) => Save(directory, tokenizerDirectory: null);
 
-    private long[] Shape(string name, int length)
-    {
-        int C = Bert.Config.HiddenSize;
-        if (name.EndsWith(".bias", StringComparison.Ordinal) || name.EndsWith("LayerNorm.weight", StringComparison.Ordinal)
-            || name.EndsWith("LayerNorm.gamma", StringComparison.Ordinal) || name.EndsWith("LayerNorm.beta", StringComparison.Ordinal))
-            return [length];
-        // Every other tensor is a matrix whose rows are hidden-sized, except the output dense (C, I).
-        bool outputDense = name.Contains(".output.dense.weight", StringComparison.Ordinal) && !name.Contains("attention", StringComparison.Ordinal);
-        int columns = outputDense ? Bert.Config.IntermediateSize : C;
-        return [length / columns, columns];
-    }
+    /// <summary>Every tensor of the arena's table with its name and shape, in declaration (Hugging Face module) order.</summary>
+    internal static IEnumerable<SafeTensorData> ArenaTensors(ParameterArena arena) =>
+        arena.Parameters.SelectMany(p => p.Parts).Select(e => SafeTensorData.FromFloats(e.Name, arena.Read(e), e.Shape));
 
     /// <summary>The most outputs a classification head may have (far above any real label set; it bounds what a config can make us allocate).</summary>
     public const int MaxLabels = 1 << 16;
@@ -241,30 +228,107 @@ public sealed class BertForSequenceClassification : IDisposable
         return count;
     }
 
-    /// <summary>Every trainable tensor, in Hugging Face's module order.</summary>
-    public IEnumerable<Parameter> Parameters =>
-    [
-        .. Bert.Embeddings.Parameters,
-        .. Bert.Encoder.Layers.SelectMany(l => l.Parameters),
-        .. Bert.Pooler!.Dense.Parameters,
-        .. Classifier.Parameters,
-    ];
+    /// <summary>Every trainable tensor, in Hugging Face's module order (views of the arena).</summary>
+    public IReadOnlyList<Parameter> Parameters => Arena.Parameters;
 
-    public void ZeroGradients()
-    {
-        foreach (var p in Parameters) p.ZeroGradient(_backend);
-    }
+    public void ZeroGradients() => Arena.ZeroGradients(_backend);
 
     /// <summary>Logits (B, num_labels) in evaluation mode (no dropout).</summary>
     /// <remarks>Thread-safe: concurrent callers take turns (the activations are shared, and each op uses every core).</remarks>
-    public float[] Logits(BertBatch batch)
+    public float[] Logits(BertBatch batch) => Outputs(batch);
+
+    public float[] Outputs(BertBatch batch)
     {
-        lock (_forwardLock)
+        lock (Bert.ForwardLock)
         {
-            var cache = Forward(batch, DropoutSettings.None);
-            var logits = new float[batch.BatchSize * NumLabels];
-            _backend.Download(cache.Logits, logits);
-            return logits;
+            var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
+            return ReadLogits(pass, HeadForward(pass, Bert.Forward(pass)));
+        }
+    }
+
+    /// <summary>The encoder's outputs and the logits from one pass over <paramref name="batch"/> (what <c>encode</c> writes).</summary>
+    public (BertModelOutput Encoder, float[] Logits) Run(BertBatch batch)
+    {
+        lock (Bert.ForwardLock)
+        {
+            var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
+            var hidden = Bert.Forward(pass);
+            var logits = ReadLogits(pass, HeadForward(pass, hidden));
+            return (Bert.Read(pass, hidden), logits);
+        }
+    }
+
+    private float[] ReadLogits(ForwardPass pass, DeviceBuffer<float> logits)
+    {
+        var values = new float[pass.B * NumLabels];
+        _backend.Download(logits, values);
+        return values;
+    }
+
+    /// <summary>Head: pooler, dropout, classifier; logits (B, num_labels) on the device.</summary>
+    private DeviceBuffer<float> HeadForward(ForwardPass pass, DeviceBuffer<float> hidden)
+    {
+        var pooled = Bert.Pool(pass, hidden);
+        pass.ApplyDropout(pooled, pass.B * Config.HiddenSize, pass.Dropout.ClassifierMask);
+        var logits = pass.Kept(this, "logits", NumLabels, perToken: false);
+        Classifier.Forward(_backend, logits, pooled, pass.B);
+        return logits;
+    }
+
+    public ForwardPass Forward(BertBatch batch, DropoutSettings dropout)
+    {
+        var pass = Bert.Begin(batch, records: true, dropout);
+        HeadForward(pass, Bert.Forward(pass));
+        return pass;
+    }
+
+    public double Loss(ForwardPass pass, float[] targets)
+    {
+        int B = pass.B, n = B * NumLabels;
+        var (logits, dLogits, losses) = (pass.Kept(this, "logits", NumLabels, perToken: false), pass.Kept(this, "dlogits", NumLabels, perToken: false),
+            pass.Kept(this, "losses", NumLabels, perToken: false));
+        if (ProblemType == ProblemType.Regression)
+        {
+            if (targets.Length != n) throw new EngineException($"{targets.Length} targets for a batch of {B} × {NumLabels} outputs");
+            var device = pass.Kept(this, "targets", NumLabels, perToken: false);
+            _backend.Upload<float>(targets, device);
+            _backend.MeanSquaredError(losses, dLogits, logits, device, n);
+            return Sum(losses, n) / n;
+        }
+        if (targets.Length != B) throw new EngineException($"{targets.Length} labels for a batch of {B}");
+        var labels = new int[B];
+        for (int i = 0; i < B; i++)
+        {
+            if (targets[i] != MathF.Floor(targets[i]) || targets[i] >= NumLabels)
+                throw new EngineException($"label {targets[i]} is not {(targets[i] >= NumLabels ? $"below num_labels {NumLabels}" : "a class id")}");
+            labels[i] = targets[i] < 0 ? -100 : (int)targets[i];
+        }
+        var deviceLabels = pass.KeptIntegers(this, "labels", 1, perToken: false);
+        _backend.Upload<int>(labels, deviceLabels);
+        _backend.CrossEntropy(losses, dLogits, logits, deviceLabels, B, NumLabels);
+        int counted = labels.Count(l => l >= 0);
+        return counted == 0 ? 0 : Sum(losses, B) / counted;
+    }
+
+    public void Backward(ForwardPass pass)
+    {
+        int B = pass.B, C = Config.HiddenSize;
+        var dPooled = pass.Scratch("dPooled", C, perToken: false);
+        Classifier.Backward(_backend, dPooled, pass.Kept(this, "dlogits", NumLabels, perToken: false), pass.Kept(Bert.Pooler!, "output", C, perToken: false), B);
+        _backend.DropoutBackward(dPooled, dPooled, B * C, pass.Dropout.ClassifierMask);
+        var dHidden = pass.Scratch("dHidden", C);
+        Bert.Pooler!.Backward(pass, dHidden, dPooled);
+        Bert.Backward(pass, dHidden);
+    }
+
+    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout)
+    {
+        lock (Bert.ForwardLock)
+        {
+            var pass = Forward(batch, dropout);
+            double loss = Loss(pass, targets);
+            Backward(pass);
+            return loss;
         }
     }
 
@@ -276,175 +340,39 @@ public sealed class BertForSequenceClassification : IDisposable
     public double ForwardBackward(BertBatch batch, int[] labels, DropoutSettings dropout)
     {
         RequireProblemType(ProblemType.SingleLabelClassification);
-        int B = batch.BatchSize;
-        if (labels.Length != B) throw new EngineException($"{labels.Length} labels for a batch of {B}");
-        foreach (int label in labels)
-            if (label >= NumLabels) throw new EngineException($"label {label} is not below num_labels {NumLabels}");
-        var a = Forward(batch, dropout);
-        _backend.Upload<int>(labels, a.Labels);
-        _backend.CrossEntropy(a.Losses, a.DLogits, a.Logits, a.Labels, B, NumLabels);
-        var losses = new float[B];
-        _backend.Download(a.Losses, losses);
-        int counted = labels.Count(l => l >= 0);
-        Backward(a, dropout);
-        return counted == 0 ? 0 : losses.Sum(v => (double)v) / counted;
+        return ForwardBackward(batch, [.. labels.Select(l => (float)l)], dropout);
     }
 
-    /// <summary>
-    /// One training pass of a regression head: forward with dropout, the mean squared error of the outputs
-    /// against <paramref name="targets"/> (B × num_labels), backward. Returns the loss.
-    /// </summary>
-    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout)
+    public void ValidateTargets(IReadOnlyList<float> targets, string set)
     {
-        RequireProblemType(ProblemType.Regression);
-        int n = batch.BatchSize * NumLabels;
-        if (targets.Length != n) throw new EngineException($"{targets.Length} targets for a batch of {batch.BatchSize} × {NumLabels} outputs");
-        var a = Forward(batch, dropout);
-        _backend.Upload<float>(targets, a.Targets);
-        _backend.MeanSquaredError(a.Losses, a.DLogits, a.Logits, a.Targets, n);
-        var losses = new float[n];
-        _backend.Download(a.Losses, losses);
-        Backward(a, dropout);
-        return losses.Sum(v => (double)v) / n;
+        if (ProblemType == ProblemType.Regression && NumLabels != 1)
+            throw new EngineException($"fine-tuning a regression head needs num_labels 1 (one target per example), not {NumLabels}");
+        for (int i = 0; i < targets.Count; i++)
+        {
+            float label = targets[i];
+            bool valid = ProblemType == ProblemType.Regression ? float.IsFinite(label) : label == MathF.Floor(label) && label < NumLabels;
+            if (!valid)
+                throw new EngineException($"{set} example {i + 1}: label {label} is not {(ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {NumLabels}")}");
+        }
     }
+
+    public EvaluationResult Evaluate(float[] outputs, float[] targets) =>
+        ProblemType == ProblemType.Regression
+            ? Metrics.Regression(outputs, targets)
+            : Metrics.Classification(outputs, [.. targets.Select(t => (int)t)], NumLabels);
 
     private void RequireProblemType(ProblemType expected)
     {
         if (ProblemType != expected)
-            throw new EngineException(expected == ProblemType.Regression
-                ? "this model is a classifier: its training labels are class ids, not real-valued targets"
-                : "this model is a regression head (problem_type regression, or num_labels 1): its training labels are real-valued targets, not class ids");
+            throw new EngineException("this model is a regression head (problem_type regression, or num_labels 1): its training labels are real-valued targets, not class ids");
     }
 
-    /// <summary>Every parameter's gradient from ∂L/∂logits (in the cache's DLogits), through the forward's activations.</summary>
-    private void Backward(TrainingCache a, DropoutSettings dropout)
+    private double Sum(DeviceBuffer<float> losses, int n)
     {
-        int B = a.B, T = a.T, C = Bert.Config.HiddenSize, I = Bert.Config.IntermediateSize, rows = B * T;
-        // Head: classifier ← dropout ← tanh ← pooler dense ← [CLS] rows.
-        Classifier.Backward(_backend, a.DPooled, a.DLogits, a.PooledDropped, B);
-        _backend.DropoutBackward(a.DPooled, a.DPooled, B * C, dropout.ClassifierMask);
-        _backend.ActivateBackward(a.DPooled, a.DPooled, a.PoolerPreActivation, B * C, Activation.Tanh);
-        Bert.Pooler!.Dense.Backward(_backend, a.DFirstTokens, a.DPooled, a.FirstTokens, B);
-        _backend.FirstTokenBackward(a.DHidden, a.DFirstTokens, B, T, C);
-
-        for (int l = Bert.Encoder.Layers.Count - 1; l >= 0; l--)
-        {
-            var layer = Bert.Encoder.Layers[l];
-            var c = a.Layers[l];
-            // output block: LayerNorm(dropout(dense(gelu)) + h1)
-            layer.Output.LayerNorm.Backward(_backend, a.DResidual, a.DHidden, c.FfnProjected, c.AttentionOutput, rows);
-            _backend.DropoutBackward(a.DProjected, a.DResidual, rows * C, dropout.OutputMask(l));
-            layer.Output.Dense.Backward(_backend, a.DIntermediate, a.DProjected, c.Gelu, rows);
-            _backend.ActivateBackward(a.DIntermediate, a.DIntermediate, c.PreGelu, rows * I, Activation.Gelu);
-            layer.Intermediate.Backward(_backend, a.DHidden, a.DIntermediate, c.AttentionOutput, rows);
-            _backend.Accumulate(a.DResidual, a.DHidden, rows * C); // ∂L/∂h1 from both of its uses
-            // attention block: LayerNorm(dropout(dense(attention(qkv(x)))) + x)
-            layer.Attention.Output.LayerNorm.Backward(_backend, a.DHidden, a.DResidual, c.AttentionProjected, a.Hidden[l], rows);
-            _backend.DropoutBackward(a.DProjected, a.DHidden, rows * C, dropout.AttentionOutputMask(l));
-            layer.Attention.Output.Dense.Backward(_backend, a.DContext, a.DProjected, c.Context, rows);
-            _backend.AttentionBackward(a.DQkv, a.DContext, c.QueryKeyValue, a.AttentionMask, B, T, Bert.Config.NumAttentionHeads, Bert.Config.HeadSize,
-                dropout.AttentionProbabilitiesMask(l));
-            layer.Attention.Self.QueryKeyValue.Backward(_backend, a.DResidual, a.DQkv, a.Hidden[l], rows);
-            _backend.Accumulate(a.DHidden, a.DResidual, rows * C); // ∂L/∂x through the residual and through Q, K, V
-        }
-        _backend.DropoutBackward(a.DHidden, a.DHidden, rows * C, dropout.EmbeddingsMask);
-        Bert.Embeddings.Backward(_backend, a.DResidual, a.DHidden, a.EmbeddingSum, a.InputIds, a.TokenTypeIds, B, T);
+        var host = new float[n];
+        _backend.Download(losses, host);
+        return host.Sum(v => (double)v);
     }
 
-    /// <summary>The training forward: every activation kept for the backward.</summary>
-    private TrainingCache Forward(BertBatch batch, DropoutSettings dropout)
-    {
-        Bert.Validate(batch);
-        int B = batch.BatchSize, T = batch.SequenceLength, C = Bert.Config.HiddenSize, rows = B * T;
-        if (_cache is null || _cache.B != B || _cache.T != T)
-        {
-            _cache?.Dispose();
-            _cache = new TrainingCache(_backend, Bert.Config, NumLabels, B, T);
-        }
-        var a = _cache;
-        _backend.Upload<int>(batch.InputIds, a.InputIds);
-        _backend.Upload<int>(batch.TokenTypeIds, a.TokenTypeIds);
-        _backend.Upload<int>(batch.AttentionMask, a.AttentionMask);
-        Bert.Embeddings.Forward(_backend, a.Hidden[0], a.EmbeddingSum, a.InputIds, a.TokenTypeIds, B, T);
-        _backend.Dropout(a.Hidden[0], a.Hidden[0], rows * C, dropout.EmbeddingsMask);
-        for (int l = 0; l < Bert.Encoder.Layers.Count; l++)
-        {
-            var layer = Bert.Encoder.Layers[l];
-            var c = a.Layers[l];
-            layer.Attention.Self.Forward(_backend, c.Context, c.QueryKeyValue, a.Hidden[l], a.AttentionMask, B, T, dropout.AttentionProbabilitiesMask(l));
-            layer.Attention.Output.Dense.Forward(_backend, c.AttentionProjected, c.Context, rows);
-            _backend.Dropout(c.AttentionProjected, c.AttentionProjected, rows * C, dropout.AttentionOutputMask(l));
-            layer.Attention.Output.LayerNorm.Forward(_backend, c.AttentionOutput, c.AttentionProjected, a.Hidden[l], rows);
-            layer.Intermediate.Forward(_backend, c.PreGelu, c.AttentionOutput, rows);
-            _backend.Activate(c.Gelu, c.PreGelu, rows * Bert.Config.IntermediateSize, Activation.Gelu);
-            layer.Output.Dense.Forward(_backend, c.FfnProjected, c.Gelu, rows);
-            _backend.Dropout(c.FfnProjected, c.FfnProjected, rows * C, dropout.OutputMask(l));
-            layer.Output.LayerNorm.Forward(_backend, a.Hidden[l + 1], c.FfnProjected, c.AttentionOutput, rows);
-        }
-        _backend.FirstToken(a.FirstTokens, a.Hidden[^1], B, T, C);
-        Bert.Pooler!.Dense.Forward(_backend, a.PoolerPreActivation, a.FirstTokens, B);
-        _backend.Activate(a.PooledDropped, a.PoolerPreActivation, B * C, Activation.Tanh);
-        _backend.Dropout(a.PooledDropped, a.PooledDropped, B * C, dropout.ClassifierMask);
-        Classifier.Forward(_backend, a.Logits, a.PooledDropped, B);
-        return a;
-    }
-
-    public void Dispose()
-    {
-        _cache?.Dispose();
-        Bert.Dispose();
-        Classifier.Dispose();
-    }
-
-    /// <summary>Activations of one (B,T) training batch, and the gradient scratch shared by all layers.</summary>
-    private sealed class TrainingCache : IDisposable
-    {
-        private readonly List<IDisposable> _owned = [];
-        public int B { get; }
-        public int T { get; }
-        public DeviceBuffer<int> InputIds, TokenTypeIds, AttentionMask, Labels;         // (B,T), (B)
-        public DeviceBuffer<float> EmbeddingSum;                                        // (B,T,C) before its layer-norm
-        public DeviceBuffer<float>[] Hidden;                                            // L+1 × (B,T,C): each layer's input, then the output
-        public LayerCache[] Layers;
-        public DeviceBuffer<float> FirstTokens, PoolerPreActivation, PooledDropped;     // (B,C)
-        public DeviceBuffer<float> Logits, DLogits, Losses, Targets;                    // (B,L) each: per-row (classification) or per-output (regression) losses
-        public DeviceBuffer<float> DHidden, DResidual, DProjected, DContext;            // (B,T,C)
-        public DeviceBuffer<float> DQkv, DIntermediate;                                 // (B,T,3C), (B,T,I)
-        public DeviceBuffer<float> DPooled, DFirstTokens;                               // (B,C)
-
-        public TrainingCache(IBackend backend, BertConfig config, int labels, int b, int t)
-        {
-            (B, T) = (b, t);
-            int rows = b * t, C = config.HiddenSize, I = config.IntermediateSize;
-            DeviceBuffer<float> F(int n) => Own(backend.Allocate<float>(n));
-            InputIds = Own(backend.Allocate<int>(rows));
-            TokenTypeIds = Own(backend.Allocate<int>(rows));
-            AttentionMask = Own(backend.Allocate<int>(rows));
-            Labels = Own(backend.Allocate<int>(b));
-            EmbeddingSum = F(rows * C);
-            Hidden = [.. Enumerable.Range(0, config.NumHiddenLayers + 1).Select(_ => F(rows * C))];
-            Layers = [.. Enumerable.Range(0, config.NumHiddenLayers).Select(_ => new LayerCache(F(rows * 3 * C), F(rows * C), F(rows * C), F(rows * C), F(rows * I), F(rows * I), F(rows * C)))];
-            (FirstTokens, PoolerPreActivation, PooledDropped) = (F(b * C), F(b * C), F(b * C));
-            (Logits, DLogits, Losses, Targets) = (F(b * labels), F(b * labels), F(b * labels), F(b * labels));
-            (DHidden, DResidual, DProjected, DContext) = (F(rows * C), F(rows * C), F(rows * C), F(rows * C));
-            (DQkv, DIntermediate) = (F(rows * 3 * C), F(rows * I));
-            (DPooled, DFirstTokens) = (F(b * C), F(b * C));
-        }
-
-        private DeviceBuffer<T2> Own<T2>(DeviceBuffer<T2> buffer) where T2 : unmanaged
-        {
-            _owned.Add(buffer);
-            return buffer;
-        }
-
-        public void Dispose()
-        {
-            foreach (var o in _owned) o.Dispose();
-        }
-    }
-
-    /// <summary>One layer's kept activations: qkv (B,T,3C), context, attention projection (after dropout) and
-    /// output (B,T,C), the FFN's pre-GELU and GELU (B,T,I), and its projection (after dropout) (B,T,C).</summary>
-    private sealed record LayerCache(DeviceBuffer<float> QueryKeyValue, DeviceBuffer<float> Context, DeviceBuffer<float> AttentionProjected,
-        DeviceBuffer<float> AttentionOutput, DeviceBuffer<float> PreGelu, DeviceBuffer<float> Gelu, DeviceBuffer<float> FfnProjected);
+    public void Dispose() => Bert.Dispose();
 }

@@ -1,185 +1,253 @@
 using Engine.Backends;
-using Engine.IO;
 
 namespace Engine.Models.Bert;
 
+// The encoder's modules, as transformers' modeling_bert names them, each with its forward and its backward.
+// A forward takes its inputs and writes its output; what its backward will read it keeps through the pass
+// (pass.Kept), which in inference is scratch shared by every layer. A backward takes the gradient of the
+// output, the forward's inputs again, and writes the gradient of its input; parameter gradients are added.
+
 /// <summary>
-/// <c>BertSelfAttention</c>: query, key and value projections and scaled dot-product attention over the
-/// unmasked keys. The three linears are fused into one (3C, C) product at load time.
+/// <c>BertSelfAttention</c>: query, key and value projections (fused at load time into one (3C, C) product) and
+/// scaled dot-product attention over the unmasked keys, with dropout on the probabilities.
 /// </summary>
-public sealed class BertSelfAttention : IDisposable
+public sealed class BertSelfAttention
 {
-    private readonly int _heads, _headSize;
+    private readonly int _heads, _headSize, _layer;
 
     /// <summary><c>query</c>, <c>key</c> and <c>value</c> stacked: (3C, C).</summary>
     public Linear QueryKeyValue { get; }
 
-    internal BertSelfAttention(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertSelfAttention(ParameterScope scope, BertConfig config, int layer)
     {
-        _heads = config.NumAttentionHeads;
-        _headSize = config.HeadSize;
+        (_heads, _headSize, _layer) = (config.NumAttentionHeads, config.HeadSize, layer);
         int C = config.HiddenSize;
-        QueryKeyValue = Linear.LoadStacked(backend, C, (scope.Sub("query"), C), (scope.Sub("key"), C), (scope.Sub("value"), C));
+        QueryKeyValue = Linear.LoadStacked(C, (scope.Sub("query"), C), (scope.Sub("key"), C), (scope.Sub("value"), C));
     }
 
-    /// <summary>context (B,T,C) from hidden (B,T,C), with <paramref name="dropout"/> on the probabilities; qkv (B,T,3C) is kept.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> context, DeviceBuffer<float> qkv, DeviceBuffer<float> hidden,
-        DeviceBuffer<int> attentionMask, int B, int T, DropoutMask dropout)
+    private int C => _heads * _headSize;
+
+    /// <summary>context (B,T,C) from hidden (B,T,C); qkv (B,T,3C) is kept.</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> context, DeviceBuffer<float> hidden)
     {
-        QueryKeyValue.Forward(backend, qkv, hidden, B * T);
-        backend.Attention(context, qkv, attentionMask, B, T, _heads, _headSize, dropout);
+        var qkv = pass.Kept(this, "qkv", 3 * C);
+        QueryKeyValue.Forward(pass.Backend, qkv, hidden, pass.Rows);
+        pass.Backend.Attention(context, qkv, pass.AttentionMask, pass.B, pass.T, _heads, _headSize, pass.Dropout.AttentionProbabilitiesMask(_layer));
+    }
+
+    /// <summary>dHidden (B,T,C) = ∂L/∂hidden through Q, K and V, from dContext (B,T,C); probabilities recomputed.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> dContext, DeviceBuffer<float> hidden)
+    {
+        var dQkv = pass.Scratch("dQkv", 3 * C);
+        pass.Training.AttentionBackward(dQkv, dContext, pass.Kept(this, "qkv", 3 * C), pass.AttentionMask, pass.B, pass.T, _heads, _headSize,
+            pass.Dropout.AttentionProbabilitiesMask(_layer));
+        QueryKeyValue.Backward(pass.Training, dHidden, dQkv, hidden, pass.Rows);
     }
 
     public long ParameterCount => QueryKeyValue.ParameterCount;
-
-    public void Dispose() => QueryKeyValue.Dispose();
 }
 
-/// <summary><c>BertSelfOutput</c> and <c>BertOutput</c>: dense projection, then LayerNorm with the residual.</summary>
-public sealed class BertProjectionOutput : IDisposable
+/// <summary><c>BertSelfOutput</c> and <c>BertOutput</c>: dense projection, dropout, then LayerNorm with the residual.</summary>
+public sealed class BertProjectionOutput
 {
+    private readonly Func<DropoutSettings, DropoutMask> _dropout;
     public Linear Dense { get; }
     public LayerNorm LayerNorm { get; }
 
-    internal BertProjectionOutput(WeightScope scope, BertConfig config, IBackend backend, int inFeatures)
+    internal BertProjectionOutput(ParameterScope scope, BertConfig config, int inFeatures, Func<DropoutSettings, DropoutMask> dropout)
     {
-        Dense = Linear.Load(scope.Sub("dense"), backend, inFeatures, config.HiddenSize);
-        LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), backend, config.HiddenSize, config.LayerNormEps);
+        _dropout = dropout;
+        Dense = Linear.Load(scope.Sub("dense"), inFeatures, config.HiddenSize);
+        LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), config.HiddenSize, config.LayerNormEps);
     }
 
-    /// <summary>output (rows,C) = LayerNorm(dense(input) + residual); projected (rows,C) is scratch.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> projected, DeviceBuffer<float> input,
-        DeviceBuffer<float> residual, int rows)
+    private int C => Dense.OutFeatures;
+
+    /// <summary>output (rows,C) = LayerNorm(dropout(dense(input)) + residual); the projection (after dropout) is kept.</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> residual)
     {
-        Dense.Forward(backend, projected, input, rows);
-        LayerNorm.Forward(backend, output, projected, residual, rows);
+        var projected = pass.Kept(this, "projected", C);
+        Dense.Forward(pass.Backend, projected, input, pass.Rows);
+        pass.ApplyDropout(projected, pass.Rows * C, _dropout(pass.Dropout));
+        LayerNorm.Forward(pass.Backend, output, projected, residual, pass.Rows);
+    }
+
+    /// <summary>
+    /// From dOutput (rows,C): dSum (rows,C) = ∂L/∂(projection + residual), which is also the residual's gradient, and
+    /// dInput (rows,in) = ∂L/∂input.
+    /// </summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dInput, DeviceBuffer<float> dSum, DeviceBuffer<float> dOutput,
+        DeviceBuffer<float> input, DeviceBuffer<float> residual)
+    {
+        LayerNorm.Backward(pass.Training, dSum, dOutput, pass.Kept(this, "projected", C), residual, pass.Rows);
+        var dProjected = pass.Scratch("dProjected", C);
+        pass.Training.DropoutBackward(dProjected, dSum, pass.Rows * C, _dropout(pass.Dropout));
+        Dense.Backward(pass.Training, dInput, dProjected, input, pass.Rows);
     }
 
     public long ParameterCount => Dense.ParameterCount + LayerNorm.ParameterCount;
+}
 
-    public void Dispose()
+/// <summary><c>BertIntermediate</c>: dense then GELU — fused into the product's epilogue in inference; a recording pass keeps the pre-activation.</summary>
+public sealed class BertIntermediate
+{
+    public Linear Dense { get; }
+
+    internal BertIntermediate(ParameterScope scope, BertConfig config) =>
+        Dense = Linear.Load(scope.Sub("dense"), config.HiddenSize, config.IntermediateSize);
+
+    private int I => Dense.OutFeatures;
+
+    /// <summary>output (rows,I) = GELU(dense(input (rows,C))).</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input)
     {
-        Dense.Dispose();
-        LayerNorm.Dispose();
+        if (!pass.Records)
+        {
+            Dense.Forward(pass.Backend, output, input, pass.Rows, Activation.Gelu);
+            return;
+        }
+        var preActivation = pass.Kept(this, "pre_gelu", I);
+        Dense.Forward(pass.Backend, preActivation, input, pass.Rows);
+        pass.Backend.Activate(output, preActivation, pass.Rows * I, Activation.Gelu);
     }
+
+    /// <summary>dInput (rows,C) from dOutput (rows,I), which this overwrites.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input)
+    {
+        pass.Training.ActivateBackward(dOutput, dOutput, pass.Kept(this, "pre_gelu", I), pass.Rows * I, Activation.Gelu);
+        Dense.Backward(pass.Training, dInput, dOutput, input, pass.Rows);
+    }
+
+    public long ParameterCount => Dense.ParameterCount;
 }
 
 /// <summary><c>BertAttention</c>: self-attention (<c>self</c>) and its output block (<c>output</c>).</summary>
-public sealed class BertAttention : IDisposable
+public sealed class BertAttention
 {
     public BertSelfAttention Self { get; }
     public BertProjectionOutput Output { get; }
 
-    internal BertAttention(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertAttention(ParameterScope scope, BertConfig config, int layer)
     {
-        Self = new BertSelfAttention(scope.Sub("self"), config, backend);
-        Output = new BertProjectionOutput(scope.Sub("output"), config, backend, config.HiddenSize);
+        Self = new BertSelfAttention(scope.Sub("self"), config, layer);
+        Output = new BertProjectionOutput(scope.Sub("output"), config, config.HiddenSize, d => d.AttentionOutputMask(layer));
     }
 
     public long ParameterCount => Self.ParameterCount + Output.ParameterCount;
-
-    public void Dispose()
-    {
-        Self.Dispose();
-        Output.Dispose();
-    }
 }
 
-/// <summary>
-/// <c>BertLayer</c>: attention, then intermediate (<c>intermediate.dense</c> with GELU) and output.
-/// </summary>
-public sealed class BertLayer : IDisposable
+/// <summary><c>BertLayer</c>: attention, then intermediate and output.</summary>
+public sealed class BertLayer
 {
+    private readonly int _hidden, _intermediate;
     public BertAttention Attention { get; }
-    /// <summary><c>intermediate.dense</c> (BertIntermediate), followed by GELU (fused into the product).</summary>
-    public Linear Intermediate { get; }
+    public BertIntermediate Intermediate { get; }
     public BertProjectionOutput Output { get; }
 
-    internal BertLayer(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertLayer(ParameterScope scope, BertConfig config, int index)
     {
-        Attention = new BertAttention(scope.Sub("attention"), config, backend);
-        Intermediate = Linear.Load(scope.Sub("intermediate").Sub("dense"), backend, config.HiddenSize, config.IntermediateSize);
-        Output = new BertProjectionOutput(scope.Sub("output"), config, backend, config.IntermediateSize);
+        (_hidden, _intermediate) = (config.HiddenSize, config.IntermediateSize);
+        Attention = new BertAttention(scope.Sub("attention"), config, index);
+        Intermediate = new BertIntermediate(scope.Sub("intermediate"), config);
+        Output = new BertProjectionOutput(scope.Sub("output"), config, config.IntermediateSize, d => d.OutputMask(index));
     }
 
-    /// <summary>The residual stream a.Hidden (B,T,C) in place; the arena supplies the intermediates.</summary>
-    internal void Forward(IBackend backend, BertActivations a, int B, int T)
+    /// <summary>output (B,T,C) from input (B,T,C); the same buffer when the pass records nothing (the residual stream in place).</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input)
     {
-        int rows = B * T;
-        Attention.Self.Forward(backend, a.Context, a.QueryKeyValue, a.Hidden, a.AttentionMask, B, T, DropoutMask.None); // (B,T,C)
-        Attention.Output.Forward(backend, a.AttentionOutput, a.Projected, a.Context, a.Hidden, rows);       // (B,T,C)
-        Intermediate.Forward(backend, a.Intermediate, a.AttentionOutput, rows, Activation.Gelu);             // (B,T,I)
-        Output.Forward(backend, a.Hidden, a.Projected, a.Intermediate, a.AttentionOutput, rows);             // (B,T,C)
+        var context = pass.Kept(this, "context", _hidden);
+        var attentionOutput = pass.Kept(this, "attention_output", _hidden);
+        var intermediate = pass.Kept(this, "intermediate", _intermediate);
+        Attention.Self.Forward(pass, context, input);                                   // (B,T,C)
+        Attention.Output.Forward(pass, attentionOutput, context, input);                // (B,T,C)
+        Intermediate.Forward(pass, intermediate, attentionOutput);                      // (B,T,I)
+        Output.Forward(pass, output, intermediate, attentionOutput);                    // (B,T,C)
+    }
+
+    /// <summary>dHidden (B,T,C): ∂L/∂output in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> input)
+    {
+        var backend = pass.Training;
+        int n = pass.Rows * _hidden;
+        var (context, attentionOutput, intermediate) =
+            (pass.Kept(this, "context", _hidden), pass.Kept(this, "attention_output", _hidden), pass.Kept(this, "intermediate", _intermediate));
+        var (dResidual, dIntermediate, dContext) = (pass.Scratch("dResidual", _hidden), pass.Scratch("dIntermediate", _intermediate), pass.Scratch("dContext", _hidden));
+        Output.Backward(pass, dIntermediate, dResidual, dHidden, intermediate, attentionOutput);
+        Intermediate.Backward(pass, dHidden, dIntermediate, attentionOutput);
+        backend.Accumulate(dResidual, dHidden, n);                                     // ∂L/∂attention_output from both of its uses
+        Attention.Output.Backward(pass, dContext, dHidden, dResidual, context, input);
+        Attention.Self.Backward(pass, dResidual, dContext, input);
+        backend.Accumulate(dHidden, dResidual, n);                                     // ∂L/∂input through the residual and through Q, K, V
     }
 
     public long ParameterCount => Attention.ParameterCount + Intermediate.ParameterCount + Output.ParameterCount;
-
-    /// <summary>In Hugging Face's order: Q/K/V, attention output dense and LayerNorm, intermediate, output dense and LayerNorm.</summary>
-    public IEnumerable<Parameter> Parameters =>
-    [
-        .. Attention.Self.QueryKeyValue.Parameters, .. Attention.Output.Dense.Parameters, .. Attention.Output.LayerNorm.Parameters,
-        .. Intermediate.Parameters, .. Output.Dense.Parameters, .. Output.LayerNorm.Parameters,
-    ];
-
-    public void Dispose()
-    {
-        Attention.Dispose();
-        Intermediate.Dispose();
-        Output.Dispose();
-    }
 }
 
 /// <summary><c>BertEncoder</c>: the stack of <c>layer.N</c>.</summary>
-public sealed class BertEncoder : IDisposable
+public sealed class BertEncoder
 {
     public IReadOnlyList<BertLayer> Layers { get; }
 
-    internal BertEncoder(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertEncoder(ParameterScope scope, BertConfig config) =>
+        Layers = [.. Enumerable.Range(0, config.NumHiddenLayers).Select(i => new BertLayer(scope.Sub($"layer.{i}"), config, i))];
+
+    /// <summary>The last hidden state (B,T,C) from <paramref name="input"/>: in place when the pass records nothing, else each layer's output kept.</summary>
+    internal DeviceBuffer<float> Forward(ForwardPass pass, DeviceBuffer<float> input, int hidden)
     {
-        var layers = new List<BertLayer>(config.NumHiddenLayers);
-        try
+        var x = input;
+        foreach (var layer in Layers)
         {
-            for (int i = 0; i < config.NumHiddenLayers; i++) layers.Add(new BertLayer(scope.Sub($"layer.{i}"), config, backend));
+            var output = pass.Records ? pass.Kept(layer, "output", hidden) : x;
+            layer.Forward(pass, output, x);
+            x = output;
         }
-        catch
-        {
-            foreach (var layer in layers) layer.Dispose();
-            throw;
-        }
-        Layers = layers;
+        return x;
     }
 
-    internal void Forward(IBackend backend, BertActivations a, int B, int T)
+    /// <summary>dHidden (B,T,C): ∂L/∂last hidden state in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> input, int hidden)
     {
-        foreach (var layer in Layers) layer.Forward(backend, a, B, T);
+        for (int l = Layers.Count - 1; l >= 0; l--)
+            Layers[l].Backward(pass, dHidden, l == 0 ? input : pass.Kept(Layers[l - 1], "output", hidden));
     }
 
     public long ParameterCount => Layers.Sum(l => l.ParameterCount);
-
-    public void Dispose()
-    {
-        foreach (var layer in Layers) layer.Dispose();
-    }
 }
 
 /// <summary><c>BertPooler</c>: tanh(dense(hidden[:, 0])).</summary>
-public sealed class BertPooler : IDisposable
+public sealed class BertPooler
 {
-    private readonly int _hidden;
     public Linear Dense { get; }
 
-    internal BertPooler(WeightScope scope, BertConfig config, IBackend backend)
+    internal BertPooler(ParameterScope scope, BertConfig config) =>
+        Dense = Linear.Load(scope.Sub("dense"), config.HiddenSize, config.HiddenSize);
+
+    private int C => Dense.OutFeatures;
+
+    /// <summary>output (B,C) from hidden (B,T,C); the [CLS] rows are kept, and a recording pass keeps the pre-activation.</summary>
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> hidden)
     {
-        _hidden = config.HiddenSize;
-        Dense = Linear.Load(scope.Sub("dense"), backend, _hidden, _hidden);
+        var firstTokens = pass.Kept(this, "first_tokens", C, perToken: false);
+        pass.Backend.FirstToken(firstTokens, hidden, pass.B, pass.T, C);
+        if (!pass.Records)
+        {
+            Dense.Forward(pass.Backend, output, firstTokens, pass.B, Activation.Tanh);
+            return;
+        }
+        var preActivation = pass.Kept(this, "pre_tanh", C, perToken: false);
+        Dense.Forward(pass.Backend, preActivation, firstTokens, pass.B);
+        pass.Backend.Activate(output, preActivation, pass.B * C, Activation.Tanh);
     }
 
-    /// <summary>output (B,C) from hidden (B,T,C); firstTokens (B,C) is scratch.</summary>
-    internal void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> firstTokens, DeviceBuffer<float> hidden, int B, int T)
+    /// <summary>dHidden (B,T,C) = ∂L/∂hidden (zero but at [CLS]) from dOutput (B,C), which this overwrites.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> dOutput)
     {
-        backend.FirstToken(firstTokens, hidden, B, T, _hidden);
-        Dense.Forward(backend, output, firstTokens, B, Activation.Tanh);
+        var backend = pass.Training;
+        backend.ActivateBackward(dOutput, dOutput, pass.Kept(this, "pre_tanh", C, perToken: false), pass.B * C, Activation.Tanh);
+        var dFirstTokens = pass.Scratch("dFirstTokens", C, perToken: false);
+        Dense.Backward(backend, dFirstTokens, dOutput, pass.Kept(this, "first_tokens", C, perToken: false), pass.B);
+        backend.FirstTokenBackward(dHidden, dFirstTokens, pass.B, pass.T, C);
     }
 
-    public void Dispose() => Dense.Dispose();
+    public long ParameterCount => Dense.ParameterCount;
 }

@@ -7,43 +7,51 @@ namespace Engine.Models.Bert;
 /// A batch of token sequences padded to a common length T: row-major (B,T) ids, token types and
 /// attention mask (1 for a real token, 0 for padding).
 /// </summary>
-public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds, int[] TokenTypeIds, int[] AttentionMask)
-{
-}
+public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds, int[] TokenTypeIds, int[] AttentionMask);
 
 /// <summary>
-/// The outputs of <see cref="BertModel.Forward"/>, on the host: <c>LastHiddenState</c> (B,T,C) and
+/// The outputs of <see cref="BertModel.Forward(BertBatch)"/>, on the host: <c>LastHiddenState</c> (B,T,C) and
 /// <c>PoolerOutput</c> (B,C), null when the checkpoint has no pooler.
 /// </summary>
 public sealed record BertModelOutput(int BatchSize, int SequenceLength, int HiddenSize, float[] LastHiddenState, float[]? PoolerOutput);
 
 /// <summary>
 /// <c>BertModel</c>: embeddings, encoder (a stack of <see cref="BertLayer"/>) and optional pooler, loaded
-/// from a Hugging Face checkpoint through a prefix scope and run on any <see cref="IBackend"/>.
+/// from a Hugging Face checkpoint through a prefix scope into a parameter arena, and run on any <see cref="IBackend"/>.
+/// The same forward serves inference (recording nothing) and training (recording what <see cref="Backward"/> reads).
 /// </summary>
-/// <remarks>Mirrors <c>transformers.models.bert.modeling_bert.BertModel</c> in eval mode (no dropout).</remarks>
+/// <remarks>Mirrors <c>transformers.models.bert.modeling_bert.BertModel</c>. A task model (a head) builds it into its own arena.</remarks>
 public sealed class BertModel : IDisposable
 {
-    private readonly IBackend _backend;
-    private readonly BertActivations _activations;
-    private readonly Lock _forwardLock = new();
+    private readonly ActivationArena _activations;
+    private readonly bool _ownsArena;
 
+    public IBackend Backend { get; }
     public BertConfig Config { get; }
+    public ModelFamily Family { get; }
+    /// <summary>The parameters (this model's, and a head's when one built it).</summary>
+    public ParameterArena Arena { get; }
     public BertEmbeddings Embeddings { get; }
     public BertEncoder Encoder { get; }
     public BertPooler? Pooler { get; }
     /// <summary>Checkpoint tensors this model did not use (a task head's, or stray ones), for the user to see.</summary>
-    public IReadOnlyList<string> UnusedTensors { get; }
+    public IReadOnlyList<string> UnusedTensors { get; internal set; } = [];
 
-    private BertModel(IBackend backend, BertConfig config, BertEmbeddings embeddings, BertEncoder encoder, BertPooler? pooler, IReadOnlyList<string> unused)
+    /// <summary>Calls that share the activations take turns on this (they are one model's buffers; each op already uses every core).</summary>
+    internal Lock ForwardLock { get; } = new();
+
+    /// <param name="scope">Where the weights are read from and what they are called (e.g. <c>bert.</c> inside a task model).</param>
+    internal BertModel(IBackend backend, BertConfig config, ParameterScope scope, bool ownsArena)
     {
-        _backend = backend;
+        Backend = backend;
         Config = config;
-        Embeddings = embeddings;
-        Encoder = encoder;
-        Pooler = pooler;
-        UnusedTensors = unused;
-        _activations = new BertActivations(backend, config);
+        Family = ModelRegistry.Family(config);
+        Arena = scope.Arena;
+        _ownsArena = ownsArena;
+        Embeddings = new BertEmbeddings(scope.Sub(Family.EmbeddingsModule), config);
+        Encoder = new BertEncoder(scope.Sub("encoder"), config);
+        Pooler = Family.HasPooler && scope.Sub(Family.PoolerModule).Sub("dense").Has("weight") ? new BertPooler(scope.Sub(Family.PoolerModule), config) : null;
+        _activations = new ActivationArena(backend);
     }
 
     /// <summary>Loads <c>config.json</c> and the safetensors weights of a Hugging Face model directory.</summary>
@@ -56,26 +64,24 @@ public sealed class BertModel : IDisposable
 
     public static BertModel Load(Checkpoint checkpoint, BertConfig config, IBackend backend)
     {
-        var root = WeightScope.ForBaseModel(checkpoint, "bert");
-        var disposables = new List<IDisposable>();
+        var family = ModelRegistry.Family(config);
+        var arena = new ParameterArena(backend, family.Decays);
         try
         {
-            var embeddings = new BertEmbeddings(root.Sub("embeddings"), config, backend);
-            disposables.Add(embeddings);
-            var encoder = new BertEncoder(root.Sub("encoder"), config, backend);
-            disposables.Add(encoder);
-            BertPooler? pooler = root.Sub("pooler").Sub("dense").Has("weight") ? new BertPooler(root.Sub("pooler"), config, backend) : null;
-            return new BertModel(backend, config, embeddings, encoder, pooler, checkpoint.UnusedNames);
+            var model = new BertModel(backend, config, new ParameterScope(arena, WeightScope.ForBaseModel(checkpoint, family.WeightPrefix), ""), ownsArena: true);
+            arena.Build();
+            model.UnusedTensors = checkpoint.UnusedNames;
+            return model;
         }
         catch
         {
-            foreach (var d in disposables) d.Dispose();
+            arena.Dispose();
             throw;
         }
     }
 
     public long ParameterCount =>
-        Embeddings.ParameterCount + Encoder.ParameterCount + (Pooler?.Dense.ParameterCount ?? 0);
+        Embeddings.ParameterCount + Encoder.ParameterCount + (Pooler?.ParameterCount ?? 0);
 
     /// <summary>
     /// Runs the encoder over a padded batch; padded positions never influence real ones. Calls from several
@@ -83,31 +89,60 @@ public sealed class BertModel : IDisposable
     /// </summary>
     public BertModelOutput Forward(BertBatch batch)
     {
-        Validate(batch);
-        lock (_forwardLock) return ForwardLocked(batch);
+        lock (ForwardLock)
+        {
+            var pass = Begin(batch, records: false, DropoutSettings.None);
+            return Read(pass, Forward(pass));
+        }
     }
 
-    private BertModelOutput ForwardLocked(BertBatch batch)
+    /// <summary>Checks and uploads a batch, with the family's position ids: the start of every forward pass (callers hold <see cref="ForwardLock"/>).</summary>
+    internal ForwardPass Begin(BertBatch batch, bool records, DropoutSettings dropout)
     {
-        int B = batch.BatchSize, T = batch.SequenceLength, C = Config.HiddenSize;
-        var a = _activations;
-        a.Ensure(B, T);
-        _backend.Upload<int>(batch.InputIds, a.InputIds);
-        _backend.Upload<int>(batch.TokenTypeIds, a.TokenTypeIds);
-        _backend.Upload<int>(batch.AttentionMask, a.AttentionMask);
-        Embeddings.Forward(_backend, a.Hidden, a.InputIds, a.TokenTypeIds, B, T);
-        Encoder.Forward(_backend, a, B, T);
+        Validate(batch);
+        var positions = Family.PositionIds(batch, Config);
+        for (int i = 0; i < positions.Length; i++)
+            if ((uint)positions[i] >= (uint)Config.MaxPositionEmbeddings)
+                throw new EngineException($"position id {positions[i]} of row {i / batch.SequenceLength} is outside max_position_embeddings {Config.MaxPositionEmbeddings}");
+        return new ForwardPass(Backend, _activations, batch, positions, records, dropout);
+    }
 
-        var hidden = new float[B * T * C];
-        _backend.Download(a.Hidden, hidden);
+    /// <summary>The last hidden state (B,T,C) on the device.</summary>
+    internal DeviceBuffer<float> Forward(ForwardPass pass)
+    {
+        var embedded = pass.Kept(Embeddings, "output", Config.HiddenSize);
+        Embeddings.Forward(pass, embedded);
+        return Encoder.Forward(pass, embedded, Config.HiddenSize);
+    }
+
+    /// <summary>Parameter gradients += from dHidden (B,T,C) = ∂L/∂last hidden state, which this overwrites.</summary>
+    internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden)
+    {
+        Encoder.Backward(pass, dHidden, pass.Kept(Embeddings, "output", Config.HiddenSize), Config.HiddenSize);
+        Embeddings.Backward(pass, dHidden);
+    }
+
+    /// <summary>The pooler output (B,C) on the device, from the last hidden state.</summary>
+    internal DeviceBuffer<float> Pool(ForwardPass pass, DeviceBuffer<float> hidden)
+    {
+        var pooled = pass.Kept(Pooler!, "output", Config.HiddenSize, perToken: false);
+        Pooler!.Forward(pass, pooled, hidden);
+        return pooled;
+    }
+
+    /// <summary>Downloads the last hidden state and, when there is a pooler, its output.</summary>
+    internal BertModelOutput Read(ForwardPass pass, DeviceBuffer<float> hidden)
+    {
+        int B = pass.B, T = pass.T, C = Config.HiddenSize;
+        var lastHidden = new float[B * T * C];
+        Backend.Download(hidden, lastHidden);
         float[]? pooled = null;
         if (Pooler is not null)
         {
-            Pooler.Forward(_backend, a.Pooled, a.FirstTokens, a.Hidden, B, T);
             pooled = new float[B * C];
-            _backend.Download(a.Pooled, pooled);
+            Backend.Download(Pool(pass, hidden), pooled);
         }
-        return new BertModelOutput(B, T, C, hidden, pooled);
+        return new BertModelOutput(B, T, C, lastHidden, pooled);
     }
 
     internal void Validate(BertBatch batch)
@@ -131,8 +166,6 @@ public sealed class BertModel : IDisposable
     public void Dispose()
     {
         _activations.Dispose();
-        Embeddings.Dispose();
-        Encoder.Dispose();
-        Pooler?.Dispose();
+        if (_ownsArena) Arena.Dispose();
     }
 }

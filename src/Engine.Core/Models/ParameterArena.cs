@@ -1,0 +1,170 @@
+using Engine.Backends;
+
+namespace Engine.Models;
+
+/// <summary>Element types a tensor may hold. Only F32 is stored in an arena today; int8 and half types extend this.</summary>
+public enum ElementType
+{
+    F32,
+}
+
+/// <summary>One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, place in the arena and whether AdamW decays it.</summary>
+public sealed record ParameterEntry(string Name, long[] Shape, ElementType Type, long Offset, bool Decays)
+{
+    public int Length => (int)Shape.Aggregate(1L, (a, b) => a * b);
+}
+
+/// <summary>
+/// What a module holds: a view of one arena entry, or of several consecutive ones that one op uses together
+/// (the query, key and value weights as one (3C, C) product). Its gradient is the same view of the gradient arena.
+/// A tied weight is one parameter held by two modules: both uses add to its gradient, and the optimizer steps it once.
+/// </summary>
+public sealed class Parameter
+{
+    private readonly ParameterArena _arena;
+    private DeviceBuffer<float>? _value, _gradient;
+
+    internal Parameter(ParameterArena arena, ParameterEntry[] parts)
+    {
+        _arena = arena;
+        Parts = parts;
+    }
+
+    /// <summary>The arena entries this parameter spans, in order (their offsets are final once the arena is built).</summary>
+    public IReadOnlyList<ParameterEntry> Parts { get; internal set; }
+
+    public string Name => string.Join("+", Parts.Select(p => p.Name));
+
+    public int Length => Parts.Sum(p => p.Length);
+
+    public bool Decays => Parts[0].Decays;
+
+    internal DeviceBuffer<float> Value => _value ??= _arena.Values.Slice(Parts[0].Offset, Length);
+
+    /// <summary>The gradient view; the arena's gradients must exist (<see cref="ParameterArena.ZeroGradients"/>).</summary>
+    internal DeviceBuffer<float> Gradient => _gradient ??= (_arena.Gradients
+        ?? throw new InvalidOperationException($"parameter {Name} has no gradient: call ZeroGradients before a backward pass")).Slice(Parts[0].Offset, Length);
+
+    public float[] ReadValue(IBackend backend) => Read(backend, Value);
+
+    public float[] ReadGradient(IBackend backend) => Read(backend, Gradient);
+
+    private float[] Read(IBackend backend, DeviceBuffer<float> buffer)
+    {
+        var values = new float[Length];
+        backend.Download(buffer, values);
+        return values;
+    }
+}
+
+/// <summary>
+/// A model's parameters in one buffer per element type, with a table name → (shape, offset): modules declare
+/// their tensors while the model is built, <see cref="Build"/> lays them out and uploads them with one
+/// allocation. Gradients and the optimizer's moments are buffers of the same layout, so a step is one norm
+/// reduction, one AdamW launch and one clear. Decayed tensors come first (<see cref="DecayedLength"/>), so the
+/// AdamW launch needs only that boundary to tell weights from biases and LayerNorm weights.
+/// </summary>
+public sealed class ParameterArena : IDisposable
+{
+    private readonly IBackend _backend;
+    private readonly Func<string, bool> _decays;
+    private readonly List<(Parameter Parameter, float[][] Values)> _pending = [];
+    private readonly List<Parameter> _parameters = [];
+    private DeviceBuffer<float>? _values;
+
+    /// <param name="decays">Which tensors, by name, AdamW decays (the model family's rule).</param>
+    public ParameterArena(IBackend backend, Func<string, bool> decays)
+    {
+        _backend = backend;
+        _decays = decays;
+    }
+
+    /// <summary>The table, in layout order (decayed entries first); final once built.</summary>
+    public IReadOnlyList<ParameterEntry> Entries { get; private set; } = [];
+
+    /// <summary>Every parameter in declaration order (Hugging Face's module order); a tied one appears once.</summary>
+    public IReadOnlyList<Parameter> Parameters => _parameters;
+
+    /// <summary>Elements in all; the first <see cref="DecayedLength"/> take weight decay.</summary>
+    public int Length { get; private set; }
+
+    public int DecayedLength { get; private set; }
+
+    public bool IsBuilt => _values is not null;
+
+    internal DeviceBuffer<float> Values => _values ?? throw new InvalidOperationException("the parameter arena is not built yet");
+
+    internal DeviceBuffer<float>? Gradients { get; private set; }
+
+    /// <summary>Declares a tensor; its value is uploaded by <see cref="Build"/>.</summary>
+    public Parameter Add(string name, long[] shape, float[] values) => AddStacked((name, shape, values));
+
+    /// <summary>Declares tensors laid out next to each other, used as one parameter (all decayed, or none).</summary>
+    public Parameter AddStacked(params (string Name, long[] Shape, float[] Values)[] parts)
+    {
+        if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
+        bool decays = _decays(parts[0].Name);
+        if (parts.Any(p => _decays(p.Name) != decays)) throw new ArgumentException($"stacked tensors {string.Join(", ", parts.Select(p => p.Name))} differ in weight decay");
+        var entries = parts.Select(p => new ParameterEntry(p.Name, p.Shape, ElementType.F32, -1, decays)).ToArray();
+        foreach (var (entry, part) in entries.Zip(parts))
+            if (entry.Length != part.Values.Length) throw new ArgumentException($"{entry.Name}: {part.Values.Length} values for shape [{string.Join(", ", entry.Shape)}]");
+        var parameter = new Parameter(this, entries);
+        _pending.Add((parameter, [.. parts.Select(p => p.Values)]));
+        _parameters.Add(parameter);
+        return parameter;
+    }
+
+    /// <summary>Lays the declared tensors out (decayed first, each group in declaration order) and uploads them in one allocation.</summary>
+    public void Build()
+    {
+        if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
+        var table = new List<ParameterEntry>();
+        long offset = 0;
+        foreach (bool decayed in new[] { true, false })
+            foreach (var (parameter, _) in _pending.Where(p => p.Parameter.Decays == decayed))
+            {
+                var placed = new ParameterEntry[parameter.Parts.Count];
+                for (int i = 0; i < placed.Length; i++)
+                {
+                    placed[i] = parameter.Parts[i] with { Offset = offset };
+                    offset += placed[i].Length;
+                }
+                parameter.Parts = placed;
+                table.AddRange(placed);
+                if (decayed) DecayedLength = (int)offset;
+            }
+        if (offset > Array.MaxLength) throw new EngineException($"the model has {offset:N0} parameters, more than one buffer holds ({Array.MaxLength:N0})");
+        Length = (int)offset;
+        var host = new float[Length];
+        foreach (var (parameter, values) in _pending)
+            for (int i = 0; i < values.Length; i++) values[i].CopyTo(host, parameter.Parts[i].Offset);
+        _pending.Clear();
+        _values = _backend.Allocate<float>(Math.Max(Length, 1));
+        _backend.Upload<float>(host, _values);
+        Entries = table;
+    }
+
+    /// <summary>Sets every gradient to zero (allocating the gradient arena on first use): the optimizer's step boundary.</summary>
+    public void ZeroGradients(ITrainingBackend backend)
+    {
+        Gradients ??= backend.Allocate<float>(Math.Max(Length, 1));
+        backend.Clear(Gradients);
+    }
+
+    /// <summary>The entry named <paramref name="name"/>, or null.</summary>
+    public ParameterEntry? Find(string name) => Entries.FirstOrDefault(e => e.Name == name);
+
+    /// <summary>An entry's values, downloaded.</summary>
+    public float[] Read(ParameterEntry entry)
+    {
+        var values = new float[entry.Length];
+        _backend.Download(Values.Slice(entry.Offset, entry.Length), values);
+        return values;
+    }
+
+    public void Dispose()
+    {
+        _values?.Dispose();
+        Gradients?.Dispose();
+    }
+}
