@@ -6,6 +6,7 @@ using Engine.Backends.Cpu;
 using Engine.Hub;
 using Engine.IO;
 using Engine.Kernels;
+using Engine.Models;
 using Engine.Models.Bert;
 using Engine.Onnx;
 using Engine.Tokenization;
@@ -120,7 +121,7 @@ public static class Commands
             var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, config, maxLength);
             WarnTruncated(encodings, maxLength, config);
             // A classification checkpoint also gets its logits written.
-            bool classification = config.HasArchitecture(nameof(BertForSequenceClassification));
+            bool classification = ModelRegistry.Head(config) == ModelHead.SequenceClassification;
             using var classifier = classification ? LoadClassifier(result, directory, requireHead: true) : null;
             using var baseModel = classification ? null : LoadModel(result, directory);
             var model = classifier?.Bert ?? baseModel!;

@@ -52,7 +52,8 @@ internal static class EncodeInput
         for (int start = 0; start < N; start += batchSize)
         {
             var batch = tokenizer.Pad(encodings.GetRange(start, Math.Min(batchSize, N - start)));
-            var output = model.Forward(batch);
+            // One pass per batch: a classifier's logits come from the same encoder run as the hidden states.
+            var (output, batchLogits) = classifier is null ? (model.Forward(batch), null) : classifier.Run(batch);
             int t = batch.SequenceLength;
             for (int b = 0; b < batch.BatchSize; b++)
             {
@@ -65,7 +66,7 @@ internal static class EncodeInput
                 output.LastHiddenState.AsSpan(b * t * C, t * C).CopyTo(hidden.AsSpan(n * T * C));
                 output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
             }
-            classifier?.Logits(batch).CopyTo(logits!.AsSpan(start * L));
+            batchLogits?.CopyTo(logits!.AsSpan(start * L));
             done?.Invoke(start + batch.BatchSize);
         }
         var tensors = new List<SafeTensorData>

@@ -2,7 +2,7 @@ using Engine.Backends;
 
 namespace Engine.Tests;
 
-/// <summary>A training backend that passes every op to another and counts allocations (by element type) and the optimizer's launches.</summary>
+/// <summary>A training backend that passes every op to another and counts allocations (by element type), encoder passes and the optimizer's launches.</summary>
 internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 {
     public Dictionary<Type, int> AllocationsByType { get; } = [];
@@ -10,6 +10,8 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     public int AdamWLaunches { get; private set; }
     public int NormReductions { get; private set; }
     public int Clears { get; private set; }
+    /// <summary>Embeddings ops run: one per encoder pass.</summary>
+    public int EncoderPasses { get; private set; }
 
     public string Description => inner.Description;
 
@@ -28,8 +30,11 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
     public void LayerNorm(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float>? r, DeviceBuffer<float> w, DeviceBuffer<float> b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
     public void Embeddings(DeviceBuffer<float> o, DeviceBuffer<float>? s, DeviceBuffer<int> ids, DeviceBuffer<int> positions, DeviceBuffer<int> types, DeviceBuffer<float> word,
-        DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps) =>
+        DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps)
+    {
+        EncoderPasses++;
         inner.Embeddings(o, s, ids, positions, types, word, position, tokenType, w, b, B, T, C, eps);
+    }
     public void FirstToken(DeviceBuffer<float> o, DeviceBuffer<float> i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
     public void LinearBackward(DeviceBuffer<float>? dI, DeviceBuffer<float> dW, DeviceBuffer<float>? dB, DeviceBuffer<float> dO, DeviceBuffer<float> i, DeviceBuffer<float> w, int M, int K, int N) =>
         inner.LinearBackward(dI, dW, dB, dO, i, w, M, K, N);

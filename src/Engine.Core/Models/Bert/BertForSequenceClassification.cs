@@ -168,7 +168,7 @@ public sealed class BertForSequenceClassification : ITaskModel
     {
         string path = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(path);
-        if (!config.HasArchitecture(nameof(BertForSequenceClassification)) || ConfiguredLabels(config.Raw, path) is not { } count) return null;
+        if (ModelRegistry.Head(config) != ModelHead.SequenceClassification || ConfiguredLabels(config.Raw, path) is not { } count) return null;
         return ProblemTypeOf(ConfiguredProblemType(config.Raw, path), count) == ProblemType.Regression ? null : ConfiguredLabelNames(config.Raw, count);
     }
 
