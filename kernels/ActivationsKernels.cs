@@ -11,6 +11,7 @@ using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using Engine.Backends;
+using Engine.Backends.Cpu;
 
 namespace Engine.Kernels;
 
@@ -34,14 +35,17 @@ internal static class ActivationKernels
         return x;
     }
 
-    public static float GeluExact(float x)
+    public static float GeluExact(float x) => x * Phi(x);
+
+    /// <summary>Φ(x) = ½·erfc(−x/√2), erfc from the fit both backends use (<see cref="Backends.Cpu.ErfcFit"/>).</summary>
+    private static float Phi(float x)
     {
         float z = XMath.Abs(x) * 0.70710678118654752f;
         float t = 1f / (1f + 0.5f * z);
-        float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
-            + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
+        float poly = ErfcFit.C0 + t * (ErfcFit.C1 + t * (ErfcFit.C2 + t * (ErfcFit.C3 + t * (ErfcFit.C4
+            + t * (ErfcFit.C5 + t * (ErfcFit.C6 + t * (ErfcFit.C7 + t * (ErfcFit.C8 + t * ErfcFit.C9))))))));
         float halfErfc = 0.5f * t * XMath.Exp(poly - z * z);
-        return x * (x < 0f ? halfErfc : 1f - halfErfc);
+        return x < 0f ? halfErfc : 1f - halfErfc;
     }
 
     public static float TanhAccurate(float x)
@@ -65,16 +69,7 @@ internal static class ActivationKernels
     /// <summary>act′(x): GELU′ = Φ(x) + x·φ(x), tanh′ = 1 − tanh².</summary>
     public static float Derivative(float x, int activation)
     {
-        if (activation == Gelu)
-        {
-            float z = XMath.Abs(x) * 0.70710678118654752f;
-            float t = 1f / (1f + 0.5f * z);
-            float poly = -1.26551223f + t * (1.00002368f + t * (0.37409196f + t * (0.09678418f + t * (-0.18628806f
-                + t * (0.27886807f + t * (-1.13520398f + t * (1.48851587f + t * (-0.82215223f + t * 0.17087277f))))))));
-            float halfErfc = 0.5f * t * XMath.Exp(poly - z * z);
-            float cdf = x < 0f ? halfErfc : 1f - halfErfc;
-            return cdf + x * XMath.Exp(-0.5f * x * x) * 0.3989422804014327f;
-        }
+        if (activation == Gelu) return Phi(x) + x * XMath.Exp(-0.5f * x * x) * 0.3989422804014327f;
         if (activation == Tanh)
         {
             float y = TanhAccurate(x);

@@ -1,8 +1,7 @@
 // Attention: fused multi-head self-attention forward with a key padding mask.
 //
 // Shapes: qkv (B,T,3C) holding Q, K, V side by side, each (B,T,NH,HS); keyMask (B,T), 0 = padding;
-// out (B,T,C), C = NH·HS. Nothing is cached yet (the backward issue will add the softmax statistics
-// (B,NH,T): running max and sum).
+// out (B,T,C), C = NH·HS. The forward caches nothing: its backward recomputes the probabilities (below).
 // Scheme: one warp per (b, h, query); lane l holds head dimensions l, l+32, l+64, l+96 (HS ≤ 128, a
 // specialization constant); keys are visited once with an online softmax (running max, rescaled sum and
 // output), so the T×T score matrix never exists, in global memory or anywhere. Masked keys are skipped

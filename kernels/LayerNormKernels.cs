@@ -1,6 +1,7 @@
 // Layer-norm forward with a fused residual add: out (N,C) = (x − mean)·rstd·weight + bias, x = inp + residual.
 //
-// Shapes: inp, residual, out (N,C); weight, bias (C). The backward issue will cache mean and rstd (N).
+// Shapes: inp, residual, out (N,C); weight, bias (C). The forward caches nothing; the backward recomputes
+// each row's mean and rstd (N) and passes them from its row kernel to its parameter kernel.
 // Scheme: one warp per row, lanes striding over C. Statistics in one pass: each lane runs Welford's
 // update over its elements, then the lanes' (count, mean, M2) are merged by Chan's formula across a
 // butterfly of shuffles (stable, unlike E[x²] − mean²); a second pass normalises. Biased variance, as

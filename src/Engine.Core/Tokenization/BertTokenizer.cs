@@ -277,7 +277,7 @@ public sealed class BertTokenizer
         foreach (string token in normalized.Split((char[]?)null, StringSplitOptions.RemoveEmptyEntries))
         {
             string word = token;
-            if (Options.DoLowerCase) word = word.ToLowerInvariant();
+            if (Options.DoLowerCase) word = PythonLowerCase.Lower(word); // str.lower(), as Hugging Face's tokenizer
             if (strip) word = StripAccents(word);
             SplitOnPunctuation(word, words);
         }

@@ -3,6 +3,16 @@ using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
 
+/// <summary>
+/// The coefficients of Numerical Recipes' Chebyshev fit of erfc (<c>erfcc</c>): erfc(z) ≈ t·exp(−z² + C0 + t·(C1 + … + t·C9)),
+/// t = 1/(1 + z/2), relative error below 1.2e-7 for z ≥ 0. The one table both backends' GELU evaluates.
+/// </summary>
+public static class ErfcFit
+{
+    public const float C0 = -1.26551223f, C1 = 1.00002368f, C2 = 0.37409196f, C3 = 0.09678418f, C4 = -0.18628806f,
+        C5 = 0.27886807f, C6 = -1.13520398f, C7 = 1.48851587f, C8 = -0.82215223f, C9 = 0.17087277f;
+}
+
 /// <summary>Element-wise activations on the CPU, vectorized.</summary>
 /// <remarks>
 /// GELU is the exact form x·Φ(x) with Φ(x) = ½·erfc(−x/√2), BERT's <c>"gelu"</c>. erfc is Numerical Recipes'
@@ -14,8 +24,6 @@ namespace Engine.Backends.Cpu;
 /// </remarks>
 internal static class CpuActivations
 {
-    private const float C0 = -1.26551223f, C1 = 1.00002368f, C2 = 0.37409196f, C3 = 0.09678418f, C4 = -0.18628806f,
-        C5 = 0.27886807f, C6 = -1.13520398f, C7 = 1.48851587f, C8 = -0.82215223f, C9 = 0.17087277f;
     private const float InvSqrt2 = 0.70710678118654752f, InvSqrt2Pi = 0.3989422804014327f, LeastNormal = 1.17549435e-38f;
 
     public static void Apply(ReadOnlySpan<float> input, Span<float> output, Activation activation)
@@ -29,41 +37,32 @@ internal static class CpuActivations
         }
     }
 
-    private static void Gelu(ReadOnlySpan<float> input, Span<float> output)
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated)
-            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
-            {
-                var x = new Vector<float>(input[i..]);
-                FlushSubnormal(x * Phi(x, out _)).CopyTo(output[i..]);
-            }
-        for (; i < input.Length; i++) output[i] = FlushSubnormal(input[i] * Phi(input[i], out _));
-    }
+    private static void Gelu(ReadOnlySpan<float> input, Span<float> output) =>
+        ByVectors(input, input, output, static (x, _) => FlushSubnormal(x * Phi(x, out _)));
 
     /// <summary>Backward of GELU: dInput = dOutput · (Φ(x) + x·φ(x)), φ the standard normal density exp(−x²/2)/√(2π).</summary>
-    public static void GeluBackward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Span<float> dInput)
-    {
-        int i = 0;
-        if (Vector.IsHardwareAccelerated)
-            for (; i <= input.Length - Vector<float>.Count; i += Vector<float>.Count)
-            {
-                var x = new Vector<float>(input[i..]);
-                var cdf = Phi(x, out var halfSquare);
-                var density = InvSqrt2Pi * Vector.Exp(-halfSquare);
-                FlushSubnormal(new Vector<float>(dOutput[i..]) * (cdf + x * density)).CopyTo(dInput[i..]);
-            }
-        for (; i < input.Length; i++)
+    public static void GeluBackward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Span<float> dInput) =>
+        ByVectors(input, dOutput, dInput, static (x, dy) =>
         {
-            float cdf = Phi(input[i], out float halfSquare);
-            dInput[i] = FlushSubnormal(dOutput[i] * (cdf + input[i] * InvSqrt2Pi * MathF.Exp(-halfSquare)));
-        }
+            var cdf = Phi(x, out var halfSquare);
+            return FlushSubnormal(dy * (cdf + x * (InvSqrt2Pi * Vector.Exp(-halfSquare))));
+        });
+
+    /// <summary>output = f(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
+    private static void ByVectors(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output, Func<Vector<float>, Vector<float>, Vector<float>> f)
+    {
+        int width = Vector<float>.Count, i = 0;
+        for (; i <= x.Length - width; i += width) f(new Vector<float>(x[i..]), new Vector<float>(y[i..])).CopyTo(output[i..]);
+        if (i == x.Length) return;
+        Span<float> xs = stackalloc float[width], ys = stackalloc float[width], result = stackalloc float[width];
+        x[i..].CopyTo(xs);
+        y[i..].CopyTo(ys);
+        f(new Vector<float>(xs), new Vector<float>(ys)).CopyTo(result);
+        result[..(x.Length - i)].CopyTo(output[i..]);
     }
 
     private static Vector<float> FlushSubnormal(Vector<float> v) =>
         Vector.ConditionalSelect(Vector.LessThan(Vector.Abs(v), new Vector<float>(LeastNormal)), Vector<float>.Zero, v);
-
-    private static float FlushSubnormal(float v) => MathF.Abs(v) < LeastNormal ? 0f : v;
 
     /// <summary>Φ(x) = ½·erfc(−x/√2) from the erfc fit; <paramref name="halfSquare"/> = x²/2, for the density.</summary>
     private static Vector<float> Phi(Vector<float> x, out Vector<float> halfSquare)
@@ -72,27 +71,17 @@ internal static class CpuActivations
         var one = Vector<float>.One;
         var z = Vector.Abs(x) * InvSqrt2;
         var t = one / (one + half * z);
-        var poly = C9 * t + new Vector<float>(C8);
-        poly = poly * t + new Vector<float>(C7);
-        poly = poly * t + new Vector<float>(C6);
-        poly = poly * t + new Vector<float>(C5);
-        poly = poly * t + new Vector<float>(C4);
-        poly = poly * t + new Vector<float>(C3);
-        poly = poly * t + new Vector<float>(C2);
-        poly = poly * t + new Vector<float>(C1);
-        poly = poly * t + new Vector<float>(C0);
+        var poly = ErfcFit.C9 * t + new Vector<float>(ErfcFit.C8);
+        poly = poly * t + new Vector<float>(ErfcFit.C7);
+        poly = poly * t + new Vector<float>(ErfcFit.C6);
+        poly = poly * t + new Vector<float>(ErfcFit.C5);
+        poly = poly * t + new Vector<float>(ErfcFit.C4);
+        poly = poly * t + new Vector<float>(ErfcFit.C3);
+        poly = poly * t + new Vector<float>(ErfcFit.C2);
+        poly = poly * t + new Vector<float>(ErfcFit.C1);
+        poly = poly * t + new Vector<float>(ErfcFit.C0);
         halfSquare = z * z;
         var halfErfc = half * t * Vector.Exp(poly - halfSquare);
         return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), halfErfc, one - halfErfc);
-    }
-
-    private static float Phi(float x, out float halfSquare)
-    {
-        float z = MathF.Abs(x) * InvSqrt2;
-        float t = 1f / (1f + 0.5f * z);
-        float poly = C0 + t * (C1 + t * (C2 + t * (C3 + t * (C4 + t * (C5 + t * (C6 + t * (C7 + t * (C8 + t * C9))))))));
-        halfSquare = z * z;
-        float halfErfc = 0.5f * t * MathF.Exp(poly - halfSquare);
-        return x < 0 ? halfErfc : 1f - halfErfc;
     }
 }
