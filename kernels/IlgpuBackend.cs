@@ -56,11 +56,12 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
     // Backward passes.
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _columnSum;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, int, int> _columnPartials;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _columnFinish;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int> _activateBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, DropoutMask> _dropout;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormBackward;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormParameterBackward;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNormParameterPartials;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionQueryBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionKeyBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _softmaxBackward;
@@ -85,11 +86,12 @@ public sealed class IlgpuBackend : ITrainingBackend
         _firstToken = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingsKernels.FirstTokenKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
-        _columnSum = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnSumKernel);
+        _columnPartials = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnPartialsKernel);
+        _columnFinish = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnFinishKernel);
         _activateBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.BackwardKernel);
         _dropout = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, DropoutMask>(ActivationKernels.DropoutKernel);
         _layerNormBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.BackwardKernel);
-        _layerNormParameterBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.ParameterBackwardKernel);
+        _layerNormParameterPartials = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.ParameterPartialsKernel);
         _attentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.QueryBackwardKernel);
         _attentionKeyBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.KeyBackwardKernel);
         _softmaxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.BackwardKernel);
@@ -200,7 +202,13 @@ public sealed class IlgpuBackend : ITrainingBackend
         }
         var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
         _gemm(GemmKernels.Config(weightShape), View(dWeight), View(dOutput), View(input), _none.View, weightShape);
-        if (dBias is not null) _columnSum(N, View(dBias), View(dOutput), M, N);
+        if (dBias is not null && M > 0 && N > 0)
+        {
+            int chunks = ReductionKernels.Chunks(M);
+            var partials = Scratch((long)chunks * N);
+            _columnPartials(new Index2D(N, chunks), partials, View(dOutput), M, N);
+            _columnFinish(N, View(dBias), partials, chunks, N);
+        }
     }
 
     public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
@@ -214,10 +222,15 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
-        var statistics = Scratch(2L * N);
+        if (N == 0 || C == 0) return;
+        int chunks = ReductionKernels.Chunks(N);
+        var scratch = Scratch(2L * N + 2L * chunks * C); // row statistics, then the two gradients' partials
+        var (statistics, partialW, partialB) = (scratch.SubView(0, 2L * N), scratch.SubView(2L * N, (long)chunks * C), scratch.SubView(2L * N + (long)chunks * C, (long)chunks * C));
         ArrayView<float> residualView = residual is null ? _none.View : View(residual);
         _layerNormBackward(LayerNormKernels.Config(shape, _accelerator.WarpSize), View(dInput), statistics, View(dOutput), View(input), residualView, View(weight), shape);
-        _layerNormParameterBackward(C, View(dWeight), View(dBias), statistics, View(dOutput), View(input), residualView, shape);
+        _layerNormParameterPartials(new Index2D(C, chunks), partialW, partialB, statistics, View(dOutput), View(input), residualView, shape);
+        _columnFinish(C, View(dWeight), partialW, chunks, C);
+        _columnFinish(C, View(dBias), partialB, chunks, C);
     }
 
     public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,

@@ -7,10 +7,10 @@
 // butterfly of shuffles (stable, unlike E[x²] − mean²); a second pass normalises. Biased variance, as
 // torch.nn.LayerNorm.
 // Backward: one warp per row writes dx = rstd·(g − mean(g) − x̂·mean(g·x̂)), g = dy·w, and the row's
-// (mean, rstd); then one thread per channel sums dw += Σ dy·x̂ and db += Σ dy over rows in order
-// (deterministic, no atomics).
+// (mean, rstd); then dw += Σ dy·x̂ and db += Σ dy in two deterministic passes, no atomics: thread (channel,
+// chunk of 32 rows) sums its rows in order, then one thread per channel adds the chunks in order.
 // History: v1 warp per row, mean then variance (three reads of the row); v2 one-pass Welford statistics
-// (two reads); v3 backward (this version).
+// (two reads); v3 backward; v4 chunked parameter gradients (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -71,20 +71,25 @@ internal static class LayerNormKernels
         }
     }
 
-    /// <summary>dw (C) += Σ_rows dy·x̂, db (C) += Σ_rows dy; one thread per channel, rows in order.</summary>
-    public static void ParameterBackwardKernel(Index1D c, ArrayView<float> dWeight, ArrayView<float> dBias, ArrayView<float> statistics,
+    /// <summary>
+    /// partialW, partialB (chunks, C) = Σ over chunk k's rows of dy·x̂ and of dy; thread (channel, k), rows in order.
+    /// <see cref="ReductionKernels.ColumnFinishKernel"/> adds the chunks into dw and db.
+    /// </summary>
+    public static void ParameterPartialsKernel(Index2D index, ArrayView<float> partialW, ArrayView<float> partialB, ArrayView<float> statistics,
         ArrayView<float> dOutput, ArrayView<float> input, ArrayView<float> residual, Shape s)
     {
+        int c = index.X, chunk = index.Y;
+        int end = Math.Min(s.N, (chunk + 1) * ReductionKernels.RowsPerChunk);
         float dw = 0f, db = 0f;
-        for (int row = 0; row < s.N; row++)
+        for (int row = chunk * ReductionKernels.RowsPerChunk; row < end; row++)
         {
-            long index = (long)row * s.C + c;
-            float dy = dOutput[index];
-            dw += dy * (X(input, residual, s, index) - statistics[2L * row]) * statistics[2L * row + 1];
+            long i = (long)row * s.C + c;
+            float dy = dOutput[i];
+            dw += dy * (X(input, residual, s, i) - statistics[2L * row]) * statistics[2L * row + 1];
             db += dy;
         }
-        dWeight[c] += dw;
-        dBias[c] += db;
+        partialW[(long)chunk * s.C + c] = dw;
+        partialB[(long)chunk * s.C + c] = db;
     }
 
     /// <summary>Welford's running count, mean and sum of squared deviations; a device-side value.</summary>
