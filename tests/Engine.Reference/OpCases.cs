@@ -1,72 +1,11 @@
 namespace Engine.Reference;
 
-/// <summary>Tolerance of an op against its float64 reference: |got − ref| ≤ Absolute + Relative·|ref|.</summary>
-public sealed record Tolerance(double Absolute, double Relative);
-
-/// <summary>A case of the catalogue; <c>Work</c> (multiply-adds or elements) sizes it, so that the ILGPU
-/// CPU emulator, about 1,000× slower than plain C#, runs only the small ones.</summary>
-public interface IOpCase
-{
-    string Name { get; }
-    long Work { get; }
-}
-
-public sealed record LinearCase(string Name, int M, int K, int N, bool Bias, string Activation) : IOpCase
-{
-    public long Work => (long)M * K * N;
-}
-
-public sealed record MatMulCase(string Name, Engine.Backends.MatMulShape Shape) : IOpCase
-{
-    public long Work => (long)Shape.Batch * Shape.M * Shape.K * Shape.N;
-}
-
-public sealed record SoftmaxCase(string Name, int Rows, int N) : IOpCase
-{
-    public long Work => (long)Rows * N;
-}
-
-public sealed record CrossEntropyCase(string Name, int B, int V, int[] Labels) : IOpCase
-{
-    public long Work => (long)B * V;
-}
-
-/// <summary>A mean-squared-error case over N predictions (a batch × num_labels regression head).</summary>
-public sealed record MeanSquaredErrorCase(string Name, int N) : IOpCase
-{
-    public long Work => N;
-}
-
-/// <summary>An attention case; <paramref name="Dropout"/> &gt; 0 drops probabilities on a fixed Philox stream.</summary>
-public sealed record AttentionCase(string Name, int B, int T, int NH, int HS, int[] Lengths, float Dropout = 0f) : IOpCase
-{
-    public long Work => (long)B * NH * T * T * HS;
-    public Engine.Backends.DropoutMask DropoutMask => new(Dropout, 1234, 7);
-}
-
-public sealed record LayerNormCase(string Name, int N, int C, bool Residual) : IOpCase
-{
-    public long Work => (long)N * C;
-}
-
-/// <summary>An embeddings case over a position table of <paramref name="Positions"/> rows; its position ids repeat and skip (any family's rule).</summary>
-public sealed record EmbeddingsCase(string Name, int B, int T, int C, int V, int TypeVocab, int Positions) : IOpCase
-{
-    public long Work => (long)B * T * C;
-
-    /// <summary>(B,T) ids in [0, Positions), seeded, with repeats (a scatter-add must sum them).</summary>
-    public int[] PositionIds()
-    {
-        var random = new Random(15);
-        return [.. Enumerable.Range(0, B * T).Select(_ => random.Next(Positions))];
-    }
-}
-
 /// <summary>
-/// The one catalogue of op cases: parity tests run every case on every backend against
-/// <see cref="ReferenceOps"/>; benchmarks time the cases named <c>bert-base</c>/<c>minilm</c>. A new op or
-/// kernel ships with its cases here. Odd sizes (not multiples of any SIMD width or tile) and ragged
-/// masks (including an all-padding row) are deliberate.
+/// The one catalogue of op cases (<see cref="OpCase"/> objects): the parity matrix runs every case's forward and
+/// backward on every backend against the float64 reference, the gradient tests hold each small case's reference
+/// backward to finite differences, the ILGPU CPU emulator runs the cases within its budget, and the benchmarks and
+/// the GPU check time <see cref="BertBase"/>. A new op or kernel ships with its cases here. Odd sizes (not
+/// multiples of any SIMD width or tile) and ragged masks (including an all-padding row) are deliberate.
 /// </summary>
 public static class OpCases
 {
@@ -81,6 +20,12 @@ public static class OpCases
     public static readonly Tolerance EmbeddingsTolerance = new(1e-6, 1e-6);
     /// <summary>GELU's erfc is a fit with relative error 1.2e-7; tanh is TensorPrimitives'.</summary>
     public static readonly Tolerance ActivationTolerance = new(1e-7, 2e-6);
+
+    /// <summary>The largest case (by work) whose gradients are checked by finite differences: each input costs two forwards.</summary>
+    public const long FiniteDifferenceWork = 20_000;
+
+    /// <summary>The most estimated seconds a case's forward or backward may take to run on the ILGPU CPU emulator in the tests.</summary>
+    public const double EmulatorBudgetSeconds = 3;
 
     public static readonly LinearCase[] Linear =
     [
@@ -106,6 +51,9 @@ public static class OpCases
         new("minilm-scores", Engine.Backends.MatMulShape.Contiguous(24, 128, 32, 128, false, true)),
     ];
 
+    public static readonly ActivationCase[] Activations =
+        [.. new[] { 1, 15, 16, 17, 1000, 4099 }.SelectMany(n => new[] { "gelu", "tanh" }.Select(a => new ActivationCase(n, a)))];
+
     public static readonly SoftmaxCase[] Softmax =
     [
         new("1x1", 1, 1),
@@ -130,13 +78,11 @@ public static class OpCases
         new("large", 4099),
     ];
 
-    /// <summary>The largest case (by work) whose gradients are checked by finite differences: each parameter costs two forwards.</summary>
-    public const long FiniteDifferenceWork = 20_000;
-
     public static readonly AttentionCase[] Attention =
     [
         new("single", 1, 1, 1, 4, [1]),
         new("ragged", 3, 7, 2, 5, [7, 3, 1]),
+        new("odd-head", 2, 5, 2, 17, [5, 3]),
         new("ragged-odd-head", 2, 13, 3, 17, [13, 6]),
         new("all-padding-row", 2, 5, 2, 8, [5, 0]),
         new("minilm-heads", 2, 33, 12, 32, [33, 20]),
@@ -159,6 +105,16 @@ public static class OpCases
         new("minilm", 2, 40, 384, 1000, 2, 512),
     ];
 
+    /// <summary>Every case of the catalogue, in op order.</summary>
+    public static readonly OpCase[] All =
+    [
+        .. Linear, new LinearWeightUpdateCase(), .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
+        .. Attention, new PaddedKeysCase(), .. LayerNorm, .. Embeddings, new FirstTokenCase(), new AccumulateCase(),
+    ];
+
+    /// <summary>The case with id "op/name".</summary>
+    public static OpCase Find(string id) => All.Single(c => c.Id == id);
+
     /// <summary>
     /// BERT-base shapes (batch 32 × 128 tokens, hidden 768, 12 heads of 64, intermediate 3072) for the
     /// benchmarks and the GPU timings: too large for the float64 reference, so not in the parity lists.
@@ -178,17 +134,14 @@ public static class OpCases
         public static readonly AttentionCase Attention = new("bert-base-attention", B, T, NH, HS, [.. Enumerable.Repeat(T, B)]);
         public static readonly LayerNormCase LayerNorm = new("bert-base-layernorm", Tokens, C, true);
         public static readonly EmbeddingsCase Embeddings = new("bert-base-embeddings", B, T, C, 30522, 2, 512);
+
+        /// <summary>Every timed case.</summary>
+        public static readonly OpCase[] All = [.. Linear, Attention, LayerNorm, Embeddings];
     }
 
-    /// <summary>The most work a case may have to run on the ILGPU CPU emulator.</summary>
-    public const long EmulatorWork = 300_000;
-
-    /// <summary>Element counts for the activation cases.</summary>
-    public static readonly int[] ActivationLengths = [1, 15, 16, 17, 1000, 4099];
-
-    /// <summary>A Linear case's inputs: A (M,K), W (N,K), bias (N) or null.</summary>
-    public static (float[] Input, float[] Weight, float[]? Bias) LinearInputs(LinearCase c) =>
-        (Random(c.M * c.K, 1), Random(c.N * c.K, 2, 0.5f), c.Bias ? Random(c.N, 3) : null);
+    /// <summary>Warp-synchronous steps of the tiled GEMM: per 64×64 tile of a batch item, two group barriers (8 warps each) per slice of 16 along K.</summary>
+    public static double GemmRounds(int batch, int M, int K, int N) =>
+        (double)batch * Math.Ceiling(M / 64.0) * Math.Ceiling(N / 64.0) * Math.Ceiling(K / 16.0) * 2 * 8;
 
     public static Engine.Backends.Activation ParseActivation(string activation) => activation switch
     {

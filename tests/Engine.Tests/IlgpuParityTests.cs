@@ -6,20 +6,16 @@ using Engine.Reference;
 namespace Engine.Tests;
 
 /// <summary>
-/// The ILGPU kernels on ILGPU's CPU accelerator emulating an NVIDIA GPU (warp 32, real groups and
-/// barriers): the small cases of the catalogue, against the float64 reference.
+/// The ILGPU kernels on ILGPU's CPU accelerator emulating an NVIDIA GPU (warp 32, real groups and barriers): the
+/// cases whose estimated emulator cost fits <see cref="OpCases.EmulatorBudgetSeconds"/>, forward and backward.
 /// </summary>
 public sealed class IlgpuEmulatorOpParityTests() : OpParityTests(IlgpuBackend.Create(IlgpuDevice.CpuEmulator))
 {
-    public static TheoryData<string> LinearCases => Names(OpCases.Linear, OpCases.EmulatorWork);
-    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul, OpCases.EmulatorWork);
-    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax, OpCases.EmulatorWork);
-    public static TheoryData<string> AttentionCases => Names(OpCases.Attention, OpCases.EmulatorWork);
-    public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm, OpCases.EmulatorWork);
-    public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings, OpCases.EmulatorWork);
+    public static TheoryData<string> ForwardCases => ForwardIds(OpCases.EmulatorBudgetSeconds);
+    public static TheoryData<string> BackwardCases => BackwardIds(OpCases.EmulatorBudgetSeconds);
 }
 
-/// <summary>The whole catalogue on a CUDA GPU; skipped, with the reason shown, where there is none.</summary>
+/// <summary>The whole catalogue, forward and backward, on a CUDA GPU; skipped, with the reason shown, where there is none.</summary>
 public sealed class CudaOpParityTests : OpParityTests
 {
     private static readonly bool Available = IlgpuBackend.CudaAvailable();
@@ -27,12 +23,8 @@ public sealed class CudaOpParityTests : OpParityTests
     public CudaOpParityTests()
         : base(Available ? IlgpuBackend.Create(IlgpuDevice.Cuda) : null, "no CUDA device on this machine (the GPU script runs this suite on one)") { }
 
-    public static TheoryData<string> LinearCases => Names(OpCases.Linear);
-    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
-    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax);
-    public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
-    public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
-    public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);
+    public static TheoryData<string> ForwardCases => ForwardIds();
+    public static TheoryData<string> BackwardCases => BackwardIds();
 }
 
 /// <summary>A whole tiny BERT through the ILGPU kernels equals the CPU backend.</summary>

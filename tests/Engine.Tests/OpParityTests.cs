@@ -5,9 +5,9 @@ using Engine.Reference;
 namespace Engine.Tests;
 
 /// <summary>
-/// Every op of a backend against its float64 reference over the <see cref="OpCases"/> catalogue, through
-/// <see cref="ParityCheck"/> (outputs poisoned with NaN first, every element compared). One thin subclass
-/// per backend; a backend whose device is absent is skipped with the reason shown.
+/// The backend × case matrix: every <see cref="OpCase"/> of the catalogue, forward and backward, on a backend against
+/// its float64 reference (outputs poisoned with NaN first, every element compared). One thin subclass per backend
+/// lists the cases it runs; a backend whose device is absent is skipped with the reason shown.
 /// </summary>
 // The case lists are static members of each concrete subclass, which xunit reads from the test class.
 #pragma warning disable xUnit1015
@@ -24,62 +24,55 @@ public abstract class OpParityTests : IDisposable
         _skipReason = backend is null ? skipReason ?? "no device" : null;
     }
 
-    /// <summary>The check on the backend under test; skips the test when its device is absent.</summary>
-    private ParityCheck Check
+    /// <summary>The backend under test; skips the test when its device is absent.</summary>
+    private IBackend Backend
     {
         get
         {
             Skip.If(_skipReason is not null, _skipReason);
-            return new ParityCheck(_device!);
+            return _device!;
         }
     }
 
-    /// <summary>Case names for a subclass's lists: all by default, the small ones for the ILGPU CPU emulator.</summary>
-    public static TheoryData<string> Names(IEnumerable<IOpCase> cases, long maxWork = long.MaxValue) =>
-        [.. cases.Where(c => c.Work <= maxWork).Select(c => c.Name)];
+    /// <summary>The ids of the catalogue's forward cases (within <paramref name="emulatorBudget"/> seconds on the emulator, for it).</summary>
+    public static TheoryData<string> ForwardIds(double emulatorBudget = double.MaxValue) =>
+        [.. OpCases.All.Where(c => c.HasForward && c.EmulatorSeconds <= emulatorBudget).Select(c => c.Id)];
 
-    public static TheoryData<int, string> ActivationCases
-    {
-        get
-        {
-            var data = new TheoryData<int, string>();
-            foreach (int n in OpCases.ActivationLengths)
-                foreach (string activation in new[] { "gelu", "tanh" }) data.Add(n, activation);
-            return data;
-        }
-    }
+    public static TheoryData<string> BackwardIds(double emulatorBudget = double.MaxValue) =>
+        [.. OpCases.All.Where(c => c.HasBackward && c.EmulatorBackwardSeconds <= emulatorBudget).Select(c => c.Id)];
 
     private static void AssertPassed(ParityResult result) => Assert.True(result.Passed, result.ToString());
 
-    [SkippableTheory, MemberData("LinearCases")]
-    public void Linear(string name) => AssertPassed(Check.Linear(OpCases.Linear.Single(c => c.Name == name)));
+    [SkippableTheory, MemberData("ForwardCases")]
+    public void Forward(string id) => AssertPassed(OpCases.Find(id).Forward(Backend));
 
-    [SkippableTheory, MemberData("MatMulCases")]
-    public void MatMul(string name) => AssertPassed(Check.MatMul(OpCases.MatMul.Single(c => c.Name == name)));
-
-    [SkippableFact]
-    public void LinearUsesTheWeightAsUploadedLast() => AssertPassed(Check.LinearAfterWeightUpdate());
-
-    [SkippableTheory, MemberData(nameof(ActivationCases))]
-    public void Activate(int n, string activation) => AssertPassed(Check.Activate(n, activation));
-
-    [SkippableTheory, MemberData("SoftmaxCases")]
-    public void Softmax(string name) => AssertPassed(Check.Softmax(OpCases.Softmax.Single(c => c.Name == name)));
-
-    [SkippableTheory, MemberData("AttentionCases")]
-    public void Attention(string name) => AssertPassed(Check.Attention(OpCases.Attention.Single(c => c.Name == name)));
+    [SkippableTheory, MemberData("BackwardCases")]
+    public void Backward(string id) => AssertPassed(OpCases.Find(id).Backward((ITrainingBackend)Backend));
 
     [SkippableFact]
-    public void AttentionIgnoresWhatPaddedKeysHold() => AssertPassed(Check.AttentionIgnoresPaddedKeys());
+    public void ClearZeroesEveryElement()
+    {
+        var backend = (ITrainingBackend)Backend;
+        var buffer = backend.UploadArray(OpCases.Random(1001, 44));
+        backend.Clear(buffer);
+        Assert.All(backend.DownloadArray(buffer), v => Assert.Equal(0f, v));
+    }
 
-    [SkippableTheory, MemberData("LayerNormCases")]
-    public void LayerNorm(string name) => AssertPassed(Check.LayerNorm(OpCases.LayerNorm.Single(c => c.Name == name)));
-
-    [SkippableTheory, MemberData("EmbeddingsCases")]
-    public void Embeddings(string name) => AssertPassed(Check.Embeddings(OpCases.Embeddings.Single(c => c.Name == name)));
-
+    /// <summary>A buffer too short for the op's sizes is one error naming it (OpShapes), before anything is read or written.</summary>
     [SkippableFact]
-    public void FirstToken() => AssertPassed(Check.FirstToken());
+    public void ShortBuffersAreRejectedByName()
+    {
+        var backend = (ITrainingBackend)Backend;
+        DeviceBuffer<float> F(int n) => backend.Allocate<float>(n);
+        var mask = backend.UploadArray(new[] { 1, 1, 1, 1 });
+        void Throws(string name, Action op) => Assert.StartsWith($"{name} holds", Assert.Throws<ArgumentException>(op).Message);
+        Throws("qkv", () => backend.Attention(F(2 * 2 * 8), F(2 * 2 * 24 - 1), mask, 2, 2, 2, 4, DropoutMask.None));
+        Throws("dQkv", () => backend.AttentionBackward(F(10), F(2 * 2 * 8), F(2 * 2 * 24), mask, 2, 2, 2, 4, DropoutMask.None));
+        Throws("dWeight", () => backend.LinearBackward(F(9), F(5), F(2), F(6), F(9), F(6), 3, 3, 2));
+        Throws("dBias", () => backend.LayerNormBackward(F(6), F(3), F(2), F(6), F(6), null, F(3), 2, 3, 1e-5f));
+        Throws("targets", () => backend.MeanSquaredError(F(4), F(4), F(4), F(3), 4));
+        Assert.Throws<ArgumentOutOfRangeException>(() => backend.Dropout(F(4), F(4), 4, new DropoutMask(1f, 1, 0)));
+    }
 
     public void Dispose()
     {
@@ -91,12 +84,8 @@ public abstract class OpParityTests : IDisposable
 
 public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
 {
-    public static TheoryData<string> LinearCases => Names(OpCases.Linear);
-    public static TheoryData<string> MatMulCases => Names(OpCases.MatMul);
-    public static TheoryData<string> SoftmaxCases => Names(OpCases.Softmax);
-    public static TheoryData<string> AttentionCases => Names(OpCases.Attention);
-    public static TheoryData<string> LayerNormCases => Names(OpCases.LayerNorm);
-    public static TheoryData<string> EmbeddingsCases => Names(OpCases.Embeddings);
+    public static TheoryData<string> ForwardCases => ForwardIds();
+    public static TheoryData<string> BackwardCases => BackwardIds();
 
     public static TheoryData<int, string> GemmWidthCases
     {
@@ -121,7 +110,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         };
         Skip.IfNot(accelerated, $"{width * 32}-bit vectors are not hardware-accelerated here");
         var c = OpCases.Linear.Single(x => x.Name == name);
-        var (input, weight, bias) = OpCases.LinearInputs(c);
+        var (input, weight, bias) = c.Inputs;
         var output = Enumerable.Repeat(float.NaN, c.M * c.N).ToArray();
         CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), bias is null ? (ArraySegment<float>?)null : new ArraySegment<float>(bias), c.M, c.K, c.N, OpCases.ParseActivation(c.Activation), width);
         var result = ParityCheck.Compare("linear", $"{name} at width {width}", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), output, OpCases.LinearTolerance);
@@ -147,5 +136,18 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         }
         Assert.Equal(0f, forward[0]);
         Assert.NotEqual(0f, forward[1700]); // x = −13: GELU ≈ −8e-38, still normal
+    }
+}
+
+/// <summary>The float64 backward of every op against central finite differences of its float64 forward, on the small cases.</summary>
+public sealed class ReferenceGradientTests
+{
+    public static TheoryData<string> Cases => [.. OpCases.All.Where(c => c.HasReferenceGradient).Select(c => c.Id)];
+
+    [Theory, MemberData(nameof(Cases))]
+    public void AgreesWithFiniteDifferences(string id)
+    {
+        var result = ((IReferenceGradient)OpCases.Find(id)).ReferenceGradient();
+        Assert.True(result.Passed, result.ToString());
     }
 }

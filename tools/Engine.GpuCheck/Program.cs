@@ -9,7 +9,7 @@ using Engine.Models.Bert;
 using Engine.Reference;
 
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
-// catalogue against the float64 reference), whole random-weight models at MiniLM and BERT-base shapes on
+// catalogue, forward and backward, against the float64 reference), whole random-weight models at MiniLM and BERT-base shapes on
 // CUDA against the CPU backend, kernel timings at BERT-base shapes, then forward timings at batch 32 × 128.
 // Writes engine.json and the models (for PyTorch's side) under --output; exits 1 on any parity failure.
 // Usage: Engine.GpuCheck --output DIR [--device cuda|ilgpu-cpu]
@@ -31,14 +31,20 @@ report["cuda"] = !emulated;
 report["device"] = backend.Description;
 Console.WriteLine($"device: {backend.Description}");
 
-// 1. Parity of every op case.
+// 1. Parity of every op case, forward and backward (the emulator runs the cases within its budget).
 int failures = 0;
 var parity = new JsonArray();
-foreach (var result in new ParityCheck(backend).All(emulated ? OpCases.EmulatorWork : long.MaxValue))
+void Record(ParityResult result)
 {
     if (!result.Passed) failures++;
     Console.WriteLine((result.Passed ? "  " : "! ") + result);
     parity.Add(new JsonObject { ["op"] = result.Op, ["case"] = result.Case, ["max_abs_error"] = result.MaxError, ["passed"] = result.Passed });
+}
+double budget = emulated ? OpCases.EmulatorBudgetSeconds : double.MaxValue;
+foreach (var c in OpCases.All)
+{
+    if (c.HasForward && c.EmulatorSeconds <= budget) Record(c.Forward(backend));
+    if (c.HasBackward && c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
 report["parity"] = parity;
 Console.WriteLine($"parity: {parity.Count - failures} of {parity.Count} cases passed");
@@ -75,23 +81,7 @@ report["models"] = models;
 if (!emulated)
 {
     var kernels = new JsonArray();
-    foreach (var c in OpCases.BertBase.Linear)
-    {
-        var (input, weight, bias) = OpCases.LinearInputs(c);
-        var (a, w, b, o) = (Upload(input), Upload(weight), Upload(bias!), backend.Allocate<float>(c.M * c.N));
-        Time(kernels, c.Name, 2.0 * c.M * c.K * c.N, () => backend.Linear(o, a, w, b, c.M, c.K, c.N, OpCases.ParseActivation(c.Activation)));
-    }
-    {
-        var c = OpCases.BertBase.Attention;
-        int C = c.NH * c.HS;
-        var (qkv, mask, o) = (Upload(OpCases.Random(c.B * c.T * 3 * C, 5)), Upload(OpCases.Mask(c.Lengths, c.T)), backend.Allocate<float>(c.B * c.T * C));
-        Time(kernels, c.Name, 4.0 * c.B * c.NH * c.T * c.T * c.HS, () => backend.Attention(o, qkv, mask, c.B, c.T, c.NH, c.HS, DropoutMask.None));
-    }
-    {
-        var c = OpCases.BertBase.LayerNorm;
-        var (x, r, g, b, o) = (Upload(OpCases.Random(c.N * c.C, 7)), Upload(OpCases.Random(c.N * c.C, 8)), Upload(OpCases.Random(c.C, 9)), Upload(OpCases.Random(c.C, 10)), backend.Allocate<float>(c.N * c.C));
-        Time(kernels, c.Name, 0, () => backend.LayerNorm(o, x, r, g, b, c.N, c.C, 1e-12f));
-    }
+    foreach (var c in OpCases.BertBase.All) Time(kernels, c.Id, c.Flops, c.Prepare(backend));
     report["kernels"] = kernels;
 
     var forwards = new JsonArray();
@@ -111,13 +101,6 @@ report["failures"] = failures;
 File.WriteAllText(Path.Combine(output, "engine.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine(failures == 0 ? "engine: all checks passed" : $"engine: {failures} check(s) FAILED");
 return failures == 0 ? 0 : 1;
-
-DeviceBuffer<T> Upload<T>(T[] values) where T : unmanaged
-{
-    var buffer = backend.Allocate<T>(values.Length);
-    backend.Upload<T>(values, buffer);
-    return buffer;
-}
 
 void Time(JsonArray results, string name, double flops, Action launch)
 {

@@ -1,0 +1,570 @@
+using Engine.Backends;
+
+namespace Engine.Reference;
+
+/// <summary>Tolerance of an op against its float64 reference: |got − ref| ≤ Absolute + Relative·|ref|.</summary>
+public sealed record Tolerance(double Absolute, double Relative);
+
+/// <summary>The outcome of one op case against its float64 reference.</summary>
+public sealed record ParityResult(string Op, string Case, double MaxError, int WorstIndex, double Expected, double Actual, Tolerance Tolerance, bool Passed)
+{
+    public override string ToString() => Passed
+        ? $"{Op} {Case}: ok (max |Δ| {MaxError:E2})"
+        : $"{Op} {Case}: element {WorstIndex} is {Actual}, reference {Expected} (|Δ| {MaxError:E2}, tolerance {Tolerance.Absolute:E0} + {Tolerance.Relative:E0}·|ref|)";
+}
+
+/// <summary>
+/// One case of one op, as ggml's test-backend-ops has them: it builds its inputs once (on first use, from fixed
+/// seeds) and declares its float64 reference forward and backward, its tolerances, its FLOPs and its cost on the
+/// ILGPU CPU emulator. Parity tests, gradient checks, benchmarks and the GPU check all run these objects: a
+/// backend × case matrix. Outputs are poisoned with NaN first (an unwritten element fails); activation gradients
+/// must be written (=), parameter gradients are pre-filled and must be added to (+=).
+/// </summary>
+public abstract class OpCase(string op, string name)
+{
+    public string Op { get; } = op;
+    public string Name { get; } = name;
+    /// <summary>"op/name": what the test matrix and the benchmarks list.</summary>
+    public string Id => $"{Op}/{Name}";
+    public override string ToString() => Id;
+
+    /// <summary>Multiply-adds or elements: what bounds the float64 finite differences (each input costs two reference forwards).</summary>
+    public abstract long Work { get; }
+
+    /// <summary>Floating-point operations of one forward, for rates; 0 for memory-bound ops.</summary>
+    public virtual double Flops => 0;
+
+    /// <summary>
+    /// Estimated seconds on the ILGPU CPU emulator, which pays for warp-level synchronisation (shuffles, barriers:
+    /// each one a rendezvous of 32 OS-scheduled threads), not for multiply-adds: <see cref="EmulatorRounds"/> × 1 ms.
+    /// </summary>
+    public double EmulatorSeconds => 0.1 + EmulatorRounds * 1e-3;
+
+    /// <summary>The same for the backward (or training op), whose kernels differ.</summary>
+    public double EmulatorBackwardSeconds => 0.1 + EmulatorBackwardRounds * 1e-3;
+
+    /// <summary>Warp-synchronous steps the op's kernels take, summed over warps (shuffles, group barriers per warp).</summary>
+    protected abstract double EmulatorRounds { get; }
+
+    protected virtual double EmulatorBackwardRounds => 2 * EmulatorRounds;
+
+    public virtual bool HasForward => true;
+    /// <summary>Whether a training backend has a backward (or a training-only op) for this case.</summary>
+    public virtual bool HasBackward => false;
+    /// <summary>Whether the float64 backward is held to finite differences here (small cases of ops with a backward).</summary>
+    public bool HasReferenceGradient => HasBackward && this is IReferenceGradient && Work <= OpCases.FiniteDifferenceWork;
+
+    /// <summary>The backend's forward against the float64 reference.</summary>
+    public virtual ParityResult Forward(IBackend backend) => throw new NotSupportedException($"{Id} has no forward");
+
+    /// <summary>The backend's backward (or training op) against the float64 reference.</summary>
+    public virtual ParityResult Backward(ITrainingBackend backend) => throw new NotSupportedException($"{Id} has no backward");
+
+    /// <summary>Uploads the inputs once and returns what launches the op (for timings).</summary>
+    public virtual Action Prepare(IBackend backend) => throw new NotSupportedException($"{Id} is not timed");
+
+    protected ParityResult Compare(double[] expected, float[] actual, Tolerance tolerance, string? op = null) =>
+        ParityCheck.Compare(op ?? Op, Name, expected, actual, tolerance);
+
+    protected ParityResult CompareBackward(double[] expected, float[] actual) =>
+        ParityCheck.Compare(Op + "-backward", Name, expected, actual, OpCases.BackwardTolerance);
+
+    protected ParityResult CompareNumeric(double[] numeric, double[] analytic) =>
+        ParityCheck.Compare(Op + "-backward-reference", Name, numeric, analytic, OpCases.FiniteDifferenceTolerance);
+
+    protected static double Dot(double[] a, double[] b) => a.Zip(b, (x, y) => x * y).Sum();
+
+    /// <summary>Central differences (h = 1e-6) of a scalar function at every element of <paramref name="at"/>.</summary>
+    protected static double[] Numeric(Func<double[], double> loss, double[] at)
+    {
+        const double H = 1e-6;
+        var x = (double[])at.Clone();
+        var gradient = new double[x.Length];
+        for (int i = 0; i < x.Length; i++)
+        {
+            double saved = x[i];
+            x[i] = saved + H;
+            double plus = loss(x);
+            x[i] = saved - H;
+            double minus = loss(x);
+            x[i] = saved;
+            gradient[i] = (plus - minus) / (2 * H);
+        }
+        return gradient;
+    }
+}
+
+/// <summary>A case whose float64 backward is checked against central finite differences of its float64 forward.</summary>
+public interface IReferenceGradient
+{
+    ParityResult ReferenceGradient();
+}
+
+/// <summary>output (M,N) = act(input (M,K) · weight (N,K)ᵀ + bias).</summary>
+public sealed class LinearCase(string name, int m, int k, int n, bool bias, string activation) : OpCase("linear", name), IReferenceGradient
+{
+    private readonly Lazy<(float[] Input, float[] Weight, float[]? Bias)> _inputs = new(() => (OpCases.Random(m * k, 1), OpCases.Random(n * k, 2, 0.5f), bias ? OpCases.Random(n, 3) : null));
+
+    public int M => m;
+    public int K => k;
+    public int N => n;
+    public string Activation => activation;
+    /// <summary>A (M,K), W (N,K), bias (N) or null.</summary>
+    public (float[] Input, float[] Weight, float[]? Bias) Inputs => _inputs.Value;
+    public override long Work => (long)M * K * N;
+    public override double Flops => 2.0 * M * K * N;
+    protected override double EmulatorRounds => OpCases.GemmRounds(1, M, K, N);
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var (input, weight, b) = Inputs;
+        var output = backend.Poisoned(M * N);
+        backend.Linear(output, backend.UploadArray(input), backend.UploadArray(weight), b is null ? null : backend.UploadArray(b), M, K, N, OpCases.ParseActivation(activation));
+        return Compare(ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), b?.AsDoubles(), M, K, N, activation), backend.DownloadArray(output), OpCases.LinearTolerance);
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (input, weight, _) = Inputs;
+        var dOutput = OpCases.Random(M * N, 21);
+        var (previousWeight, previousBias) = (OpCases.Random(N * K, 25), OpCases.Random(N, 26));
+        var (dInput, dWeight, dBias) = (backend.Poisoned(M * K), backend.UploadArray(previousWeight), backend.UploadArray(previousBias));
+        backend.LinearBackward(dInput, dWeight, dBias, backend.UploadArray(dOutput), backend.UploadArray(input), backend.UploadArray(weight), M, K, N);
+        var expected = ReferenceGradients.Linear(dOutput.AsDoubles(), input.AsDoubles(), weight.AsDoubles(), M, K, N);
+        return CompareBackward([.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
+            [.. backend.DownloadArray(dInput), .. backend.DownloadArray(dWeight), .. backend.DownloadArray(dBias)]);
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var (floatInput, floatWeight, floatBias) = Inputs;
+        var (input, weight, b) = (floatInput.AsDoubles(), floatWeight.AsDoubles(), floatBias?.AsDoubles() ?? new double[N]);
+        var g = OpCases.Random(M * N, 21).AsDoubles();
+        double Loss(double[] x, double[] w, double[] c) => Dot(g, ReferenceOps.Linear(x, w, c, M, K, N, "none"));
+        var (dInput, dWeight, dBias) = ReferenceGradients.Linear(g, input, weight, M, K, N);
+        var numeric = Numeric(x => Loss(x, weight, b), input).Concat(Numeric(w => Loss(input, w, b), weight)).Concat(Numeric(c => Loss(input, weight, c), b));
+        return CompareNumeric([.. numeric], [.. dInput.Concat(dWeight).Concat(dBias)]);
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (input, weight, b) = Inputs;
+        var (x, w, bb, o) = (backend.UploadArray(input), backend.UploadArray(weight), b is null ? null : backend.UploadArray(b), backend.Allocate<float>(M * N));
+        var act = OpCases.ParseActivation(activation);
+        return () => backend.Linear(o, x, w, bb, M, K, N, act);
+    }
+}
+
+/// <summary>A weight re-uploaded after a first product must be used as it is now (no stale packed copy).</summary>
+public sealed class LinearWeightUpdateCase() : OpCase("linear", "weight-updated")
+{
+    public override long Work => 6 * 9 * 5;
+    protected override double EmulatorRounds => 2 * OpCases.GemmRounds(1, 6, 9, 5);
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var input = OpCases.Random(6 * 9, 1);
+        var weightBuffer = backend.UploadArray(OpCases.Random(5 * 9, 2));
+        var output = backend.Poisoned(6 * 5);
+        backend.Linear(output, backend.UploadArray(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        var weight = OpCases.Random(5 * 9, 3);
+        backend.Upload<float>(weight, weightBuffer);
+        backend.Linear(output, backend.UploadArray(input), weightBuffer, null, 6, 9, 5, Activation.None);
+        return Compare(ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), null, 6, 9, 5, "none"), backend.DownloadArray(output), OpCases.LinearTolerance);
+    }
+}
+
+/// <summary>Strided-batched products in any layout; only the batch items' elements are compared (gaps between strided items are not the op's).</summary>
+public sealed class MatMulCase(string name, MatMulShape shape) : OpCase("matmul", name)
+{
+    private readonly Lazy<(float[] A, float[] B)> _inputs = new(() => (OpCases.Random((int)shape.ElementsA, 16), OpCases.Random((int)shape.ElementsB, 17)));
+
+    public override long Work => (long)shape.Batch * shape.M * shape.K * shape.N;
+    public override double Flops => 2.0 * Work;
+    protected override double EmulatorRounds => OpCases.GemmRounds(shape.Batch, shape.M, shape.K, shape.N);
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var (a, b) = _inputs.Value;
+        var output = backend.Poisoned((int)shape.ElementsC);
+        backend.MatMul(output, backend.UploadArray(a), backend.UploadArray(b), shape);
+        var expected = ReferenceOps.MatMul(a, b, shape);
+        var actual = backend.DownloadArray(output);
+        var items = Enumerable.Range(0, shape.Batch).SelectMany(i => Enumerable.Range((int)(i * shape.StrideC), shape.M * shape.N)).ToArray();
+        return Compare([.. items.Select(i => expected[i])], [.. items.Select(i => actual[i])], OpCases.LinearTolerance);
+    }
+}
+
+/// <summary>output (n) = act(input (n)) and its backward.</summary>
+public sealed class ActivationCase(int n, string activation) : OpCase("activate", $"{activation}-{n}"), IReferenceGradient
+{
+    private float[] Input => OpCases.Random(n, 4, 6f);
+
+    public override long Work => n;
+    protected override double EmulatorRounds => n / 32.0;
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var output = backend.Poisoned(n);
+        backend.Activate(output, backend.UploadArray(Input), n, OpCases.ParseActivation(activation));
+        return Compare([.. Input.Select(x => ReferenceOps.Activate(x, activation))], backend.DownloadArray(output), OpCases.ActivationTolerance);
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (x, dOutput) = (Input, OpCases.Random(n, 27));
+        var dInput = backend.Poisoned(n);
+        backend.ActivateBackward(dInput, backend.UploadArray(dOutput), backend.UploadArray(x), n, OpCases.ParseActivation(activation));
+        return CompareBackward([.. x.Select((v, i) => dOutput[i] * ReferenceGradients.ActivateDerivative(v, activation))], backend.DownloadArray(dInput));
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        const double H = 1e-6;
+        var x = Input.AsDoubles();
+        var numeric = x.Select(v => (ReferenceOps.Activate(v + H, activation) - ReferenceOps.Activate(v - H, activation)) / (2 * H)).ToArray();
+        return CompareNumeric(numeric, [.. x.Select(v => ReferenceGradients.ActivateDerivative(v, activation))]);
+    }
+}
+
+/// <summary>Softmax over rows and its backward.</summary>
+public sealed class SoftmaxCase(string name, int rows, int N) : OpCase("softmax", name), IReferenceGradient
+{
+    private float[] Input => OpCases.Random(rows * N, 20, 8f);
+
+    public override long Work => (long)rows * N;
+    protected override double EmulatorRounds => rows * (10 + 2 * Math.Ceiling(N / 32.0));
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var output = backend.Poisoned(rows * N);
+        backend.Softmax(output, backend.UploadArray(Input), rows, N);
+        return Compare(ReferenceOps.Softmax(Input.AsDoubles(), rows, N), backend.DownloadArray(output), OpCases.SoftmaxTolerance);
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var y = ReferenceOps.Softmax(Input.AsDoubles(), rows, N);
+        var dOutput = OpCases.Random(rows * N, 23);
+        var dInput = backend.Poisoned(rows * N);
+        backend.SoftmaxBackward(dInput, backend.UploadArray(dOutput), backend.UploadArray(y.Select(v => (float)v).ToArray()), rows, N);
+        return CompareBackward(ReferenceGradients.Softmax(dOutput.AsDoubles(), [.. y.Select(v => (double)(float)v)], rows, N), backend.DownloadArray(dInput));
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var x = Input.AsDoubles();
+        var g = OpCases.Random(rows * N, 23).AsDoubles();
+        return CompareNumeric(Numeric(v => Dot(g, ReferenceOps.Softmax(v, rows, N)), x), ReferenceGradients.Softmax(g, ReferenceOps.Softmax(x, rows, N), rows, N));
+    }
+}
+
+/// <summary>Cross-entropy of logits (B,V) against labels, forward and backward in one (a training op); −100 ignored.</summary>
+public sealed class CrossEntropyCase(string name, int B, int V, int[] labels) : OpCase("cross-entropy", name), IReferenceGradient
+{
+    private float[] Logits => OpCases.Random(B * V, 24, 4f);
+
+    public override long Work => (long)B * V;
+    protected override double EmulatorRounds => B * (15 + 2 * Math.Ceiling(V / 32.0) + Math.Ceiling(B / 32.0));
+    public override bool HasForward => false;
+    public override bool HasBackward => true;
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (losses, dLogits) = (backend.Poisoned(B), backend.Poisoned(B * V));
+        backend.CrossEntropy(losses, dLogits, backend.UploadArray(Logits), backend.UploadArray(labels), B, V);
+        var expected = ReferenceGradients.CrossEntropy(Logits.AsDoubles(), labels, B, V);
+        return Compare([.. expected.Losses, .. expected.DLogits], [.. backend.DownloadArray(losses), .. backend.DownloadArray(dLogits)], OpCases.BackwardTolerance);
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var logits = Logits.AsDoubles();
+        int counted = labels.Count(l => l >= 0);
+        var numeric = Numeric(z => ReferenceGradients.CrossEntropy(z, labels, B, V).Losses.Sum() / counted, logits);
+        return CompareNumeric(numeric, [.. ReferenceGradients.CrossEntropy(logits, labels, B, V).DLogits]);
+    }
+}
+
+/// <summary>Mean squared error over N predictions (a batch × num_labels regression head), forward and backward in one.</summary>
+public sealed class MeanSquaredErrorCase(string name, int N) : OpCase("mse", name), IReferenceGradient
+{
+    private (float[] Predictions, float[] Targets) Inputs => (OpCases.Random(N, 42, 3f), OpCases.Random(N, 43, 3f));
+
+    public override long Work => N;
+    protected override double EmulatorRounds => N / 32.0;
+    public override bool HasForward => false;
+    public override bool HasBackward => true;
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (predictions, targets) = Inputs;
+        var (losses, dPredictions) = (backend.Poisoned(N), backend.Poisoned(N));
+        backend.MeanSquaredError(losses, dPredictions, backend.UploadArray(predictions), backend.UploadArray(targets), N);
+        var expected = ReferenceGradients.MeanSquaredError(predictions.AsDoubles(), targets.AsDoubles());
+        return Compare([.. expected.Losses, .. expected.DPredictions], [.. backend.DownloadArray(losses), .. backend.DownloadArray(dPredictions)], OpCases.BackwardTolerance);
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var (predictions, targets) = (Inputs.Predictions.AsDoubles(), Inputs.Targets.AsDoubles());
+        var numeric = Numeric(p => ReferenceGradients.MeanSquaredError(p, targets).Losses.Average(), predictions);
+        return CompareNumeric(numeric, ReferenceGradients.MeanSquaredError(predictions, targets).DPredictions);
+    }
+}
+
+/// <summary>Multi-head self-attention with a key padding mask over ragged rows; <paramref name="dropout"/> &gt; 0 drops probabilities on a fixed Philox stream.</summary>
+public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, float dropout = 0f) : OpCase("attention", name), IReferenceGradient
+{
+    private readonly Lazy<float[]> _qkv = new(() => OpCases.Random(b * t * 3 * nh * hs, 5, 2f));
+    private int C => NH * HS;
+
+    public int B => b;
+    public int T => t;
+    public int NH => nh;
+    public int HS => hs;
+    public int[] Mask => OpCases.Mask(lengths, T);
+    public DropoutMask DropoutMask => new(dropout, 1234, 7);
+    public override long Work => (long)B * NH * T * T * HS;
+    public override double Flops => 4.0 * Work;
+    // Forward: a warp per query, a warp sum (5 shuffles) per key. Backward: a warp per query, then per key, each over the other side with several warp sums.
+    protected override double EmulatorRounds => 5.0 * B * NH * T * T;
+    protected override double EmulatorBackwardRounds => 0.4 * B * NH * T * T * (T + HS);
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var output = backend.Poisoned(B * T * C);
+        backend.Attention(output, backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), B, T, NH, HS, DropoutMask);
+        return Compare(ReferenceOps.Attention(_qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), backend.DownloadArray(output), OpCases.AttentionTolerance);
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var dOutput = OpCases.Random(B * T * C, 30);
+        var dQkv = backend.Poisoned(B * T * 3 * C);
+        backend.AttentionBackward(dQkv, backend.UploadArray(dOutput), backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), B, T, NH, HS, DropoutMask);
+        return CompareBackward(ReferenceGradients.Attention(dOutput.AsDoubles(), _qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), backend.DownloadArray(dQkv));
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var qkv = _qkv.Value.AsDoubles();
+        var g = OpCases.Random(B * T * C, 30).AsDoubles();
+        var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, Mask, B, T, NH, HS, DropoutMask)), qkv);
+        return CompareNumeric(numeric, ReferenceGradients.Attention(g, qkv, Mask, B, T, NH, HS, DropoutMask));
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (qkv, mask, o) = (backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), backend.Allocate<float>(B * T * C));
+        return () => backend.Attention(o, qkv, mask, B, T, NH, HS, DropoutMask);
+    }
+}
+
+/// <summary>What padded keys and values hold must not reach real outputs (compared bit for bit).</summary>
+public sealed class PaddedKeysCase() : OpCase("attention", "padded-keys-ignored")
+{
+    private const int B = 1, T = 6, NH = 2, HS = 3, C = NH * HS, Real = 4;
+    public override long Work => B * NH * T * T * HS;
+    protected override double EmulatorRounds => 2 * 5.0 * B * NH * T * T;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var qkv = OpCases.Random(B * T * 3 * C, 6);
+        var mask = OpCases.Mask([Real], T);
+        var first = backend.Poisoned(B * T * C);
+        backend.Attention(first, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, DropoutMask.None);
+        for (int t = Real; t < T; t++)
+            for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
+        var second = backend.Poisoned(B * T * C);
+        backend.Attention(second, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, DropoutMask.None);
+        return Compare([.. backend.DownloadArray(first).Take(Real * C).Select(v => (double)v)], [.. backend.DownloadArray(second).Take(Real * C)], new Tolerance(0, 0));
+    }
+}
+
+/// <summary>LayerNorm(input + residual) over C and its backward.</summary>
+public sealed class LayerNormCase(string name, int N, int C, bool residual) : OpCase("layernorm", name), IReferenceGradient
+{
+    private (double[] Input, double[]? Residual, double[] Weight, double[] Bias) Inputs =>
+        (OpCases.Random(N * C, 7, 3f).AsDoubles(), residual ? OpCases.Random(N * C, 8).AsDoubles() : null, OpCases.Random(C, 9).AsDoubles(), OpCases.Random(C, 10).AsDoubles());
+
+    public override long Work => (long)N * C;
+    // A warp per row (Welford merges: 15 shuffles, and C/32 steps per pass); the backward's parameter pass is a thread per (channel, 32 rows).
+    protected override double EmulatorRounds => N * (15 + 2 * Math.Ceiling(C / 32.0));
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var input = OpCases.Random(N * C, 7, 3f);
+        var r = residual ? OpCases.Random(N * C, 8) : null;
+        var (weight, bias) = (OpCases.Random(C, 9), OpCases.Random(C, 10));
+        var output = backend.Poisoned(N * C);
+        backend.LayerNorm(output, backend.UploadArray(input), r is null ? null : backend.UploadArray(r), backend.UploadArray(weight), backend.UploadArray(bias), N, C, 1e-12f);
+        return Compare(ReferenceOps.LayerNorm(input.AsDoubles(), r?.AsDoubles(), weight.AsDoubles(), bias.AsDoubles(), N, C, 1e-12), backend.DownloadArray(output), OpCases.LayerNormTolerance);
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (input, r, weight, _) = Inputs;
+        var (x, rf, w) = (input.Select(v => (float)v).ToArray(), r?.Select(v => (float)v).ToArray(), weight.Select(v => (float)v).ToArray());
+        var dOutput = OpCases.Random(N * C, 22);
+        var (previousWeight, previousBias) = (OpCases.Random(C, 28), OpCases.Random(C, 29));
+        var (dInput, dWeight, dBias) = (backend.Poisoned(N * C), backend.UploadArray(previousWeight), backend.UploadArray(previousBias));
+        backend.LayerNormBackward(dInput, dWeight, dBias, backend.UploadArray(dOutput), backend.UploadArray(x), rf is null ? null : backend.UploadArray(rf), backend.UploadArray(w), N, C, 1e-5f);
+        var expected = ReferenceGradients.LayerNorm(dOutput.AsDoubles(), x.AsDoubles(), rf?.AsDoubles(), w.AsDoubles(), N, C, 1e-5);
+        return CompareBackward([.. expected.DInput, .. expected.DWeight.Select((v, i) => v + previousWeight[i]), .. expected.DBias.Select((v, i) => v + previousBias[i])],
+            [.. backend.DownloadArray(dInput), .. backend.DownloadArray(dWeight), .. backend.DownloadArray(dBias)]);
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var (input, r, weight, bias) = Inputs;
+        var g = OpCases.Random(N * C, 22).AsDoubles();
+        // eps 1e-5 here: with 1e-12 a row of near-equal values would make the finite differences ill-conditioned.
+        const double eps = 1e-5;
+        double Loss(double[] x, double[] w, double[] b) => Dot(g, ReferenceOps.LayerNorm(x, r, w, b, N, C, eps));
+        var (dInput, dWeight, dBias) = ReferenceGradients.LayerNorm(g, input, r, weight, N, C, eps);
+        var numeric = Numeric(x => Loss(x, weight, bias), input).Concat(Numeric(w => Loss(input, w, bias), weight)).Concat(Numeric(b => Loss(input, weight, b), bias));
+        return CompareNumeric([.. numeric], [.. dInput.Concat(dWeight).Concat(dBias)]);
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (x, r, g, b, o) = (backend.UploadArray(OpCases.Random(N * C, 7)), residual ? backend.UploadArray(OpCases.Random(N * C, 8)) : null,
+            backend.UploadArray(OpCases.Random(C, 9)), backend.UploadArray(OpCases.Random(C, 10)), backend.Allocate<float>(N * C));
+        return () => backend.LayerNorm(o, x, r, g, b, N, C, 1e-12f);
+    }
+}
+
+/// <summary>The embeddings sum over a position table of <paramref name="positions"/> rows (its ids repeat and skip: any family's rule), then LayerNorm; and the sum's backward.</summary>
+public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int typeVocab, int positions) : OpCase("embeddings", name), IReferenceGradient
+{
+    public override long Work => (long)B * T * C;
+    // A warp per token (Welford merges: 15 shuffles, and C/32 steps); the backward is a thread per channel over the tokens.
+    protected override double EmulatorRounds => B * T * (15 + Math.Ceiling(C / 32.0));
+    public override bool HasBackward => true;
+
+    /// <summary>(B,T) ids in [0, positions), seeded, with repeats (a scatter-add must sum them).</summary>
+    public int[] PositionIds()
+    {
+        var random = new Random(15);
+        return [.. Enumerable.Range(0, B * T).Select(_ => random.Next(positions))];
+    }
+
+    /// <summary>Word ids over the whole vocabulary (the forward), or over its first five (the backward: repeats to sum), and token types.</summary>
+    private (int[] Ids, int[] Types) Ids(bool repeats)
+    {
+        var random = new Random(11);
+        var ids = Enumerable.Range(0, B * T).Select(_ => random.Next(repeats ? Math.Min(V, 5) : V)).ToArray();
+        var types = Enumerable.Range(0, B * T).Select(_ => random.Next(typeVocab)).ToArray();
+        return (ids, types);
+    }
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var (ids, types) = Ids(repeats: false);
+        var (word, position, tokenType) = (OpCases.Random(V * C, 12), OpCases.Random(positions * C, 13), OpCases.Random(typeVocab * C, 14));
+        var (weight, bias) = (OpCases.Random(C, 18), OpCases.Random(C, 19));
+        var positionIds = PositionIds();
+        var (output, sum) = (backend.Poisoned(B * T * C), backend.Poisoned(B * T * C));
+        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), backend.UploadArray(word),
+            backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), B, T, C, 1e-12f);
+        var expectedSum = ReferenceOps.Embeddings(ids, positionIds, types, word.AsDoubles(), position.AsDoubles(), tokenType.AsDoubles(), B, T, C);
+        var sumResult = Compare(expectedSum, backend.DownloadArray(sum), OpCases.EmbeddingsTolerance, "embeddings-sum");
+        if (!sumResult.Passed) return sumResult;
+        // The normalisation sees the float32 sum, as every backend does.
+        var expected = ReferenceOps.LayerNorm([.. expectedSum.Select(v => (double)(float)v)], null, weight.AsDoubles(), bias.AsDoubles(), B * T, C, 1e-12);
+        var normalised = Compare(expected, backend.DownloadArray(output), OpCases.LayerNormTolerance);
+        // Without a sum buffer the op must give the same output.
+        var alone = backend.Poisoned(B * T * C);
+        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), backend.UploadArray(word),
+            backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), B, T, C, 1e-12f);
+        var aloneResult = ParityCheck.Compare(Op, Name + " without sum", expected, backend.DownloadArray(alone), OpCases.LayerNormTolerance);
+        return normalised.Passed ? aloneResult : normalised;
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (ids, types) = Ids(repeats: true);
+        var dSum = OpCases.Random(B * T * C, 31);
+        var positionIds = PositionIds();
+        var (previousWord, previousPosition, previousType) = (OpCases.Random(V * C, 32), OpCases.Random(positions * C, 33), OpCases.Random(typeVocab * C, 34));
+        var (dWord, dPosition, dType) = (backend.UploadArray(previousWord), backend.UploadArray(previousPosition), backend.UploadArray(previousType));
+        backend.EmbeddingsBackward(dWord, dPosition, dType, backend.UploadArray(dSum), backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), B, T, C);
+        var expected = ReferenceGradients.Embeddings(dSum.AsDoubles(), ids, positionIds, types, B, T, C, V, positions, typeVocab);
+        return CompareBackward(
+            [.. expected.DWord.Select((v, i) => v + previousWord[i]), .. expected.DPosition.Select((v, i) => v + previousPosition[i]), .. expected.DTokenType.Select((v, i) => v + previousType[i])],
+            [.. backend.DownloadArray(dWord), .. backend.DownloadArray(dPosition), .. backend.DownloadArray(dType)]);
+    }
+
+    public ParityResult ReferenceGradient()
+    {
+        var (ids, types) = Ids(repeats: true);
+        var positionIds = PositionIds();
+        var (word, position, tokenType) = (OpCases.Random(V * C, 12).AsDoubles(), OpCases.Random(positions * C, 13).AsDoubles(), OpCases.Random(typeVocab * C, 14).AsDoubles());
+        var g = OpCases.Random(B * T * C, 31).AsDoubles();
+        var expected = ReferenceGradients.Embeddings(g, ids, positionIds, types, B, T, C, V, positions, typeVocab);
+        double Loss(double[] w, double[] p, double[] t) => Dot(g, ReferenceOps.Embeddings(ids, positionIds, types, w, p, t, B, T, C));
+        var numeric = Numeric(w => Loss(w, position, tokenType), word).Concat(Numeric(p => Loss(word, p, tokenType), position)).Concat(Numeric(t => Loss(word, position, t), tokenType));
+        return CompareNumeric([.. numeric], [.. expected.DWord, .. expected.DPosition, .. expected.DTokenType]);
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (ids, types) = Ids(repeats: false);
+        var (i, p, t) = (backend.UploadArray(ids), backend.UploadArray(PositionIds()), backend.UploadArray(types));
+        var (word, position, tokenType) = (backend.UploadArray(OpCases.Random(V * C, 12)), backend.UploadArray(OpCases.Random(positions * C, 13)), backend.UploadArray(OpCases.Random(typeVocab * C, 14)));
+        var (weight, bias, o) = (backend.UploadArray(OpCases.Random(C, 18)), backend.UploadArray(OpCases.Random(C, 19)), backend.Allocate<float>(B * T * C));
+        return () => backend.Embeddings(o, null, i, p, t, word, position, tokenType, weight, bias, B, T, C, 1e-12f);
+    }
+}
+
+/// <summary>The [CLS] rows (B,C) of (B,T,C), and the backward that scatters them back (zero elsewhere).</summary>
+public sealed class FirstTokenCase() : OpCase("first-token", "3x5x7")
+{
+    private const int B = 3, T = 5, C = 7;
+    public override long Work => B * T * C;
+    protected override double EmulatorRounds => B * T * C / 32.0;
+    public override bool HasBackward => true;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var input = OpCases.Random(B * T * C, 15);
+        var output = backend.Poisoned(B * C);
+        backend.FirstToken(output, backend.UploadArray(input), B, T, C);
+        return Compare(ReferenceOps.FirstToken(input, B, T, C), backend.DownloadArray(output), new Tolerance(0, 0));
+    }
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var dOutput = OpCases.Random(B * C, 35);
+        var dInput = backend.Poisoned(B * T * C);
+        backend.FirstTokenBackward(dInput, backend.UploadArray(dOutput), B, T, C);
+        var expected = new double[B * T * C];
+        for (int b = 0; b < B; b++)
+            for (int c = 0; c < C; c++) expected[b * T * C + c] = dOutput[b * C + c];
+        return CompareBackward(expected, backend.DownloadArray(dInput));
+    }
+}
+
+/// <summary>destination += source, where two paths' gradients meet (a training op).</summary>
+public sealed class AccumulateCase() : OpCase("accumulate", "1001")
+{
+    private const int N = 1001;
+    public override long Work => N;
+    protected override double EmulatorRounds => N / 32.0;
+    public override bool HasForward => false;
+    public override bool HasBackward => true;
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (a, b) = (OpCases.Random(N, 36), OpCases.Random(N, 37));
+        var destination = backend.UploadArray(a);
+        backend.Accumulate(destination, backend.UploadArray(b), N);
+        return Compare([.. a.Select((v, i) => (double)v + b[i])], backend.DownloadArray(destination), OpCases.BackwardTolerance);
+    }
+}
