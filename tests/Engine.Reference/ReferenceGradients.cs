@@ -2,7 +2,7 @@ namespace Engine.Reference;
 
 /// <summary>
 /// The backward passes in float64, written from the forward definitions in <see cref="ReferenceOps"/> and
-/// themselves checked by finite differences (<see cref="GradientCheck"/>). Each returns fresh gradients
+/// themselves checked by finite differences (<see cref="IReferenceGradient"/>). Each returns fresh gradients
 /// (the accumulation rule is the backends' business).
 /// </summary>
 public static class ReferenceGradients

@@ -1,15 +1,13 @@
 using Engine.Backends;
+using Engine.IO;
 
 namespace Engine.Models;
 
-/// <summary>Element types a tensor may hold. Only F32 is stored in an arena today; int8 and half types extend this.</summary>
-public enum ElementType
-{
-    F32,
-}
-
-/// <summary>One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, place in the arena and whether AdamW decays it.</summary>
-public sealed record ParameterEntry(string Name, long[] Shape, ElementType Type, long Offset, bool Decays)
+/// <summary>
+/// One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, element type (safetensors' <see cref="DType"/>;
+/// only F32 is stored in an arena today), place in the arena and whether AdamW decays it.
+/// </summary>
+public sealed record ParameterEntry(string Name, long[] Shape, DType Type, long Offset, bool Decays)
 {
     public int Length => (int)Shape.Aggregate(1L, (a, b) => a * b);
 }
@@ -105,7 +103,7 @@ public sealed class ParameterArena : IDisposable
         if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
         bool decays = _decays(parts[0].Name);
         if (parts.Any(p => _decays(p.Name) != decays)) throw new ArgumentException($"stacked tensors {string.Join(", ", parts.Select(p => p.Name))} differ in weight decay");
-        var entries = parts.Select(p => new ParameterEntry(p.Name, p.Shape, ElementType.F32, -1, decays)).ToArray();
+        var entries = parts.Select(p => new ParameterEntry(p.Name, p.Shape, DType.F32, -1, decays)).ToArray();
         foreach (var (entry, part) in entries.Zip(parts))
             if (entry.Length != part.Values.Length) throw new ArgumentException($"{entry.Name}: {part.Values.Length} values for shape [{string.Join(", ", entry.Shape)}]");
         var parameter = new Parameter(this, entries);

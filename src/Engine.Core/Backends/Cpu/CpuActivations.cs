@@ -37,27 +37,42 @@ internal static class CpuActivations
         }
     }
 
-    private static void Gelu(ReadOnlySpan<float> input, Span<float> output) =>
-        ByVectors(input, input, output, static (x, _) => FlushSubnormal(x * Phi(x, out _)));
+    private static void Gelu(ReadOnlySpan<float> input, Span<float> output) => ByVectors<GeluForward>(input, input, output);
 
     /// <summary>Backward of GELU: dInput = dOutput · (Φ(x) + x·φ(x)), φ the standard normal density exp(−x²/2)/√(2π).</summary>
     public static void GeluBackward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Span<float> dInput) =>
-        ByVectors(input, dOutput, dInput, static (x, dy) =>
+        ByVectors<GeluDerivative>(input, dOutput, dInput);
+
+    /// <summary>A function of two vectors; a struct type argument, so that the JIT inlines it into <see cref="ByVectors{F}"/>.</summary>
+    private interface IVectorFunction
+    {
+        static abstract Vector<float> Apply(Vector<float> x, Vector<float> y);
+    }
+
+    private readonly struct GeluForward : IVectorFunction
+    {
+        public static Vector<float> Apply(Vector<float> x, Vector<float> _) => FlushSubnormal(x * Phi(x, out _));
+    }
+
+    private readonly struct GeluDerivative : IVectorFunction
+    {
+        public static Vector<float> Apply(Vector<float> x, Vector<float> dy)
         {
             var cdf = Phi(x, out var halfSquare);
             return FlushSubnormal(dy * (cdf + x * (InvSqrt2Pi * Vector.Exp(-halfSquare))));
-        });
+        }
+    }
 
-    /// <summary>output = f(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
-    private static void ByVectors(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output, Func<Vector<float>, Vector<float>, Vector<float>> f)
+    /// <summary>output = F(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
+    private static void ByVectors<F>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output) where F : struct, IVectorFunction
     {
         int width = Vector<float>.Count, i = 0;
-        for (; i <= x.Length - width; i += width) f(new Vector<float>(x[i..]), new Vector<float>(y[i..])).CopyTo(output[i..]);
+        for (; i <= x.Length - width; i += width) F.Apply(new Vector<float>(x[i..]), new Vector<float>(y[i..])).CopyTo(output[i..]);
         if (i == x.Length) return;
         Span<float> xs = stackalloc float[width], ys = stackalloc float[width], result = stackalloc float[width];
         x[i..].CopyTo(xs);
         y[i..].CopyTo(ys);
-        f(new Vector<float>(xs), new Vector<float>(ys)).CopyTo(result);
+        F.Apply(new Vector<float>(xs), new Vector<float>(ys)).CopyTo(result);
         result[..(x.Length - i)].CopyTo(output[i..]);
     }
 
