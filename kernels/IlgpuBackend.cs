@@ -175,7 +175,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         buffer.View.SubView(0, destination.Length).CopyToCPU(ref MemoryMarshal.GetReference(destination), destination.Length);
     }
 
-    public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
+    public void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
         int M, int K, int N, Activation activation)
     {
         OpShapes.Linear(output, input, weight, bias, M, K, N);
@@ -183,7 +183,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _gemm(GemmKernels.Config(shape), View(output), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
     }
 
-    public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
     {
         OpShapes.MatMul(output, a, b, shape);
         if (shape.Batch == 0) return;
@@ -191,8 +191,8 @@ public sealed class IlgpuBackend : ITrainingBackend
         _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
     }
 
-    public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    public void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
+        Tensor dOutput, Tensor input, Tensor weight, int M, int K, int N)
     {
         OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         if (dInput is not null)
@@ -211,14 +211,14 @@ public sealed class IlgpuBackend : ITrainingBackend
         }
     }
 
-    public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
+    public void ActivateBackward(Tensor dInput, Tensor dOutput, Tensor input, int n, Activation activation)
     {
         OpShapes.Elementwise(n, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)));
         if (n > 0) _activateBackward(n, View(dInput), View(dOutput), View(input), ActivationKernels.Code(activation));
     }
 
-    public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
+    public void LayerNormBackward(Tensor dInput, Tensor dWeight, Tensor dBias,
+        Tensor dOutput, Tensor input, Tensor? residual, Tensor weight, int N, int C, float eps)
     {
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
@@ -233,7 +233,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _columnFinish(C, View(dBias), partialB, chunks, C);
     }
 
-    public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
         OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
@@ -245,30 +245,30 @@ public sealed class IlgpuBackend : ITrainingBackend
         _attentionKeyBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
     }
 
-    public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+    public void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
+        Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
         OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
         _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(positionIds), View(tokenTypeIds),
             new EmbeddingsKernels.Shape(B, T, C, 0f));
     }
 
-    public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
+    public void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C)
     {
         OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
         _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
     }
 
-    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
+    public void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)
     {
         OpShapes.Dropout(output, input, n, mask);
         if (n > 0) _dropout(n, View(output), View(input), mask);
     }
 
-    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask) =>
+    public void DropoutBackward(Tensor dInput, Tensor dOutput, int n, DropoutMask mask) =>
         Dropout(dInput, dOutput, n, mask);
 
-    public double SumOfSquares(DeviceBuffer<float> values, int n)
+    public double SumOfSquares(Tensor values, int n)
     {
         OpShapes.Elementwise(n, (values, nameof(values)));
         if (n == 0) return 0;
@@ -284,7 +284,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         return host.Sum(p => (double)p);
     }
 
-    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step)
+    public void AdamW(Tensor parameter, Tensor gradient, Tensor m, Tensor v, int n, int decayed, AdamWStep step)
     {
         OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
         OpShapes.Count(decayed, n, nameof(decayed));
@@ -294,27 +294,27 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (n > 0) _adamW(n, View(parameter), View(gradient), View(m), View(v), constants);
     }
 
-    public void Clear(DeviceBuffer<float> buffer) => View(buffer).MemSetToZero();
+    public void Clear(Tensor buffer) => View(buffer).MemSetToZero();
 
-    public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
+    public void Accumulate(Tensor destination, Tensor source, int n)
     {
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         if (n > 0) _accumulate(n, View(destination), View(source));
     }
 
-    public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
+    public void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N)
     {
         OpShapes.Rows(rows, N, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)));
         if (rows > 0 && N > 0) _softmaxBackward(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(dInput), View(dOutput), View(output), rows, N);
     }
 
-    public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
+    public void MeanSquaredError(Tensor losses, Tensor dPredictions, Tensor predictions, Tensor targets, int n)
     {
         OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
         if (n > 0) _meanSquaredError(n, View(losses), View(dPredictions), View(predictions), View(targets), 2f / n);
     }
 
-    public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    public void CrossEntropy(Tensor losses, Tensor dLogits, Tensor logits, DeviceBuffer<int> labels, int B, int V)
     {
         OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
         if (B > 0) _crossEntropy(SoftmaxKernels.Config(B, _accelerator.WarpSize), View(losses), View(dLogits), View(logits), View(labels), B, V);
@@ -332,19 +332,19 @@ public sealed class IlgpuBackend : ITrainingBackend
         return _scratch.View.SubView(0, length);
     }
 
-    public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
+    public void Activate(Tensor output, Tensor input, int n, Activation activation)
     {
         OpShapes.Elementwise(n, (output, nameof(output)), (input, nameof(input)));
         if (n > 0) _activate(n, View(output), View(input), ActivationKernels.Code(activation));
     }
 
-    public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
+    public void Softmax(Tensor output, Tensor input, int rows, int N)
     {
         OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
-    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
         if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
@@ -352,8 +352,8 @@ public sealed class IlgpuBackend : ITrainingBackend
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
     }
 
-    public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
+    public void LayerNorm(Tensor output, Tensor input, Tensor? residual,
+        Tensor weight, Tensor bias, int N, int C, float eps)
     {
         OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         var shape = new LayerNormKernels.Shape(N, C, eps, residual is null ? 0 : 1);
@@ -361,9 +361,9 @@ public sealed class IlgpuBackend : ITrainingBackend
             residual is null ? _none.View : View(residual), View(weight), View(bias), shape);
     }
 
-    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
-        DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
+    public void Embeddings(Tensor output, Tensor? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
+        Tensor wordEmbeddings, Tensor positionEmbeddings, Tensor tokenTypeEmbeddings,
+        Tensor weight, Tensor bias, int B, int T, int C, float eps)
     {
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var shape = new EmbeddingsKernels.Shape(B, T, C, eps);
@@ -371,7 +371,7 @@ public sealed class IlgpuBackend : ITrainingBackend
             View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
     }
 
-    public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
+    public void FirstToken(Tensor output, Tensor input, int B, int T, int C)
     {
         OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
         _firstToken(B * C, View(output), View(input), T, C);
@@ -389,4 +389,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         buffer as IlgpuBuffer<T> ?? throw new ArgumentException($"buffer of type {buffer.GetType().Name} does not belong to the ILGPU backend");
 
     private static ArrayView<T> View<T>(DeviceBuffer<T> buffer) where T : unmanaged => Device(buffer).View;
+
+    private static ArrayView<float> View(Tensor tensor, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(tensor))] string operand = "") =>
+        View(tensor.F32(operand));
 }

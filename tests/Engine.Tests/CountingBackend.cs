@@ -23,53 +23,53 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged => inner.Upload(source, destination);
     public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged => inner.Download(source, destination);
-    public void Linear(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float> w, DeviceBuffer<float>? b, int M, int K, int N, Activation a) => inner.Linear(o, i, w, b, M, K, N, a);
-    public void MatMul(DeviceBuffer<float> o, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape s) => inner.MatMul(o, a, b, s);
-    public void Softmax(DeviceBuffer<float> o, DeviceBuffer<float> i, int rows, int N) => inner.Softmax(o, i, rows, N);
-    public void Activate(DeviceBuffer<float> o, DeviceBuffer<float> i, int n, Activation a) => inner.Activate(o, i, n, a);
-    public void Attention(DeviceBuffer<float> o, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
-    public void LayerNorm(DeviceBuffer<float> o, DeviceBuffer<float> i, DeviceBuffer<float>? r, DeviceBuffer<float> w, DeviceBuffer<float> b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
-    public void Embeddings(DeviceBuffer<float> o, DeviceBuffer<float>? s, DeviceBuffer<int> ids, DeviceBuffer<int> positions, DeviceBuffer<int> types, DeviceBuffer<float> word,
-        DeviceBuffer<float> position, DeviceBuffer<float> tokenType, DeviceBuffer<float> w, DeviceBuffer<float> b, int B, int T, int C, float eps)
+    public void Linear(Tensor o, Tensor i, Tensor w, Tensor? b, int M, int K, int N, Activation a) => inner.Linear(o, i, w, b, M, K, N, a);
+    public void MatMul(Tensor o, Tensor a, Tensor b, MatMulShape s) => inner.MatMul(o, a, b, s);
+    public void Softmax(Tensor o, Tensor i, int rows, int N) => inner.Softmax(o, i, rows, N);
+    public void Activate(Tensor o, Tensor i, int n, Activation a) => inner.Activate(o, i, n, a);
+    public void Attention(Tensor o, Tensor q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
+    public void LayerNorm(Tensor o, Tensor i, Tensor? r, Tensor w, Tensor b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
+    public void Embeddings(Tensor o, Tensor? s, DeviceBuffer<int> ids, DeviceBuffer<int> positions, DeviceBuffer<int> types, Tensor word,
+        Tensor position, Tensor tokenType, Tensor w, Tensor b, int B, int T, int C, float eps)
     {
         EncoderPasses++;
         inner.Embeddings(o, s, ids, positions, types, word, position, tokenType, w, b, B, T, C, eps);
     }
-    public void FirstToken(DeviceBuffer<float> o, DeviceBuffer<float> i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
-    public void LinearBackward(DeviceBuffer<float>? dI, DeviceBuffer<float> dW, DeviceBuffer<float>? dB, DeviceBuffer<float> dO, DeviceBuffer<float> i, DeviceBuffer<float> w, int M, int K, int N) =>
+    public void FirstToken(Tensor o, Tensor i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
+    public void LinearBackward(Tensor? dI, Tensor dW, Tensor? dB, Tensor dO, Tensor i, Tensor w, int M, int K, int N) =>
         inner.LinearBackward(dI, dW, dB, dO, i, w, M, K, N);
-    public void ActivateBackward(DeviceBuffer<float> dI, DeviceBuffer<float> dO, DeviceBuffer<float> i, int n, Activation a) => inner.ActivateBackward(dI, dO, i, n, a);
-    public void LayerNormBackward(DeviceBuffer<float> dI, DeviceBuffer<float> dW, DeviceBuffer<float> dB, DeviceBuffer<float> dO, DeviceBuffer<float> i, DeviceBuffer<float>? r,
-        DeviceBuffer<float> w, int N, int C, float eps) => inner.LayerNormBackward(dI, dW, dB, dO, i, r, w, N, C, eps);
-    public void AttentionBackward(DeviceBuffer<float> dQ, DeviceBuffer<float> dO, DeviceBuffer<float> q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) =>
+    public void ActivateBackward(Tensor dI, Tensor dO, Tensor i, int n, Activation a) => inner.ActivateBackward(dI, dO, i, n, a);
+    public void LayerNormBackward(Tensor dI, Tensor dW, Tensor dB, Tensor dO, Tensor i, Tensor? r,
+        Tensor w, int N, int C, float eps) => inner.LayerNormBackward(dI, dW, dB, dO, i, r, w, N, C, eps);
+    public void AttentionBackward(Tensor dQ, Tensor dO, Tensor q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) =>
         inner.AttentionBackward(dQ, dO, q, m, B, T, NH, HS, d);
-    public void EmbeddingsBackward(DeviceBuffer<float> dW, DeviceBuffer<float> dP, DeviceBuffer<float> dT, DeviceBuffer<float> dS, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
+    public void EmbeddingsBackward(Tensor dW, Tensor dP, Tensor dT, Tensor dS, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
         DeviceBuffer<int> types, int B, int T, int C) => inner.EmbeddingsBackward(dW, dP, dT, dS, ids, positions, types, B, T, C);
-    public void FirstTokenBackward(DeviceBuffer<float> dI, DeviceBuffer<float> dO, int B, int T, int C) => inner.FirstTokenBackward(dI, dO, B, T, C);
-    public void Dropout(DeviceBuffer<float> o, DeviceBuffer<float> i, int n, DropoutMask m) => inner.Dropout(o, i, n, m);
-    public void DropoutBackward(DeviceBuffer<float> dI, DeviceBuffer<float> dO, int n, DropoutMask m) => inner.DropoutBackward(dI, dO, n, m);
+    public void FirstTokenBackward(Tensor dI, Tensor dO, int B, int T, int C) => inner.FirstTokenBackward(dI, dO, B, T, C);
+    public void Dropout(Tensor o, Tensor i, int n, DropoutMask m) => inner.Dropout(o, i, n, m);
+    public void DropoutBackward(Tensor dI, Tensor dO, int n, DropoutMask m) => inner.DropoutBackward(dI, dO, n, m);
 
-    public double SumOfSquares(DeviceBuffer<float> values, int n)
+    public double SumOfSquares(Tensor values, int n)
     {
         NormReductions++;
         return inner.SumOfSquares(values, n);
     }
 
-    public void AdamW(DeviceBuffer<float> p, DeviceBuffer<float> g, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step)
+    public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, int n, int decayed, AdamWStep step)
     {
         AdamWLaunches++;
         inner.AdamW(p, g, m, v, n, decayed, step);
     }
 
-    public void Clear(DeviceBuffer<float> buffer)
+    public void Clear(Tensor buffer)
     {
         Clears++;
         inner.Clear(buffer);
     }
 
-    public void Accumulate(DeviceBuffer<float> d, DeviceBuffer<float> s, int n) => inner.Accumulate(d, s, n);
-    public void SoftmaxBackward(DeviceBuffer<float> dI, DeviceBuffer<float> dO, DeviceBuffer<float> o, int rows, int N) => inner.SoftmaxBackward(dI, dO, o, rows, N);
-    public void CrossEntropy(DeviceBuffer<float> l, DeviceBuffer<float> d, DeviceBuffer<float> z, DeviceBuffer<int> y, int B, int V) => inner.CrossEntropy(l, d, z, y, B, V);
-    public void MeanSquaredError(DeviceBuffer<float> l, DeviceBuffer<float> d, DeviceBuffer<float> p, DeviceBuffer<float> t, int n) => inner.MeanSquaredError(l, d, p, t, n);
+    public void Accumulate(Tensor d, Tensor s, int n) => inner.Accumulate(d, s, n);
+    public void SoftmaxBackward(Tensor dI, Tensor dO, Tensor o, int rows, int N) => inner.SoftmaxBackward(dI, dO, o, rows, N);
+    public void CrossEntropy(Tensor l, Tensor d, Tensor z, DeviceBuffer<int> y, int B, int V) => inner.CrossEntropy(l, d, z, y, B, V);
+    public void MeanSquaredError(Tensor l, Tensor d, Tensor p, Tensor t, int n) => inner.MeanSquaredError(l, d, p, t, n);
     public void Dispose() => inner.Dispose();
 }

@@ -125,3 +125,56 @@ public abstract class ParameterArenaTests(Func<ITrainingBackend> createBackend)
 public sealed class CpuParameterArenaTests() : ParameterArenaTests(() => new CpuBackend());
 
 public sealed class IlgpuEmulatorParameterArenaTests() : ParameterArenaTests(() => IlgpuBackend.Create(IlgpuDevice.CpuEmulator));
+
+/// <summary>Typed tensors at the op interface: parameters reach the ops with their table's type and shape, and a type without a kernel is refused by operand.</summary>
+public sealed class TensorTests
+{
+    public static TheoryData<string> Backends => ["cpu", "emulator"];
+
+    private static ITrainingBackend Create(string name) => name == "cpu" ? new CpuBackend() : IlgpuBackend.Create(IlgpuDevice.CpuEmulator);
+
+    [Theory, MemberData(nameof(Backends))]
+    public void AnOpRefusesATypeItHasNoKernelForNamingTheOperand(string name)
+    {
+        using var backend = Create(name);
+        const int M = 2, K = 3, N = 4;
+        var int8Weight = new Tensor(backend.Allocate<sbyte>(N * K), Engine.IO.DType.I8, [N, K], N * K);
+        var e = Assert.Throws<NotSupportedException>(() => backend.Linear(backend.Allocate<float>(M * N), backend.Allocate<float>(M * K), int8Weight, null, M, K, N, Activation.None));
+        Assert.Equal("weight is a I8 tensor; this op has no I8 kernel (F32 only)", e.Message);
+    }
+
+    [Fact]
+    public void ParametersCarryTheirTablesShapeAndType()
+    {
+        using var temp = new TempDirectory();
+        TinyBert.Write(temp.Path);
+        using var model = BertForSequenceClassification.Load(temp.Path, new CpuBackend(), numLabels: 3, seed: 1);
+        var qkv = model.Bert.Encoder.Layers[0].Attention.Self.QueryKeyValue;
+        Assert.Equal([3L * TinyBert.Hidden, TinyBert.Hidden], qkv.Weight.Tensor.Shape);
+        Assert.Equal([3L * TinyBert.Hidden], qkv.Bias!.Tensor.Shape);
+        Assert.Equal([3L, TinyBert.Hidden], model.Classifier.Weight.Tensor.Shape);
+        Assert.All(model.Arena.Entries, e => Assert.Equal(Engine.IO.DType.F32, e.Type));
+        Assert.Throws<ArgumentException>(() => new Tensor(new CpuBackend().Allocate<float>(5), 2, 3)); // a shape larger than its storage
+    }
+
+    [Fact]
+    public void CheckpointTensorsKeepTheirStoredTypeUntilTheModelConvertsThem()
+    {
+        using var temp = new TempDirectory();
+        var half = TinyBert.Tensors().Select(t => new SafeTensorData(t.Name, DType.F16, t.Shape,
+            [.. System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(t.Data).ToArray().SelectMany(f => BitConverter.GetBytes((Half)f))])).ToList();
+        TinyBert.Write(temp.Path, half);
+        using (var checkpoint = Checkpoint.Open(temp.Path))
+        {
+            var stored = checkpoint.Get("pooler.dense.bias", [TinyBert.Hidden]);
+            Assert.Equal(DType.F16, stored.Type);
+            Assert.Empty(checkpoint.Names.Except(checkpoint.UnusedNames)); // declared, not read
+            Assert.Equal(TinyBert.Hidden, stored.ToFloat32().Length);
+        }
+        using var model = BertForSequenceClassification.Load(temp.Path, new CpuBackend(), numLabels: 2, seed: 1);
+        var entry = model.Arena.Find("bert.pooler.dense.bias")!;
+        Assert.Equal(DType.F32, entry.Type); // the model decided: float32
+        var expected = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(half.Single(t => t.Name == "pooler.dense.bias").Data).ToArray().Select(h => (float)h);
+        Assert.Equal(expected, model.Arena.Read(entry));
+    }
+}

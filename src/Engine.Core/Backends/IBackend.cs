@@ -59,9 +59,11 @@ public readonly record struct MatMulShape(int Batch, int M, int K, int N, bool T
 
 /// <summary>
 /// The encoder's operations, implemented once per backend (the managed SIMD CPU backend; the ILGPU
-/// backend). Buffers are flat; shapes are passed as sizes, named with fixed letters: B batch, T tokens,
-/// C channels, NH heads, HS head size, V vocabulary, M×K·(N×K)ᵀ for matrix products. Outputs come first,
-/// then inputs, then weights, then sizes. No op allocates its output.
+/// backend). Float operands are <see cref="Tensor"/>s, which carry their element type and shape (parameters pass
+/// their table's; a float buffer converts to a flat F32 tensor); a backend refuses, naming the operand, a type it
+/// has no kernel for. Sizes are passed as well, named with fixed letters: B batch, T tokens, C channels, NH heads,
+/// HS head size, V vocabulary, M×K·(N×K)ᵀ for matrix products. Outputs come first, then inputs, then weights, then
+/// sizes. No op allocates its output.
 /// </summary>
 public interface IBackend : IDisposable
 {
@@ -77,17 +79,17 @@ public interface IBackend : IDisposable
     void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged;
 
     /// <summary>output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.</summary>
-    void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
+    void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
         int M, int K, int N, Activation activation);
 
     /// <summary>Strided-batched matrix products in either layout (attention's and backward passes' products).</summary>
-    void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape);
+    void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape);
 
     /// <summary>output (rows, N) = softmax over each row of input (rows, N) (e.g. class probabilities).</summary>
-    void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N);
+    void Softmax(Tensor output, Tensor input, int rows, int N);
 
     /// <summary>output (n) = activation(input (n)).</summary>
-    void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation);
+    void Activate(Tensor output, Tensor input, int n, Activation activation);
 
     /// <summary>
     /// Multi-head self-attention with a key padding mask: for each batch row and head,
@@ -96,11 +98,11 @@ public interface IBackend : IDisposable
     /// probabilities (Hugging Face's attention_probs dropout) as if they were a (B,NH,T,T) tensor: element
     /// ((b·NH + h)·T + i)·T + j is query i's probability of key j; <see cref="DropoutMask.None"/> for inference.
     /// </summary>
-    void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout);
+    void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout);
 
     /// <summary>output (N,C) = LayerNorm(input + residual) over C, with weight (C) and bias (C); residual may be null.</summary>
-    void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps);
+    void LayerNorm(Tensor output, Tensor input, Tensor? residual,
+        Tensor weight, Tensor bias, int N, int C, float eps);
 
     /// <summary>
     /// output (B,T,C) = LayerNorm(wordEmbeddings[inputIds] + positionEmbeddings[positionIds] + tokenTypeEmbeddings[tokenTypeIds])
@@ -108,10 +110,10 @@ public interface IBackend : IDisposable
     /// normalisation (what a backward pass needs). inputIds, positionIds, tokenTypeIds (B,T); ids must already be in
     /// range (the model checks them; the family decides the positions, e.g. t for BERT).
     /// </summary>
-    void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
-        DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps);
+    void Embeddings(Tensor output, Tensor? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
+        Tensor wordEmbeddings, Tensor positionEmbeddings, Tensor tokenTypeEmbeddings,
+        Tensor weight, Tensor bias, int B, int T, int C, float eps);
 
     /// <summary>output (B,C) = input (B,T,C)[:, 0, :], the [CLS] rows.</summary>
-    void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C);
+    void FirstToken(Tensor output, Tensor input, int B, int T, int C);
 }

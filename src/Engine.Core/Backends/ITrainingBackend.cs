@@ -22,25 +22,25 @@ public interface ITrainingBackend : IBackend
     /// dWeight (N,K) += dOutputᵀ · input (M,K); dBias (N) += Σ over rows of dOutput. dInput may be null
     /// (nothing upstream needs it), dBias too (no bias).
     /// </summary>
-    void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N);
+    void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
+        Tensor dOutput, Tensor input, Tensor weight, int M, int K, int N);
 
     /// <summary>dInput (n) = dOutput (n) · act′(input (n)), input being the values the activation was applied to.</summary>
-    void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation);
+    void ActivateBackward(Tensor dInput, Tensor dOutput, Tensor input, int n, Activation activation);
 
     /// <summary>
     /// Backward of <see cref="IBackend.LayerNorm"/> over x = input + residual (N,C): dInput (N,C) = ∂L/∂x, which
     /// is also the residual's gradient; dWeight, dBias (C) +=. Statistics are recomputed from x.
     /// </summary>
-    void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps);
+    void LayerNormBackward(Tensor dInput, Tensor dWeight, Tensor dBias,
+        Tensor dOutput, Tensor input, Tensor? residual, Tensor weight, int N, int C, float eps);
 
     /// <summary>
     /// Backward of <see cref="IBackend.Attention"/>: dQkv (B,T,3C) = ∂L/∂(Q, K, V) given dOutput (B,T,C), with the
     /// probabilities recomputed from qkv (nothing is cached) and the forward's dropout mask regenerated. Masked
     /// keys and values get zero gradient.
     /// </summary>
-    void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+    void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout);
 
     /// <summary>
@@ -49,23 +49,23 @@ public interface ITrainingBackend : IBackend
     /// dPosition[positionIds] += dSum rows, dTokenType[tokenTypeIds] += dSum rows. A deterministic scatter-add:
     /// the same ids in any order give bit-identical sums.
     /// </summary>
-    void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
+    void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
+        Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
 
     /// <summary>Backward of <see cref="IBackend.FirstToken"/>: dInput (B,T,C) = dOutput (B,C) at t = 0, zero elsewhere.</summary>
-    void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C);
+    void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C);
 
     /// <summary>
     /// Inverted dropout: output (n) = input ⊙ <see cref="DropoutMask.Factor"/>(i). The mask is never stored: a
     /// run is reproducible from its seed, and the backward regenerates it. Output and input may be the same buffer.
     /// </summary>
-    void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask);
+    void Dropout(Tensor output, Tensor input, int n, DropoutMask mask);
 
     /// <summary>Backward of <see cref="Dropout"/>: dInput (n) = dOutput ⊙ the same factors, regenerated.</summary>
-    void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask);
+    void DropoutBackward(Tensor dInput, Tensor dOutput, int n, DropoutMask mask);
 
     /// <summary>Σ values² over n elements, accumulated in float64 (global gradient norms).</summary>
-    double SumOfSquares(DeviceBuffer<float> values, int n);
+    double SumOfSquares(Tensor values, int n);
 
     /// <summary>
     /// AdamW on n elements, in place: with g = scale·gradient, p ← p·(1 − lr·wd); m ← β1·m + (1−β1)·g;
@@ -73,28 +73,28 @@ public interface ITrainingBackend : IBackend
     /// Only elements [0, <paramref name="decayed"/>) take the weight decay (a parameter arena lays the decayed
     /// tensors first), so one launch steps a whole model.
     /// </summary>
-    void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step);
+    void AdamW(Tensor parameter, Tensor gradient, Tensor m, Tensor v, int n, int decayed, AdamWStep step);
 
     /// <summary>Sets every element of <paramref name="buffer"/> to zero where it lives (gradients at a step boundary; no host transfer).</summary>
-    void Clear(DeviceBuffer<float> buffer);
+    void Clear(Tensor buffer);
 
     /// <summary>destination (n) += source (n): where two paths' gradients meet (a residual connection).</summary>
-    void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n);
+    void Accumulate(Tensor destination, Tensor source, int n);
 
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
-    void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N);
+    void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N);
 
     /// <summary>
     /// Cross-entropy of logits (B,V) against labels (B), forward and backward in one: losses (B) = −log softmax(logits)[label];
     /// dLogits (B,V) = (softmax(logits) − onehot(label)) / count, the gradient of the mean over the counted rows. A negative
     /// label (Hugging Face's −100) is ignored: loss 0, gradient 0, not counted.
     /// </summary>
-    void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V);
+    void CrossEntropy(Tensor losses, Tensor dLogits, Tensor logits, DeviceBuffer<int> labels, int B, int V);
 
     /// <summary>
     /// Mean squared error of predictions (n) against targets (n), forward and backward in one (regression, as
     /// torch.nn.MSELoss): losses (n) = (prediction − target)²; dPredictions (n) = 2·(prediction − target)/n, the
     /// gradient of the mean.
     /// </summary>
-    void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n);
+    void MeanSquaredError(Tensor losses, Tensor dPredictions, Tensor predictions, Tensor targets, int n);
 }

@@ -7,7 +7,7 @@ namespace Engine.Backends;
 /// </summary>
 public static class OpShapes
 {
-    public static void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias, int M, int K, int N)
+    public static void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N)
     {
         output.RequireLength((long)M * N, nameof(output));
         input.RequireLength((long)M * K, nameof(input));
@@ -15,7 +15,7 @@ public static class OpShapes
         bias?.RequireLength(N, nameof(bias));
     }
 
-    public static void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    public static void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
     {
         output.RequireLength(shape.ElementsC, nameof(output));
         a.RequireLength(shape.ElementsA, nameof(a));
@@ -23,7 +23,7 @@ public static class OpShapes
     }
 
     /// <summary>Softmax and its backward: every buffer (rows, N).</summary>
-    public static void Rows(int rows, int N, params ReadOnlySpan<(DeviceBuffer<float> Buffer, string Name)> buffers)
+    public static void Rows(int rows, int N, params ReadOnlySpan<(Tensor Buffer, string Name)> buffers)
     {
         foreach (var (buffer, name) in buffers) buffer.RequireLength((long)rows * N, name);
     }
@@ -35,18 +35,18 @@ public static class OpShapes
         if (count < 0 || count > n) throw new ArgumentOutOfRangeException(name, $"{name} = {count} is not in [0, {n}]");
     }
 
-    public static void Elementwise(int n, params ReadOnlySpan<(DeviceBuffer<float> Buffer, string Name)> buffers)
+    public static void Elementwise(int n, params ReadOnlySpan<(Tensor Buffer, string Name)> buffers)
     {
         foreach (var (buffer, name) in buffers) buffer.RequireLength(n, name);
     }
 
-    public static void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
+    public static void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)
     {
         mask.Validate();
         Elementwise(n, (output, nameof(output)), (input, nameof(input)));
     }
 
-    public static void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public static void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         dropout.Validate();
         long C = (long)NH * HS;
@@ -55,7 +55,7 @@ public static class OpShapes
         keyMask.RequireLength((long)B * T, nameof(keyMask));
     }
 
-    public static void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+    public static void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
         dropout.Validate();
@@ -66,8 +66,8 @@ public static class OpShapes
         keyMask.RequireLength((long)B * T, nameof(keyMask));
     }
 
-    public static void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight,
-        DeviceBuffer<float> bias, int N, int C)
+    public static void LayerNorm(Tensor output, Tensor input, Tensor? residual, Tensor weight,
+        Tensor bias, int N, int C)
     {
         output.RequireLength((long)N * C, nameof(output));
         input.RequireLength((long)N * C, nameof(input));
@@ -76,8 +76,8 @@ public static class OpShapes
         bias.RequireLength(C, nameof(bias));
     }
 
-    public static void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias, DeviceBuffer<float> dOutput,
-        DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C)
+    public static void LayerNormBackward(Tensor dInput, Tensor dWeight, Tensor dBias, Tensor dOutput,
+        Tensor input, Tensor? residual, Tensor weight, int N, int C)
     {
         dInput.RequireLength((long)N * C, nameof(dInput));
         dOutput.RequireLength((long)N * C, nameof(dOutput));
@@ -88,8 +88,8 @@ public static class OpShapes
         dBias.RequireLength(C, nameof(dBias));
     }
 
-    public static void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds,
-        DeviceBuffer<int> tokenTypeIds, DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C)
+    public static void Embeddings(Tensor output, Tensor? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds,
+        DeviceBuffer<int> tokenTypeIds, Tensor weight, Tensor bias, int B, int T, int C)
     {
         positionIds.RequireLength((long)B * T, nameof(positionIds));
         output.RequireLength((long)B * T * C, nameof(output));
@@ -100,7 +100,7 @@ public static class OpShapes
         tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
     }
 
-    public static void EmbeddingsBackward(DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
+    public static void EmbeddingsBackward(Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
         int B, int T, int C)
     {
         positionIds.RequireLength((long)B * T, nameof(positionIds));
@@ -110,14 +110,14 @@ public static class OpShapes
     }
 
     /// <summary>FirstToken (output (B,C) from input (B,T,C)) and its backward (dInput (B,T,C) from dOutput (B,C)).</summary>
-    public static void FirstToken(DeviceBuffer<float> rows, DeviceBuffer<float> sequence, int B, int T, int C, string rowsName, string sequenceName)
+    public static void FirstToken(Tensor rows, Tensor sequence, int B, int T, int C, string rowsName, string sequenceName)
     {
         rows.RequireLength((long)B * C, rowsName);
         sequence.RequireLength((long)B * T * C, sequenceName);
     }
 
-    public static void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias, DeviceBuffer<float> dOutput,
-        DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    public static void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias, Tensor dOutput,
+        Tensor input, Tensor weight, int M, int K, int N)
     {
         dInput?.RequireLength((long)M * K, nameof(dInput));
         dWeight.RequireLength((long)N * K, nameof(dWeight));
@@ -127,7 +127,7 @@ public static class OpShapes
         weight.RequireLength((long)N * K, nameof(weight));
     }
 
-    public static void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    public static void CrossEntropy(Tensor losses, Tensor dLogits, Tensor logits, DeviceBuffer<int> labels, int B, int V)
     {
         losses.RequireLength(B, nameof(losses));
         dLogits.RequireLength((long)B * V, nameof(dLogits));

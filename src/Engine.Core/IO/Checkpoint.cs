@@ -82,6 +82,19 @@ public sealed class Checkpoint : IDisposable
     public SafeTensorInfo Info(string name) =>
         _tensors.TryGetValue(name, out var entry) ? entry.Info : throw new EngineException($"checkpoint has no tensor '{name}'");
 
+    /// <summary>
+    /// The tensor <paramref name="name"/>, its shape checked, not yet read: it keeps its stored element type until the
+    /// model decides what to make of it (<see cref="StoredTensor.ToFloat32"/>, while this checkpoint is open).
+    /// </summary>
+    public StoredTensor Get(string name, ReadOnlySpan<long> expectedShape)
+    {
+        if (!_tensors.TryGetValue(name, out var entry))
+            throw new EngineException($"missing tensor '{name}' in {string.Join(", ", _files.Select(f => Path.GetFileName(f.Path)))}");
+        if (!entry.Info.Shape.AsSpan().SequenceEqual(expectedShape))
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' has shape [{string.Join(", ", entry.Info.Shape)}], expected [{string.Join(", ", expectedShape.ToArray())}]");
+        return new StoredTensor(this, name, entry.Info);
+    }
+
     /// <summary>Reads a floating-point tensor as float32, checking its shape and that every value is finite.</summary>
     /// <remarks>A NaN or infinite weight would only show up as NaN outputs (and "NaN" is not valid JSON), so it is refused here, by name.</remarks>
     public float[] ReadFloat32(string name, ReadOnlySpan<long> expectedShape)
@@ -109,4 +122,15 @@ public sealed class Checkpoint : IDisposable
     {
         foreach (var f in _files) f.Dispose();
     }
+}
+
+/// <summary>A checkpoint tensor as stored (element type, shape), read when the model asks for its values.</summary>
+public sealed class StoredTensor(Checkpoint checkpoint, string name, SafeTensorInfo info)
+{
+    public string Name => name;
+    public DType Type => info.DType;
+    public long[] Shape => info.Shape;
+
+    /// <summary>The values as float32 (F16, BF16 and F64 converted), every one finite; the checkpoint must still be open.</summary>
+    public float[] ToFloat32() => checkpoint.ReadFloat32(name, info.Shape);
 }

@@ -36,7 +36,8 @@ public sealed class WeightScope
 
     public bool Has(string leaf) => _checkpoint.Contains(Resolve(leaf));
 
-    public float[] Tensor(string leaf, params long[] shape) => _checkpoint.ReadFloat32(Resolve(leaf), shape);
+    /// <summary>The tensor <paramref name="leaf"/> here, its shape checked, as stored (read when the model converts it).</summary>
+    public StoredTensor Tensor(string leaf, params long[] shape) => _checkpoint.Get(Resolve(leaf), shape);
 
     private string Resolve(string leaf)
     {

@@ -30,12 +30,12 @@ public sealed class ParameterScope
     /// <summary>Whether the checkpoint holds <paramref name="leaf"/> here.</summary>
     public bool Has(string leaf) => _source.Has(leaf);
 
-    /// <summary>Reads <paramref name="leaf"/> (checked against <paramref name="shape"/>) and declares it in the arena.</summary>
-    public Parameter Load(string leaf, params long[] shape) => Arena.Add(NameOf(leaf), shape, _source.Tensor(leaf, shape));
+    /// <summary>Declares the checkpoint's <paramref name="leaf"/> (its shape checked against <paramref name="shape"/>) in the arena, which reads it when built.</summary>
+    public Parameter Load(string leaf, params long[] shape) => Arena.Add(NameOf(leaf), _source.Tensor(leaf, shape));
 
-    /// <summary>Reads the same leaf of several scopes and declares them side by side, as one parameter.</summary>
+    /// <summary>Declares the same leaf of several scopes side by side, as one parameter.</summary>
     public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) =>
-        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => (p.Scope.NameOf(leaf), p.Shape, p.Scope._source.Tensor(leaf, p.Shape)))]);
+        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => (p.Scope.NameOf(leaf), p.Scope._source.Tensor(leaf, p.Shape)))]);
 }
 
 /// <summary><c>torch.nn.Linear</c>: y = x·Wᵀ + b with W (out, in).</summary>
@@ -73,11 +73,11 @@ public sealed class Linear
 
     /// <summary>output (rows, out) = activation(input (rows, in)·Wᵀ + b), the activation fused into the product's epilogue.</summary>
     public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, Activation activation = Activation.None) =>
-        backend.Linear(output, input, Weight.Value, Bias?.Value, rows, InFeatures, OutFeatures, activation);
+        backend.Linear(output, input, Weight.Tensor, Bias?.Tensor, rows, InFeatures, OutFeatures, activation);
 
     /// <summary>Parameter gradients +=; dInput (rows, in) = (null: not needed). <paramref name="input"/> is the forward's.</summary>
     public void Backward(ITrainingBackend backend, DeviceBuffer<float>? dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int rows) =>
-        backend.LinearBackward(dInput, Weight.Gradient, Bias?.Gradient, dOutput, input, Weight.Value, rows, InFeatures, OutFeatures);
+        backend.LinearBackward(dInput, Weight.GradientTensor, Bias?.GradientTensor, dOutput, input, Weight.Tensor, rows, InFeatures, OutFeatures);
 
     public long ParameterCount => (long)InFeatures * OutFeatures + (Bias is null ? 0 : OutFeatures);
 }
@@ -103,12 +103,12 @@ public sealed class LayerNorm
 
     /// <summary>output (rows, C) = LayerNorm(input + residual).</summary>
     public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual, int rows) =>
-        backend.LayerNorm(output, input, residual, Weight.Value, Bias.Value, rows, Channels, Eps);
+        backend.LayerNorm(output, input, residual, Weight.Tensor, Bias.Tensor, rows, Channels, Eps);
 
     /// <summary>Parameter gradients +=; dInput (rows, C) = ∂L/∂(input + residual), the forward's input and residual given again.</summary>
     public void Backward(ITrainingBackend backend, DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input,
         DeviceBuffer<float>? residual, int rows) =>
-        backend.LayerNormBackward(dInput, Weight.Gradient, Bias.Gradient, dOutput, input, residual, Weight.Value, rows, Channels, Eps);
+        backend.LayerNormBackward(dInput, Weight.GradientTensor, Bias.GradientTensor, dOutput, input, residual, Weight.Tensor, rows, Channels, Eps);
 
     public long ParameterCount => 2L * Channels;
 }

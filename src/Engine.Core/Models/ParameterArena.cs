@@ -21,6 +21,7 @@ public sealed class Parameter
 {
     private readonly ParameterArena _arena;
     private DeviceBuffer<float>? _value, _gradient;
+    private Tensor? _tensor, _gradientTensor;
 
     internal Parameter(ParameterArena arena, ParameterEntry[] parts)
     {
@@ -43,6 +44,17 @@ public sealed class Parameter
     internal DeviceBuffer<float> Gradient => _gradient ??= (_arena.Gradients
         ?? throw new InvalidOperationException($"parameter {Name} has no gradient: call ZeroGradients before a backward pass")).Slice(Parts[0].Offset, Length);
 
+    /// <summary>
+    /// The shape ops see: the entry's, or for stacked entries their rows stacked ((3C, C) for Q, K and V; (3C) for their biases).
+    /// </summary>
+    public long[] Shape => Parts.Count == 1 ? Parts[0].Shape : [Parts.Sum(p => p.Shape[0]), .. Parts[0].Shape[1..]];
+
+    /// <summary>The value as the ops take it: typed and shaped from the table.</summary>
+    internal Tensor Tensor => _tensor ??= new Tensor(Value, Shape);
+
+    /// <summary>The gradient as the ops take it.</summary>
+    internal Tensor GradientTensor => _gradientTensor ??= new Tensor(Gradient, Shape);
+
     public float[] ReadValue(IBackend backend) => Read(backend, Value);
 
     public float[] ReadGradient(IBackend backend) => Read(backend, Gradient);
@@ -56,9 +68,9 @@ public sealed class Parameter
 }
 
 /// <summary>
-/// A model's parameters in one buffer per element type, with a table name → (shape, offset): modules declare
-/// their tensors while the model is built, <see cref="Build"/> lays them out and uploads them with one
-/// allocation. Gradients and the optimizer's moments are buffers of the same layout, so a step is one norm
+/// A model's parameters in one buffer per element type, with a table name → (shape, type, offset): modules declare
+/// their tensors while the model is built (checkpoint tensors as stored, not yet read), <see cref="Build"/> reads
+/// them, lays them out and uploads them with one allocation. Gradients and the optimizer's moments are buffers of the same layout, so a step is one norm
 /// reduction, one AdamW launch and one clear. Decayed tensors come first (<see cref="DecayedLength"/>), so the
 /// AdamW launch needs only that boundary to tell weights from biases and LayerNorm weights.
 /// </summary>
@@ -66,7 +78,7 @@ public sealed class ParameterArena : IDisposable
 {
     private readonly IBackend _backend;
     private readonly Func<string, bool> _decays;
-    private readonly List<(Parameter Parameter, float[][] Values)> _pending = [];
+    private readonly List<(Parameter Parameter, Func<float[]>[] Values)> _pending = [];
     private readonly List<Parameter> _parameters = [];
     private DeviceBuffer<float>? _values;
 
@@ -94,18 +106,22 @@ public sealed class ParameterArena : IDisposable
 
     internal DeviceBuffer<float>? Gradients { get; private set; }
 
-    /// <summary>Declares a tensor; its value is uploaded by <see cref="Build"/>.</summary>
-    public Parameter Add(string name, long[] shape, float[] values) => AddStacked((name, shape, values));
+    /// <summary>Declares a tensor (a new head's); its value is uploaded by <see cref="Build"/>.</summary>
+    public Parameter Add(string name, long[] shape, float[] values) => Declare([(name, shape, () => values)]);
 
-    /// <summary>Declares tensors laid out next to each other, used as one parameter (all decayed, or none).</summary>
-    public Parameter AddStacked(params (string Name, long[] Shape, float[] Values)[] parts)
+    /// <summary>Declares a checkpoint tensor under <paramref name="name"/>; <see cref="Build"/> reads it, as float32 (the arena's one element type today).</summary>
+    public Parameter Add(string name, StoredTensor stored) => AddStacked((name, stored));
+
+    /// <summary>Declares checkpoint tensors laid out next to each other, used as one parameter (all decayed, or none).</summary>
+    public Parameter AddStacked(params (string Name, StoredTensor Stored)[] parts) =>
+        Declare([.. parts.Select(p => (p.Name, p.Stored.Shape, (Func<float[]>)p.Stored.ToFloat32))]);
+
+    private Parameter Declare((string Name, long[] Shape, Func<float[]> Values)[] parts)
     {
         if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
         bool decays = _decays(parts[0].Name);
         if (parts.Any(p => _decays(p.Name) != decays)) throw new ArgumentException($"stacked tensors {string.Join(", ", parts.Select(p => p.Name))} differ in weight decay");
         var entries = parts.Select(p => new ParameterEntry(p.Name, p.Shape, DType.F32, -1, decays)).ToArray();
-        foreach (var (entry, part) in entries.Zip(parts))
-            if (entry.Length != part.Values.Length) throw new ArgumentException($"{entry.Name}: {part.Values.Length} values for shape [{string.Join(", ", entry.Shape)}]");
         var parameter = new Parameter(this, entries);
         _pending.Add((parameter, [.. parts.Select(p => p.Values)]));
         _parameters.Add(parameter);
@@ -135,7 +151,13 @@ public sealed class ParameterArena : IDisposable
         Length = (int)offset;
         var host = new float[Length];
         foreach (var (parameter, values) in _pending)
-            for (int i = 0; i < values.Length; i++) values[i].CopyTo(host, parameter.Parts[i].Offset);
+            for (int i = 0; i < values.Length; i++)
+            {
+                var part = values[i]();
+                if (part.Length != parameter.Parts[i].Length)
+                    throw new ArgumentException($"{parameter.Parts[i].Name}: {part.Length} values for shape [{string.Join(", ", parameter.Parts[i].Shape)}]");
+                part.CopyTo(host, parameter.Parts[i].Offset);
+            }
         _pending.Clear();
         _values = _backend.Allocate<float>(Math.Max(Length, 1));
         _backend.Upload<float>(host, _values);

@@ -76,7 +76,7 @@ public sealed class CpuBackend : ITrainingBackend
         buffer.Span[..destination.Length].CopyTo(destination);
     }
 
-    public void Linear(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float> weight, DeviceBuffer<float>? bias,
+    public void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
         int M, int K, int N, Activation activation)
     {
         OpShapes.Linear(output, input, weight, bias, M, K, N);
@@ -84,7 +84,7 @@ public sealed class CpuBackend : ITrainingBackend
         CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation);
     }
 
-    public void MatMul(DeviceBuffer<float> output, DeviceBuffer<float> a, DeviceBuffer<float> b, MatMulShape shape)
+    public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
     {
         OpShapes.MatMul(output, a, b, shape);
         var (c, aBuffer, bBuffer) = (Host(output), Host(a), Host(b));
@@ -100,14 +100,14 @@ public sealed class CpuBackend : ITrainingBackend
         }
     }
 
-    public void Softmax(DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, int N)
+    public void Softmax(Tensor output, Tensor input, int rows, int N)
     {
         OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
         Parallel.For(0, rows, row => System.Numerics.Tensors.TensorPrimitives.SoftMax(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
     }
 
-    public void Activate(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, Activation activation)
+    public void Activate(Tensor output, Tensor input, int n, Activation activation)
     {
         OpShapes.Elementwise(n, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
@@ -118,23 +118,23 @@ public sealed class CpuBackend : ITrainingBackend
         });
     }
 
-    public void Attention(DeviceBuffer<float> output, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
-    public void LayerNorm(DeviceBuffer<float> output, DeviceBuffer<float> input, DeviceBuffer<float>? residual,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int N, int C, float eps)
+    public void LayerNorm(Tensor output, Tensor input, Tensor? residual,
+        Tensor weight, Tensor bias, int N, int C, float eps)
     {
         OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
             Host(weight).Segment, Host(bias).Segment, N, C, eps);
     }
 
-    public void Embeddings(DeviceBuffer<float> output, DeviceBuffer<float>? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
-        DeviceBuffer<float> wordEmbeddings, DeviceBuffer<float> positionEmbeddings, DeviceBuffer<float> tokenTypeEmbeddings,
-        DeviceBuffer<float> weight, DeviceBuffer<float> bias, int B, int T, int C, float eps)
+    public void Embeddings(Tensor output, Tensor? sum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds,
+        Tensor wordEmbeddings, Tensor positionEmbeddings, Tensor tokenTypeEmbeddings,
+        Tensor weight, Tensor bias, int B, int T, int C, float eps)
     {
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
@@ -143,7 +143,7 @@ public sealed class CpuBackend : ITrainingBackend
         CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Segment, Host(bias).Segment, B * T, C, eps);
     }
 
-    public void FirstToken(DeviceBuffer<float> output, DeviceBuffer<float> input, int B, int T, int C)
+    public void FirstToken(Tensor output, Tensor input, int B, int T, int C)
     {
         OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
         var source = Host(input).Data;
@@ -151,8 +151,8 @@ public sealed class CpuBackend : ITrainingBackend
         for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
     }
 
-    public void LinearBackward(DeviceBuffer<float>? dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float>? dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float> weight, int M, int K, int N)
+    public void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
+        Tensor dOutput, Tensor input, Tensor weight, int M, int K, int N)
     {
         OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
@@ -170,36 +170,36 @@ public sealed class CpuBackend : ITrainingBackend
         }
     }
 
-    public void ActivateBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int n, Activation activation)
+    public void ActivateBackward(Tensor dInput, Tensor dOutput, Tensor input, int n, Activation activation)
     {
         OpShapes.Elementwise(n, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)));
         CpuBackward.ActivateBackward(Host(dInput).Data, Host(dOutput).Data, Host(input).Data, n, activation);
     }
 
-    public void LayerNormBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dWeight, DeviceBuffer<float> dBias,
-        DeviceBuffer<float> dOutput, DeviceBuffer<float> input, DeviceBuffer<float>? residual, DeviceBuffer<float> weight, int N, int C, float eps)
+    public void LayerNormBackward(Tensor dInput, Tensor dWeight, Tensor dBias,
+        Tensor dOutput, Tensor input, Tensor? residual, Tensor weight, int N, int C, float eps)
     {
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         CpuNormalization.LayerNormBackward(Host(dInput).Data, Host(dWeight).Segment, Host(dBias).Segment, Host(dOutput).Data, Host(input).Data,
             residual is null ? null : Host(residual).Data, Host(weight).Segment, N, C, eps);
     }
 
-    public void AttentionBackward(DeviceBuffer<float> dQkv, DeviceBuffer<float> dOutput, DeviceBuffer<float> qkv, DeviceBuffer<int> keyMask,
+    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
         OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
 
-    public void EmbeddingsBackward(DeviceBuffer<float> dWord, DeviceBuffer<float> dPosition, DeviceBuffer<float> dTokenType,
-        DeviceBuffer<float> dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
+    public void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
+        Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
         OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
         CpuBackward.EmbeddingsBackward(Host(dWord).Segment, Host(dPosition).Segment, Host(dTokenType).Segment, Host(dSum).Data,
             Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data, B, T, C);
     }
 
-    public void FirstTokenBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int B, int T, int C)
+    public void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C)
     {
         OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
         var (destination, source) = (Host(dInput).Data, Host(dOutput).Data);
@@ -207,17 +207,17 @@ public sealed class CpuBackend : ITrainingBackend
         for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
     }
 
-    public void Dropout(DeviceBuffer<float> output, DeviceBuffer<float> input, int n, DropoutMask mask)
+    public void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)
     {
         OpShapes.Dropout(output, input, n, mask);
         CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, mask);
     }
 
     // The backward applies the same mask and scale to the gradient as the forward did to the values.
-    public void DropoutBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, int n, DropoutMask mask) =>
+    public void DropoutBackward(Tensor dInput, Tensor dOutput, int n, DropoutMask mask) =>
         Dropout(dInput, dOutput, n, mask);
 
-    public double SumOfSquares(DeviceBuffer<float> values, int n)
+    public double SumOfSquares(Tensor values, int n)
     {
         OpShapes.Elementwise(n, (values, nameof(values)));
         var data = Host(values).Span;
@@ -226,7 +226,7 @@ public sealed class CpuBackend : ITrainingBackend
         return sum;
     }
 
-    public void AdamW(DeviceBuffer<float> parameter, DeviceBuffer<float> gradient, DeviceBuffer<float> m, DeviceBuffer<float> v, int n, int decayed, AdamWStep step)
+    public void AdamW(Tensor parameter, Tensor gradient, Tensor m, Tensor v, int n, int decayed, AdamWStep step)
     {
         OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
         OpShapes.Count(decayed, n, nameof(decayed));
@@ -237,33 +237,33 @@ public sealed class CpuBackend : ITrainingBackend
         Host(parameter).Version++; // the packed copy a Linear keeps of this weight is now stale
     }
 
-    public void Clear(DeviceBuffer<float> buffer)
+    public void Clear(Tensor buffer)
     {
         var host = Host(buffer);
         host.Span.Clear();
         host.Version++;
     }
 
-    public void Accumulate(DeviceBuffer<float> destination, DeviceBuffer<float> source, int n)
+    public void Accumulate(Tensor destination, Tensor source, int n)
     {
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         var d = Host(destination).Data.AsSpan(0, n);
         System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
     }
 
-    public void SoftmaxBackward(DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> output, int rows, int N)
+    public void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N)
     {
         OpShapes.Rows(rows, N, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)));
         CpuBackward.SoftmaxBackward(Host(dInput).Data, Host(dOutput).Data, Host(output).Data, rows, N);
     }
 
-    public void CrossEntropy(DeviceBuffer<float> losses, DeviceBuffer<float> dLogits, DeviceBuffer<float> logits, DeviceBuffer<int> labels, int B, int V)
+    public void CrossEntropy(Tensor losses, Tensor dLogits, Tensor logits, DeviceBuffer<int> labels, int B, int V)
     {
         OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
         CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
     }
 
-    public void MeanSquaredError(DeviceBuffer<float> losses, DeviceBuffer<float> dPredictions, DeviceBuffer<float> predictions, DeviceBuffer<float> targets, int n)
+    public void MeanSquaredError(Tensor losses, Tensor dPredictions, Tensor predictions, Tensor targets, int n)
     {
         OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
         CpuBackward.MeanSquaredError(Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data, n);
@@ -281,6 +281,9 @@ public sealed class CpuBackend : ITrainingBackend
             return packed;
         }
     }
+
+    private static CpuBuffer<float> Host(Tensor tensor, [System.Runtime.CompilerServices.CallerArgumentExpression(nameof(tensor))] string operand = "") =>
+        Host(tensor.F32(operand));
 
     private static CpuBuffer<T> Host<T>(DeviceBuffer<T> buffer) where T : unmanaged =>
         buffer as CpuBuffer<T> ?? throw new ArgumentException($"buffer of type {buffer.GetType().Name} does not belong to the CPU backend");

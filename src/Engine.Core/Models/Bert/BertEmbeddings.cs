@@ -27,8 +27,8 @@ public sealed class BertEmbeddings
     {
         int C = _config.HiddenSize;
         var sum = pass.Records ? pass.Kept(this, "sum", C) : null;
-        pass.Backend.Embeddings(output, sum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, WordEmbeddings.Value, PositionEmbeddings.Value,
-            TokenTypeEmbeddings.Value, LayerNorm.Weight.Value, LayerNorm.Bias.Value, pass.B, pass.T, C, LayerNorm.Eps);
+        pass.Backend.Embeddings(output, sum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, WordEmbeddings.Tensor, PositionEmbeddings.Tensor,
+            TokenTypeEmbeddings.Tensor, LayerNorm.Weight.Tensor, LayerNorm.Bias.Tensor, pass.B, pass.T, C, LayerNorm.Eps);
         pass.ApplyDropout(output, pass.Rows * C, pass.Dropout.EmbeddingsMask);
     }
 
@@ -40,7 +40,7 @@ public sealed class BertEmbeddings
         pass.ApplyDropoutBackward(dOutput, pass.Rows * C, pass.Dropout.EmbeddingsMask);
         var dSum = pass.Scratch("dResidual", C);
         LayerNorm.Backward(backend, dSum, dOutput, pass.Kept(this, "sum", C), null, pass.Rows);
-        backend.EmbeddingsBackward(WordEmbeddings.Gradient, PositionEmbeddings.Gradient, TokenTypeEmbeddings.Gradient,
+        backend.EmbeddingsBackward(WordEmbeddings.GradientTensor, PositionEmbeddings.GradientTensor, TokenTypeEmbeddings.GradientTensor,
             dSum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, pass.B, pass.T, C);
     }
 

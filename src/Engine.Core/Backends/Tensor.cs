@@ -1,0 +1,48 @@
+using System.Diagnostics.CodeAnalysis;
+using Engine.IO;
+
+namespace Engine.Backends;
+
+/// <summary>
+/// What an op takes: a view of backend memory with its element type (safetensors' <see cref="DType"/>) and shape.
+/// Today every op computes in F32, and a float buffer converts implicitly into a flat F32 tensor; an element type
+/// reaches an op as a tensor of that type, where a backend either has a kernel for it or refuses it naming the
+/// operand — so int8 (values and per-channel scales) and half types add kernels, not new op signatures.
+/// Sizes are still passed to the ops beside their tensors.
+/// </summary>
+public sealed class Tensor
+{
+    private readonly object _storage;
+
+    /// <summary>An F32 tensor over <paramref name="values"/>; a flat vector when no shape is given.</summary>
+    public Tensor(DeviceBuffer<float> values, params long[] shape)
+        : this(values, DType.F32, shape.Length == 0 ? [values.Length] : shape, values.Length) { }
+
+    /// <summary>A tensor of <paramref name="type"/> over <paramref name="storage"/> (a type's kernels know its layout).</summary>
+    internal Tensor(object storage, DType type, long[] shape, long capacity)
+    {
+        long elements = shape.Aggregate(1L, (a, b) => a * b);
+        if (shape.Any(d => d < 0) || elements > capacity)
+            throw new ArgumentException($"a [{string.Join(", ", shape)}] tensor over {capacity} elements");
+        _storage = storage;
+        Type = type;
+        Shape = shape;
+    }
+
+    public DType Type { get; }
+    public long[] Shape { get; }
+    public long Length => Shape.Aggregate(1L, (a, b) => a * b);
+
+    /// <summary>Throws unless the tensor holds at least <paramref name="needed"/> elements (buffers are reused for smaller batches).</summary>
+    public void RequireLength(long needed, string name)
+    {
+        if (Length < needed) throw new ArgumentException($"{name} holds {Length} elements, the op needs {needed}");
+    }
+
+    /// <summary>The F32 values; any other type is refused naming the operand, until a kernel for it exists.</summary>
+    public DeviceBuffer<float> F32(string operand) =>
+        Type == DType.F32 ? (DeviceBuffer<float>)_storage : throw new NotSupportedException($"{operand} is a {Type} tensor; this op has no {Type} kernel (F32 only)");
+
+    [return: NotNullIfNotNull(nameof(buffer))]
+    public static implicit operator Tensor?(DeviceBuffer<float>? buffer) => buffer is null ? null : new Tensor(buffer);
+}
