@@ -6,10 +6,10 @@
 // Scheme: one warp per token: gather and sum the three rows (consecutive lanes, consecutive channels),
 // Welford statistics merged across the warp (LayerNormKernels.Moments), the sum kept in the sum buffer
 // or, without one, in the output row itself (each lane re-reads only what it wrote), then normalised.
-// Backward (of the sum; its layer-norm's is LayerNormKernels): one thread per channel walks the tokens in
-// order and adds dsum into the word, position and token-type rows: a deterministic scatter-add, no atomics.
-// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward; v4 explicit
-// position ids (this version).
+// Backward (of the sum; its layer-norm's is LayerNormKernels): per table, thread (channel, block of rows) walks
+// the tokens in order and adds dsum into the rows of its block: a deterministic scatter-add, no atomics.
+// History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward (a thread per
+// channel over all three tables); v4 explicit position ids, the backward per table over row blocks (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -45,16 +45,22 @@ internal static class EmbeddingsKernels
             output[rowBase + c] = (sum[rowBase + c] - moments.Mean) * rstd * weight[c] + bias[c];
     }
 
-    /// <summary>dword[ids] += dsum, dposition[positions] += dsum, dtype[types] += dsum; one thread per channel, tokens in order.</summary>
-    public static void BackwardKernel(Index1D c, ArrayView<float> dWord, ArrayView<float> dPosition, ArrayView<float> dTokenType,
-        ArrayView<float> dSum, ArrayView<int> inputIds, ArrayView<int> positionIds, ArrayView<int> tokenTypeIds, Shape s)
+    /// <summary>Row blocks per table in the backward: enough threads for a GPU on a vocabulary (32 × C), one block for small tables.</summary>
+    public static int Blocks(int rows) => Math.Clamp(rows / 256, 1, 32);
+
+    /// <summary>
+    /// dtable[ids] += dsum rows (one of the three tables); thread (channel, block of table rows) walks the tokens in
+    /// order and adds those whose id falls in its block: each gradient element has one owner, so the sum is
+    /// deterministic, and a vocabulary's gradient runs on 32 × C threads, not C.
+    /// </summary>
+    public static void TableBackwardKernel(Index2D index, ArrayView<float> dTable, ArrayView<float> dSum, ArrayView<int> ids, int tokens, int C, int rows, int blocks)
     {
-        for (int token = 0; token < s.B * s.T; token++)
+        int c = index.X, block = index.Y;
+        int rowsPerBlock = (rows + blocks - 1) / blocks, first = block * rowsPerBlock, end = Math.Min(rows, first + rowsPerBlock);
+        for (int token = 0; token < tokens; token++)
         {
-            float g = dSum[(long)token * s.C + c];
-            dWord[(long)inputIds[token] * s.C + c] += g;
-            dPosition[(long)positionIds[token] * s.C + c] += g;
-            dTokenType[(long)tokenTypeIds[token] * s.C + c] += g;
+            int id = ids[token];
+            if (id >= first && id < end) dTable[(long)id * C + c] += dSum[(long)token * C + c];
         }
     }
 

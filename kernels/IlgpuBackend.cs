@@ -66,7 +66,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attentionKeyBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _softmaxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _crossEntropy;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape> _embeddingsBackward;
+    private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> _embeddingsBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
@@ -96,7 +96,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _attentionKeyBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.KeyBackwardKernel);
         _softmaxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.BackwardKernel);
         _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(SoftmaxKernels.CrossEntropyKernel);
-        _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, EmbeddingsKernels.Shape>(EmbeddingsKernels.BackwardKernel);
+        _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(EmbeddingsKernels.TableBackwardKernel);
         _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
@@ -249,8 +249,12 @@ public sealed class IlgpuBackend : ITrainingBackend
         Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
         OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
-        _embeddingsBackward(C, View(dWord), View(dPosition), View(dTokenType), View(dSum), View(inputIds), View(positionIds), View(tokenTypeIds),
-            new EmbeddingsKernels.Shape(B, T, C, 0f));
+        if (B * T == 0 || C == 0) return;
+        foreach (var (table, ids) in new[] { (dWord, inputIds), (dPosition, positionIds), (dTokenType, tokenTypeIds) })
+        {
+            int rows = (int)(table.Length / C), blocks = EmbeddingsKernels.Blocks(rows);
+            _embeddingsBackward(new Index2D(C, blocks), View(table), View(dSum), View(ids), B * T, C, rows, blocks);
+        }
     }
 
     public void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C)

@@ -44,7 +44,7 @@ public static class KernelCatalog
         new("attn-kv-backward hs=64", Method(nameof(KernelCatalog), nameof(AttentionKeyBackwardHeadSize64)), true, true),
         new("softmax-backward", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.BackwardKernel)), true, false),
         new("cross-entropy", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.CrossEntropyKernel)), true, false),
-        new("embeddings-backward", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.BackwardKernel)), false, false),
+        new("embeddings-backward", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.TableBackwardKernel)), false, false),
         new("mean-squared-error", Method(nameof(LossKernels), nameof(LossKernels.MeanSquaredErrorKernel)), false, false),
     ];
 

@@ -455,11 +455,15 @@ public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int 
         return [.. Enumerable.Range(0, B * T).Select(_ => random.Next(positions))];
     }
 
-    /// <summary>Word ids over the whole vocabulary (the forward), or over its first five (the backward: repeats to sum), and token types.</summary>
+    /// <summary>
+    /// Word ids over the whole vocabulary (the forward), or five ids spread over it (the backward: repeats to sum, in
+    /// every block of rows a kernel may split the table into), and token types.
+    /// </summary>
     private (int[] Ids, int[] Types) Ids(bool repeats)
     {
         var random = new Random(11);
-        var ids = Enumerable.Range(0, B * T).Select(_ => random.Next(repeats ? Math.Min(V, 5) : V)).ToArray();
+        int[] spread = [0, V / 4, V / 2, 3 * V / 4, V - 1];
+        var ids = Enumerable.Range(0, B * T).Select(_ => repeats ? spread[random.Next(spread.Length)] : random.Next(V)).ToArray();
         var types = Enumerable.Range(0, B * T).Select(_ => random.Next(typeVocab)).ToArray();
         return (ids, types);
     }

@@ -102,6 +102,7 @@ public static class OpCases
     [
         new("tiny", 1, 1, 3, 5, 1, 1),
         new("odd", 3, 7, 19, 31, 2, 9),
+        new("many-rows", 2, 5, 3, 700, 2, 600), // tables of several row blocks in the GPU backward, at emulator cost
         new("minilm", 2, 40, 384, 1000, 2, 512),
     ];
 
