@@ -7,10 +7,12 @@
 // Tiling: a 64×64 tile of C per group of 16×16 threads; each thread accumulates a 4×4 register block
 // (rows ty+16i, columns tx+16j, so shared reads are broadcast or consecutive and stores coalesce); K is
 // walked in slices of 16 staged through shared memory (A slice stored k-major). Sizes that are not tile
-// multiples load zeros and skip out-of-range stores. Bias and activation are fused into the epilogue.
+// multiples load zeros and skip out-of-range stores. Bias and activation are fused into the epilogue, which
+// also stores the pre-activation when training asks for it.
 // Staging maps consecutive threads to consecutive addresses in either layout, so global loads coalesce.
 // History: v1 shared-memory tiled, 4×4 register blocking, C = A·Wᵀ only; v2 both layouts of each
-// operand and strided batches; v3 an accumulate flag (C += A·B, for parameter gradients) (this version).
+// operand and strided batches; v3 an accumulate flag (C += A·B, for parameter gradients); v4 the pre-activation
+// kept by the epilogue for training (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -21,23 +23,27 @@ internal static class GemmKernels
     public const int Tile = 64, Slice = 16, Threads = 16;
 
     /// <summary>Sizes, layouts and flags of one batched product (one struct: ILGPU kernels take at most 14 parameters).</summary>
-    /// <remarks><c>Accumulate</c>: C += product (a parameter gradient) instead of C = product.</remarks>
+    /// <remarks>
+    /// <c>Accumulate</c>: C += product (a parameter gradient) instead of C = product. <c>KeepPreActivation</c>: the
+    /// pre-activation (product + bias) is also stored, in the same layout, for the activation's backward.
+    /// </remarks>
     public readonly record struct Shape(int Batch, int M, int K, int N, int TransposeA, int TransposeB,
-        long StrideA, long StrideB, long StrideC, int HasBias, int Activation, int Accumulate);
+        long StrideA, long StrideB, long StrideC, int HasBias, int Activation, int Accumulate, int KeepPreActivation);
 
-    /// <summary>A Linear: C (M,N) = act(A (M,K) · W (N,K)ᵀ + bias).</summary>
-    public static Shape Linear(int M, int K, int N, bool hasBias, int activation) =>
-        new(1, M, K, N, 0, 1, (long)M * K, (long)N * K, (long)M * N, hasBias ? 1 : 0, activation, 0);
+    /// <summary>A Linear: C (M,N) = act(A (M,K) · W (N,K)ᵀ + bias), the pre-activation kept when asked.</summary>
+    public static Shape Linear(int M, int K, int N, bool hasBias, int activation, bool keepPreActivation) =>
+        new(1, M, K, N, 0, 1, (long)M * K, (long)N * K, (long)M * N, hasBias ? 1 : 0, activation, 0, keepPreActivation ? 1 : 0);
 
     /// <summary>A product of the MatMul op, assigned or accumulated.</summary>
     public static Shape Product(Engine.Backends.MatMulShape s, bool accumulate) =>
-        new(s.Batch, s.M, s.K, s.N, s.TransposeA ? 1 : 0, s.TransposeB ? 1 : 0, s.StrideA, s.StrideB, s.StrideC, 0, ActivationKernels.None, accumulate ? 1 : 0);
+        new(s.Batch, s.M, s.K, s.N, s.TransposeA ? 1 : 0, s.TransposeB ? 1 : 0, s.StrideA, s.StrideB, s.StrideC, 0, ActivationKernels.None, accumulate ? 1 : 0, 0);
 
     public static KernelConfig Config(Shape s) =>
         new(new Index3D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile, s.Batch), new Index3D(Threads, Threads, 1));
 
     /// <summary>One 64×64 tile of one batch item's C; w is the B operand (a Linear's weight).</summary>
-    public static void Kernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> w, ArrayView<float> bias, Shape s)
+    /// <param name="pre">(M,N): the pre-activation, written when <c>KeepPreActivation</c> (a single-item Linear).</param>
+    public static void Kernel(ArrayView<float> c, ArrayView<float> pre, ArrayView<float> a, ArrayView<float> w, ArrayView<float> bias, Shape s)
     {
         var aSlice = SharedMemory.Allocate1D<float>(Slice * Tile); // (Slice, Tile): k-major rows of A
         var wSlice = SharedMemory.Allocate1D<float>(Slice * Tile); // (Slice, Tile): k-major rows of W
@@ -79,27 +85,28 @@ internal static class GemmKernels
             Group.Barrier();
         }
         var cItem = c.SubView(item * s.StrideC, (long)s.M * s.N);
-        Store(cItem, bias, s, rowBase + ty, colBase + tx, c00, c01, c02, c03);
-        Store(cItem, bias, s, rowBase + ty + 16, colBase + tx, c10, c11, c12, c13);
-        Store(cItem, bias, s, rowBase + ty + 32, colBase + tx, c20, c21, c22, c23);
-        Store(cItem, bias, s, rowBase + ty + 48, colBase + tx, c30, c31, c32, c33);
+        Store(cItem, pre, bias, s, rowBase + ty, colBase + tx, c00, c01, c02, c03);
+        Store(cItem, pre, bias, s, rowBase + ty + 16, colBase + tx, c10, c11, c12, c13);
+        Store(cItem, pre, bias, s, rowBase + ty + 32, colBase + tx, c20, c21, c22, c23);
+        Store(cItem, pre, bias, s, rowBase + ty + 48, colBase + tx, c30, c31, c32, c33);
     }
 
     /// <summary>Epilogue for one row of a thread's block: columns col, col+16, col+32, col+48.</summary>
-    private static void Store(ArrayView<float> c, ArrayView<float> bias, Shape s, int row, int col, float v0, float v1, float v2, float v3)
+    private static void Store(ArrayView<float> c, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, float v0, float v1, float v2, float v3)
     {
         if (row >= s.M) return;
-        StoreOne(c, bias, s, row, col, v0);
-        StoreOne(c, bias, s, row, col + 16, v1);
-        StoreOne(c, bias, s, row, col + 32, v2);
-        StoreOne(c, bias, s, row, col + 48, v3);
+        StoreOne(c, pre, bias, s, row, col, v0);
+        StoreOne(c, pre, bias, s, row, col + 16, v1);
+        StoreOne(c, pre, bias, s, row, col + 32, v2);
+        StoreOne(c, pre, bias, s, row, col + 48, v3);
     }
 
-    private static void StoreOne(ArrayView<float> c, ArrayView<float> bias, Shape s, int row, int col, float value)
+    private static void StoreOne(ArrayView<float> c, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, float value)
     {
         if (col >= s.N) return;
         if (s.HasBias != 0) value += bias[col];
         long index = (long)row * s.N + col;
+        if (s.KeepPreActivation != 0) pre[index] = value;
         c[index] = s.Accumulate != 0 ? c[index] + value : ActivationKernels.Apply(value, s.Activation);
     }
 }

@@ -48,7 +48,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _none; // stands for an absent bias or residual
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
@@ -79,7 +79,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _context = context;
         _accelerator = accelerator;
         _none = accelerator.Allocate1D<float>(1);
-        _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
+        _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
         _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
@@ -176,11 +176,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     public void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
-        int M, int K, int N, Activation activation)
+        int M, int K, int N, Activation activation, Tensor? preActivation = null)
     {
-        OpShapes.Linear(output, input, weight, bias, M, K, N);
-        var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation));
-        _gemm(GemmKernels.Config(shape), View(output), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
+        OpShapes.Linear(output, input, weight, bias, M, K, N, preActivation);
+        var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation), preActivation is not null);
+        _gemm(GemmKernels.Config(shape), View(output), preActivation is null ? _none.View : View(preActivation), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
     }
 
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
@@ -188,7 +188,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         OpShapes.MatMul(output, a, b, shape);
         if (shape.Batch == 0) return;
         var kernelShape = GemmKernels.Product(shape, accumulate: false);
-        _gemm(GemmKernels.Config(kernelShape), View(output), View(a), View(b), _none.View, kernelShape);
+        _gemm(GemmKernels.Config(kernelShape), View(output), _none.View, View(a), View(b), _none.View, kernelShape);
     }
 
     public void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
@@ -198,10 +198,10 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (dInput is not null)
         {
             var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
-            _gemm(GemmKernels.Config(shape), View(dInput), View(dOutput), View(weight), _none.View, shape);
+            _gemm(GemmKernels.Config(shape), View(dInput), _none.View, View(dOutput), View(weight), _none.View, shape);
         }
         var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
-        _gemm(GemmKernels.Config(weightShape), View(dWeight), View(dOutput), View(input), _none.View, weightShape);
+        _gemm(GemmKernels.Config(weightShape), View(dWeight), _none.View, View(dOutput), View(input), _none.View, weightShape);
         if (dBias is not null && M > 0 && N > 0)
         {
             int chunks = ReductionKernels.Chunks(M);

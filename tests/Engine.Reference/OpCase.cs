@@ -100,8 +100,8 @@ public interface IReferenceGradient
     ParityResult ReferenceGradient();
 }
 
-/// <summary>output (M,N) = act(input (M,K) · weight (N,K)ᵀ + bias).</summary>
-public sealed class LinearCase(string name, int m, int k, int n, bool bias, string activation) : OpCase("linear", name), IReferenceGradient
+/// <summary>output (M,N) = act(input (M,K) · weight (N,K)ᵀ + bias); with <paramref name="keepPreActivation"/>, the epilogue also keeps input · weightᵀ + bias (training).</summary>
+public sealed class LinearCase(string name, int m, int k, int n, bool bias, string activation, bool keepPreActivation = false) : OpCase("linear", name), IReferenceGradient
 {
     private readonly Lazy<(float[] Input, float[] Weight, float[]? Bias)> _inputs = new(() => (OpCases.Random(m * k, 1), OpCases.Random(n * k, 2, 0.5f), bias ? OpCases.Random(n, 3) : null));
 
@@ -119,9 +119,12 @@ public sealed class LinearCase(string name, int m, int k, int n, bool bias, stri
     public override ParityResult Forward(IBackend backend)
     {
         var (input, weight, b) = Inputs;
-        var output = backend.Poisoned(M * N);
-        backend.Linear(output, backend.UploadArray(input), backend.UploadArray(weight), b is null ? null : backend.UploadArray(b), M, K, N, OpCases.ParseActivation(activation));
-        return Compare(ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), b?.AsDoubles(), M, K, N, activation), backend.DownloadArray(output), OpCases.LinearTolerance);
+        var (output, pre) = (backend.Poisoned(M * N), keepPreActivation ? backend.Poisoned(M * N) : null);
+        backend.Linear(output, backend.UploadArray(input), backend.UploadArray(weight), b is null ? null : backend.UploadArray(b), M, K, N, OpCases.ParseActivation(activation), pre);
+        var result = Compare(ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), b?.AsDoubles(), M, K, N, activation), backend.DownloadArray(output), OpCases.LinearTolerance);
+        if (pre is null || !result.Passed) return result;
+        return ParityCheck.Compare(Op, Name + " pre-activation", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), b?.AsDoubles(), M, K, N, "none"),
+            backend.DownloadArray(pre), OpCases.LinearTolerance);
     }
 
     public override ParityResult Backward(ITrainingBackend backend)

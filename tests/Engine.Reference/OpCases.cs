@@ -35,6 +35,9 @@ public static class OpCases
         new("odd-tanh", 5, 31, 67, true, "tanh"),
         new("no-bias", 19, 64, 48, false, "none"),
         new("tall", 101, 17, 3, true, "gelu"),
+        new("odd-gelu-kept", 13, 37, 33, true, "gelu", keepPreActivation: true),
+        new("odd-tanh-kept", 5, 31, 67, true, "tanh", keepPreActivation: true),
+        new("tall-none-kept", 70, 17, 3, false, "none", keepPreActivation: true),
         new("minilm-qkv", 64, 384, 1152, true, "none"),
         new("minilm-ffn", 50, 384, 1536, true, "gelu"),
     ];

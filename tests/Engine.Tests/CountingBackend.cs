@@ -23,7 +23,7 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged => inner.Upload(source, destination);
     public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged => inner.Download(source, destination);
-    public void Linear(Tensor o, Tensor i, Tensor w, Tensor? b, int M, int K, int N, Activation a) => inner.Linear(o, i, w, b, M, K, N, a);
+    public void Linear(Tensor o, Tensor i, Tensor w, Tensor? b, int M, int K, int N, Activation a, Tensor? pre = null) => inner.Linear(o, i, w, b, M, K, N, a, pre);
     public void MatMul(Tensor o, Tensor a, Tensor b, MatMulShape s) => inner.MatMul(o, a, b, s);
     public void Softmax(Tensor o, Tensor i, int rows, int N) => inner.Softmax(o, i, rows, N);
     public void Activate(Tensor o, Tensor i, int n, Activation a) => inner.Activate(o, i, n, a);

@@ -78,9 +78,13 @@ public interface IBackend : IDisposable
     /// <summary>Copies the start of <paramref name="source"/> into <paramref name="destination"/>.</summary>
     void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged;
 
-    /// <summary>output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.</summary>
+    /// <summary>
+    /// output (M,N) = activation(input (M,K) · weight (N,K)ᵀ + bias (N)); the weight is in PyTorch's [out, in] layout.
+    /// <paramref name="preActivation"/> (M,N), when given, also receives input · weightᵀ + bias (what the activation's
+    /// backward reads): training keeps the activation fused into the product too.
+    /// </summary>
     void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
-        int M, int K, int N, Activation activation);
+        int M, int K, int N, Activation activation, Tensor? preActivation = null);
 
     /// <summary>Strided-batched matrix products in either layout (attention's and backward passes' products).</summary>
     void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape);

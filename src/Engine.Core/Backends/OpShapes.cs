@@ -7,8 +7,9 @@ namespace Engine.Backends;
 /// </summary>
 public static class OpShapes
 {
-    public static void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N)
+    public static void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Tensor? preActivation = null)
     {
+        preActivation?.RequireLength((long)M * N, nameof(preActivation));
         output.RequireLength((long)M * N, nameof(output));
         input.RequireLength((long)M * K, nameof(input));
         weight.RequireLength((long)N * K, nameof(weight));

@@ -71,9 +71,13 @@ public sealed class Linear
         new(scope.Arena.Add(scope.NameOf("weight"), [outFeatures, inFeatures], Training.SeedStreams.HeadWeights(outFeatures * inFeatures, std, (ulong)seed)),
             scope.Arena.Add(scope.NameOf("bias"), [outFeatures], new float[outFeatures]), inFeatures, outFeatures);
 
-    /// <summary>output (rows, out) = activation(input (rows, in)·Wᵀ + b), the activation fused into the product's epilogue.</summary>
-    public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, Activation activation = Activation.None) =>
-        backend.Linear(output, input, Weight.Tensor, Bias?.Tensor, rows, InFeatures, OutFeatures, activation);
+    /// <summary>
+    /// output (rows, out) = activation(input (rows, in)·Wᵀ + b), the activation fused into the product's epilogue;
+    /// <paramref name="preActivation"/> (rows, out), when given, keeps input·Wᵀ + b for the activation's backward.
+    /// </summary>
+    public void Forward(IBackend backend, DeviceBuffer<float> output, DeviceBuffer<float> input, int rows, Activation activation = Activation.None,
+        DeviceBuffer<float>? preActivation = null) =>
+        backend.Linear(output, input, Weight.Tensor, Bias?.Tensor, rows, InFeatures, OutFeatures, activation, preActivation);
 
     /// <summary>Parameter gradients +=; dInput (rows, in) = (null: not needed). <paramref name="input"/> is the forward's.</summary>
     public void Backward(ITrainingBackend backend, DeviceBuffer<float>? dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input, int rows) =>

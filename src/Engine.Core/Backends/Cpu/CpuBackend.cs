@@ -77,11 +77,12 @@ public sealed class CpuBackend : ITrainingBackend
     }
 
     public void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
-        int M, int K, int N, Activation activation)
+        int M, int K, int N, Activation activation, Tensor? preActivation = null)
     {
-        OpShapes.Linear(output, input, weight, bias, M, K, N);
+        OpShapes.Linear(output, input, weight, bias, M, K, N, preActivation);
         var w = Host(weight);
-        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation);
+        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation,
+            preActivation: preActivation is null ? null : Host(preActivation).Data);
     }
 
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)

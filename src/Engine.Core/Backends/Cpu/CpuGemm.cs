@@ -61,20 +61,21 @@ internal static unsafe class CpuGemm
     /// <paramref name="packedWeight"/> must come from <see cref="Pack"/> with the same <paramref name="width"/>;
     /// 0 means the processor's widest (tests pass 8 and 4 to check the narrower kernels on any machine).
     /// A and C start at <paramref name="aOffset"/> and <paramref name="cOffset"/> (one item of a batch).
+    /// <paramref name="preActivation"/> (M,N), when given, receives the product plus bias before the activation (training).
     /// </summary>
     public static void Multiply(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation, int width = 0,
-        long aOffset = 0, long cOffset = 0)
+        long aOffset = 0, long cOffset = 0, float[]? preActivation = null)
     {
         switch (width == 0 ? Simd.Width : width)
         {
-            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
-            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
-            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset); break;
+            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
+            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
+            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
         }
     }
 
     private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation,
-        long aOffset, long cOffset)
+        long aOffset, long cOffset, float[]? preActivation)
         where V : struct, ISimd<V>
     {
         // Rows per tile: 8 with 512-bit vectors (AVX-512 has 32 registers: 16 accumulators), else 6 (12 of 16).
@@ -89,14 +90,15 @@ internal static unsafe class CpuGemm
             float* edge = stackalloc float[mr * nr];
             float* biasTile = stackalloc float[nr];
             for (int j = 0; j < nr; j++) biasTile[j] = bias is { } b && j < cols ? b[col + j] : 0f;
-            fixed (float* pa0 = a, pw = packedWeight, pc0 = c)
+            fixed (float* pa0 = a, pw = packedWeight, pc0 = c, pPre = preActivation)
             {
                 float* pa = pa0 + aOffset, pc = pc0 + cOffset;
                 float* panelStart = pw + (long)panel * K * nr;
                 for (int row = rowStart; row < rowEnd; row += mr)
                 {
                     int rows = Math.Min(mr, rowEnd - row);
-                    float* destination = pc + (long)row * N + col;
+                    // The tile goes to the pre-activation when training keeps it; the activation then writes C from it.
+                    float* product = pc + (long)row * N + col, destination = pPre is null ? product : pPre + (long)row * N + col;
                     if (rows == mr && cols == nr)
                     {
                         if (mr == 8) Tile8<V>(pa + (long)row * K, K, panelStart, biasTile, destination, N);
@@ -108,12 +110,9 @@ internal static unsafe class CpuGemm
                         for (int r = 0; r < rows; r++)
                             new ReadOnlySpan<float>(edge + r * nr, cols).CopyTo(new Span<float>(destination + (long)r * N, cols));
                     }
-                    if (activation != Activation.None)
+                    if (activation != Activation.None || pPre is not null)
                         for (int r = 0; r < rows; r++)
-                        {
-                            var span = new Span<float>(destination + (long)r * N, cols);
-                            CpuActivations.Apply(span, span, activation);
-                        }
+                            CpuActivations.Apply(new ReadOnlySpan<float>(destination + (long)r * N, cols), new Span<float>(product + (long)r * N, cols), activation);
                 }
             }
         });

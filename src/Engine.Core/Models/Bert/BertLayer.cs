@@ -88,7 +88,7 @@ public sealed class BertProjectionOutput
     public long ParameterCount => Dense.ParameterCount + LayerNorm.ParameterCount;
 }
 
-/// <summary><c>BertIntermediate</c>: dense then GELU — fused into the product's epilogue in inference; a recording pass keeps the pre-activation.</summary>
+/// <summary><c>BertIntermediate</c>: dense then GELU, fused into the product's epilogue; a recording pass has the epilogue keep the pre-activation too.</summary>
 public sealed class BertIntermediate
 {
     public Linear Dense { get; }
@@ -99,17 +99,8 @@ public sealed class BertIntermediate
     private int I => Dense.OutFeatures;
 
     /// <summary>output (rows,I) = GELU(dense(input (rows,C))).</summary>
-    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input)
-    {
-        if (!pass.Records)
-        {
-            Dense.Forward(pass.Backend, output, input, pass.Rows, Activation.Gelu);
-            return;
-        }
-        var preActivation = pass.Kept(this, "pre_gelu", I);
-        Dense.Forward(pass.Backend, preActivation, input, pass.Rows);
-        pass.Backend.Activate(output, preActivation, pass.Rows * I, Activation.Gelu);
-    }
+    internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input) =>
+        Dense.Forward(pass.Backend, output, input, pass.Rows, Activation.Gelu, pass.Records ? pass.Kept(this, "pre_gelu", I) : null);
 
     /// <summary>dInput (rows,C) from dOutput (rows,I), which this overwrites.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dInput, DeviceBuffer<float> dOutput, DeviceBuffer<float> input)
@@ -229,14 +220,7 @@ public sealed class BertPooler
     {
         var firstTokens = pass.Kept(this, "first_tokens", C, perToken: false);
         pass.Backend.FirstToken(firstTokens, hidden, pass.B, pass.T, C);
-        if (!pass.Records)
-        {
-            Dense.Forward(pass.Backend, output, firstTokens, pass.B, Activation.Tanh);
-            return;
-        }
-        var preActivation = pass.Kept(this, "pre_tanh", C, perToken: false);
-        Dense.Forward(pass.Backend, preActivation, firstTokens, pass.B);
-        pass.Backend.Activate(output, preActivation, pass.B * C, Activation.Tanh);
+        Dense.Forward(pass.Backend, output, firstTokens, pass.B, Activation.Tanh, pass.Records ? pass.Kept(this, "pre_tanh", C, perToken: false) : null);
     }
 
     /// <summary>dHidden (B,T,C) = ∂L/∂hidden (zero but at [CLS]) from dOutput (B,C), which this overwrites.</summary>
