@@ -22,7 +22,7 @@ public static class ErfcFit
 /// multiply-add that reads them take a microcode assist (a GEMM over them ran 10× slower), and .NET cannot
 /// set the processor's flush-to-zero mode. The change is below 1.2e-38 in absolute value.
 /// </remarks>
-internal static class CpuActivations
+internal static unsafe class CpuActivations
 {
     private const float InvSqrt2 = 0.70710678118654752f, InvSqrt2Pi = 0.3989422804014327f, LeastNormal = 1.17549435e-38f;
 
@@ -61,6 +61,32 @@ internal static class CpuActivations
             var cdf = Phi(x, out var halfSquare);
             return FlushSubnormal(dy * (cdf + x * (InvSqrt2Pi * Vector.Exp(-halfSquare))));
         }
+    }
+
+    /// <summary>
+    /// destination = act(source) over a tile of <paramref name="rows"/> × <paramref name="cols"/> with row stride
+    /// <paramref name="stride"/> (a GEMM epilogue's tile; source and destination may be the same): one call per tile,
+    /// the function inlined, so a 32-column tile pays no per-row call.
+    /// </summary>
+    public static unsafe void ApplyTile(float* source, float* destination, int rows, int cols, long stride, Activation activation)
+    {
+        if (activation == Activation.Gelu)
+        {
+            int width = Vector<float>.Count, full = cols - cols % width;
+            for (int r = 0; r < rows; r++)
+            {
+                float* x = source + r * stride, y = destination + r * stride;
+                for (int c = 0; c < full; c += width)
+                {
+                    var v = Vector.Load(x + c);
+                    Vector.Store(GeluForward.Apply(v, v), y + c);
+                }
+                if (full < cols) ByVectors<GeluForward>(new ReadOnlySpan<float>(x + full, cols - full), new ReadOnlySpan<float>(x + full, cols - full), new Span<float>(y + full, cols - full));
+            }
+            return;
+        }
+        for (int r = 0; r < rows; r++)
+            Apply(new ReadOnlySpan<float>(source + r * stride, cols), new Span<float>(destination + r * stride, cols), activation);
     }
 
     /// <summary>output = F(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>

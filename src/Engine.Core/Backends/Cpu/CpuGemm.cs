@@ -111,8 +111,7 @@ internal static unsafe class CpuGemm
                             new ReadOnlySpan<float>(edge + r * nr, cols).CopyTo(new Span<float>(destination + (long)r * N, cols));
                     }
                     if (activation != Activation.None || pPre is not null)
-                        for (int r = 0; r < rows; r++)
-                            CpuActivations.Apply(new ReadOnlySpan<float>(destination + (long)r * N, cols), new Span<float>(product + (long)r * N, cols), activation);
+                        CpuActivations.ApplyTile(destination, product, rows, cols, N, activation);
                 }
             }
         });
