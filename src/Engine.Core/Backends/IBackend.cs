@@ -22,10 +22,7 @@ public abstract class DeviceBuffer<T> : IDisposable where T : unmanaged
     }
 
     /// <summary>Throws unless the buffer holds at least <paramref name="needed"/> elements (buffers are reused for smaller batches).</summary>
-    public void RequireLength(long needed, string name)
-    {
-        if (Length < needed) throw new ArgumentException($"{name} holds {Length} elements, the op needs {needed}");
-    }
+    public void RequireLength(long needed, string name) => OpShapes.Require(Length, needed, name);
 
     public virtual void Dispose() => GC.SuppressFinalize(this);
 }

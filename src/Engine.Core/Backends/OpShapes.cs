@@ -30,6 +30,12 @@ public static class OpShapes
     }
 
     /// <summary>Element-wise ops (activations, dropout, accumulation, AdamW, losses): every buffer n long.</summary>
+    /// <summary>The one length check of an op's operand: <paramref name="held"/> elements must cover <paramref name="needed"/>.</summary>
+    public static void Require(long held, long needed, string name)
+    {
+        if (held < needed) throw new ArgumentException($"{name} holds {held} elements, the op needs {needed}");
+    }
+
     /// <summary>A count of elements in [0, n] (how many of n elements an op treats differently).</summary>
     public static void Count(int count, int n, string name)
     {

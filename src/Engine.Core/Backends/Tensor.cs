@@ -34,10 +34,7 @@ public sealed class Tensor
     public long Length => Shape.Aggregate(1L, (a, b) => a * b);
 
     /// <summary>Throws unless the tensor holds at least <paramref name="needed"/> elements (buffers are reused for smaller batches).</summary>
-    public void RequireLength(long needed, string name)
-    {
-        if (Length < needed) throw new ArgumentException($"{name} holds {Length} elements, the op needs {needed}");
-    }
+    public void RequireLength(long needed, string name) => OpShapes.Require(Length, needed, name);
 
     /// <summary>The F32 values; any other type is refused naming the operand, until a kernel for it exists.</summary>
     public DeviceBuffer<float> F32(string operand) =>

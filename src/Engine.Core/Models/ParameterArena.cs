@@ -174,6 +174,10 @@ public sealed class ParameterArena : IDisposable
     /// <summary>The entry named <paramref name="name"/>, or null.</summary>
     public ParameterEntry? Find(string name) => Entries.FirstOrDefault(e => e.Name == name);
 
+    /// <summary>Every entry with its name, shape and values, in declaration (Hugging Face module) order: what <c>save_pretrained</c> writes.</summary>
+    public IEnumerable<SafeTensorData> ToSafeTensors() =>
+        Parameters.SelectMany(p => p.Parts).Select(e => SafeTensorData.FromFloats(e.Name, Read(e), e.Shape));
+
     /// <summary>An entry's values, downloaded.</summary>
     public float[] Read(ParameterEntry entry)
     {

@@ -185,7 +185,7 @@ public sealed class BertForSequenceClassification : ITaskModel
     public void Save(string directory, string? tokenizerDirectory)
     {
         Directory.CreateDirectory(directory);
-        SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), ArenaTensors(Arena), new Dictionary<string, string> { ["format"] = "pt" });
+        SafeTensorsWriter.Write(Path.Combine(directory, Checkpoint.SingleFileName), Arena.ToSafeTensors(), new Dictionary<string, string> { ["format"] = "pt" });
         var config = Bert.Config.ToJson();
         config["architectures"] = new JsonArray(ModelRegistry.ArchitectureName(Bert.Family, ModelHead.SequenceClassification));
         config["num_labels"] = NumLabels;
@@ -207,10 +207,6 @@ public sealed class BertForSequenceClassification : ITaskModel
     }
 
     public void Save(string directory) => Save(directory, tokenizerDirectory: null);
-
-    /// <summary>Every tensor of the arena's table with its name and shape, in declaration (Hugging Face module) order.</summary>
-    internal static IEnumerable<SafeTensorData> ArenaTensors(ParameterArena arena) =>
-        arena.Parameters.SelectMany(p => p.Parts).Select(e => SafeTensorData.FromFloats(e.Name, arena.Read(e), e.Shape));
 
     /// <summary>The most outputs a classification head may have (far above any real label set; it bounds what a config can make us allocate).</summary>
     public const int MaxLabels = 1 << 16;
@@ -242,7 +238,7 @@ public sealed class BertForSequenceClassification : ITaskModel
         lock (Bert.ForwardLock)
         {
             var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
-            return ReadLogits(pass, HeadForward(pass, Bert.Forward(pass)));
+            return ReadLogits(pass, HeadForward(pass, Bert.Forward(pass)).Logits);
         }
     }
 
@@ -253,8 +249,8 @@ public sealed class BertForSequenceClassification : ITaskModel
         {
             var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
             var hidden = Bert.Forward(pass);
-            var logits = ReadLogits(pass, HeadForward(pass, hidden));
-            return (Bert.Read(pass, hidden), logits);
+            var (pooled, logits) = HeadForward(pass, hidden); // no dropout here: pooled is the pooler's output
+            return (Bert.Read(pass, hidden, pooled), ReadLogits(pass, logits));
         }
     }
 
@@ -265,14 +261,14 @@ public sealed class BertForSequenceClassification : ITaskModel
         return values;
     }
 
-    /// <summary>Head: pooler, dropout, classifier; logits (B, num_labels) on the device.</summary>
-    private DeviceBuffer<float> HeadForward(ForwardPass pass, DeviceBuffer<float> hidden)
+    /// <summary>Head: pooler, dropout, classifier; the pooled rows after dropout (B,C) and the logits (B, num_labels), on the device.</summary>
+    private (DeviceBuffer<float> Pooled, DeviceBuffer<float> Logits) HeadForward(ForwardPass pass, DeviceBuffer<float> hidden)
     {
         var pooled = Bert.Pool(pass, hidden);
         pass.ApplyDropout(pooled, pass.B * Config.HiddenSize, pass.Dropout.ClassifierMask);
         var logits = pass.Kept(this, "logits", NumLabels, perToken: false);
         Classifier.Forward(_backend, logits, pooled, pass.B);
-        return logits;
+        return (pooled, logits);
     }
 
     public ForwardPass Forward(BertBatch batch, DropoutSettings dropout)
@@ -299,8 +295,7 @@ public sealed class BertForSequenceClassification : ITaskModel
         var labels = new int[B];
         for (int i = 0; i < B; i++)
         {
-            if (targets[i] != MathF.Floor(targets[i]) || targets[i] >= NumLabels)
-                throw new EngineException($"label {targets[i]} is not {(targets[i] >= NumLabels ? $"below num_labels {NumLabels}" : "a class id")}");
+            if (!IsValidTarget(targets[i])) throw new EngineException($"label {targets[i]} is not {TargetRule}");
             labels[i] = targets[i] < 0 ? -100 : (int)targets[i];
         }
         var deviceLabels = pass.KeptIntegers(this, "labels", 1, perToken: false);
@@ -339,7 +334,8 @@ public sealed class BertForSequenceClassification : ITaskModel
     /// </summary>
     public double ForwardBackward(BertBatch batch, int[] labels, DropoutSettings dropout)
     {
-        RequireProblemType(ProblemType.SingleLabelClassification);
+        if (ProblemType == ProblemType.Regression)
+            throw new EngineException("this model is a regression head (problem_type regression, or num_labels 1): its training labels are real-valued targets, not class ids");
         return ForwardBackward(batch, [.. labels.Select(l => (float)l)], dropout);
     }
 
@@ -348,24 +344,19 @@ public sealed class BertForSequenceClassification : ITaskModel
         if (ProblemType == ProblemType.Regression && NumLabels != 1)
             throw new EngineException($"fine-tuning a regression head needs num_labels 1 (one target per example), not {NumLabels}");
         for (int i = 0; i < targets.Count; i++)
-        {
-            float label = targets[i];
-            bool valid = ProblemType == ProblemType.Regression ? float.IsFinite(label) : label == MathF.Floor(label) && label < NumLabels;
-            if (!valid)
-                throw new EngineException($"{set} example {i + 1}: label {label} is not {(ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {NumLabels}")}");
-        }
+            if (!IsValidTarget(targets[i])) throw new EngineException($"{set} example {i + 1}: label {targets[i]} is not {TargetRule}");
     }
+
+    /// <summary>A regression target is finite; a class id is an integer below num_labels (negative: ignored, as Hugging Face's −100).</summary>
+    private bool IsValidTarget(float target) =>
+        ProblemType == ProblemType.Regression ? float.IsFinite(target) : target == MathF.Floor(target) && target < NumLabels;
+
+    private string TargetRule => ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {NumLabels}";
 
     public EvaluationResult Evaluate(float[] outputs, float[] targets) =>
         ProblemType == ProblemType.Regression
             ? Metrics.Regression(outputs, targets)
             : Metrics.Classification(outputs, [.. targets.Select(t => (int)t)], NumLabels);
-
-    private void RequireProblemType(ProblemType expected)
-    {
-        if (ProblemType != expected)
-            throw new EngineException("this model is a regression head (problem_type regression, or num_labels 1): its training labels are real-valued targets, not class ids");
-    }
 
     private double Sum(DeviceBuffer<float> losses, int n)
     {

@@ -130,19 +130,19 @@ public sealed class BertModel : IDisposable
         return pooled;
     }
 
-    /// <summary>Downloads the last hidden state and, when there is a pooler, its output.</summary>
-    internal BertModelOutput Read(ForwardPass pass, DeviceBuffer<float> hidden)
+    /// <summary>Downloads the last hidden state and, when there is a pooler, its output (<paramref name="pooled"/> when a head already ran it).</summary>
+    internal BertModelOutput Read(ForwardPass pass, DeviceBuffer<float> hidden, DeviceBuffer<float>? pooled = null)
     {
         int B = pass.B, T = pass.T, C = Config.HiddenSize;
         var lastHidden = new float[B * T * C];
         Backend.Download(hidden, lastHidden);
-        float[]? pooled = null;
+        float[]? pooledOutput = null;
         if (Pooler is not null)
         {
-            pooled = new float[B * C];
-            Backend.Download(Pool(pass, hidden), pooled);
+            pooledOutput = new float[B * C];
+            Backend.Download(pooled ?? Pool(pass, hidden), pooledOutput);
         }
-        return new BertModelOutput(B, T, C, lastHidden, pooled);
+        return new BertModelOutput(B, T, C, lastHidden, pooledOutput);
     }
 
     internal void Validate(BertBatch batch)
