@@ -117,6 +117,26 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         Assert.True(result.Passed, result.ToString());
     }
 
+    /// <summary>The accumulating product (C += A·Wᵀ, how weight gradients are summed) at every vector width, full and edge tiles.</summary>
+    [SkippableTheory, MemberData(nameof(GemmWidthCases))]
+    public void AccumulatingGemmAtEveryVectorWidth(int width, string name)
+    {
+        Skip.IfNot(width switch
+        {
+            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
+            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
+            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
+        }, $"{width * 32}-bit vectors are not hardware-accelerated here");
+        var c = OpCases.Linear.Single(x => x.Name == name);
+        var (input, weight, _) = c.Inputs;
+        var previous = OpCases.Random(c.M * c.N, 41);
+        var output = previous.ToArray();
+        CpuGemm.Multiply(output, input, CpuGemm.Pack(weight, c.N, c.K, width), null, c.M, c.K, c.N, Engine.Backends.Activation.None, width, accumulate: true);
+        var product = ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), null, c.M, c.K, c.N, "none");
+        var result = ParityCheck.Compare("linear", $"{name} accumulated at width {width}", [.. product.Select((v, i) => v + previous[i])], output, OpCases.LinearTolerance);
+        Assert.True(result.Passed, result.ToString());
+    }
+
     /// <summary>
     /// GELU and its backward never write subnormal floats (they slow every later multiply-add ~10×). In the far
     /// tail float's x²/2 limits the relative accuracy (2e-5 at x = −12), and where exp's result is itself

@@ -88,16 +88,34 @@ public sealed class CpuBackend : ITrainingBackend
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
     {
         OpShapes.MatMul(output, a, b, shape);
-        var (c, aBuffer, bBuffer) = (Host(output), Host(a), Host(b));
+        Multiply(Host(output), Host(a), Host(b), shape, accumulate: false);
+    }
+
+    /// <summary>
+    /// The batched product of <see cref="MatMul"/> (or, with <paramref name="accumulate"/>, C += A·B); the transposed A
+    /// and the packed B are rented from the shared pool, so a training step allocates no product scratch.
+    /// </summary>
+    private static void Multiply(CpuBuffer<float> c, CpuBuffer<float> aBuffer, CpuBuffer<float> bBuffer, MatMulShape shape, bool accumulate)
+    {
         int M = shape.M, K = shape.K, N = shape.N;
-        var rowMajorA = shape.TransposeA ? GC.AllocateUninitializedArray<float>(M * K) : null;
-        for (int i = 0; i < shape.Batch; i++)
+        var pool = System.Buffers.ArrayPool<float>.Shared;
+        var rowMajorA = shape.TransposeA ? pool.Rent(M * K) : null;
+        var packed = pool.Rent(CpuGemm.PackedLength(N, K));
+        try
         {
-            long aOffset = aBuffer.Offset + i * shape.StrideA;
-            if (rowMajorA is not null) CpuGemm.Transpose(aBuffer.Array, aOffset, K, M, rowMajorA);
-            var packed = CpuGemm.Pack(bBuffer.Array, N, K, kMajor: !shape.TransposeB, offset: bBuffer.Offset + i * shape.StrideB);
-            CpuGemm.Multiply(c.Array, rowMajorA ?? aBuffer.Array, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? aOffset : 0,
-                cOffset: c.Offset + i * shape.StrideC);
+            for (int i = 0; i < shape.Batch; i++)
+            {
+                long aOffset = aBuffer.Offset + i * shape.StrideA;
+                if (rowMajorA is not null) CpuGemm.Transpose(aBuffer.Array, aOffset, K, M, rowMajorA);
+                CpuGemm.Pack(bBuffer.Array, N, K, kMajor: !shape.TransposeB, offset: bBuffer.Offset + i * shape.StrideB, destination: packed);
+                CpuGemm.Multiply(c.Array, rowMajorA ?? aBuffer.Array, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? aOffset : 0,
+                    cOffset: c.Offset + i * shape.StrideC, accumulate: accumulate);
+            }
+        }
+        finally
+        {
+            if (rowMajorA is not null) pool.Return(rowMajorA);
+            pool.Return(packed);
         }
     }
 
@@ -158,11 +176,8 @@ public sealed class CpuBackend : ITrainingBackend
         OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
         if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
-        // dWeight (N,K) += dOutputᵀ · input.
-        var product = new CpuBuffer<float>(N * K);
-        MatMul(product, dOutput, input, MatMulShape.Contiguous(1, N, M, K, true, false));
-        var weightGradient = Host(dWeight).Span[..(N * K)];
-        System.Numerics.Tensors.TensorPrimitives.Add(weightGradient, product.Data, weightGradient);
+        // dWeight (N,K) += dOutputᵀ · input, summed into the gradient in place.
+        Multiply(Host(dWeight), Host(dOutput), Host(input), MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true);
         if (dBias is not null)
         {
             var bias = Host(dBias).Span[..N];
@@ -277,7 +292,9 @@ public sealed class CpuBackend : ITrainingBackend
         lock (weight)
         {
             if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return cache.Packed;
-            var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset);
+            // A weight that changed (a training step) is repacked into its previous panels.
+            var reuse = weight.PackedCache is { } stale && stale.N == N && stale.K == K ? stale.Packed : null;
+            var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset, destination: reuse);
             weight.PackedCache = (weight.Version, N, K, packed);
             return packed;
         }

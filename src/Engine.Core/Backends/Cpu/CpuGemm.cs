@@ -19,13 +19,15 @@ internal static unsafe class CpuGemm
     /// <summary>
     /// B packed as (ceil(N/NR), K, NR), NR = 2·<paramref name="width"/> (default: this processor's); B is
     /// stored (N,K) (a Linear weight) or, with <paramref name="kMajor"/>, (K,N), from <paramref name="offset"/>.
-    /// Panels are packed in parallel; a k-major row segment is one contiguous copy.
+    /// Panels are packed in parallel; a k-major row segment is one contiguous copy. The panels go to
+    /// <paramref name="destination"/> when given (at least <see cref="PackedLength"/> long: a re-used buffer).
     /// </summary>
-    public static float[] Pack(float[] weight, int N, int K, int width = 0, bool kMajor = false, long offset = 0)
+    public static float[] Pack(float[] weight, int N, int K, int width = 0, bool kMajor = false, long offset = 0, float[]? destination = null)
     {
         int nr = 2 * (width == 0 ? Simd.Width : width);
+        var packed = destination ?? GC.AllocateUninitializedArray<float>(PackedLength(N, K, width));
+        if (packed.Length < PackedLength(N, K, width)) throw new ArgumentException($"packing buffer of {packed.Length} elements for a ({N},{K}) operand");
         int panels = (N + nr - 1) / nr;
-        var packed = GC.AllocateUninitializedArray<float>(panels * K * nr);
         Parallel.For(0, panels, p =>
         {
             int columns = Math.Min(nr, N - p * nr);
@@ -42,6 +44,13 @@ internal static unsafe class CpuGemm
                 }
         });
         return packed;
+    }
+
+    /// <summary>Elements of the packed form of an (N,K) operand: whole panels of NR columns.</summary>
+    public static int PackedLength(int N, int K, int width = 0)
+    {
+        int nr = 2 * (width == 0 ? Simd.Width : width);
+        return (N + nr - 1) / nr * K * nr;
     }
 
     /// <summary>destination (cols, rows) = source (rows, cols)ᵀ, source read from <paramref name="offset"/>; 32×32 blocks in parallel.</summary>
@@ -62,20 +71,24 @@ internal static unsafe class CpuGemm
     /// 0 means the processor's widest (tests pass 8 and 4 to check the narrower kernels on any machine).
     /// A and C start at <paramref name="aOffset"/> and <paramref name="cOffset"/> (one item of a batch).
     /// <paramref name="preActivation"/> (M,N), when given, receives the product plus bias before the activation (training).
+    /// With <paramref name="accumulate"/>, C += A · Wᵀ: tiles start from C instead of the bias (a gradient summed
+    /// in place, with no product buffer); it takes neither bias, activation nor pre-activation.
     /// </summary>
     public static void Multiply(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation, int width = 0,
-        long aOffset = 0, long cOffset = 0, float[]? preActivation = null)
+        long aOffset = 0, long cOffset = 0, float[]? preActivation = null, bool accumulate = false)
     {
+        if (accumulate && (bias is not null || activation != Activation.None || preActivation is not null))
+            throw new ArgumentException("an accumulating product takes no bias, activation or pre-activation");
         switch (width == 0 ? Simd.Width : width)
         {
-            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
-            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
-            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation); break;
+            case 16: Multiply<Simd512>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation, accumulate); break;
+            case 8: Multiply<Simd256>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation, accumulate); break;
+            default: Multiply<Simd128>(c, a, packedWeight, bias, M, K, N, activation, aOffset, cOffset, preActivation, accumulate); break;
         }
     }
 
     private static void Multiply<V>(float[] c, float[] a, float[] packedWeight, ArraySegment<float>? bias, int M, int K, int N, Activation activation,
-        long aOffset, long cOffset, float[]? preActivation)
+        long aOffset, long cOffset, float[]? preActivation, bool accumulate)
         where V : struct, ISimd<V>
     {
         // Rows per tile: 8 with 512-bit vectors (AVX-512 has 32 registers: 16 accumulators), else 6 (12 of 16).
@@ -101,14 +114,19 @@ internal static unsafe class CpuGemm
                     float* product = pc + (long)row * N + col, destination = pPre is null ? product : pPre + (long)row * N + col;
                     if (rows == mr && cols == nr)
                     {
-                        if (mr == 8) Tile8<V>(pa + (long)row * K, K, panelStart, biasTile, destination, N);
-                        else Tile6<V>(pa + (long)row * K, K, panelStart, biasTile, destination, N);
+                        if (mr == 8) Tile8<V>(pa + (long)row * K, K, panelStart, biasTile, destination, N, accumulate);
+                        else Tile6<V>(pa + (long)row * K, K, panelStart, biasTile, destination, N, accumulate);
                     }
                     else
                     {
                         EdgeTile<V>(pa + (long)row * K, K, rows, panelStart, biasTile, edge, nr);
                         for (int r = 0; r < rows; r++)
-                            new ReadOnlySpan<float>(edge + r * nr, cols).CopyTo(new Span<float>(destination + (long)r * N, cols));
+                        {
+                            var tileRow = new ReadOnlySpan<float>(edge + r * nr, cols);
+                            var target = new Span<float>(destination + (long)r * N, cols);
+                            if (accumulate) System.Numerics.Tensors.TensorPrimitives.Add(target, tileRow, target);
+                            else tileRow.CopyTo(target);
+                        }
                     }
                     if (activation != Activation.None || pPre is not null)
                         CpuActivations.ApplyTile(destination, product, rows, cols, N, activation);
@@ -117,14 +135,26 @@ internal static unsafe class CpuGemm
         });
     }
 
-    /// <summary>C rows (8, NR) = bias + A rows (8, K) · panel (K, NR); C has row stride ldc.</summary>
+    /// <summary>C rows (8, NR) = bias (or, accumulating, C) + A rows (8, K) · panel (K, NR); C has row stride ldc.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile8<V>(float* a, int K, float* panel, float* bias, float* c, int ldc) where V : struct, ISimd<V>
+    private static void Tile8<V>(float* a, int K, float* panel, float* bias, float* c, int ldc, bool accumulate) where V : struct, ISimd<V>
     {
         int w = V.Count, nr = 2 * w;
         V bias0 = V.Load(bias), bias1 = V.Load(bias + w);
         V c00 = bias0, c01 = bias1, c10 = bias0, c11 = bias1, c20 = bias0, c21 = bias1, c30 = bias0, c31 = bias1;
         V c40 = bias0, c41 = bias1, c50 = bias0, c51 = bias1, c60 = bias0, c61 = bias1, c70 = bias0, c71 = bias1;
+        if (accumulate)
+        {
+            float* r = c;
+            c00 = V.Load(r); c01 = V.Load(r + w); r += ldc;
+            c10 = V.Load(r); c11 = V.Load(r + w); r += ldc;
+            c20 = V.Load(r); c21 = V.Load(r + w); r += ldc;
+            c30 = V.Load(r); c31 = V.Load(r + w); r += ldc;
+            c40 = V.Load(r); c41 = V.Load(r + w); r += ldc;
+            c50 = V.Load(r); c51 = V.Load(r + w); r += ldc;
+            c60 = V.Load(r); c61 = V.Load(r + w); r += ldc;
+            c70 = V.Load(r); c71 = V.Load(r + w);
+        }
         float* a0 = a, a1 = a + K, a2 = a + 2 * K, a3 = a + 3 * K, a4 = a + 4 * K, a5 = a + 5 * K, a6 = a + 6 * K, a7 = a + 7 * K;
         float* b = panel;
         for (int k = 0; k < K; k++, b += nr)
@@ -149,14 +179,24 @@ internal static unsafe class CpuGemm
         c70.Store(c); c71.Store(c + w);
     }
 
-    /// <summary>C rows (6, NR) = bias + A rows (6, K) · panel (K, NR), for ISAs with 16 vector registers.</summary>
+    /// <summary>C rows (6, NR) = bias (or, accumulating, C) + A rows (6, K) · panel (K, NR), for ISAs with 16 vector registers.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Tile6<V>(float* a, int K, float* panel, float* bias, float* c, int ldc) where V : struct, ISimd<V>
+    private static void Tile6<V>(float* a, int K, float* panel, float* bias, float* c, int ldc, bool accumulate) where V : struct, ISimd<V>
     {
         int w = V.Count, nr = 2 * w;
         V bias0 = V.Load(bias), bias1 = V.Load(bias + w);
         V c00 = bias0, c01 = bias1, c10 = bias0, c11 = bias1, c20 = bias0, c21 = bias1;
         V c30 = bias0, c31 = bias1, c40 = bias0, c41 = bias1, c50 = bias0, c51 = bias1;
+        if (accumulate)
+        {
+            float* r = c;
+            c00 = V.Load(r); c01 = V.Load(r + w); r += ldc;
+            c10 = V.Load(r); c11 = V.Load(r + w); r += ldc;
+            c20 = V.Load(r); c21 = V.Load(r + w); r += ldc;
+            c30 = V.Load(r); c31 = V.Load(r + w); r += ldc;
+            c40 = V.Load(r); c41 = V.Load(r + w); r += ldc;
+            c50 = V.Load(r); c51 = V.Load(r + w);
+        }
         float* a0 = a, a1 = a + K, a2 = a + 2 * K, a3 = a + 3 * K, a4 = a + 4 * K, a5 = a + 5 * K;
         float* b = panel;
         for (int k = 0; k < K; k++, b += nr)

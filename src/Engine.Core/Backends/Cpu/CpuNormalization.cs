@@ -1,3 +1,4 @@
+using System.Buffers;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -33,39 +34,43 @@ internal static class CpuNormalization
     public static void LayerNormBackward(float[] dInput, ArraySegment<float> dWeight, ArraySegment<float> dBias, float[] dOutput, float[] input, float[]? residual,
         ArraySegment<float> weight, int N, int C, float eps)
     {
-        var normalized = GC.AllocateUninitializedArray<float>(N * C); // x̂ (N,C), for the parameter gradients
-        Parallel.For(0, N, () => new float[C], (row, _, g) =>
+        var normalized = ArrayPool<float>.Shared.Rent(N * C); // x̂ (N,C), for the parameter gradients
+        try
         {
-            var xHat = normalized.AsSpan(row * C, C);
-            var inRow = input.AsSpan(row * C, C);
-            if (residual is null) inRow.CopyTo(xHat);
-            else TensorPrimitives.Add(inRow, residual.AsSpan(row * C, C), xHat);
-            double mean = TensorPrimitives.Sum<float>(xHat) / (double)C;
-            TensorPrimitives.Subtract(xHat, (float)mean, xHat);
-            float rstd = (float)(1.0 / Math.Sqrt(TensorPrimitives.SumOfSquares<float>(xHat) / C + eps));
-            TensorPrimitives.Multiply(xHat, rstd, xHat);
-            var dy = dOutput.AsSpan(row * C, C);
-            TensorPrimitives.Multiply(dy, weight.AsSpan(0, C), g);
-            float meanG = TensorPrimitives.Sum<float>(g) / C, meanGx = TensorPrimitives.Dot(g, xHat) / C;
-            var dx = dInput.AsSpan(row * C, C);
-            TensorPrimitives.Multiply(xHat, -meanGx, dx);       // −x̂·mean(g x̂)
-            TensorPrimitives.Add(dx, g, dx);                     // + g
-            TensorPrimitives.Subtract(dx, meanG, dx);            // − mean(g)
-            TensorPrimitives.Multiply(dx, rstd, dx);
-            return g;
-        }, _ => { });
-        const int Slice = 64;
-        Parallel.For(0, (C + Slice - 1) / Slice, slice =>
-        {
-            int c0 = slice * Slice, width = Math.Min(Slice, C - c0);
-            Span<float> weightSum = dWeight.AsSpan(c0, width), biasSum = dBias.AsSpan(c0, width);
-            for (int row = 0; row < N; row++)
+            Parallel.For(0, N, () => new float[C], (row, _, g) =>
             {
-                var dy = dOutput.AsSpan(row * C + c0, width);
-                TensorPrimitives.FusedMultiplyAdd(dy, normalized.AsSpan(row * C + c0, width), weightSum, weightSum);
-                TensorPrimitives.Add(biasSum, dy, biasSum);
-            }
-        });
+                var xHat = normalized.AsSpan(row * C, C);
+                var inRow = input.AsSpan(row * C, C);
+                if (residual is null) inRow.CopyTo(xHat);
+                else TensorPrimitives.Add(inRow, residual.AsSpan(row * C, C), xHat);
+                double mean = TensorPrimitives.Sum<float>(xHat) / (double)C;
+                TensorPrimitives.Subtract(xHat, (float)mean, xHat);
+                float rstd = (float)(1.0 / Math.Sqrt(TensorPrimitives.SumOfSquares<float>(xHat) / C + eps));
+                TensorPrimitives.Multiply(xHat, rstd, xHat);
+                var dy = dOutput.AsSpan(row * C, C);
+                TensorPrimitives.Multiply(dy, weight.AsSpan(0, C), g);
+                float meanG = TensorPrimitives.Sum<float>(g) / C, meanGx = TensorPrimitives.Dot(g, xHat) / C;
+                var dx = dInput.AsSpan(row * C, C);
+                TensorPrimitives.Multiply(xHat, -meanGx, dx);       // −x̂·mean(g x̂)
+                TensorPrimitives.Add(dx, g, dx);                     // + g
+                TensorPrimitives.Subtract(dx, meanG, dx);            // − mean(g)
+                TensorPrimitives.Multiply(dx, rstd, dx);
+                return g;
+            }, _ => { });
+            const int Slice = 64;
+            Parallel.For(0, (C + Slice - 1) / Slice, slice =>
+            {
+                int c0 = slice * Slice, width = Math.Min(Slice, C - c0);
+                Span<float> weightSum = dWeight.AsSpan(c0, width), biasSum = dBias.AsSpan(c0, width);
+                for (int row = 0; row < N; row++)
+                {
+                    var dy = dOutput.AsSpan(row * C + c0, width);
+                    TensorPrimitives.FusedMultiplyAdd(dy, normalized.AsSpan(row * C + c0, width), weightSum, weightSum);
+                    TensorPrimitives.Add(biasSum, dy, biasSum);
+                }
+            });
+        }
+        finally { ArrayPool<float>.Shared.Return(normalized); }
     }
 
     public static void Embeddings(float[] output, int[] inputIds, int[] positionIds, int[] tokenTypeIds, ArraySegment<float> word, ArraySegment<float> position,
