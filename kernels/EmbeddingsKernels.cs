@@ -1,5 +1,5 @@
 // Embeddings: out (B,T,C) = LayerNorm(word[ids] + position[positions] + tokenType[types]) with weight, bias (C);
-// and the [CLS] gather of the pooler.
+// and row gathers by index (the pooler's [CLS] rows, a masked-LM head's masked positions) with their scatter backward.
 //
 // Shapes: ids, positions, types (B,T) (the family's rule gives the positions); word (V,C); position (P,C);
 // tokenType (TV,C). Cached for backward: the sum before normalisation (B,T,C), written when a sum buffer is given.
@@ -9,7 +9,8 @@
 // Backward (of the sum; its layer-norm's is LayerNormKernels): per table, thread (channel, block of rows) walks
 // the tokens in order and adds dsum into the rows of its block: a deterministic scatter-add, no atomics.
 // History: v1 gather-sum kernel, layer-norm as a second kernel; v2 fused into one; v3 backward (a thread per
-// channel over all three tables); v4 explicit position ids, the backward per table over row blocks (this version).
+// channel over all three tables); v4 explicit position ids, the backward per table over row blocks; the [CLS] gather
+// generalised to any distinct rows (this version).
 using ILGPU;
 using ILGPU.Runtime;
 
@@ -64,10 +65,17 @@ internal static class EmbeddingsKernels
         }
     }
 
-    /// <summary>out (B,C) = inp (B,T,C)[:, 0, :]; one thread per output element.</summary>
-    public static void FirstTokenKernel(Index1D index, ArrayView<float> output, ArrayView<float> input, int T, int C)
+    /// <summary>out (R,C) = inp (N,C)[rows]; one thread per output element. A row index outside [0, N) gives zeros, never a stray read.</summary>
+    public static void GatherRowsKernel(Index1D index, ArrayView<float> output, ArrayView<float> input, ArrayView<int> rows, int N, int C)
     {
-        int b = index / C, c = index % C;
-        output[index] = input[(long)b * T * C + c];
+        int r = index / C, c = index % C, row = rows[r];
+        output[index] = (uint)row < (uint)N ? input[(long)row * C + c] : 0f;
+    }
+
+    /// <summary>dinp[rows] = dout (R,C), dinp cleared before; one thread per element of dout (rows distinct: no two threads share a target).</summary>
+    public static void ScatterRowsKernel(Index1D index, ArrayView<float> dInput, ArrayView<float> dOutput, ArrayView<int> rows, int N, int C)
+    {
+        int r = index / C, c = index % C, row = rows[r];
+        if ((uint)row < (uint)N) dInput[(long)row * C + c] = dOutput[index];
     }
 }

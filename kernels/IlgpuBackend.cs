@@ -52,7 +52,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstToken;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
     // Backward passes.
@@ -67,7 +67,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int> _softmaxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _crossEntropy;
     private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> _embeddingsBackward;
-    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int, int> _firstTokenBackward;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _scatterRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int> _sumOfSquares;
@@ -83,7 +83,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
         _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
-        _firstToken = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(EmbeddingsKernels.FirstTokenKernel);
+        _gatherRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.GatherRowsKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
         _columnPartials = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.ColumnPartialsKernel);
@@ -97,7 +97,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _softmaxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.BackwardKernel);
         _crossEntropy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(SoftmaxKernels.CrossEntropyKernel);
         _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(EmbeddingsKernels.TableBackwardKernel);
-        _firstTokenBackward = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int, int>(ReductionKernels.FirstTokenBackwardKernel);
+        _scatterRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.ScatterRowsKernel);
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
         _sumOfSquares = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(OptimizerKernels.SumOfSquaresKernel);
@@ -257,10 +257,11 @@ public sealed class IlgpuBackend : ITrainingBackend
         }
     }
 
-    public void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C)
+    public void GatherRowsBackward(Tensor dInput, Tensor dOutput, DeviceBuffer<int> rows, int R, int N, int C)
     {
-        OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
-        _firstTokenBackward(B * T * C, View(dInput), View(dOutput), T, C);
+        OpShapes.GatherRows(dOutput, dInput, rows, R, N, C, nameof(dOutput), nameof(dInput));
+        Clear(dInput);
+        if (R > 0) _scatterRows(R * C, View(dInput), View(dOutput), View(rows), N, C);
     }
 
     public void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)
@@ -375,10 +376,10 @@ public sealed class IlgpuBackend : ITrainingBackend
             View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
     }
 
-    public void FirstToken(Tensor output, Tensor input, int B, int T, int C)
+    public void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C)
     {
-        OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
-        _firstToken(B * C, View(output), View(input), T, C);
+        OpShapes.GatherRows(output, input, rows, R, N, C, nameof(output), nameof(input));
+        if (R > 0) _gatherRows(R * C, View(output), View(input), View(rows), N, C);
     }
 
     public void Dispose()

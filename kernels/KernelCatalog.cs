@@ -27,7 +27,7 @@ public static class KernelCatalog
         new("softmax", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.Kernel)), true, false),
         new("layernorm", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.Kernel)), true, true),
         new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
-        new("first-token", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.FirstTokenKernel)), false, false),
+        new("gather-rows", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.GatherRowsKernel)), false, false),
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
@@ -37,7 +37,7 @@ public static class KernelCatalog
         new("accumulate", Method(nameof(ReductionKernels), nameof(ReductionKernels.AccumulateKernel)), false, false),
         new("column-partials", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnPartialsKernel)), false, false),
         new("column-finish", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnFinishKernel)), false, false),
-        new("first-token-backward", Method(nameof(ReductionKernels), nameof(ReductionKernels.FirstTokenBackwardKernel)), false, false),
+        new("scatter-rows", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.ScatterRowsKernel)), false, false),
         new("layernorm-backward", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.BackwardKernel)), true, true),
         new("layernorm-param-partials", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.ParameterPartialsKernel)), false, true),
         new("attn-q-backward hs=64", Method(nameof(KernelCatalog), nameof(AttentionQueryBackwardHeadSize64)), true, true),

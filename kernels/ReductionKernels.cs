@@ -1,7 +1,7 @@
 // Reductions for backward passes, written to be deterministic (no atomics: every sum is formed by one
 // thread in a fixed order, so gradients are bit-identical run to run).
 //
-// Shapes: column sums dbias (N) += Σ_rows dout (rows, N); first-token backward dinp (B,T,C) from dout (B,C).
+// Shapes: column sums dbias (N) += Σ_rows dout (rows, N); destination (n) += source (n).
 // Scheme of the column sums (bias gradients, and layer-norm's parameter gradients through the same finish):
 // a first pass of (N × chunks) threads, each adding RowsPerChunk rows of one column in order into a partial;
 // a second pass, one thread per column, adds the chunks' partials in order. Both orders are fixed, so the sums
@@ -39,12 +39,4 @@ internal static class ReductionKernels
 
     /// <summary>destination (n) += source (n); one thread per element.</summary>
     public static void AccumulateKernel(Index1D i, ArrayView<float> destination, ArrayView<float> source) => destination[i] += source[i];
-
-    /// <summary>dinp (B,T,C) = dout (B,C) at t = 0, zero elsewhere; one thread per element of dinp.</summary>
-    public static void FirstTokenBackwardKernel(Index1D index, ArrayView<float> dInput, ArrayView<float> dOutput, int T, int C)
-    {
-        long token = index / C;
-        int c = (int)(index % C);
-        dInput[index] = token % T == 0 ? dOutput[token / T * C + c] : 0f;
-    }
 }

@@ -33,7 +33,7 @@ public class FineTuneEpochBenchmarks
 
     [Benchmark(Description = "Engine CPU MiniLM fine-tuning epoch, 256 SpamAssassin messages, ragged batches of 32")]
     public EvaluationResult? Epoch() =>
-        new FineTuner(_model, new FineTuneOptions { Epochs = 1, BatchSize = 32, LearningRate = 1e-5f, KeepCheckpoint = false }).Train(_train, null, _ => { });
+        new Trainer(_model, new TrainingOptions { Epochs = 1, BatchSize = 32, LearningRate = 1e-5f, KeepCheckpoint = false }).Train(_train, null, _ => { });
 
     [GlobalCleanup]
     public void Cleanup() => _model.Dispose();

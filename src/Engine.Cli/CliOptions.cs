@@ -16,6 +16,8 @@ internal enum ValueKind
     Text,
     InputFile,
     InputDirectory,
+    /// <summary>An existing file or directory (a corpus).</summary>
+    InputPath,
     OutputFile,
     OutputDirectory,
     /// <summary>A fine-tuning run's resumable checkpoint (OUTPUT/last, or the OUTPUT/last.previous a kill left).</summary>
@@ -131,7 +133,7 @@ internal static class CliOptions
     /// <summary>A path option: it must exist (inputs) or be writable (outputs), which <see cref="Preflight"/> checks before any work.</summary>
     public static Option<string?> Path(string name, ValueKind kind, string description, bool required = false, string? defaultValue = null)
     {
-        if (kind is not (ValueKind.InputFile or ValueKind.InputDirectory or ValueKind.OutputFile or ValueKind.OutputDirectory or ValueKind.Checkpoint))
+        if (kind is not (ValueKind.InputFile or ValueKind.InputDirectory or ValueKind.InputPath or ValueKind.OutputFile or ValueKind.OutputDirectory or ValueKind.Checkpoint))
             throw new ArgumentOutOfRangeException(nameof(kind));
         var option = new Option<string?>(name) { Description = description, Required = required };
         if (defaultValue is not null) option.DefaultValueFactory = _ => defaultValue;
@@ -197,6 +199,11 @@ internal static class CliOptions
                     throw new EngineException($"{name} {path}: is a file, not a directory");
                 case ValueKind.InputDirectory when !Directory.Exists(path):
                     throw new EngineException($"{name} {path}: directory not found");
+                case ValueKind.InputPath when !File.Exists(path) && !Directory.Exists(path):
+                    throw new EngineException($"{name} {path}: no such file or directory");
+                case ValueKind.InputPath when File.Exists(path):
+                    CheckReadable(name, path);
+                    break;
                 case ValueKind.OutputFile when Directory.Exists(path):
                     throw new EngineException($"{name} {path}: is a directory; give a file name");
                 case ValueKind.OutputFile:
@@ -207,8 +214,8 @@ internal static class CliOptions
                 case ValueKind.OutputDirectory:
                     CheckWritable(name, path, System.IO.Path.GetFullPath(path));
                     break;
-                case ValueKind.Checkpoint when Training.FineTuner.ResolveCheckpoint(path) is null:
-                    throw new EngineException($"{name} {path}: not a resumable checkpoint (no {Training.FineTuner.StateFile}); give a run's OUTPUT/last");
+                case ValueKind.Checkpoint when Training.Trainer.ResolveCheckpoint(path) is null:
+                    throw new EngineException($"{name} {path}: not a resumable checkpoint (no {Training.Trainer.StateFile}); give a run's OUTPUT/last");
             }
         }
     }

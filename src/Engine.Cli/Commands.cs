@@ -18,7 +18,7 @@ namespace Engine.Cli;
 /// The <c>engine</c> verbs. Every option comes from <see cref="CliOptions"/> (strict parsing, ranges, paths checked
 /// before work); every verb runs through <see cref="Cli.Verb"/> (one line per error, <see cref="ExitCode"/>).
 /// </summary>
-public static class Commands
+public static partial class Commands
 {
     private const int MaxLengthLimit = 1 << 20;
     private static readonly Option<bool> Verbose = Recursive(CliOptions.Flag("--verbose", "Print the device, the model, notes, and stack traces on errors"));
@@ -42,7 +42,7 @@ public static class Commands
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, import")
+        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, fill-mask, pre-training, import")
         {
             Verbose, Quiet, ProgressInterval, Device,
         };
@@ -53,6 +53,9 @@ public static class Commands
         root.Subcommands.Add(ImportOnnxCommand());
         root.Subcommands.Add(FinetuneCommand());
         root.Subcommands.Add(ClassifyCommand());
+        root.Subcommands.Add(FillMaskCommand());
+        root.Subcommands.Add(PretrainCommand());
+        root.Subcommands.Add(TrainTokenizerCommand());
         return root;
     }
 
@@ -120,14 +123,17 @@ public static class Commands
             int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
             var encodings = EncodeInput.Read(result.GetValue(input)!, tokenizer, config, maxLength);
             WarnTruncated(encodings, maxLength, config);
-            // A classification checkpoint also gets its logits written.
-            bool classification = ModelRegistry.Head(config) == ModelHead.SequenceClassification;
-            using var classifier = classification ? LoadClassifier(result, directory, requireHead: true) : null;
-            using var baseModel = classification ? null : LoadModel(result, directory);
-            var model = classifier?.Bert ?? baseModel!;
+            // A classification or masked-LM checkpoint also gets its logits written, from the same encoder pass.
+            var headKind = ModelRegistry.Head(config);
+            using var classifier = headKind == ModelHead.SequenceClassification ? LoadClassifier(result, directory, requireHead: true) : null;
+            using var maskedLM = headKind is ModelHead.MaskedLM or ModelHead.PreTraining ? LoadMaskedLM(result, directory) : null;
+            using var baseModel = classifier is null && maskedLM is null ? LoadModel(result, directory) : null;
+            var model = classifier?.Bert ?? maskedLM?.Bert ?? baseModel!;
+            LogitsHead? head = classifier is not null ? new LogitsHead(classifier.Run, classifier.NumLabels, PerToken: false)
+                : maskedLM is not null ? new LogitsHead(maskedLM.Run, maskedLM.VocabSize, PerToken: true) : null;
             List<SafeTensorData> tensors = [];
             Progress(result, printsToStdout: false).Run("encode", encodings.Count, "inputs", progress =>
-                tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), classifier, done => progress.Report(done)));
+                tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), head, done => progress.Report(done)));
             foreach (var tensor in tensors.Where(t => t.DType == DType.F32))
                 if (!System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.Data).ToArray().All(float.IsFinite))
                     throw new EngineException($"'{tensor.Name}' holds values that are not finite; nothing was written");
@@ -184,60 +190,27 @@ public static class Commands
 
     private static Command FinetuneCommand()
     {
-        var defaults = new FineTuneOptions();
         var train = CliOptions.Path("--train", ValueKind.InputFile, "Training data: CSV, TSV or JSON lines (by extension)", required: true);
         var eval = CliOptions.Path("--eval", ValueKind.InputFile, "Evaluation data, evaluated after every epoch");
         var textColumn = CliOptions.Text("--text-column", "The column (field) holding the text", "text");
         var pairColumn = CliOptions.Text("--text-pair-column", "The column holding the second text of a pair (default: none)");
         var labelColumn = CliOptions.Text("--label-column", "The column holding the label: a class name, a class id, or a number with --regression", "label");
-        var epochs = CliOptions.Integer("--epochs", "Passes over the training data", 1, 100_000, defaults.Epochs);
-        var steps = CliOptions.Integer("--steps", "Stop after this many optimizer steps", 1, int.MaxValue, absent: "all the epochs' steps");
-        var batchSize = CliOptions.Integer("--batch-size", "Examples per forward-backward pass", 1, 4096, defaults.BatchSize);
-        var lr = CliOptions.Number("--lr", "Peak learning rate of AdamW", 0, 10, defaults.LearningRate, minExclusive: true);
-        var weightDecay = CliOptions.Number("--weight-decay", "AdamW's decoupled weight decay (not on biases and LayerNorm)", 0, 1, defaults.WeightDecay);
-        var warmup = CliOptions.Number("--warmup", "Fraction of the steps spent warming up", 0, 1, defaults.WarmupRatio);
-        var schedule = CliOptions.Choice("--schedule", "linear (decay to 0 after warmup) or constant", ["linear", "constant"], "linear");
-        var dropout = CliOptions.Number("--dropout", "Overrides the config's dropout probabilities (hidden, attention probabilities, classifier)", 0, 0.99, absent: "the config's");
-        var maxGradNorm = CliOptions.Number("--max-grad-norm", "Clip the global gradient norm to this; 0 turns clipping off", 0, 1e6, defaults.MaxGradNorm!.Value);
-        var seed = CliOptions.Integer("--seed", "Seeds the shuffling, dropout and a new head: the same seed gives the same run in any process", 0, int.MaxValue, defaults.Seed);
-        var noShuffle = CliOptions.Flag("--no-shuffle", "Keep the data's order");
-        var earlyStopping = CliOptions.Integer("--early-stopping", "Patience in epochs without a better eval metric (F1; eval loss for regression)", 1, 100_000, absent: "never stop early");
         var regression = CliOptions.Flag("--regression", "Train a regression head (num_labels 1, mean squared error) on numeric labels");
-        var accumulation = CliOptions.Integer("--gradient-accumulation", "Batches per optimizer step", 1, 4096, defaults.GradientAccumulation);
-        var output = CliOptions.Path("--output", ValueKind.OutputDirectory,
-            "Where the best model is written, with the resumable checkpoint OUTPUT/last (about 3x the model) unless --no-checkpoint", defaultValue: "finetuned-model");
-        var noCheckpoint = CliOptions.Flag("--no-checkpoint", "Keep only the best model: no resumable OUTPUT/last checkpoint (the run cannot be resumed)");
-        var logJson = CliOptions.Flag("--log-json", "One JSON object per step, evaluation and checkpoint on stdout");
-        var resume = CliOptions.Path("--resume", ValueKind.Checkpoint, "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options");
+        var training = new TrainingOptionSet(new TrainingOptions(), "finetuned-model", "F1; eval loss for regression", "Seeds the shuffling, dropout and a new head");
         var command = new Command("finetune", "Fine-tune a sequence classifier (BertForSequenceClassification) with AdamW")
         {
-            train, eval, Model, textColumn, pairColumn, labelColumn, regression, epochs, steps, batchSize, lr, weightDecay, warmup, schedule, dropout,
-            maxGradNorm, MaxLength, seed, noShuffle, earlyStopping, accumulation, output, noCheckpoint, logJson, resume,
+            train, eval, Model, textColumn, pairColumn, labelColumn, regression, MaxLength,
         };
+        training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
-            string? resumeFrom = null;
-            if (result.GetValue(resume) is { } resumeOption)
-            {
-                resumeFrom = FineTuner.ResolveCheckpoint(resumeOption)!; // checked up front
-                if (resumeFrom != Path.TrimEndingDirectorySeparator(resumeOption)) Note(result, $"resuming from {resumeFrom}, the checkpoint before an interrupted save", always: true);
-            }
+            string? resumeFrom = training.ResumeFrom(result);
             string directory = resumeFrom ?? ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
             var tokenizer = BertTokenizer.Load(directory, config);
             var columns = new LabelledData.Columns(result.GetValue(textColumn)!, result.GetValue(pairColumn), result.GetValue(labelColumn)!);
             bool isRegression = result.GetValue(regression);
-            float clip = result.GetValue(maxGradNorm);
-            var options = new FineTuneOptions
-            {
-                Epochs = result.GetValue(epochs), MaxSteps = result.GetValue(steps), BatchSize = result.GetValue(batchSize),
-                LearningRate = result.GetValue(lr), WeightDecay = result.GetValue(weightDecay), WarmupRatio = result.GetValue(warmup),
-                Schedule = result.GetValue(schedule) == "constant" ? Schedule.Constant : Schedule.Linear, Dropout = result.GetValue(dropout),
-                MaxGradNorm = clip == 0 ? null : clip, Seed = result.GetValue(seed), Shuffle = !result.GetValue(noShuffle),
-                EarlyStoppingPatience = result.GetValue(earlyStopping), GradientAccumulation = result.GetValue(accumulation),
-                KeepCheckpoint = !result.GetValue(noCheckpoint),
-            };
-            options.Validate();
+            var options = training.Read(result);
 
             // The data is read and checked before the model is loaded: a bad row fails in a moment.
             var trainTable = LabelledData.ReadRows(result.GetValue(train)!);
@@ -254,17 +227,9 @@ public static class Commands
             using var model = isRegression
                 ? LoadClassifier(result, directory, numLabels: 1, seed: options.Seed, problemType: ProblemType.Regression)
                 : LoadClassifier(result, directory, seed: options.Seed, labelNames: labelNames, problemType: ProblemType.SingleLabelClassification);
-            string outputDirectory = result.GetValue(output)!;
             Note(result, $"{trainExamples.Count} training examples, " + (labelNames is null ? "regression targets" : $"labels {string.Join(", ", labelNames)}") +
-                $"; writing to {outputDirectory}", always: true);
-            var tuner = new FineTuner(model, options);
-            EvaluationResult? best = null;
-            Progress(result, printsToStdout: result.GetValue(logJson)).Run("finetune", tuner.TotalSteps(trainExamples.Count), "steps", progress =>
-            {
-                var display = new TrainingProgress(result.GetValue(logJson), progress);
-                best = tuner.Train(trainExamples, evalExamples, display.Report, outputDirectory, directory, resumeFrom);
-            });
-            if (!result.GetValue(Quiet)) Console.Error.WriteLine(SavedMessage(outputDirectory, best, options.KeepCheckpoint));
+                $"; writing to {result.GetValue(training.Output)}", always: true);
+            training.Run(result, "finetune", model, options, new LabelledSet(trainExamples), evalExamples is null ? null : new LabelledSet(evalExamples), directory, resumeFrom);
         }));
         return command;
     }
@@ -276,7 +241,7 @@ public static class Commands
             ? $"{Directory.EnumerateFiles(directory).Sum(f => new FileInfo(f).Length) / 1e6:N0} MB" : "0 MB";
         string model = best is null ? $"saved the model to {output} ({Size(output)})"
             : $"saved the best model ({TrainingProgress.Describe(best)}) to {output} ({Size(output)})";
-        string last = Path.Combine(output, FineTuner.LastDirectory);
+        string last = Path.Combine(output, Trainer.LastDirectory);
         return checkpoint && Directory.Exists(last)
             ? $"{model}; resumable checkpoint in {last} ({Size(last)}: delete it, or pass --no-checkpoint, to keep only the model)"
             : model;
@@ -385,8 +350,24 @@ public static class Commands
         return model;
     }
 
-    private static string ResolveModel(ParseResult result) =>
-        result.GetValue(Model) ?? ModelStore.Resolve(PackagedModel.MiniLM, message => Note(result, message, always: true));
+    /// <summary>A masked-LM or pre-training checkpoint with its head (a base model's would be new, random weights: refused).</summary>
+    private static BertForMaskedLM LoadMaskedLM(ParseResult result, string directory)
+    {
+        var model = BertForMaskedLM.Load(directory, TrainingBackend(result));
+        if (!model.HeadFromCheckpoint)
+        {
+            model.Dispose();
+            throw new EngineException($"{directory}: no masked-LM head (no 'cls.predictions.transform.dense.weight'); 'engine pretrain --model {directory} --corpus TEXT' trains one");
+        }
+        Note(result, $"model: {directory} ({model.ParameterCount:N0} parameters, masked-LM head{(model.SeqRelationship is null ? "" : $" and {model.Sentence} head")})");
+        if (model.UnusedTensors.Count > 0) Note(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
+        return model;
+    }
+
+    private static string ResolveModel(ParseResult result) => result.GetValue(Model) ?? ResolveDefaultModel(result);
+
+    /// <summary>The default model's directory (all-MiniLM-L6-v2), imported from its package into the model cache on first use.</summary>
+    private static string ResolveDefaultModel(ParseResult result) => ModelStore.Resolve(PackagedModel.MiniLM, message => Note(result, message, always: true));
 
     private static IBackend CreateBackend(ParseResult result)
     {

@@ -34,10 +34,11 @@ internal static class EncodeInput
 
     /// <summary>
     /// input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present,
-    /// logits (F32 [N,L]) for a classifier; T is the longest input.
+    /// and a head's logits: (F32 [N,L]) for a classifier, (F32 [N,T,V]) for a masked-LM head; T is the longest input.
     /// </summary>
+    /// <param name="head">A head run over each batch instead of the encoder alone, with its logits' width and whether they are per token.</param>
     /// <param name="done">Told how many inputs are done after each batch.</param>
-    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, BertForSequenceClassification? classifier = null,
+    public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, LogitsHead? head = null,
         Action<int>? done = null)
     {
         if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
@@ -46,14 +47,16 @@ internal static class EncodeInput
         var mask = new long[N * T];
         var hidden = new float[N * T * C];
         var pooled = model.Pooler is null ? null : new float[N * C];
-        int L = classifier?.NumLabels ?? 0;
-        var logits = classifier is null ? null : new float[N * L];
+        int L = head?.Width ?? 0, rowsPerExample = head is { PerToken: true } ? T : 1;
+        long logitsLength = (long)N * rowsPerExample * L;
+        if (logitsLength > Array.MaxLength) throw new EngineException($"the logits of {N} inputs would hold {logitsLength:N0} values, more than one tensor holds; encode fewer inputs at a time");
+        var logits = head is null ? null : new float[logitsLength];
         Array.Fill(ids, tokenizer.PadId);
         for (int start = 0; start < N; start += batchSize)
         {
             var batch = tokenizer.Pad(encodings.GetRange(start, Math.Min(batchSize, N - start)));
-            // One pass per batch: a classifier's logits come from the same encoder run as the hidden states.
-            var (output, batchLogits) = classifier is null ? (model.Forward(batch), null) : classifier.Run(batch);
+            // One pass per batch: a head's logits come from the same encoder run as the hidden states.
+            var (output, batchLogits) = head is null ? (model.Forward(batch), null) : head.Run(batch);
             int t = batch.SequenceLength;
             for (int b = 0; b < batch.BatchSize; b++)
             {
@@ -65,8 +68,13 @@ internal static class EncodeInput
                 }
                 output.LastHiddenState.AsSpan(b * t * C, t * C).CopyTo(hidden.AsSpan(n * T * C));
                 output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
+                if (batchLogits is not null)
+                {
+                    // Per-token logits of a shorter batch fill the first t of the example's T rows (the rest stays zero, as padding).
+                    int rows = head!.PerToken ? t : 1;
+                    batchLogits.AsSpan(b * rows * L, rows * L).CopyTo(logits.AsSpan(n * rowsPerExample * L));
+                }
             }
-            batchLogits?.CopyTo(logits!.AsSpan(start * L));
             done?.Invoke(start + batch.BatchSize);
         }
         var tensors = new List<SafeTensorData>
@@ -76,7 +84,10 @@ internal static class EncodeInput
             SafeTensorData.FromFloats("last_hidden_state", hidden, N, T, C),
         };
         if (pooled is not null) tensors.Add(SafeTensorData.FromFloats("pooler_output", pooled, N, C));
-        if (logits is not null) tensors.Add(SafeTensorData.FromFloats("logits", logits, N, L));
+        if (logits is not null) tensors.Add(head!.PerToken ? SafeTensorData.FromFloats("logits", logits, N, T, L) : SafeTensorData.FromFloats("logits", logits, N, L));
         return tensors;
     }
 }
+
+/// <summary>A task head as <c>encode</c> runs it: one pass per batch giving the encoder's outputs and the logits, L per example or per token.</summary>
+internal sealed record LogitsHead(Func<BertBatch, (BertModelOutput Encoder, float[] Logits)> Run, int Width, bool PerToken);

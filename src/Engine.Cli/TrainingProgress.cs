@@ -21,9 +21,13 @@ internal sealed class TrainingProgress(bool json, ProgressReporter progress)
                 break;
             case EvaluationEvent v:
                 if (json)
-                    Console.WriteLine(v.Result.F1 is null
-                        ? JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = v.Result.Loss, pearson = v.Result.Pearson, spearman = v.Result.Spearman, best = v.Best })
-                        : JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = v.Result.Loss, accuracy = v.Result.Accuracy, f1 = v.Result.F1, best = v.Best }));
+                    Console.WriteLine(v.Result switch
+                    {
+                        { Perplexity: not null } r => JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = r.Loss, accuracy = r.Accuracy, perplexity = r.Perplexity,
+                            sentence_accuracy = r.SentenceAccuracy, best = v.Best }),
+                        { F1: null } r => JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = r.Loss, pearson = r.Pearson, spearman = r.Spearman, best = v.Best }),
+                        var r => JsonSerializer.Serialize(new { epoch = v.Epoch, eval_loss = r.Loss, accuracy = r.Accuracy, f1 = r.F1, best = v.Best }),
+                    });
                 progress.Line(string.Create(invariant, $"epoch {v.Epoch}: {Describe(v.Result)}{(v.Best ? " (best)" : "")}"));
                 break;
             case CheckpointEvent c:
@@ -32,8 +36,12 @@ internal sealed class TrainingProgress(bool json, ProgressReporter progress)
         }
     }
 
-    /// <summary>One evaluation in words: loss with accuracy and F1, or with the correlations for regression.</summary>
-    public static string Describe(EvaluationResult r) => r.F1 is null
-        ? string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, Pearson {r.Pearson:F4}, Spearman {r.Spearman:F4}")
-        : string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, accuracy {r.Accuracy:P2}, F1 {r.F1:F4}");
+    /// <summary>One evaluation in words: loss with accuracy and F1, with the correlations for regression, or with masked-token accuracy and perplexity.</summary>
+    public static string Describe(EvaluationResult r) => r switch
+    {
+        { Perplexity: not null } => string.Create(CultureInfo.InvariantCulture,
+            $"eval loss {r.Loss:F4}, masked accuracy {r.Accuracy:P2}, perplexity {r.Perplexity:F2}{(r.SentenceAccuracy is { } s ? $", sentence accuracy {s:P2}" : "")}"),
+        { F1: null } => string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, Pearson {r.Pearson:F4}, Spearman {r.Spearman:F4}"),
+        _ => string.Create(CultureInfo.InvariantCulture, $"eval loss {r.Loss:F4}, accuracy {r.Accuracy:P2}, F1 {r.F1:F4}"),
+    };
 }

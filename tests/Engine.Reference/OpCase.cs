@@ -530,30 +530,32 @@ public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int 
     }
 }
 
-/// <summary>The [CLS] rows (B,C) of (B,T,C), and the backward that scatters them back (zero elsewhere).</summary>
-public sealed class FirstTokenCase() : OpCase("first-token", "3x5x7")
+/// <summary>
+/// Rows (R,C) gathered from (N,C) by distinct indices in no order (the [CLS] rows of a pooler, a masked-LM head's
+/// masked positions), and the backward that scatters them back (zero elsewhere).
+/// </summary>
+public sealed class GatherRowsCase(string name, int n, int c, int[] rows) : OpCase("gather-rows", name)
 {
-    private const int B = 3, T = 5, C = 7;
-    public override long Work => B * T * C;
-    protected override double EmulatorRounds => B * T * C / 32.0;
+    public override long Work => (long)rows.Length * c;
+    protected override double EmulatorRounds => rows.Length * c / 32.0;
     public override bool HasBackward => true;
 
     public override ParityResult Forward(IBackend backend)
     {
-        var input = OpCases.Random(B * T * C, 15);
-        var output = backend.Poisoned(B * C);
-        backend.FirstToken(output, backend.UploadArray(input), B, T, C);
-        return Compare(ReferenceOps.FirstToken(input, B, T, C), backend.DownloadArray(output), new Tolerance(0, 0));
+        var input = OpCases.Random(n * c, 15);
+        var output = backend.Poisoned(rows.Length * c);
+        backend.GatherRows(output, backend.UploadArray(input), backend.UploadArray(rows), rows.Length, n, c);
+        return Compare(ReferenceOps.GatherRows(input, rows, c), backend.DownloadArray(output), new Tolerance(0, 0));
     }
 
     public override ParityResult Backward(ITrainingBackend backend)
     {
-        var dOutput = OpCases.Random(B * C, 35);
-        var dInput = backend.Poisoned(B * T * C);
-        backend.FirstTokenBackward(dInput, backend.UploadArray(dOutput), B, T, C);
-        var expected = new double[B * T * C];
-        for (int b = 0; b < B; b++)
-            for (int c = 0; c < C; c++) expected[b * T * C + c] = dOutput[b * C + c];
+        var dOutput = OpCases.Random(rows.Length * c, 35);
+        var dInput = backend.Poisoned(n * c);
+        backend.GatherRowsBackward(dInput, backend.UploadArray(dOutput), backend.UploadArray(rows), rows.Length, n, c);
+        var expected = new double[n * c];
+        for (int r = 0; r < rows.Length; r++)
+            for (int j = 0; j < c; j++) expected[rows[r] * c + j] = dOutput[r * c + j];
         return CompareBackward(expected, backend.DownloadArray(dInput));
     }
 }

@@ -174,12 +174,12 @@ public static class ReferenceOps
         return output;
     }
 
-    /// <summary>out (B,C) = inp[:, 0, :].</summary>
-    public static double[] FirstToken(float[] input, int B, int T, int C)
+    /// <summary>out (R,C) = inp (N,C)[rows].</summary>
+    public static double[] GatherRows(float[] input, int[] rows, int C)
     {
-        var output = new double[B * C];
-        for (int b = 0; b < B; b++)
-            for (int c = 0; c < C; c++) output[b * C + c] = input[b * T * C + c];
+        var output = new double[rows.Length * C];
+        for (int r = 0; r < rows.Length; r++)
+            for (int c = 0; c < C; c++) output[r * C + c] = input[rows[r] * C + c];
         return output;
     }
 }

@@ -230,7 +230,7 @@ public sealed class CliBehaviourTests
         Assert.Equal(0, Run([.. args, "--epochs", "3", "--output", temp["straight"]]).Code);
         Assert.Equal(0, Run([.. args, "--epochs", "1", "--output", temp["cut"]]).Code);
         Directory.Move(temp["cut/last"], temp["cut/last.previous"]);
-        Assert.Equal(temp["cut/last.previous"], FineTuner.ResolveCheckpoint(temp["cut/last"]));
+        Assert.Equal(temp["cut/last.previous"], Trainer.ResolveCheckpoint(temp["cut/last"]));
         var resumed = CliRunner.Run([.. args.Where(a => a != "--quiet"), "--epochs", "3", "--output", temp["cut"], "--resume", temp["cut/last"]]);
         Assert.True(resumed.Code == 0, resumed.Error);
         Assert.Contains($"resuming from {temp["cut/last.previous"]}, the checkpoint before an interrupted save", resumed.Error);

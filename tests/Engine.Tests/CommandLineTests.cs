@@ -15,6 +15,10 @@ public sealed class CommandLineFixture : IDisposable
     public string Classifier { get; }
     public string Texts { get; }
     public string Train { get; }
+    /// <summary>A masked-LM checkpoint with a word-level vocabulary (the PyTorch fixture's).</summary>
+    public string MaskedLM { get; } = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch", "tiny-mlm", "model");
+    /// <summary>A corpus of that vocabulary's words: documents of a few lines.</summary>
+    public string Corpus { get; }
     public string Onnx => PretrainedModels.ArcticXs.OnnxPath;
     public string OnnxVocabulary => Path.Combine(Path.GetDirectoryName(Onnx)!, "vocab.txt");
 
@@ -26,6 +30,9 @@ public sealed class CommandLineFixture : IDisposable
         File.WriteAllLines(Texts, ["good movie", "bad movie"]);
         Train = _temp["train.csv"];
         File.WriteAllLines(Train, ["text,label", "good movie,pos", "bad movie,neg", "the good movies,pos", "a bad movie,neg"]);
+        Corpus = _temp["corpus.txt"];
+        File.WriteAllLines(Corpus, ["the quick brown fox jumps over the lazy dog", "a cat sat on the mat", "", "the dog ran to the big red house",
+            "it was a good day", "", "they ran up and down", "she sat in the small blue house at night"]);
     }
 
     public void Dispose() => _temp.Dispose();
@@ -234,6 +241,9 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         "import-onnx" => (new() { ["--onnx"] = data.Onnx, ["--vocab"] = data.OnnxVocabulary, ["--output"] = temp["imported"] }, []),
         "finetune" => (new() { ["--model"] = data.Model, ["--train"] = data.Train, ["--output"] = temp["tuned"], ["--epochs"] = "1" }, []),
         "classify" => (new() { ["--model"] = data.Classifier }, ["good movie"]),
+        "fill-mask" => (new() { ["--model"] = data.MaskedLM }, ["the lazy [MASK]"]),
+        "pretrain" => (new() { ["--model"] = data.MaskedLM, ["--corpus"] = data.Corpus, ["--output"] = temp["pretrained"], ["--epochs"] = "1", ["--max-length"] = "16" }, []),
+        "train-tokenizer" => (new() { ["--corpus"] = data.Corpus, ["--output"] = temp["vocabulary"], ["--vocab-size"] = "60" }, []),
         _ => throw new InvalidOperationException($"no valid command line for the new verb '{verb}': add one here"),
     };
 
@@ -278,6 +288,11 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
                 yield return "/no/such/folder";
                 yield return file;
                 yield return "";
+                break;
+            case ValueKind.InputPath:
+                yield return "/no/such/path";
+                yield return "";
+                yield return "bad\0path";
                 break;
             case ValueKind.Checkpoint:
                 yield return "/no/such/folder";

@@ -35,7 +35,7 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
         EncoderPasses++;
         inner.Embeddings(o, s, ids, positions, types, word, position, tokenType, w, b, B, T, C, eps);
     }
-    public void FirstToken(Tensor o, Tensor i, int B, int T, int C) => inner.FirstToken(o, i, B, T, C);
+    public void GatherRows(Tensor o, Tensor i, DeviceBuffer<int> rows, int R, int N, int C) => inner.GatherRows(o, i, rows, R, N, C);
     public void LinearBackward(Tensor? dI, Tensor dW, Tensor? dB, Tensor dO, Tensor i, Tensor w, int M, int K, int N) =>
         inner.LinearBackward(dI, dW, dB, dO, i, w, M, K, N);
     public void ActivateBackward(Tensor dI, Tensor dO, Tensor i, int n, Activation a) => inner.ActivateBackward(dI, dO, i, n, a);
@@ -45,7 +45,7 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
         inner.AttentionBackward(dQ, dO, q, m, B, T, NH, HS, d);
     public void EmbeddingsBackward(Tensor dW, Tensor dP, Tensor dT, Tensor dS, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
         DeviceBuffer<int> types, int B, int T, int C) => inner.EmbeddingsBackward(dW, dP, dT, dS, ids, positions, types, B, T, C);
-    public void FirstTokenBackward(Tensor dI, Tensor dO, int B, int T, int C) => inner.FirstTokenBackward(dI, dO, B, T, C);
+    public void GatherRowsBackward(Tensor dI, Tensor dO, DeviceBuffer<int> rows, int R, int N, int C) => inner.GatherRowsBackward(dI, dO, rows, R, N, C);
     public void Dropout(Tensor o, Tensor i, int n, DropoutMask m) => inner.Dropout(o, i, n, m);
     public void DropoutBackward(Tensor dI, Tensor dO, int n, DropoutMask m) => inner.DropoutBackward(dI, dO, n, m);
 

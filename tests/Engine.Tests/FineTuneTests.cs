@@ -194,7 +194,7 @@ public sealed class ResumeTests
             int[] ids = [2, .. Enumerable.Range(0, 3 + i % 3).Select(_ => random.Next(4, TinyBert.Vocab)), 3];
             return new Engine.Training.LabelledExample(new Engine.Tokenization.Encoding(ids, new int[ids.Length], [.. ids.Select(_ => 1)]), regression ? 0.25f * i - 1 : i % 2);
         }).ToList();
-        var options = new Engine.Training.FineTuneOptions { Epochs = 3, BatchSize = 4, LearningRate = 1e-2f, Dropout = 0.2f, Seed = 11, GradientAccumulation = 2, WarmupRatio = 0.2f };
+        var options = new Engine.Training.TrainingOptions { Epochs = 3, BatchSize = 4, LearningRate = 1e-2f, Dropout = 0.2f, Seed = 11, GradientAccumulation = 2, WarmupRatio = 0.2f };
 
         float[][] Weights(BertForSequenceClassification m) => [.. m.Parameters.Select(p => p.ReadValue(m.Backend))];
 
@@ -204,7 +204,7 @@ public sealed class ResumeTests
             ? BertForSequenceClassification.Load(temp["base"], new CpuBackend(), numLabels: 1, seed: 1)
             : BertForSequenceClassification.Load(temp["base"], new CpuBackend(), seed: 1, labelNames: ["no", "yes"]))
         {
-            new Engine.Training.FineTuner(model, options).Train(examples, examples, e =>
+            new Engine.Training.Trainer(model, options).Train(examples, examples, e =>
             {
                 if (e is Engine.Training.EvaluationEvent { Epoch: 2 }) CopyDirectory(temp["run/last"], temp["after-epoch-1"]);
             }, temp["run"], temp["base"]);
@@ -213,7 +213,7 @@ public sealed class ResumeTests
         // Resumed from that copy.
         using var resumed = BertForSequenceClassification.Load(temp["after-epoch-1"], new CpuBackend());
         Assert.Equal(regression ? ProblemType.Regression : ProblemType.SingleLabelClassification, resumed.ProblemType);
-        new Engine.Training.FineTuner(resumed, options).Train(examples, examples, _ => { }, temp["resumed-run"], temp["base"], resumeFrom: temp["after-epoch-1"]);
+        new Engine.Training.Trainer(resumed, options).Train(examples, examples, _ => { }, temp["resumed-run"], temp["base"], resumeFrom: temp["after-epoch-1"]);
         var after = Weights(resumed);
         Assert.Equal(straight.Length, after.Length);
         for (int i = 0; i < straight.Length; i++) Assert.Equal(straight[i], after[i]);

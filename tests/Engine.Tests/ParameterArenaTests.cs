@@ -116,7 +116,7 @@ public abstract class ParameterArenaTests(Func<ITrainingBackend> createBackend)
         using var model = BertForSequenceClassification.Load(directory, backend);
         var tokenizer = Engine.Tokenization.BertTokenizer.Load(directory, model.Config);
         var encodings = new[] { "good movie", "bad", "the movies", "a good bad movie", "movie" }.Select(t => tokenizer.Encode(t)).ToList();
-        var tensors = Engine.Cli.EncodeInput.Run(model.Bert, tokenizer, encodings, batchSize: 2, model);
+        var tensors = Engine.Cli.EncodeInput.Run(model.Bert, tokenizer, encodings, batchSize: 2, new Engine.Cli.LogitsHead(model.Run, model.NumLabels, PerToken: false));
         Assert.Equal(3, backend.EncoderPasses);
         Assert.Contains(tensors, t => t.Name == "logits");
     }

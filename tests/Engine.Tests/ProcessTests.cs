@@ -81,13 +81,13 @@ public sealed class ProcessTests(ITestOutputHelper log)
 
             // What the kill left loads whole: the epoch before, the one being saved, or - where a busy machine let the
             // run go on before SIGKILL landed - a later one; never none, never a part of one.
-            string checkpoint = FineTuner.ResolveCheckpoint(Path.Combine(output, "last"))
+            string checkpoint = Trainer.ResolveCheckpoint(Path.Combine(output, "last"))
                 ?? throw new Xunit.Sdk.XunitException($"trial {trials}: no checkpoint to resume from after a kill in epoch {epoch}");
-            var state = TrainerState.Read(Path.Combine(checkpoint, FineTuner.StateFile));
+            var state = TrainerState.Read(Path.Combine(checkpoint, Trainer.StateFile));
             Assert.InRange(state.Epoch, epoch - 1, Epochs);
             Assert.Equal(state.Epoch * StepsPerEpoch, state.OptimizerSteps);
             using (var model = BertForSequenceClassification.Load(checkpoint, new CpuBackend())) Assert.Empty(model.UnusedTensors);
-            using (var optimizer = SafeTensorsFile.Open(Path.Combine(checkpoint, FineTuner.OptimizerFile))) Assert.NotEmpty(optimizer.Tensors);
+            using (var optimizer = SafeTensorsFile.Open(Path.Combine(checkpoint, Trainer.OptimizerFile))) Assert.NotEmpty(optimizer.Tensors);
             log.WriteLine($"trial {trials}: killed {delay} ms after epoch {epoch}'s last step; {(interruptedSave ? "during the checkpoint's write" : "outside a write")}; resuming from epoch {state.Epoch} ({Path.GetFileName(checkpoint)})");
 
             var resumed = EngineProcess.Run([.. Run(output), "--resume", Path.Combine(output, "last")]);

@@ -102,7 +102,7 @@ public static class FuzzTargets
         new("tsv", "data.tsv", () => [FuzzSeeds.Csv('\t')], (path, workspace) => ReadLabelled(path, workspace)),
         new("jsonl", "data.jsonl", () => [FuzzSeeds.JsonLines()], (path, workspace) => ReadLabelled(path, workspace)),
         new("encode-input", "input.jsonl", () => [FuzzSeeds.EncodeInput()], (path, workspace) => EncodeInput.Read(path, workspace.Tokenizer, workspace.Config, 16)),
-        new("trainer-state", FineTuner.StateFile, () => [FuzzSeeds.TrainerState()], (path, _) => TrainerState.Read(path)),
+        new("trainer-state", Trainer.StateFile, () => [FuzzSeeds.TrainerState()], (path, _) => TrainerState.Read(path)),
         new("sentence-transformers-config", SentenceTransformersConfig.FileName, () => [System.Text.Encoding.UTF8.GetBytes("{\"max_seq_length\": 256, \"do_lower_case\": false}")],
             (path, _) => SentenceTransformersConfig.Load(Path.GetDirectoryName(path)!)),
         new("sentence-transformers-modules", SentenceTransformersConfig.ModulesFileName, () => [FuzzSeeds.Modules()], (path, _) =>

@@ -115,6 +115,9 @@ public interface IBackend : IDisposable
         Tensor wordEmbeddings, Tensor positionEmbeddings, Tensor tokenTypeEmbeddings,
         Tensor weight, Tensor bias, int B, int T, int C, float eps);
 
-    /// <summary>output (B,C) = input (B,T,C)[:, 0, :], the [CLS] rows.</summary>
-    void FirstToken(Tensor output, Tensor input, int B, int T, int C);
+    /// <summary>
+    /// output (R,C) = input (N,C)[rows]: the rows a head reads (the [CLS] rows for a pooler, the masked positions for a
+    /// masked-LM head). rows (R) must be distinct and below N; the caller builds them.
+    /// </summary>
+    void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C);
 }

@@ -52,8 +52,8 @@ public interface ITrainingBackend : IBackend
     void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
         Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C);
 
-    /// <summary>Backward of <see cref="IBackend.FirstToken"/>: dInput (B,T,C) = dOutput (B,C) at t = 0, zero elsewhere.</summary>
-    void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C);
+    /// <summary>Backward of <see cref="IBackend.GatherRows"/>: dInput (N,C) = dOutput (R,C) scattered to rows (distinct), zero elsewhere.</summary>
+    void GatherRowsBackward(Tensor dInput, Tensor dOutput, DeviceBuffer<int> rows, int R, int N, int C);
 
     /// <summary>
     /// Inverted dropout: output (n) = input ⊙ <see cref="DropoutMask.Factor"/>(i). The mask is never stored: a

@@ -116,11 +116,13 @@ public static class OpShapes
         tokenTypeIds.RequireLength((long)B * T, nameof(tokenTypeIds));
     }
 
-    /// <summary>FirstToken (output (B,C) from input (B,T,C)) and its backward (dInput (B,T,C) from dOutput (B,C)).</summary>
-    public static void FirstToken(Tensor rows, Tensor sequence, int B, int T, int C, string rowsName, string sequenceName)
+    /// <summary>GatherRows (gathered (R,C) from all (N,C)) and its backward (the other way).</summary>
+    public static void GatherRows(Tensor gathered, Tensor all, DeviceBuffer<int> rows, int R, int N, int C, string gatheredName, string allName)
     {
-        rows.RequireLength((long)B * C, rowsName);
-        sequence.RequireLength((long)B * T * C, sequenceName);
+        if (R < 0 || R > N) throw new ArgumentException($"gathering {R} of {N} rows");
+        gathered.RequireLength((long)R * C, gatheredName);
+        all.RequireLength((long)N * C, allName);
+        rows.RequireLength(R, nameof(rows));
     }
 
     public static void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias, Tensor dOutput,

@@ -5,8 +5,9 @@ namespace Engine.IO;
 /// (<c>scope.Sub("encoder").Sub("layer.0")</c>), never spelled out whole.
 /// </summary>
 /// <remarks>
-/// Resolves the two naming variants of Hugging Face BERT checkpoints: a task model's <c>bert.</c> prefix
-/// (chosen once for the root) and the legacy TensorFlow-era LayerNorm names <c>gamma</c>/<c>beta</c>.
+/// Resolves the naming variants of Hugging Face BERT checkpoints: a task model's <c>bert.</c> prefix (chosen once
+/// for the root), the legacy TensorFlow-era LayerNorm names <c>gamma</c>/<c>beta</c>, and a masked-LM output bias
+/// stored only under its tied alias <c>cls.predictions.decoder.bias</c>.
 /// </remarks>
 public sealed class WeightScope
 {
@@ -46,6 +47,8 @@ public sealed class WeightScope
         string? legacy = leaf switch { "weight" => "gamma", "bias" => "beta", _ => null };
         if (legacy is not null && _prefix.EndsWith("LayerNorm.", StringComparison.Ordinal) && _checkpoint.Contains(_prefix + legacy))
             return _prefix + legacy;
+        if (leaf == "bias" && _prefix.EndsWith("predictions.", StringComparison.Ordinal) && _checkpoint.Contains(_prefix + "decoder.bias"))
+            return _prefix + "decoder.bias";
         return name;
     }
 }

@@ -4,53 +4,40 @@ using Engine.Models.Bert;
 namespace Engine.Models;
 
 /// <summary>
-/// A model's activation buffers, sized for the most tokens and rows seen so far and reused for every smaller
-/// batch: a fine-tuning run with per-batch padding allocates them once, not once per batch shape. A buffer is
-/// keyed by its owner (a module, when a pass records for a backward; none when a pass only infers and every
-/// layer may use the same scratch), its name and its width per token or per row.
+/// A model's activation buffers, each as large as its largest use so far and reused for every smaller one: a
+/// fine-tuning run with per-batch padding allocates them once, not once per batch shape. A buffer is keyed by its
+/// owner (a module, when a pass records for a backward; none when a pass only infers and every layer may use the
+/// same scratch), its name, its width per row and its element type.
 /// </summary>
 internal sealed class ActivationArena(IBackend backend) : IDisposable
 {
-    private readonly Dictionary<(object? Owner, string Name, int Width, bool PerToken, Type Type), IDisposable> _buffers = [];
+    private readonly Dictionary<(object? Owner, string Name, int Width, Type Type), IDisposable> _buffers = [];
 
-    public int TokenCapacity { get; private set; }
-    public int RowCapacity { get; private set; }
-
-    /// <summary>Makes room for a (B,T) batch: when it exceeds what was seen, every buffer is freed and comes back larger on first use.</summary>
-    public void Reserve(int B, int T)
+    /// <summary>A (rows, width) buffer; one that is too small is replaced (its contents are not kept: a pass asks before it writes).</summary>
+    public DeviceBuffer<T> Get<T>(object? owner, string name, int width, int rows) where T : unmanaged
     {
-        if (B * T <= TokenCapacity && B <= RowCapacity) return;
-        Release();
-        TokenCapacity = Math.Max(B * T, TokenCapacity);
-        RowCapacity = Math.Max(B, RowCapacity);
+        var key = (owner, name, width, typeof(T));
+        long length = (long)rows * width;
+        if (length > Array.MaxLength) throw new EngineException($"activation '{name}' would hold {length:N0} values, more than one buffer holds; use smaller batches");
+        if (_buffers.TryGetValue(key, out var existing) && ((DeviceBuffer<T>)existing).Length >= length) return (DeviceBuffer<T>)existing;
+        existing?.Dispose();
+        var buffer = backend.Allocate<T>((int)Math.Max(length, 1));
+        _buffers[key] = buffer;
+        return buffer;
     }
 
-    public DeviceBuffer<T> Get<T>(object? owner, string name, int width, bool perToken) where T : unmanaged
-    {
-        var key = (owner, name, width, perToken, typeof(T));
-        if (!_buffers.TryGetValue(key, out var buffer))
-        {
-            long length = (long)(perToken ? TokenCapacity : RowCapacity) * width;
-            if (length > Array.MaxLength) throw new EngineException($"activation '{name}' would hold {length:N0} values, more than one buffer holds; use smaller batches");
-            _buffers[key] = buffer = backend.Allocate<T>((int)Math.Max(length, 1));
-        }
-        return (DeviceBuffer<T>)buffer;
-    }
-
-    private void Release()
+    public void Dispose()
     {
         foreach (var buffer in _buffers.Values) buffer.Dispose();
         _buffers.Clear();
     }
-
-    public void Dispose() => Release();
 }
 
 /// <summary>
 /// One forward pass over a batch, and the backward that may follow it: the batch on the device (ids, the family's
 /// position ids, token types, attention mask), its dropout, and whether it records. A pass that records keeps, per
 /// module, what that module's backward reads; one that does not (inference) gives every layer the same scratch.
-/// Modules ask the pass for their buffers: <see cref="Kept"/> for what their backward reads, <see cref="Scratch"/>
+/// Modules ask the pass for their buffers: <c>Kept</c> for what their backward reads, <c>Scratch</c>
 /// for what nothing reads later.
 /// </summary>
 public sealed class ForwardPass
@@ -64,7 +51,6 @@ public sealed class ForwardPass
         Backend = backend;
         _arena = arena;
         (B, T, Records, Dropout) = (batch.BatchSize, batch.SequenceLength, records, dropout);
-        arena.Reserve(B, T);
         InputIds = Ids("input_ids", batch.InputIds);
         PositionIds = Ids("position_ids", positionIds);
         TokenTypeIds = Ids("token_type_ids", batch.TokenTypeIds);
@@ -91,15 +77,31 @@ public sealed class ForwardPass
     /// (B·T, width), or (B, width) when not <paramref name="perToken"/>: what <paramref name="owner"/> computes and its
     /// backward reads; its own buffer when the pass records, else the scratch every owner shares under <paramref name="name"/>.
     /// </summary>
-    public DeviceBuffer<float> Kept(object owner, string name, int width, bool perToken = true) =>
-        _arena.Get<float>(Records ? owner : null, name, width, perToken);
+    public DeviceBuffer<float> Kept(object owner, string name, int width, bool perToken = true) => Kept(owner, name, width, perToken ? Rows : B);
 
-    /// <summary>Integers (labels) that <paramref name="owner"/> uploads for its backward: like <see cref="Kept"/>.</summary>
-    public DeviceBuffer<int> KeptIntegers(object owner, string name, int width, bool perToken = true) =>
-        _arena.Get<int>(Records ? owner : null, name, width, perToken);
+    /// <summary>(<paramref name="rows"/>, width) kept by <paramref name="owner"/>: a head's rows that are neither tokens nor examples (the masked positions).</summary>
+    public DeviceBuffer<float> Kept(object owner, string name, int width, int rows) => _arena.Get<float>(Records ? owner : null, name, width, rows);
+
+    /// <summary>Integers (labels, row indices) that <paramref name="owner"/> uploads for its backward: like <c>Kept</c>.</summary>
+    public DeviceBuffer<int> KeptIntegers(object owner, string name, int width, bool perToken = true) => KeptIntegers(owner, name, width, perToken ? Rows : B);
+
+    public DeviceBuffer<int> KeptIntegers(object owner, string name, int width, int rows) => _arena.Get<int>(Records ? owner : null, name, width, rows);
 
     /// <summary>A buffer shared by every module under <paramref name="name"/>, read by nothing after its user is done (gradients on their way down).</summary>
-    public DeviceBuffer<float> Scratch(string name, int width, bool perToken = true) => _arena.Get<float>(ScratchOwner, name, width, perToken);
+    public DeviceBuffer<float> Scratch(string name, int width, bool perToken = true) => Scratch(name, width, perToken ? Rows : B);
+
+    public DeviceBuffer<float> Scratch(string name, int width, int rows) => _arena.Get<float>(ScratchOwner, name, width, rows);
+
+    /// <summary>
+    /// Row indices (<paramref name="rows"/>) on the device for <see cref="IBackend.GatherRows"/>, kept by <paramref name="owner"/>
+    /// like any activation (a backward scatters through the same ones).
+    /// </summary>
+    public DeviceBuffer<int> RowIndices(object owner, string name, int[] rows)
+    {
+        var buffer = KeptIntegers(owner, name, 1, rows.Length);
+        Backend.Upload<int>(rows, buffer);
+        return buffer;
+    }
 
     /// <summary>Inverted dropout in place, skipped when the mask drops nothing (inference).</summary>
     public void ApplyDropout(DeviceBuffer<float> values, int n, DropoutMask mask)
@@ -115,7 +117,7 @@ public sealed class ForwardPass
 
     private DeviceBuffer<int> Ids(string name, int[] values)
     {
-        var buffer = _arena.Get<int>(ScratchOwner, name, 1, perToken: true);
+        var buffer = _arena.Get<int>(ScratchOwner, name, 1, Rows);
         Backend.Upload<int>(values, buffer);
         return buffer;
     }

@@ -6,12 +6,12 @@ namespace Engine.Models;
 
 /// <summary>
 /// The head contract: an encoder with a task head, as a training loop drives it — forward to the head's outputs,
-/// the loss and its gradient, backward — without knowing which head it is. <see cref="FineTuner"/> and the
+/// the loss and its gradient, backward — without knowing which head it is. <see cref="Trainer"/> and the
 /// command line know only this; a new head is a class that implements it.
 /// </summary>
 /// <remarks>
 /// A pass (<see cref="Forward"/> … <see cref="Backward"/>) uses the model's activations: callers on several threads
-/// take turns through <see cref="ForwardBackward"/> and <see cref="Outputs"/>, which hold the model's lock.
+/// take turns through <see cref="ForwardBackward"/> and <see cref="Evaluate"/>, which hold the model's lock.
 /// </remarks>
 public interface ITaskModel : IDisposable
 {
@@ -19,16 +19,16 @@ public interface ITaskModel : IDisposable
     BertConfig Config { get; }
     /// <summary>Every parameter, the head's included: what the optimizer steps and a checkpoint holds.</summary>
     ParameterArena Arena { get; }
-    /// <summary>Outputs per example: num_labels logits or regression values.</summary>
-    int OutputsPerExample { get; }
-
     /// <summary>Throws, naming the set and the example, unless every target suits this head (class ids below num_labels, finite values).</summary>
     void ValidateTargets(IReadOnlyList<float> targets, string set);
 
     /// <summary>Runs the encoder and the head over <paramref name="batch"/> with <paramref name="dropout"/>, recording for a backward.</summary>
     ForwardPass Forward(BertBatch batch, DropoutSettings dropout);
 
-    /// <summary>The mean loss of the pass's outputs against <paramref name="targets"/> (one per example), and its gradient, kept for <see cref="Backward"/>.</summary>
+    /// <summary>
+    /// The mean loss of the pass's outputs against <paramref name="targets"/> (in the head's layout: one per example for a
+    /// classifier, one per token then one per example for a masked-LM head), and its gradient, kept for <see cref="Backward"/>.
+    /// </summary>
     double Loss(ForwardPass pass, float[] targets);
 
     /// <summary>Adds every parameter's gradient from the loss's gradient, through the pass's activations.</summary>
@@ -37,11 +37,8 @@ public interface ITaskModel : IDisposable
     /// <summary>Forward, loss, backward under the model's lock; returns the loss.</summary>
     double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout);
 
-    /// <summary>The head's outputs (B × <see cref="OutputsPerExample"/>) in evaluation mode (no dropout).</summary>
-    float[] Outputs(BertBatch batch);
-
-    /// <summary>The head's metrics over outputs (as <see cref="Outputs"/> gives them) and targets.</summary>
-    EvaluationResult Evaluate(float[] outputs, float[] targets);
+    /// <summary>The head's loss and metrics over <paramref name="batches"/>, in evaluation mode (no dropout), under the model's lock per batch.</summary>
+    EvaluationResult Evaluate(IEnumerable<TrainingBatch> batches);
 
     /// <summary>Writes a Hugging Face directory (config.json, model.safetensors) that transformers' from_pretrained loads; atomically per file.</summary>
     void Save(string directory);

@@ -38,6 +38,10 @@ public enum ModelHead
     None,
     /// <summary>BertForSequenceClassification: pooler, dropout, classifier.</summary>
     SequenceClassification,
+    /// <summary>BertForMaskedLM: the masked-LM head (transform, decoder tied to the word embeddings).</summary>
+    MaskedLM,
+    /// <summary>BertForPreTraining: the masked-LM head and a sentence head (next-sentence or sentence-order) on the pooler.</summary>
+    PreTraining,
 }
 
 /// <summary>The one place that maps <c>model_type</c> to a family and <c>architectures</c> to a head; loaders and the command line ask it.</summary>
@@ -49,6 +53,8 @@ public static class ModelRegistry
     {
         ["BertModel"] = ModelHead.None,
         ["BertForSequenceClassification"] = ModelHead.SequenceClassification,
+        ["BertForMaskedLM"] = ModelHead.MaskedLM,
+        ["BertForPreTraining"] = ModelHead.PreTraining,
     };
 
     public static IEnumerable<string> RegisteredTypes => Families.Select(f => f.ModelType);

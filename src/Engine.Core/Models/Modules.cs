@@ -5,37 +5,59 @@ namespace Engine.Models;
 
 /// <summary>
 /// Where a module's parameters come from and what they are called: the checkpoint scope they are read from
-/// (whatever prefix and legacy names the checkpoint uses), the canonical Hugging Face name they get in the
-/// arena (what is saved), and the arena itself. Built one module at a time: <c>scope.Sub("encoder").Sub("layer.0")</c>.
+/// (whatever prefix and legacy names the checkpoint uses) or, for a model or head trained from scratch, a
+/// <see cref="WeightInitializer"/>; the canonical Hugging Face name they get in the arena (what is saved); and the
+/// arena itself. Built one module at a time: <c>scope.Sub("encoder").Sub("layer.0")</c>.
 /// </summary>
 public sealed class ParameterScope
 {
-    private readonly WeightScope _source;
+    private readonly WeightScope? _source;
+    private readonly WeightInitializer? _initializer;
     private readonly string _name;
 
     public ParameterArena Arena { get; }
 
-    public ParameterScope(ParameterArena arena, WeightScope source, string name)
+    public ParameterScope(ParameterArena arena, WeightScope source, string name) : this(arena, source, null, name) { }
+
+    /// <summary>A scope whose every tensor is new, drawn by <paramref name="initializer"/> (pre-training from scratch, a fresh head).</summary>
+    public ParameterScope(ParameterArena arena, WeightInitializer initializer, string name) : this(arena, null, initializer, name) { }
+
+    private ParameterScope(ParameterArena arena, WeightScope? source, WeightInitializer? initializer, string name)
     {
         Arena = arena;
         _source = source;
+        _initializer = initializer;
         _name = name;
     }
 
-    public ParameterScope Sub(string name) => new(Arena, _source.Sub(name), _name + name + ".");
+    public ParameterScope Sub(string name) => new(Arena, _source?.Sub(name), _initializer, _name + name + ".");
+
+    /// <summary>The same names, every tensor new from <paramref name="initializer"/> (a head the checkpoint lacks).</summary>
+    public ParameterScope Fresh(WeightInitializer initializer) => new(Arena, null, initializer, _name);
 
     /// <summary>The canonical name of <paramref name="leaf"/> here (e.g. <c>bert.encoder.layer.0.output.dense.weight</c>).</summary>
     public string NameOf(string leaf) => _name + leaf;
 
-    /// <summary>Whether the checkpoint holds <paramref name="leaf"/> here.</summary>
-    public bool Has(string leaf) => _source.Has(leaf);
+    /// <summary>Whether the checkpoint holds <paramref name="leaf"/> here (a new scope has every tensor it is asked for).</summary>
+    public bool Has(string leaf) => _source?.Has(leaf) ?? true;
 
-    /// <summary>Declares the checkpoint's <paramref name="leaf"/> (its shape checked against <paramref name="shape"/>) in the arena, which reads it when built.</summary>
-    public Parameter Load(string leaf, params long[] shape) => Arena.Add(NameOf(leaf), _source.Tensor(leaf, shape));
+    /// <summary>
+    /// Declares <paramref name="leaf"/> in the arena, which reads it when built: the checkpoint's (its shape checked against
+    /// <paramref name="shape"/>), or a new one.
+    /// </summary>
+    public Parameter Load(string leaf, params long[] shape) => Arena.AddStacked(Tensor(leaf, shape));
 
     /// <summary>Declares the same leaf of several scopes side by side, as one parameter.</summary>
     public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) =>
-        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => (p.Scope.NameOf(leaf), p.Scope._source.Tensor(leaf, p.Shape)))]);
+        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => p.Scope.Tensor(leaf, p.Shape))]);
+
+    private (string Name, long[] Shape, Func<float[]> Values) Tensor(string leaf, long[] shape)
+    {
+        string name = NameOf(leaf);
+        if (_source is null) return (name, shape, () => _initializer!.Values(name, shape));
+        var stored = _source.Tensor(leaf, shape);
+        return (name, stored.Shape, stored.ToFloat32);
+    }
 }
 
 /// <summary><c>torch.nn.Linear</c>: y = x·Wᵀ + b with W (out, in).</summary>

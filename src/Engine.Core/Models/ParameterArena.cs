@@ -107,16 +107,17 @@ public sealed class ParameterArena : IDisposable
     internal DeviceBuffer<float>? Gradients { get; private set; }
 
     /// <summary>Declares a tensor (a new head's); its value is uploaded by <see cref="Build"/>.</summary>
-    public Parameter Add(string name, long[] shape, float[] values) => Declare([(name, shape, () => values)]);
+    public Parameter Add(string name, long[] shape, float[] values) => AddStacked((name, shape, () => values));
 
     /// <summary>Declares a checkpoint tensor under <paramref name="name"/>; <see cref="Build"/> reads it, as float32 (the arena's one element type today).</summary>
     public Parameter Add(string name, StoredTensor stored) => AddStacked((name, stored));
 
     /// <summary>Declares checkpoint tensors laid out next to each other, used as one parameter (all decayed, or none).</summary>
     public Parameter AddStacked(params (string Name, StoredTensor Stored)[] parts) =>
-        Declare([.. parts.Select(p => (p.Name, p.Stored.Shape, (Func<float[]>)p.Stored.ToFloat32))]);
+        AddStacked([.. parts.Select(p => (p.Name, p.Stored.Shape, (Func<float[]>)p.Stored.ToFloat32))]);
 
-    private Parameter Declare((string Name, long[] Shape, Func<float[]> Values)[] parts)
+    /// <summary>Declares tensors laid out next to each other, used as one parameter, whose values <see cref="Build"/> asks for.</summary>
+    public Parameter AddStacked(params (string Name, long[] Shape, Func<float[]> Values)[] parts)
     {
         if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
         bool decays = _decays(parts[0].Name);

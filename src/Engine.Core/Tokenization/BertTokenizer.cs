@@ -170,6 +170,29 @@ public sealed class BertTokenizer
 
     public int[] TokenIds(string text) => [.. Tokenize(text).Select(t => _vocab.TryGetValue(t, out int id) ? id : UnkId)];
 
+    /// <summary>The id of a whole vocabulary token, or null.</summary>
+    public int? TokenId(string token) => _vocab.TryGetValue(token, out int id) ? id : null;
+
+    /// <summary>Whether <paramref name="id"/> is one of the special tokens (unknown, [CLS], [SEP], padding, mask).</summary>
+    public bool IsSpecial(int id) => id == UnkId || id == ClsId || id == SepId || id == PadId || id == MaskId;
+
+    /// <summary>
+    /// Text of <paramref name="ids"/> as Hugging Face's <c>BertTokenizer.decode</c> writes it: tokens joined by spaces,
+    /// <c>##</c> pieces glued to the token before, then <c>clean_up_tokenization</c> (no space before . ? ! , and in
+    /// n't 'm 's 've 're); special tokens dropped with <paramref name="skipSpecialTokens"/>. An id outside the
+    /// vocabulary reads as the unknown token.
+    /// </summary>
+    public string Decode(IEnumerable<int> ids, bool skipSpecialTokens = false)
+    {
+        var tokens = ids.Where(id => !skipSpecialTokens || !IsSpecial(id)).Select(id => (uint)id < (uint)Vocabulary.Count ? Vocabulary[id] : Options.UnkToken);
+        string text = string.Join(' ', tokens).Replace(" ##", "", StringComparison.Ordinal).Trim();
+        foreach (var (from, to) in CleanUp) text = text.Replace(from, to, StringComparison.Ordinal);
+        return text;
+    }
+
+    private static readonly (string, string)[] CleanUp =
+        [(" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")];
+
     /// <summary>
     /// <c>[CLS] text [SEP]</c> or <c>[CLS] text [SEP] pair [SEP]</c>, truncated to <paramref name="maxLength"/>
     /// tokens in all (longest first for pairs).
@@ -204,21 +227,7 @@ public sealed class BertTokenizer
     }
 
     /// <summary>Pads encodings to the longest with <c>[PAD]</c> and a zero mask.</summary>
-    public BertBatch Pad(IReadOnlyList<Encoding> encodings)
-    {
-        int B = encodings.Count, T = encodings.Max(e => e.InputIds.Length);
-        var ids = new int[B * T];
-        var types = new int[B * T];
-        var mask = new int[B * T];
-        Array.Fill(ids, PadId);
-        for (int b = 0; b < B; b++)
-        {
-            encodings[b].InputIds.CopyTo(ids, b * T);
-            encodings[b].TokenTypeIds.CopyTo(types, b * T);
-            encodings[b].AttentionMask.CopyTo(mask, b * T);
-        }
-        return new BertBatch(B, T, ids, types, mask);
-    }
+    public BertBatch Pad(IReadOnlyList<Encoding> encodings) => BertBatch.Pad(encodings, PadId);
 
     private static (int, int) TruncatedLengths(int n1, int n2, int budget, bool isPair)
     {
@@ -259,8 +268,8 @@ public sealed class BertTokenizer
         if (start < text.Length) yield return (text[start..], false);
     }
 
-    /// <summary>BasicTokenizer.tokenize: the words and punctuation marks of <paramref name="text"/>.</summary>
-    private List<string> BasicTokenize(string text)
+    /// <summary>BasicTokenizer.tokenize: the words and punctuation marks of <paramref name="text"/> (cleaned, lower-cased and split as the options say), before WordPiece.</summary>
+    public List<string> BasicTokenize(string text)
     {
         var cleaned = new StringBuilder(text.Length + 8);
         foreach (var rune in text.EnumerateRunes())

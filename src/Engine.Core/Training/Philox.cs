@@ -80,7 +80,8 @@ public static class Philox
 /// </remarks>
 public static class SeedStreams
 {
-    private const ulong EpochOrderBase = 1UL << 63, HeadInitialisation = (1UL << 63) + (1UL << 62);
+    private const ulong EpochOrderBase = 1UL << 63, HeadInitialisation = (1UL << 63) + (1UL << 62),
+        InitialisationBase = (1UL << 63) + (1UL << 61), MaskingBase = (1UL << 63) + (1UL << 60), PairingBase = (1UL << 63) + (1UL << 59);
 
     /// <summary>The order of <paramref name="count"/> examples in <paramref name="epoch"/>: a Fisher–Yates shuffle on its own stream.</summary>
     public static int[] EpochOrder(int count, ulong seed, int epoch)
@@ -103,4 +104,27 @@ public static class SeedStreams
         for (int i = 0; i < count; i++) weights[i] = (float)(std * Philox.Normal(seed, HeadInitialisation, i));
         return weights;
     }
+
+    /// <summary>
+    /// <paramref name="count"/> draws from N(0, std²) for the new tensor <paramref name="name"/> (pre-training from scratch,
+    /// a new masked-LM head): each name its own stream (a 60-bit FNV-1a hash of it), so adding a tensor changes no other.
+    /// </summary>
+    public static float[] InitialWeights(int count, double std, ulong seed, string name)
+    {
+        ulong hash = 14695981039346656037UL;
+        foreach (char c in name) hash = (hash ^ c) * 1099511628211UL;
+        ulong offset = InitialisationBase + (hash >> 4);
+        var weights = new float[count];
+        for (int i = 0; i < count; i++) weights[i] = (float)(std * Philox.Normal(seed, offset, i));
+        return weights;
+    }
+
+    /// <summary>
+    /// The stream a masked-LM batch of micro-step <paramref name="step"/> draws its masks from (step −1: evaluation), one
+    /// per <paramref name="purpose"/> (0 per-token choices, 1 random tokens, 2 whole-word order).
+    /// </summary>
+    public static ulong Masking(long step, int purpose) => MaskingBase + (ulong)(step + 1) * 4 + (ulong)purpose;
+
+    /// <summary>The stream that pairs and swaps segments when a corpus is cut into pre-training examples.</summary>
+    public static ulong Pairing => PairingBase;
 }

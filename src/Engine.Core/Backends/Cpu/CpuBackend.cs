@@ -162,12 +162,11 @@ public sealed class CpuBackend : ITrainingBackend
         CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Segment, Host(bias).Segment, B * T, C, eps);
     }
 
-    public void FirstToken(Tensor output, Tensor input, int B, int T, int C)
+    public void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C)
     {
-        OpShapes.FirstToken(output, input, B, T, C, nameof(output), nameof(input));
-        var source = Host(input).Data;
-        var destination = Host(output).Data;
-        for (int b = 0; b < B; b++) source.AsSpan(b * T * C, C).CopyTo(destination.AsSpan(b * C, C));
+        OpShapes.GatherRows(output, input, rows, R, N, C, nameof(output), nameof(input));
+        var (source, destination, indices) = (Host(input).Data, Host(output).Data, Rows(rows, R, N));
+        for (int r = 0; r < R; r++) source.AsSpan(indices[r] * C, C).CopyTo(destination.AsSpan(r * C, C));
     }
 
     public void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
@@ -215,12 +214,20 @@ public sealed class CpuBackend : ITrainingBackend
             Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data, B, T, C);
     }
 
-    public void FirstTokenBackward(Tensor dInput, Tensor dOutput, int B, int T, int C)
+    public void GatherRowsBackward(Tensor dInput, Tensor dOutput, DeviceBuffer<int> rows, int R, int N, int C)
     {
-        OpShapes.FirstToken(dOutput, dInput, B, T, C, nameof(dOutput), nameof(dInput));
-        var (destination, source) = (Host(dInput).Data, Host(dOutput).Data);
-        Array.Clear(destination, 0, B * T * C);
-        for (int b = 0; b < B; b++) source.AsSpan(b * C, C).CopyTo(destination.AsSpan(b * T * C, C));
+        OpShapes.GatherRows(dOutput, dInput, rows, R, N, C, nameof(dOutput), nameof(dInput));
+        var (destination, source, indices) = (Host(dInput).Data, Host(dOutput).Data, Rows(rows, R, N));
+        Array.Clear(destination, 0, N * C);
+        for (int r = 0; r < R; r++) source.AsSpan(r * C, C).CopyTo(destination.AsSpan(indices[r] * C, C));
+    }
+
+    /// <summary>The first R row indices, each checked below N (they are on the host here, so the check is free).</summary>
+    private static int[] Rows(DeviceBuffer<int> rows, int R, int N)
+    {
+        var indices = Host(rows).Data;
+        for (int r = 0; r < R; r++) Check((uint)indices[r] < (uint)N, $"row index {indices[r]} at {r} is outside [0, {N})");
+        return indices;
     }
 
     public void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)

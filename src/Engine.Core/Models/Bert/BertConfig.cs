@@ -27,6 +27,8 @@ public sealed record BertConfig
     /// <summary><c>classifier_dropout</c>: the dropout before a classification head; null: hidden_dropout_prob.</summary>
     public double? ClassifierDropout { get; init; }
     public int PadTokenId { get; init; }
+    /// <summary>The standard deviation of freshly initialised weights (Hugging Face's <c>initializer_range</c>).</summary>
+    public double InitializerRange { get; init; } = 0.02;
     public string ModelType { get; init; } = "bert";
 
     /// <summary>The whole JSON object as read, so that writing a checkpoint keeps fields this engine does not use.</summary>
@@ -62,6 +64,7 @@ public sealed record BertConfig
             AttentionProbsDropoutProb = GetNumber(root, "attention_probs_dropout_prob", source) ?? 0.1,
             ClassifierDropout = GetNumber(root, "classifier_dropout", source),
             PadTokenId = GetInt(root, "pad_token_id", source) ?? 0,
+            InitializerRange = GetNumber(root, "initializer_range", source) ?? 0.02,
             ModelType = GetString(root, "model_type", source) ?? "bert",
             Raw = root,
         };
@@ -84,6 +87,10 @@ public sealed record BertConfig
         Positive("type_vocab_size", TypeVocabSize);
         foreach (var (field, probability) in new[] { ("hidden_dropout_prob", HiddenDropoutProb), ("attention_probs_dropout_prob", AttentionProbsDropoutProb), ("classifier_dropout", ClassifierDropout ?? 0) })
             if (probability is < 0 or >= 1) throw new EngineException($"{source}: '{field}' must be in [0, 1), got {probability}");
+        if (!double.IsFinite(InitializerRange) || InitializerRange <= 0)
+            throw new EngineException($"{source}: 'initializer_range' must be a positive number, got {InitializerRange}");
+        if (Raw["tie_word_embeddings"] is JsonValue tie && tie.TryGetValue(out bool tied) && !tied)
+            throw new EngineException($"{source}: 'tie_word_embeddings' false (a masked-LM decoder apart from the word embeddings) is not supported");
         if (HiddenSize % NumAttentionHeads != 0)
             throw new EngineException($"{source}: 'hidden_size' {HiddenSize} is not a multiple of 'num_attention_heads' {NumAttentionHeads}");
         if (HiddenAct != "gelu")
@@ -110,8 +117,33 @@ public sealed record BertConfig
         json["type_vocab_size"] = TypeVocabSize;
         json["layer_norm_eps"] = LayerNormEps;
         json["pad_token_id"] = PadTokenId;
+        json["initializer_range"] = InitializerRange;
         return json;
     }
+
+    /// <summary>
+    /// The sizes of pre-training from scratch: Google's BERT miniatures (Turc et al., 2019) tiny (L2/H128), mini (L4/H256),
+    /// small (L4/H512) and BERT-base (L12/H768); heads of 64 dimensions, FFN 4H, 512 positions, Hugging Face's other defaults.
+    /// </summary>
+    public static BertConfig Preset(string name, int vocabSize)
+    {
+        (int layers, int hidden) = name switch
+        {
+            "tiny" => (2, 128),
+            "mini" => (4, 256),
+            "small" => (4, 512),
+            "base" => (12, 768),
+            _ => throw new EngineException($"unknown model size '{name}'; expected {string.Join(", ", PresetNames)} or a config.json"),
+        };
+        var config = new BertConfig
+        {
+            VocabSize = vocabSize, HiddenSize = hidden, NumHiddenLayers = layers, NumAttentionHeads = hidden / 64,
+            IntermediateSize = 4 * hidden, MaxPositionEmbeddings = 512,
+        };
+        return FromJson(config.ToJson(), $"preset '{name}'");
+    }
+
+    public static readonly string[] PresetNames = ["tiny", "mini", "small", "base"];
 
     public void Save(string path) =>
         AtomicFile.WriteText(path, ToJson().ToJsonString(new JsonSerializerOptions { WriteIndented = true }));

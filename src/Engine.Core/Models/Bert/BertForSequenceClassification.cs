@@ -71,7 +71,6 @@ public sealed class BertForSequenceClassification : ITaskModel
     public ParameterArena Arena => Bert.Arena;
     public Linear Classifier { get; }
     public int NumLabels => Classifier.OutFeatures;
-    public int OutputsPerExample => NumLabels;
     public ProblemType ProblemType { get; }
     /// <summary>Label names by id (config.json's <c>id2label</c>), or LABEL_i.</summary>
     public IReadOnlyList<string> Labels { get; }
@@ -231,9 +230,7 @@ public sealed class BertForSequenceClassification : ITaskModel
 
     /// <summary>Logits (B, num_labels) in evaluation mode (no dropout).</summary>
     /// <remarks>Thread-safe: concurrent callers take turns (the activations are shared, and each op uses every core).</remarks>
-    public float[] Logits(BertBatch batch) => Outputs(batch);
-
-    public float[] Outputs(BertBatch batch)
+    public float[] Logits(BertBatch batch)
     {
         lock (Bert.ForwardLock)
         {
@@ -353,10 +350,19 @@ public sealed class BertForSequenceClassification : ITaskModel
 
     private string TargetRule => ProblemType == ProblemType.Regression ? "a finite number" : $"a class id below {NumLabels}";
 
-    public EvaluationResult Evaluate(float[] outputs, float[] targets) =>
-        ProblemType == ProblemType.Regression
-            ? Metrics.Regression(outputs, targets)
-            : Metrics.Classification(outputs, [.. targets.Select(t => (int)t)], NumLabels);
+    /// <summary>Logits of every batch, then the metrics over all of them (correlations and F1 need every example at once).</summary>
+    public EvaluationResult Evaluate(IEnumerable<TrainingBatch> batches)
+    {
+        var (outputs, targets) = (new List<float>(), new List<float>());
+        foreach (var batch in batches)
+        {
+            outputs.AddRange(Logits(batch.Batch));
+            targets.AddRange(batch.Targets);
+        }
+        return ProblemType == ProblemType.Regression
+            ? Metrics.Regression([.. outputs], [.. targets])
+            : Metrics.Classification([.. outputs], [.. targets.Select(t => (int)t)], NumLabels);
+    }
 
     private double Sum(DeviceBuffer<float> losses, int n)
     {

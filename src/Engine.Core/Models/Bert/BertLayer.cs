@@ -219,7 +219,7 @@ public sealed class BertPooler
     internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> hidden)
     {
         var firstTokens = pass.Kept(this, "first_tokens", C, perToken: false);
-        pass.Backend.FirstToken(firstTokens, hidden, pass.B, pass.T, C);
+        pass.Backend.GatherRows(firstTokens, hidden, FirstTokenRows(pass), pass.B, pass.Rows, C);
         Dense.Forward(pass.Backend, output, firstTokens, pass.B, Activation.Tanh, pass.Records ? pass.Kept(this, "pre_tanh", C, perToken: false) : null);
     }
 
@@ -230,8 +230,12 @@ public sealed class BertPooler
         backend.ActivateBackward(dOutput, dOutput, pass.Kept(this, "pre_tanh", C, perToken: false), pass.B * C, Activation.Tanh);
         var dFirstTokens = pass.Scratch("dFirstTokens", C, perToken: false);
         Dense.Backward(backend, dFirstTokens, dOutput, pass.Kept(this, "first_tokens", C, perToken: false), pass.B);
-        backend.FirstTokenBackward(dHidden, dFirstTokens, pass.B, pass.T, C);
+        backend.GatherRowsBackward(dHidden, dFirstTokens, FirstTokenRows(pass), pass.B, pass.Rows, C);
     }
+
+    /// <summary>The [CLS] rows b·T of the (B·T, C) hidden state, on the device (B integers, uploaded by forward and backward alike).</summary>
+    private DeviceBuffer<int> FirstTokenRows(ForwardPass pass) =>
+        pass.RowIndices(this, "first_token_rows", [.. Enumerable.Range(0, pass.B).Select(b => b * pass.T)]);
 
     public long ParameterCount => Dense.ParameterCount;
 }

@@ -7,7 +7,25 @@ namespace Engine.Models.Bert;
 /// A batch of token sequences padded to a common length T: row-major (B,T) ids, token types and
 /// attention mask (1 for a real token, 0 for padding).
 /// </summary>
-public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds, int[] TokenTypeIds, int[] AttentionMask);
+public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds, int[] TokenTypeIds, int[] AttentionMask)
+{
+    /// <summary>Encodings padded to the longest with <paramref name="padId"/> and a zero mask (padded positions never reach a real one).</summary>
+    public static BertBatch Pad(IReadOnlyList<Tokenization.Encoding> encodings, int padId = 0)
+    {
+        int B = encodings.Count, T = encodings.Max(e => e.InputIds.Length);
+        var ids = new int[B * T];
+        var types = new int[B * T];
+        var mask = new int[B * T];
+        Array.Fill(ids, padId);
+        for (int b = 0; b < B; b++)
+        {
+            encodings[b].InputIds.CopyTo(ids, b * T);
+            encodings[b].TokenTypeIds.CopyTo(types, b * T);
+            encodings[b].AttentionMask.CopyTo(mask, b * T);
+        }
+        return new BertBatch(B, T, ids, types, mask);
+    }
+}
 
 /// <summary>
 /// The outputs of <see cref="BertModel.Forward(BertBatch)"/>, on the host: <c>LastHiddenState</c> (B,T,C) and
@@ -41,7 +59,9 @@ public sealed class BertModel : IDisposable
     internal Lock ForwardLock { get; } = new();
 
     /// <param name="scope">Where the weights are read from and what they are called (e.g. <c>bert.</c> inside a task model).</param>
-    internal BertModel(IBackend backend, BertConfig config, ParameterScope scope, bool ownsArena)
+    /// <param name="withPooler">Whether to build the pooler when the family has one and the scope holds it (a masked-LM head does not use it).</param>
+    /// <param name="newPooler">Where a pooler the scope lacks comes from (a sentence head trained on a checkpoint without one); null: none.</param>
+    internal BertModel(IBackend backend, BertConfig config, ParameterScope scope, bool ownsArena, bool withPooler = true, WeightInitializer? newPooler = null)
     {
         Backend = backend;
         Config = config;
@@ -50,7 +70,9 @@ public sealed class BertModel : IDisposable
         _ownsArena = ownsArena;
         Embeddings = new BertEmbeddings(scope.Sub(Family.EmbeddingsModule), config);
         Encoder = new BertEncoder(scope.Sub("encoder"), config);
-        Pooler = Family.HasPooler && scope.Sub(Family.PoolerModule).Sub("dense").Has("weight") ? new BertPooler(scope.Sub(Family.PoolerModule), config) : null;
+        var pooler = scope.Sub(Family.PoolerModule);
+        if (newPooler is not null && !pooler.Sub("dense").Has("weight")) pooler = pooler.Fresh(newPooler);
+        Pooler = withPooler && Family.HasPooler && pooler.Sub("dense").Has("weight") ? new BertPooler(pooler, config) : null;
         _activations = new ActivationArena(backend);
     }
 

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Writes the PyTorch parity fixtures of the fine-tuning tests: for each tiny configuration of CONFIGS, a
+"""Writes the PyTorch parity fixtures of the training tests: for each tiny configuration of CONFIGS, a
 Hugging Face model directory (config.json, model.safetensors), the inputs (ragged masks, token types,
 labels), and what PyTorch computes from them: logits, loss, every parameter's gradient after one backward
 (no dropout), and the loss before each of 10 AdamW steps. A configuration with num_labels 1 is a regression
-head (transformers' rule): float labels and the mean squared error instead of cross-entropy. fixtures.json lists them (names and sizes are
-read from there by the tests, never typed twice).
+head (transformers' rule): float labels and the mean squared error instead of cross-entropy. MASKED_LM
+configurations are BertForMaskedLM (no pooler) or, with a sentence head, BertForPreTraining: the decoder tied to
+the word embeddings (one tensor used twice, so its gradient sums both uses), token labels -100 except at the
+masked positions, the loss the masked-LM cross-entropy plus the sentence head's; the masked-LM model also has a
+word-level vocab.txt and fill-mask cases (texts, each mask's top-5 token ids and probabilities, and with
+targets). fixtures.json lists them (names and sizes are read from there by the tests, never typed twice).
 
-The model is BertForSequenceClassification written out in plain torch (transformers is not installable on
-the development machines): the same modules, names and arithmetic as transformers' modeling_bert in eval
-mode, with exact-erf GELU and the float-minimum attention mask.
+The models are transformers' modeling_bert written out in plain torch (transformers is not installable on
+the development machines): the same modules, names and arithmetic in eval mode, with exact-erf GELU and the
+float-minimum attention mask.
 Run with Debian's PyTorch: /usr/bin/python3 tests/Engine.Tests/Fixtures/pytorch/generate.py
 """
 import json
@@ -27,6 +31,16 @@ CONFIGS = {
     "tiny-regression": dict(vocab_size=30, hidden_size=8, num_hidden_layers=2, num_attention_heads=2, intermediate_size=12,
                             max_position_embeddings=12, type_vocab_size=2, num_labels=1, batch=3, tokens=6, seed=3),
 }
+MASKED_LM = {
+    "tiny-mlm": dict(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                     max_position_embeddings=16, type_vocab_size=2, sentence=None, store_decoder=True, batch=3, tokens=8, seed=4),
+    "tiny-pretraining-sop": dict(vocab_size=37, hidden_size=12, num_hidden_layers=1, num_attention_heads=3, intermediate_size=20,
+                                 max_position_embeddings=12, type_vocab_size=2, sentence="sop", store_decoder=False, batch=4, tokens=7, seed=5),
+}
+# The masked-LM model's vocabulary: BERT's special tokens first, then whole words (so the generator tokenizes by splitting on spaces).
+WORDS = ("the quick brown fox jumps over lazy dog a cat sat on mat and ran to house big small red blue green is was it he she they "
+         "we you this that of in at for with by from up down out good bad day night").split()
+FILL_MASK_TEXTS = ["the quick brown fox jumps over the [MASK] dog", "a [MASK] sat on the [MASK]", "[MASK] was a good day"]
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, steps=10, max_grad_norm=1.0)
 
 
@@ -68,7 +82,19 @@ def parameters(c):
     return shapes
 
 
-def forward(w, c, ids, mask, types, labels):
+def mlm_parameters(c):
+    """BertForMaskedLM's names (no pooler) or BertForPreTraining's; the decoder weight is the word embeddings."""
+    C = c["hidden_size"]
+    shapes = {k: v for k, v in parameters(dict(c, num_labels=1)).items() if not k.startswith("classifier") and (c["sentence"] or not k.startswith("bert.pooler"))}
+    shapes.update({"cls.predictions.transform.dense.weight": (C, C), "cls.predictions.transform.dense.bias": (C,),
+                   "cls.predictions.transform.LayerNorm.weight": (C,), "cls.predictions.transform.LayerNorm.bias": (C,),
+                   "cls.predictions.bias": (c["vocab_size"],)})
+    if c["sentence"]:
+        shapes.update({"cls.seq_relationship.weight": (2, C), "cls.seq_relationship.bias": (2,)})
+    return shapes
+
+
+def encoder(w, c, ids, mask, types):
     B, T, C = ids.shape[0], ids.shape[1], c["hidden_size"]
     NH = c["num_attention_heads"]
     HS = C // NH
@@ -86,11 +112,133 @@ def forward(w, c, ids, mask, types, labels):
         context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
         h1 = ln(lin(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
         x = ln(lin(torch.nn.functional.gelu(lin(h1, p + "intermediate.dense")), p + "output.dense") + h1, p + "output.LayerNorm")
+    return x
+
+
+def forward(w, c, ids, mask, types, labels):
+    lin = lambda x, p: torch.nn.functional.linear(x, w[p + ".weight"], w[p + ".bias"])
+    x = encoder(w, c, ids, mask, types)
     pooled = torch.tanh(lin(x[:, 0], "bert.pooler.dense"))
     logits = lin(pooled, "classifier")
     if c["num_labels"] == 1:  # transformers: MSELoss()(logits.squeeze(), labels.squeeze())
         return logits, torch.nn.functional.mse_loss(logits.squeeze(-1), labels)
     return logits, torch.nn.functional.cross_entropy(logits, labels)
+
+
+def mlm_forward(w, c, ids, mask, types, labels, sentence_labels):
+    """Logits (B,T,V) at every position, and the loss: masked-LM cross-entropy (+ the sentence head's)."""
+    C, V = c["hidden_size"], c["vocab_size"]
+    lin = lambda x, p: torch.nn.functional.linear(x, w[p + ".weight"], w[p + ".bias"])
+    x = encoder(w, c, ids, mask, types)
+    h = torch.nn.functional.layer_norm(torch.nn.functional.gelu(lin(x, "cls.predictions.transform.dense")), (C,),
+                                       w["cls.predictions.transform.LayerNorm.weight"], w["cls.predictions.transform.LayerNorm.bias"], eps=1e-12)
+    logits = torch.nn.functional.linear(h, w["bert.embeddings.word_embeddings.weight"], w["cls.predictions.bias"])
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, V), labels.view(-1), ignore_index=-100)
+    if c["sentence"]:
+        seq = lin(torch.tanh(lin(x[:, 0], "bert.pooler.dense")), "cls.seq_relationship")
+        loss = loss + torch.nn.functional.cross_entropy(seq, sentence_labels)
+    return logits, loss
+
+
+def adamw_losses(w, loss_of):
+    """The loss before each of ADAMW's steps: no decay on biases and LayerNorm weights, gradient clipping."""
+    decay = [t for k, t in w.items() if not (k.endswith(".bias") or "LayerNorm" in k)]
+    no_decay = [t for k, t in w.items() if k.endswith(".bias") or "LayerNorm" in k]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"])
+    losses = []
+    for _ in range(ADAMW["steps"]):
+        optimizer.zero_grad()
+        loss = loss_of()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(w.values()), ADAMW["max_grad_norm"])
+        optimizer.step()
+        losses.append(loss.item())
+    return torch.tensor(losses)
+
+
+def random_weights(shapes):
+    w = {}
+    for key, shape in shapes.items():
+        t = torch.randn(shape) * 0.2
+        if key.endswith("LayerNorm.weight"):
+            t = 1 + 0.1 * torch.randn(shape)
+        w[key] = t.requires_grad_()
+    return w
+
+
+def ragged(B, T, vocab, low):
+    """Ids in [low, vocab) behind [CLS] (2) and before [SEP] (3), ragged lengths, two segments."""
+    lengths = [T - 2 * b if T - 2 * b > 2 else 3 for b in range(B)]
+    mask = torch.tensor([[1 if t < n else 0 for t in range(T)] for n in lengths])
+    ids = torch.randint(low, vocab, (B, T)) * mask
+    for b, n in enumerate(lengths):
+        ids[b, 0], ids[b, n - 1] = 2, 3
+    types = torch.tensor([[1 if n // 2 <= t < n else 0 for t in range(T)] for n in lengths])
+    return ids, mask, types, lengths
+
+
+def masked_lm(name, c):
+    torch.manual_seed(c["seed"])
+    out = HERE / name
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    w = random_weights(mlm_parameters(c))
+    B, T, V = c["batch"], c["tokens"], c["vocab_size"]
+    ids, mask, types, lengths = ragged(B, T, V, 5)
+    # Masked positions: real tokens between [CLS] and [SEP], at least one per row; the input there becomes [MASK] (4).
+    chosen = (torch.rand(B, T) < 0.35) & (mask == 1)
+    for b, n in enumerate(lengths):
+        chosen[b, 0] = chosen[b, n - 1] = False
+        chosen[b, 1] = True
+    labels = torch.where(chosen, ids, torch.full_like(ids, -100))
+    ids = torch.where(chosen, torch.full_like(ids, 4), ids)
+    sentence_labels = torch.randint(0, 2, (B,))
+
+    config = {k: c[k] for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                 "max_position_embeddings", "type_vocab_size")}
+    config.update(architectures=["BertForPreTraining" if c["sentence"] else "BertForMaskedLM"], model_type="bert", hidden_act="gelu",
+                  layer_norm_eps=1e-12, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, pad_token_id=0, tie_word_embeddings=True)
+    if c["sentence"]:
+        config["sentence_objective"] = c["sentence"]
+    (out / "model" / "config.json").write_text(json.dumps(config, indent=2))
+    stored = dict(w)
+    if c["store_decoder"]:  # as older checkpoints hold it: a copy that must equal the embeddings
+        stored["cls.predictions.decoder.weight"] = w["bert.embeddings.word_embeddings.weight"]
+    write_safetensors(out / "model" / "model.safetensors", stored)
+    write_safetensors(out / "inputs.safetensors", {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels,
+                                                   "sentence_labels": sentence_labels})
+    logits, loss = mlm_forward(w, c, ids, mask, types, labels, sentence_labels)
+    loss.backward()
+    expected = {"logits": logits, "loss": loss.reshape(1)}
+    expected.update({f"grad.{k}": t.grad.detach().clone() for k, t in w.items()})
+    entry = {"name": name, "batch": B, "tokens": T, "sentence": c["sentence"]}
+    if not c["sentence"]:
+        vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS[: V - 5]
+        (out / "model" / "vocab.txt").write_text("\n".join(vocab) + "\n")
+        entry["fill_mask"] = fill_mask_cases(w, c, vocab)
+    expected["adamw_losses"] = adamw_losses(w, lambda: mlm_forward(w, c, ids, mask, types, labels, sentence_labels)[1])
+    write_safetensors(out / "expected.safetensors", expected)
+    return entry
+
+
+def fill_mask_cases(w, c, vocab):
+    """Each text's masks: the top-5 ids and probabilities over the whole vocabulary, and over three target words."""
+    targets = ["dog", "cat", "mat"]
+    cases = []
+    with torch.no_grad():
+        for text in FILL_MASK_TEXTS:
+            ids = torch.tensor([[2] + [vocab.index(t) for t in text.split()] + [3]])
+            ones = torch.ones_like(ids)
+            logits, _ = mlm_forward(w, c, ids, ones, torch.zeros_like(ids), torch.full_like(ids, -100), None)
+            masks = []
+            for position in (ids[0] == 4).nonzero().flatten().tolist():
+                probabilities = torch.softmax(logits[0, position].double(), dim=-1)
+                top = torch.topk(probabilities, 5)
+                restricted = sorted(((probabilities[vocab.index(t)].item(), vocab.index(t)) for t in targets), reverse=True)
+                masks.append({"ids": top.indices.tolist(), "scores": top.values.tolist(),
+                              "target_ids": [i for _, i in restricted], "target_scores": [p for p, _ in restricted]})
+            cases.append({"text": text, "targets": targets, "masks": masks})
+    return cases
 
 
 def main():
@@ -99,12 +247,7 @@ def main():
         torch.manual_seed(c["seed"])
         out = HERE / name
         (out / "model").mkdir(parents=True, exist_ok=True)
-        w = {}
-        for key, shape in parameters(c).items():
-            t = torch.randn(shape) * 0.2
-            if key.endswith("LayerNorm.weight"):
-                t = 1 + 0.1 * torch.randn(shape)
-            w[key] = t.requires_grad_()
+        w = random_weights(parameters(c))
         B, T = c["batch"], c["tokens"]
         ids = torch.randint(1, c["vocab_size"], (B, T))
         lengths = [T - 3 * b if T - 3 * b > 1 else 2 for b in range(B)]
@@ -127,24 +270,12 @@ def main():
         loss.backward()
         expected = {"logits": logits, "loss": loss.reshape(1)}
         expected.update({f"grad.{k}": t.grad.detach().clone() for k, t in w.items()})  # zero_grad below reuses the tensors
-        # Ten AdamW steps: no decay on biases and LayerNorm weights, gradient clipping, the loss before each update.
-        decay = [t for k, t in w.items() if not (k.endswith(".bias") or "LayerNorm" in k)]
-        no_decay = [t for k, t in w.items() if k.endswith(".bias") or "LayerNorm" in k]
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": ADAMW["weight_decay"]}, {"params": no_decay, "weight_decay": 0.0}],
-                                      lr=ADAMW["lr"], betas=ADAMW["betas"], eps=ADAMW["eps"])
-        losses = []
-        for _ in range(ADAMW["steps"]):
-            optimizer.zero_grad()
-            _, loss = forward(w, c, ids, mask, types, labels)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(w.values()), ADAMW["max_grad_norm"])
-            optimizer.step()
-            losses.append(loss.item())
-        expected["adamw_losses"] = torch.tensor(losses)
+        expected["adamw_losses"] = adamw_losses(w, lambda: forward(w, c, ids, mask, types, labels)[1])
         write_safetensors(out / "expected.safetensors", expected)
         index.append({"name": name, "batch": B, "tokens": T, "num_labels": c["num_labels"],
                       "problem_type": "regression" if regression else "single_label_classification"})
-    (HERE / "fixtures.json").write_text(json.dumps({"adamw": ADAMW, "fixtures": index}, indent=2) + "\n")
+    masked = [masked_lm(name, c) for name, c in MASKED_LM.items()]
+    (HERE / "fixtures.json").write_text(json.dumps({"adamw": ADAMW, "fixtures": index, "masked_lm": masked}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -7,17 +7,14 @@ using Engine.Tokenization;
 
 namespace Engine.Training;
 
-/// <summary>A tokenized example and its label: a class id (an integer) for a classifier, the target value for regression.</summary>
-public sealed record LabelledExample(Encoding Encoding, float Label);
-
 public enum Schedule
 {
     Linear,
     Constant,
 }
 
-/// <summary>Fine-tuning settings, with Hugging Face Trainer's defaults where it has them.</summary>
-public sealed record FineTuneOptions
+/// <summary>Training settings (fine-tuning and pre-training alike), with Hugging Face Trainer's defaults where it has them.</summary>
+public sealed record TrainingOptions
 {
     public int Epochs { get; init; } = 3;
     /// <summary>Stop after this many optimizer steps (overrides epochs when smaller).</summary>
@@ -44,7 +41,7 @@ public sealed record FineTuneOptions
     {
         void Check(bool valid, string setting, object value, string range)
         {
-            if (!valid) throw new EngineException($"fine-tuning setting {setting} = {value} is out of range; expected {range}");
+            if (!valid) throw new EngineException($"training setting {setting} = {value} is out of range; expected {range}");
         }
         Check(Epochs >= 1, nameof(Epochs), Epochs, "at least 1");
         Check(MaxSteps is null or >= 1, nameof(MaxSteps), MaxSteps!, "at least 1");
@@ -68,11 +65,14 @@ public sealed record EvaluationEvent(int Epoch, EvaluationResult Result, bool Be
 public sealed record CheckpointEvent(int Epoch, int OptimizerSteps, string Directory) : TrainingEvent;
 
 /// <summary>
-/// An evaluation over Count examples: the mean loss (cross-entropy, or squared error for regression); for a
-/// classifier, accuracy and F1 (of class 1 for two classes, macro-averaged otherwise); for regression, the
-/// Pearson and Spearman correlations of predictions and targets.
+/// An evaluation over Count examples (masked tokens, for a masked-LM head): the mean loss (cross-entropy, or squared
+/// error for regression); for a classifier, accuracy and F1 (of class 1 for two classes, macro-averaged otherwise);
+/// for regression, the Pearson and Spearman correlations of predictions and targets; for a masked-LM head, the
+/// masked tokens' accuracy, their perplexity (e^loss of the masked-LM part) and, with a sentence head, its accuracy
+/// (the loss is then the sum of both parts, as BertForPreTraining's).
 /// </summary>
-public sealed record EvaluationResult(double Loss, int Count, double? Accuracy = null, double? F1 = null, double? Pearson = null, double? Spearman = null)
+public sealed record EvaluationResult(double Loss, int Count, double? Accuracy = null, double? F1 = null, double? Pearson = null, double? Spearman = null,
+    double? Perplexity = null, double? SentenceAccuracy = null)
 {
     /// <summary>What early stopping and the best checkpoint follow: F1 for a classifier (higher is better), else the loss (lower is better).</summary>
     public string MetricName => F1 is null ? "eval_loss" : "f1";
@@ -81,8 +81,8 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 }
 
 /// <summary>
-/// Fine-tunes a model with a task head (<see cref="ITaskModel"/>: a classifier, a regression head, …): seeded
-/// shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
+/// Trains a model with a task head (<see cref="ITaskModel"/>: a classifier, a regression head, a masked-LM head, …) on
+/// an <see cref="ITrainingSet"/> (which makes each batch and its targets, e.g. masking it anew): seeded shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
 /// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After every epoch a resumable checkpoint
 /// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it, in
 /// this process or another, continues exactly as if it had not stopped (each epoch's order and each step's
@@ -95,7 +95,7 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 /// when a kill fell between the two renames. The best model's only changing file (its weights) is itself
 /// written atomically.
 /// </remarks>
-public sealed class FineTuner(ITaskModel model, FineTuneOptions options)
+public sealed class Trainer(ITaskModel model, TrainingOptions options)
 {
     public const string LastDirectory = "last", OptimizerFile = "optimizer.safetensors", StateFile = "trainer_state.json";
 
@@ -106,15 +106,20 @@ public sealed class FineTuner(ITaskModel model, FineTuneOptions options)
     /// <summary>The optimizer steps a run over <paramref name="examples"/> takes: every epoch's, or MaxSteps when fewer.</summary>
     public int TotalSteps(int examples) => (int)Math.Min(options.MaxSteps ?? int.MaxValue, (long)StepsPerEpoch(examples) * options.Epochs);
 
-    /// <summary>Trains; when <paramref name="output"/> is given, the best model (by the eval metric, else the last) is written there.</summary>
-    /// <param name="resumeFrom">A <c>last</c> checkpoint whose model this tuner's model was loaded from: its optimizer and trainer state are restored.</param>
+    /// <summary>Fine-tunes on labelled examples (see the other overload).</summary>
     public EvaluationResult? Train(IReadOnlyList<LabelledExample> train, IReadOnlyList<LabelledExample>? eval, Action<TrainingEvent> log,
+        string? output = null, string? tokenizerDirectory = null, string? resumeFrom = null) =>
+        Train(new LabelledSet(train), eval is null ? null : new LabelledSet(eval), log, output, tokenizerDirectory, resumeFrom);
+
+    /// <summary>Trains; when <paramref name="output"/> is given, the best model (by the eval metric, else the last) is written there.</summary>
+    /// <param name="resumeFrom">A <c>last</c> checkpoint whose model this trainer's model was loaded from: its optimizer and trainer state are restored.</param>
+    public EvaluationResult? Train(ITrainingSet train, ITrainingSet? eval, Action<TrainingEvent> log,
         string? output = null, string? tokenizerDirectory = null, string? resumeFrom = null)
     {
         options.Validate();
         if (train.Count == 0) throw new EngineException("no training examples");
-        model.ValidateTargets([.. train.Select(e => e.Label)], "training");
-        if (eval is not null) model.ValidateTargets([.. eval.Select(e => e.Label)], "evaluation");
+        train.Validate(model, "training");
+        eval?.Validate(model, "evaluation");
         var backend = model.Backend;
         int stepsPerEpoch = StepsPerEpoch(train.Count), totalSteps = TotalSteps(train.Count);
         int epochs = (totalSteps + stepsPerEpoch - 1) / stepsPerEpoch;
@@ -140,10 +145,10 @@ public sealed class FineTuner(ITaskModel model, FineTuneOptions options)
             var order = options.Shuffle ? SeedStreams.EpochOrder(train.Count, (ulong)options.Seed, epoch) : [.. Enumerable.Range(0, train.Count)];
             for (int start = 0; start < train.Count && optimizer.StepCount < totalSteps; start += options.BatchSize)
             {
-                var examples = order.Skip(start).Take(options.BatchSize).Select(i => train[i]).ToList();
-                var batch = Pad(examples);
-                var dropout = DropoutSettings.FromConfig(model.Config, options.Dropout, (ulong)options.Seed, optimizer.StepCount * options.GradientAccumulation + micro);
-                accumulatedLoss += model.ForwardBackward(batch, [.. examples.Select(e => e.Label)], dropout);
+                long microStep = (long)optimizer.StepCount * options.GradientAccumulation + micro;
+                var batch = train.Collate(order[start..Math.Min(train.Count, start + options.BatchSize)], (ulong)options.Seed, microStep);
+                var dropout = DropoutSettings.FromConfig(model.Config, options.Dropout, (ulong)options.Seed, microStep);
+                accumulatedLoss += model.ForwardBackward(batch.Batch, batch.Targets, dropout);
                 if (!double.IsFinite(accumulatedLoss))
                     throw new EngineException($"step {optimizer.StepCount + 1}: the loss is {accumulatedLoss}; training stopped");
                 if (++micro < options.GradientAccumulation && start + options.BatchSize < train.Count) continue;
@@ -241,34 +246,22 @@ public sealed class FineTuner(ITaskModel model, FineTuneOptions options)
         return (state.Epoch + 1, state.Best, state.EpochsWithoutImprovement);
     }
 
-    /// <summary>Examples padded into one batch (zero ids and mask past each one's end).</summary>
-    private static BertBatch Pad(IReadOnlyList<LabelledExample> examples)
+    /// <summary>
+    /// The model's evaluation metrics over <paramref name="examples"/>, in evaluation mode (no dropout), in batches in
+    /// order; a set that masks draws its masks from a fixed evaluation stream, so every epoch is scored on the same ones.
+    /// </summary>
+    public EvaluationResult Evaluate(ITrainingSet examples)
     {
-        int T = examples.Max(e => e.Encoding.InputIds.Length), B = examples.Count;
-        var ids = new int[B * T];
-        var types = new int[B * T];
-        var mask = new int[B * T];
-        for (int b = 0; b < B; b++)
+        IEnumerable<TrainingBatch> Batches()
         {
-            examples[b].Encoding.InputIds.CopyTo(ids, b * T);
-            examples[b].Encoding.TokenTypeIds.CopyTo(types, b * T);
-            examples[b].Encoding.AttentionMask.CopyTo(mask, b * T);
+            for (int start = 0; start < examples.Count; start += options.BatchSize)
+                yield return examples.Collate([.. Enumerable.Range(start, Math.Min(options.BatchSize, examples.Count - start))], (ulong)options.Seed, EvaluationStep);
         }
-        return new BertBatch(B, T, ids, types, mask);
+        return model.Evaluate(Batches());
     }
 
-    /// <summary>The model's evaluation metrics over <paramref name="examples"/>, in evaluation mode (no dropout).</summary>
-    public EvaluationResult Evaluate(IReadOnlyList<LabelledExample> examples)
-    {
-        int width = model.OutputsPerExample;
-        var outputs = new float[examples.Count * width];
-        for (int start = 0; start < examples.Count; start += options.BatchSize)
-        {
-            var chunk = examples.Skip(start).Take(options.BatchSize).ToList();
-            model.Outputs(Pad(chunk)).CopyTo(outputs, start * width);
-        }
-        return model.Evaluate(outputs, [.. examples.Select(e => e.Label)]);
-    }
+    /// <summary>The step whose streams an evaluation draws from (masking): one no training step reaches.</summary>
+    public const long EvaluationStep = -1;
 }
 
 /// <summary>
@@ -287,7 +280,7 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
             ["best"] = Best is null ? null : new JsonObject
             {
                 ["loss"] = Best.Loss, ["count"] = Best.Count, ["accuracy"] = Best.Accuracy, ["f1"] = Best.F1,
-                ["pearson"] = Best.Pearson, ["spearman"] = Best.Spearman,
+                ["pearson"] = Best.Pearson, ["spearman"] = Best.Spearman, ["perplexity"] = Best.Perplexity, ["sentence_accuracy"] = Best.SentenceAccuracy,
             },
             ["epochs_without_improvement"] = EpochsWithoutImprovement,
         };
@@ -311,7 +304,7 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
         {
             null => null,
             JsonObject b => new EvaluationResult(Number(b, "loss", true)!.Value, Count(b, "count", "best."), Number(b, "accuracy", false), Number(b, "f1", false),
-                Number(b, "pearson", false), Number(b, "spearman", false)),
+                Number(b, "pearson", false), Number(b, "spearman", false), Number(b, "perplexity", false), Number(b, "sentence_accuracy", false)),
             _ => throw new EngineException($"{path}: 'best' must be an object or null"),
         };
         int epoch = Count(root, "epoch", "");
