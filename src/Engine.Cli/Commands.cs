@@ -346,6 +346,7 @@ public static partial class Commands
             ? BertForSequenceClassification.LoadWithHead(directory, TrainingBackend(result))
             : BertForSequenceClassification.Load(directory, TrainingBackend(result), numLabels, seed, labelNames, problemType);
         Note(result, $"model: {directory} ({model.Parameters.Sum(p => (long)p.Length):N0} parameters, {model.ProblemType}, {model.NumLabels} outputs)");
+        if (model.PoolerMissing) Note(result, $"{directory} has no pooler (a masked-LM checkpoint): a new one is initialised and trained with the classifier", always: true);
         if (model.UnusedTensors.Count > 0) Note(result, $"unused tensors: {string.Join(", ", model.UnusedTensors)}");
         return model;
     }

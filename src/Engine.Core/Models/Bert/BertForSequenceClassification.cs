@@ -74,6 +74,8 @@ public sealed class BertForSequenceClassification : ITaskModel
     public ProblemType ProblemType { get; }
     /// <summary>Label names by id (config.json's <c>id2label</c>), or LABEL_i.</summary>
     public IReadOnlyList<string> Labels { get; }
+    /// <summary>Whether the checkpoint had no pooler (a masked-LM one), so that this model's is new: it needs fine-tuning like the classifier.</summary>
+    public bool PoolerMissing { get; private init; }
     /// <summary>Checkpoint tensors this model (base and head) did not read, e.g. a pre-training head's.</summary>
     public IReadOnlyList<string> UnusedTensors => Bert.UnusedTensors;
 
@@ -88,7 +90,8 @@ public sealed class BertForSequenceClassification : ITaskModel
 
     /// <summary>
     /// Loads a directory holding either a classification checkpoint (<c>classifier.*</c>) or a base model, whose
-    /// classifier is then initialised from N(0, 0.02²) with <paramref name="seed"/>. num_labels comes from
+    /// classifier is then initialised from N(0, 0.02²) with <paramref name="seed"/> (and its pooler too when it has none,
+    /// as a masked-LM checkpoint: <see cref="PoolerMissing"/>). num_labels comes from
     /// <paramref name="numLabels"/> or <paramref name="labelNames"/>, else config.json's <c>num_labels</c> or
     /// <c>id2label</c>, else 1 for regression and 2 otherwise. The problem type comes from
     /// <paramref name="problemType"/>, else config.json's <c>problem_type</c>, else regression exactly when num_labels is 1.
@@ -108,16 +111,17 @@ public sealed class BertForSequenceClassification : ITaskModel
         try
         {
             var source = WeightScope.ForBaseModel(checkpoint, family.WeightPrefix);
-            var bert = new BertModel(backend, config, new ParameterScope(arena, source, family.WeightPrefix + "."), ownsArena: true);
-            if (bert.Pooler is null)
-                throw new EngineException($"{directory}: sequence classification needs the pooler (pooler.dense), which this checkpoint lacks");
+            // A checkpoint without a pooler (a masked-LM one) gets a new one, as transformers gives it (PoolerMissing says so).
+            var bert = new BertModel(backend, config, new ParameterScope(arena, source, family.WeightPrefix + "."), ownsArena: true,
+                newPooler: new WeightInitializer(config.InitializerRange, (ulong)seed, config.PadTokenId));
+            bool poolerMissing = !source.Sub(family.PoolerModule).Sub("dense").Has("weight");
             var head = new ParameterScope(arena, WeightScope.Root(checkpoint), "").Sub("classifier");
             var classifier = head.Has("weight")
                 ? Linear.Load(head, config.HiddenSize, labels)
                 : Linear.CreateRandom(head, config.HiddenSize, labels, 0.02, seed);
             arena.Build();
             bert.UnusedTensors = checkpoint.UnusedNames;
-            return new BertForSequenceClassification(backend, bert, classifier, labelNames ?? ConfiguredLabelNames(config.Raw, labels), problem);
+            return new BertForSequenceClassification(backend, bert, classifier, labelNames ?? ConfiguredLabelNames(config.Raw, labels), problem) { PoolerMissing = poolerMissing };
         }
         catch
         {
