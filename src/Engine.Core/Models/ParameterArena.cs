@@ -109,14 +109,10 @@ public sealed class ParameterArena : IDisposable
     /// <summary>Declares a tensor (a new head's); its value is uploaded by <see cref="Build"/>.</summary>
     public Parameter Add(string name, long[] shape, float[] values) => AddStacked((name, shape, () => values));
 
-    /// <summary>Declares a checkpoint tensor under <paramref name="name"/>; <see cref="Build"/> reads it, as float32 (the arena's one element type today).</summary>
-    public Parameter Add(string name, StoredTensor stored) => AddStacked((name, stored));
-
-    /// <summary>Declares checkpoint tensors laid out next to each other, used as one parameter (all decayed, or none).</summary>
-    public Parameter AddStacked(params (string Name, StoredTensor Stored)[] parts) =>
-        AddStacked([.. parts.Select(p => (p.Name, p.Stored.Shape, (Func<float[]>)p.Stored.ToFloat32))]);
-
-    /// <summary>Declares tensors laid out next to each other, used as one parameter, whose values <see cref="Build"/> asks for.</summary>
+    /// <summary>
+    /// Declares tensors laid out next to each other, used as one parameter (all decayed, or none), whose values
+    /// <see cref="Build"/> asks for: a checkpoint tensor is read then, as float32 (the arena's one element type today).
+    /// </summary>
     public Parameter AddStacked(params (string Name, long[] Shape, Func<float[]> Values)[] parts)
     {
         if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");

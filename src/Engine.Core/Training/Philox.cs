@@ -127,4 +127,7 @@ public static class SeedStreams
 
     /// <summary>The stream that pairs and swaps segments when a corpus is cut into pre-training examples.</summary>
     public static ulong Pairing => PairingBase;
+
+    /// <summary>The stream that chooses a corpus's held-out documents.</summary>
+    public static ulong HeldOut => PairingBase + 1;
 }

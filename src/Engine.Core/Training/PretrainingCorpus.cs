@@ -16,7 +16,8 @@ public sealed record PretrainingExample(int[] First, int[]? Second, int Sentence
 /// <remarks>
 /// A FILE holds documents separated by blank lines; a DIRECTORY holds files (every <c>*.txt</c>, recursively, in
 /// ordinal order), each such a file. A line longer than a segment is cut into pieces. Every draw comes from the
-/// seed (<see cref="SeedStreams.Pairing"/>), so the same corpus and seed give the same examples in any process.
+/// seed (<see cref="SeedStreams.Pairing"/>, <see cref="SeedStreams.HeldOut"/>), so the same corpus and seed give the
+/// same examples in any process.
 /// </remarks>
 public static class PretrainingCorpus
 {
@@ -56,7 +57,7 @@ public static class PretrainingCorpus
         var order = Enumerable.Range(0, documents.Count).ToArray();
         for (int i = order.Length - 1; i > 0; i--)
         {
-            int j = Philox.Below(seed, SeedStreams.Pairing, -1 - i, i + 1);
+            int j = Philox.Below(seed, SeedStreams.HeldOut, i, i + 1);
             (order[i], order[j]) = (order[j], order[i]);
         }
         int held = fraction <= 0 || documents.Count < 2 ? 0 : Math.Clamp((int)Math.Round(fraction * documents.Count), 1, documents.Count - 1);
