@@ -40,6 +40,7 @@ public static class OpCases
         new("tall-none-kept", 70, 17, 3, false, "none", keepPreActivation: true),
         new("minilm-qkv", 64, 384, 1152, true, "none"),
         new("minilm-ffn", 50, 384, 1536, true, "gelu"),
+        new("vocab-decoder", 23, 64, 1031, true, "none"), // a masked-LM decoder: few gathered rows, a wide vocabulary
     ];
 
     public static readonly MatMulCase[] MatMul =
@@ -134,6 +135,7 @@ public static class OpCases
             new("bert-base-attn-out", Tokens, C, C, true, "none"),
             new("bert-base-ffn-in-gelu", Tokens, C, I, true, "gelu"),
             new("bert-base-ffn-out", Tokens, I, C, true, "none"),
+            new("bert-base-mlm-decoder", Tokens * 15 / 100, C, 30522, true, "none"), // the masked rows (15%) × the vocabulary
         ];
 
         public static readonly AttentionCase Attention = new("bert-base-attention", B, T, NH, HS, [.. Enumerable.Repeat(T, B)]);
