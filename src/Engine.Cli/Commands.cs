@@ -271,7 +271,7 @@ public static partial class Commands
                     continue;
                 }
                 var probabilities = new float[logits.Length];
-                System.Numerics.Tensors.TensorPrimitives.SoftMax(logits, probabilities);
+                Engine.Backends.Cpu.Probabilities.FromLogits(logits, probabilities);
                 int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities);
                 var json = string.Join(",", model.Labels.Select((label, i) => $"{JsonSerializer.Serialize(label)}:{probabilities[i].ToString("R", CultureInfo.InvariantCulture)}"));
                 Console.WriteLine($"{model.Labels[best]}\t{{{json}}}");

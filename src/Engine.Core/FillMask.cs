@@ -60,7 +60,7 @@ public sealed class FillMask(BertTokenizer tokenizer, BertForMaskedLM model, int
         for (int m = 0; m < positions.Length; m++)
         {
             var probabilities = new float[V];
-            System.Numerics.Tensors.TensorPrimitives.SoftMax(logits.AsSpan(m * V, V), probabilities);
+            Backends.Cpu.Probabilities.FromLogits(logits.AsSpan(m * V, V), probabilities);
             var best = candidates.OrderByDescending(id => probabilities[id]).ThenBy(id => id).Take(k);
             result.Add([.. best.Select(id =>
             {

@@ -233,9 +233,10 @@ public sealed class ActivationCase(int n, string activation) : OpCase("activate"
 }
 
 /// <summary>Softmax over rows and its backward.</summary>
-public sealed class SoftmaxCase(string name, int rows, int N) : OpCase("softmax", name), IReferenceGradient
+/// <summary>Row softmax of inputs in ±<paramref name="scale"/> (large: logits whose exponentials overflow float unless the row maximum is subtracted first).</summary>
+public sealed class SoftmaxCase(string name, int rows, int N, float scale = 8f) : OpCase("softmax", name), IReferenceGradient
 {
-    private float[] Input => OpCases.Random(rows * N, 20, 8f);
+    private float[] Input => OpCases.Random(rows * N, 20, scale);
 
     public override long Work => (long)rows * N;
     protected override double EmulatorRounds => rows * (10 + 2 * Math.Ceiling(N / 32.0));
@@ -265,10 +266,10 @@ public sealed class SoftmaxCase(string name, int rows, int N) : OpCase("softmax"
     }
 }
 
-/// <summary>Cross-entropy of logits (B,V) against labels, forward and backward in one (a training op); −100 ignored.</summary>
-public sealed class CrossEntropyCase(string name, int B, int V, int[] labels) : OpCase("cross-entropy", name), IReferenceGradient
+/// <summary>Cross-entropy of logits (B,V) in ±<paramref name="scale"/> against labels, forward and backward in one (a training op); −100 ignored.</summary>
+public sealed class CrossEntropyCase(string name, int B, int V, int[] labels, float scale = 4f) : OpCase("cross-entropy", name), IReferenceGradient
 {
-    private float[] Logits => OpCases.Random(B * V, 24, 4f);
+    private float[] Logits => OpCases.Random(B * V, 24, scale);
 
     public override long Work => (long)B * V;
     protected override double EmulatorRounds => B * (15 + 2 * Math.Ceiling(V / 32.0) + Math.Ceiling(B / 32.0));
@@ -320,9 +321,9 @@ public sealed class MeanSquaredErrorCase(string name, int N) : OpCase("mse", nam
 }
 
 /// <summary>Multi-head self-attention with a key padding mask over ragged rows; <paramref name="dropout"/> &gt; 0 drops probabilities on a fixed Philox stream.</summary>
-public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, float dropout = 0f) : OpCase("attention", name), IReferenceGradient
+public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, float dropout = 0f, float scale = 2f) : OpCase("attention", name), IReferenceGradient
 {
-    private readonly Lazy<float[]> _qkv = new(() => OpCases.Random(b * t * 3 * nh * hs, 5, 2f));
+    private readonly Lazy<float[]> _qkv = new(() => OpCases.Random(b * t * 3 * nh * hs, 5, scale));
     private int C => NH * HS;
 
     public int B => b;

@@ -65,6 +65,7 @@ public static class OpCases
         new("odd", 5, 37),
         new("wide", 3, 1000),
         new("vocabulary", 2, 30522),
+        new("large-logits", 4, 37, scale: 400f), // exp overflows float unless the maximum is subtracted
     ];
 
     public static readonly CrossEntropyCase[] CrossEntropy =
@@ -72,6 +73,7 @@ public static class OpCases
         new("binary", 5, 2, [0, 1, 1, 0, 1]),
         new("odd-with-ignored", 4, 7, [3, -100, 6, 0]),
         new("vocabulary", 3, 30522, [2023, 7, 30521]),
+        new("large-logits", 3, 29, [5, -100, 28], scale: 400f),
     ];
 
     public static readonly MeanSquaredErrorCase[] MeanSquaredError =
@@ -91,6 +93,7 @@ public static class OpCases
         new("all-padding-row", 2, 5, 2, 8, [5, 0]),
         new("minilm-heads", 2, 33, 12, 32, [33, 20]),
         new("ragged-dropout", 3, 7, 2, 5, [7, 3, 1], 0.3f),
+        new("large-scores", 2, 6, 2, 8, [6, 4], scale: 12f), // q·k/√8 up to ~400: the backward's recomputed softmax must not overflow
         new("minilm-heads-dropout", 2, 33, 12, 32, [33, 20], 0.1f),
     ];
 

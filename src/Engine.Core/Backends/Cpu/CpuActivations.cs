@@ -13,6 +13,23 @@ public static class ErfcFit
         C5 = 0.27886807f, C6 = -1.13520398f, C7 = 1.48851587f, C8 = -0.82215223f, C9 = 0.17087277f;
 }
 
+/// <summary>Softmax for every caller on the CPU (the softmax op, attention, cross-entropy, fill-mask, classify).</summary>
+public static class Probabilities
+{
+    /// <summary>
+    /// probabilities = softmax(logits), the maximum subtracted first. (TensorPrimitives.SoftMax exponentiates the logits
+    /// as they are: past about 88 exp overflows to infinity and the row becomes NaN; attention logits and trained
+    /// vocabulary logits get there.) The two spans may be the same.
+    /// </summary>
+    public static void FromLogits(ReadOnlySpan<float> logits, Span<float> probabilities)
+    {
+        float max = TensorPrimitives.Max(logits);
+        TensorPrimitives.Subtract(logits, max, probabilities);
+        TensorPrimitives.Exp(probabilities, probabilities);
+        TensorPrimitives.Multiply(probabilities, 1f / TensorPrimitives.Sum<float>(probabilities), probabilities);
+    }
+}
+
 /// <summary>Element-wise activations on the CPU, vectorized.</summary>
 /// <remarks>
 /// GELU is the exact form x·Φ(x) with Φ(x) = ½·erfc(−x/√2), BERT's <c>"gelu"</c>. erfc is Numerical Recipes'

@@ -58,10 +58,7 @@ internal static class CpuAttention
                     continue;
                 }
                 Scores<V>(keysTransposed, n, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
-                float max = TensorPrimitives.Max(scores);
-                TensorPrimitives.Subtract(scores, max, scores);
-                TensorPrimitives.Exp(scores, scores);
-                TensorPrimitives.Multiply(scores, 1f / TensorPrimitives.Sum(scores), scores);
+                Probabilities.FromLogits(scores, scores);
                 if (dropout.IsActive)
                 {
                     var factors = scratch.Factors;
@@ -135,7 +132,7 @@ internal static class CpuAttention
                 }
                 var dOut = dOutput.AsSpan((b * T + i) * C + h * HS, HS);
                 Scores<V>(keysTransposed, n, q, scale, p);
-                TensorPrimitives.SoftMax(p, p);
+                Probabilities.FromLogits(p, p);
                 Scores<V>(valuesTransposed, n, dOut, 1f, dp);
                 ReadOnlySpan<float> valueWeights = p; // p ⊙ f: what multiplied each value in the forward
                 if (dropout.IsActive)

@@ -123,7 +123,7 @@ public sealed class CpuBackend : ITrainingBackend
     {
         OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
-        Parallel.For(0, rows, row => System.Numerics.Tensors.TensorPrimitives.SoftMax(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
+        Parallel.For(0, rows, row => Probabilities.FromLogits(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
     }
 
     public void Activate(Tensor output, Tensor input, int n, Activation activation)

@@ -121,7 +121,7 @@ internal static class CpuBackward
                 return;
             }
             if (label >= V) throw new ArgumentOutOfRangeException(nameof(labels), $"label {label} of row {row} is not below {V}");
-            TensorPrimitives.SoftMax(logits.AsSpan(row * V, V), dx);
+            Probabilities.FromLogits(logits.AsSpan(row * V, V), dx);
             // −log p computed from the logits (log-sum-exp), not from a rounded probability.
             var z = logits.AsSpan(row * V, V);
             float max = TensorPrimitives.Max(z);
