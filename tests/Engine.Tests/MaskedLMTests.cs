@@ -218,6 +218,12 @@ public sealed class MaskedLMTests
         SafeTensorsWriter.Write(Path.Combine(temp.Path, "model.safetensors"), tensors);
         var error = Assert.Throws<EngineException>(() => BertForMaskedLM.Load(temp.Path, new CpuBackend()));
         Assert.Contains("cls.predictions.decoder.weight", error.Message);
+        // A config that unties them is refused as such (an embedding model with it still loads: only the decoder cares).
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(temp.Path, "config.json")))!;
+        config["tie_word_embeddings"] = false;
+        File.WriteAllText(Path.Combine(temp.Path, "config.json"), config.ToJsonString());
+        Assert.Contains("tie_word_embeddings", Assert.Throws<EngineException>(() => BertForMaskedLM.Load(temp.Path, new CpuBackend())).Message);
+        using var encoder = BertModel.Load(temp.Path, new CpuBackend());
     }
 
     [Fact]

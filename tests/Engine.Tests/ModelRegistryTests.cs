@@ -28,6 +28,22 @@ public sealed class ModelRegistryTests
         classifier["architectures"] = new System.Text.Json.Nodes.JsonArray("BertForSequenceClassification");
         Assert.Equal(ModelHead.SequenceClassification, ModelRegistry.Head(BertConfig.FromJson(classifier, "config.json")));
         Assert.Equal("BertForSequenceClassification", ModelRegistry.ArchitectureName(ModelFamily.Bert, ModelHead.SequenceClassification));
+        foreach (var (name, head) in new[] { ("BertForMaskedLM", ModelHead.MaskedLM), ("BertForPreTraining", ModelHead.PreTraining) })
+        {
+            var masked = TinyBert.Config();
+            masked["architectures"] = new System.Text.Json.Nodes.JsonArray(name);
+            Assert.Equal(head, ModelRegistry.Head(BertConfig.FromJson(masked, "config.json")));
+            Assert.Equal(name, ModelRegistry.ArchitectureName(ModelFamily.Bert, head));
+        }
+    }
+
+    [Fact]
+    public void PresetsAreGooglesMiniaturesAndAnUnknownSizeIsOneError()
+    {
+        var tiny = BertConfig.Preset("tiny", 1000);
+        Assert.Equal((2, 128, 2, 512, 1000), (tiny.NumHiddenLayers, tiny.HiddenSize, tiny.NumAttentionHeads, tiny.IntermediateSize, tiny.VocabSize));
+        Assert.Equal((12, 768, 12), (BertConfig.Preset("base", 30522).NumHiddenLayers, BertConfig.Preset("base", 30522).HiddenSize, BertConfig.Preset("base", 30522).NumAttentionHeads));
+        Assert.Contains("tiny, mini, small, base", Assert.Throws<EngineException>(() => BertConfig.Preset("huge", 10)).Message);
     }
 
     [Fact]

@@ -89,8 +89,6 @@ public sealed record BertConfig
             if (probability is < 0 or >= 1) throw new EngineException($"{source}: '{field}' must be in [0, 1), got {probability}");
         if (!double.IsFinite(InitializerRange) || InitializerRange <= 0)
             throw new EngineException($"{source}: 'initializer_range' must be a positive number, got {InitializerRange}");
-        if (Raw["tie_word_embeddings"] is JsonValue tie && tie.TryGetValue(out bool tied) && !tied)
-            throw new EngineException($"{source}: 'tie_word_embeddings' false (a masked-LM decoder apart from the word embeddings) is not supported");
         if (HiddenSize % NumAttentionHeads != 0)
             throw new EngineException($"{source}: 'hidden_size' {HiddenSize} is not a multiple of 'num_attention_heads' {NumAttentionHeads}");
         if (HiddenAct != "gelu")

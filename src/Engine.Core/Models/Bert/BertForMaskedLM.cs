@@ -144,6 +144,8 @@ public sealed class BertForMaskedLM : ITaskModel
     {
         string configPath = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(configPath);
+        if (config.Raw["tie_word_embeddings"] is JsonValue tie && tie.TryGetValue(out bool tied) && !tied)
+            throw new EngineException($"{configPath}: 'tie_word_embeddings' false (a masked-LM decoder apart from the word embeddings) is not supported");
         var family = ModelRegistry.Family(config);
         using var checkpoint = Checkpoint.Open(directory);
         var arena = new ParameterArena(backend, family.Decays);
