@@ -87,10 +87,13 @@ public sealed class PretrainingCliTests
         for (int epoch = 1; epoch < losses.Count; epoch++) Assert.True(losses[epoch] < losses[epoch - 1], $"held-out losses {string.Join(", ", losses)}");
         Assert.True((double)evaluations[^1]["perplexity"]! < (double)evaluations[0]["perplexity"]!);
 
-        // Two epochs, then a third resumed from the checkpoint: the same weights to the bit (a constant rate without
-        // warmup, so that stopping after two epochs changes no step's rate).
-        (code, _, error) = Run([.. common, "--epochs", "3", "--steps", StepsOfTwoEpochs(temp["whole"]), "--output", temp["cut"]]);
+        // Stopped by --steps in the middle of the second epoch, then resumed from the checkpoint: the same weights to the
+        // bit (a constant rate without warmup, so that the step limit changes no step's rate).
+        (code, _, error) = Run([.. common, "--epochs", "3", "--steps", StepsOfOneEpochAndAHalf(temp["whole"]), "--output", temp["cut"]]);
         Assert.True(code == 0, error);
+        var cut = JsonNode.Parse(File.ReadAllText(Path.Combine(temp["cut"], "last", "trainer_state.json")))!;
+        Assert.Equal(2, (int)cut["epoch"]!);
+        Assert.True((int)cut["next_example"]! > 0); // where the second epoch stopped
         (code, _, error) = Run([.. common, "--epochs", "3", "--output", temp["cut"], "--resume", Path.Combine(temp["cut"], "last")]);
         Assert.True(code == 0, error);
         Assert.Equal(File.ReadAllBytes(Path.Combine(temp["whole"], "last", "model.safetensors")), File.ReadAllBytes(Path.Combine(temp["cut"], "last", "model.safetensors")));
@@ -105,10 +108,10 @@ public sealed class PretrainingCliTests
         Assert.True(code == 0, error);
     }
 
-    /// <summary>The optimizer steps two of the run's three epochs take, from its trainer state.</summary>
-    private static string StepsOfTwoEpochs(string output)
+    /// <summary>The optimizer steps of one and a half of the run's three epochs, from its trainer state.</summary>
+    private static string StepsOfOneEpochAndAHalf(string output)
     {
         var state = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "last", "trainer_state.json")))!;
-        return ((int)state["optimizer_steps"]! / 3 * 2).ToString(System.Globalization.CultureInfo.InvariantCulture);
+        return ((int)state["optimizer_steps"]! / 2).ToString(System.Globalization.CultureInfo.InvariantCulture);
     }
 }

@@ -19,10 +19,16 @@ public interface ITaskModel : IDisposable
     BertConfig Config { get; }
     /// <summary>Every parameter, the head's included: what the optimizer steps and a checkpoint holds.</summary>
     ParameterArena Arena { get; }
-    /// <summary>Throws, naming the set and the example, unless every target suits this head (class ids below num_labels, finite values).</summary>
+    /// <summary>
+    /// Throws, naming the set and the example, unless every labelled example's target suits this head (class ids below
+    /// num_labels, finite values); a head that does not train on labelled examples (masked-LM) refuses them here.
+    /// </summary>
     void ValidateTargets(IReadOnlyList<float> targets, string set);
 
-    /// <summary>Runs the encoder and the head over <paramref name="batch"/> with <paramref name="dropout"/>, recording for a backward.</summary>
+    /// <summary>
+    /// Runs the encoder and the head over <paramref name="batch"/> with <paramref name="dropout"/>, recording for a backward
+    /// (a head whose work depends on the targets, as a masked-LM head's on where the masks are, runs it in <see cref="Loss"/>).
+    /// </summary>
     ForwardPass Forward(BertBatch batch, DropoutSettings dropout);
 
     /// <summary>

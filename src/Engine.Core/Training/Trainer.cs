@@ -134,8 +134,8 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
             foreach (var (name, bytes) in tokenizerFiles) IO.AtomicFile.Write(Path.Combine(directory, name), s => s.Write(bytes));
         }
         EvaluationResult? best = null;
-        int epochsWithoutImprovement = 0, firstEpoch = 1;
-        if (resumeFrom is not null) (firstEpoch, best, epochsWithoutImprovement) = Restore(resumeFrom, optimizer);
+        int epochsWithoutImprovement = 0, firstEpoch = 1, firstExample = 0;
+        if (resumeFrom is not null) (firstEpoch, firstExample, best, epochsWithoutImprovement) = Restore(resumeFrom, optimizer);
         int micro = 0;
         double accumulatedLoss = 0, examplesSeen = 0;
         var clock = Stopwatch.StartNew();
@@ -143,7 +143,9 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
         for (int epoch = firstEpoch; epoch <= epochs && optimizer.StepCount < totalSteps; epoch++)
         {
             var order = options.Shuffle ? SeedStreams.EpochOrder(train.Count, (ulong)options.Seed, epoch) : [.. Enumerable.Range(0, train.Count)];
-            for (int start = 0; start < train.Count && optimizer.StepCount < totalSteps; start += options.BatchSize)
+            // A run resumed from a checkpoint that --steps cut mid-epoch continues that epoch where it stopped.
+            int start = epoch == firstEpoch ? firstExample : 0;
+            for (; start < train.Count && optimizer.StepCount < totalSteps; start += options.BatchSize)
             {
                 long microStep = (long)optimizer.StepCount * options.GradientAccumulation + micro;
                 var batch = train.Collate(order[start..Math.Min(train.Count, start + options.BatchSize)], (ulong)options.Seed, microStep);
@@ -178,7 +180,7 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
             if (output is not null && options.KeepCheckpoint)
             {
                 string last = Path.Combine(output, LastDirectory);
-                SaveLast(last, Save, optimizer, epoch, best, epochsWithoutImprovement);
+                SaveLast(last, Save, optimizer, new TrainerState(epoch, optimizer.StepCount, best, epochsWithoutImprovement, start < train.Count ? start : 0));
                 log(new CheckpointEvent(epoch, optimizer.StepCount, last));
             }
             if (options.EarlyStoppingPatience is { } patience && epochsWithoutImprovement >= patience) break;
@@ -202,13 +204,13 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
     }
 
     /// <summary>Writes the checkpoint beside <paramref name="directory"/> and swaps it in (see the class remarks).</summary>
-    private static void SaveLast(string directory, Action<string> saveModel, AdamWOptimizer optimizer, int epoch, EvaluationResult? best, int epochsWithoutImprovement)
+    private static void SaveLast(string directory, Action<string> saveModel, AdamWOptimizer optimizer, TrainerState state)
     {
         string parent = Path.GetDirectoryName(Path.GetFullPath(directory))!, name = Path.GetFileName(directory);
         Directory.CreateDirectory(parent);
         foreach (string stale in Directory.EnumerateDirectories(parent, name + SavingInfix + "*")) Directory.Delete(stale, recursive: true);
         string staging = Path.Combine(parent, $"{name}{SavingInfix}{Environment.ProcessId}-{Guid.NewGuid():N}"), previous = directory + PreviousSuffix;
-        WriteCheckpoint(staging, saveModel, optimizer, epoch, best, epochsWithoutImprovement);
+        WriteCheckpoint(staging, saveModel, optimizer, state);
         // Both present: a kill fell after the new one was renamed in; the .previous one is the older of the two.
         if (Directory.Exists(previous) && Directory.Exists(directory)) Directory.Delete(previous, recursive: true);
         if (Directory.Exists(directory)) Directory.Move(directory, previous);
@@ -216,16 +218,16 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
         if (Directory.Exists(previous)) Directory.Delete(previous, recursive: true);
     }
 
-    private static void WriteCheckpoint(string directory, Action<string> saveModel, AdamWOptimizer optimizer, int epoch, EvaluationResult? best, int epochsWithoutImprovement)
+    private static void WriteCheckpoint(string directory, Action<string> saveModel, AdamWOptimizer optimizer, TrainerState state)
     {
         saveModel(directory);
         IO.SafeTensorsWriter.Write(Path.Combine(directory, OptimizerFile),
             optimizer.ReadState().SelectMany(s => new[] { IO.SafeTensorData.FromFloats("m." + s.Name, s.M, s.M.Length), IO.SafeTensorData.FromFloats("v." + s.Name, s.V, s.V.Length) }));
-        new TrainerState(epoch, optimizer.StepCount, best, epochsWithoutImprovement).Write(Path.Combine(directory, StateFile));
+        state.Write(Path.Combine(directory, StateFile));
     }
 
-    /// <summary>The epoch to continue from, the best result so far and the patience count, with the optimizer restored.</summary>
-    private static (int, EvaluationResult?, int) Restore(string directory, AdamWOptimizer optimizer)
+    /// <summary>The epoch and example to continue from, the best result so far and the patience count, with the optimizer restored.</summary>
+    private static (int, int, EvaluationResult?, int) Restore(string directory, AdamWOptimizer optimizer)
     {
         var state = TrainerState.Read(Path.Combine(directory, StateFile));
         string optimizerPath = Path.Combine(directory, OptimizerFile);
@@ -243,7 +245,8 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
         }
         try { optimizer.LoadState(state.OptimizerSteps, moments); }
         catch (EngineException e) { throw new EngineException($"{optimizerPath}: {e.Message}", e); }
-        return (state.Epoch + 1, state.Best, state.EpochsWithoutImprovement);
+        return state.NextExample > 0 ? (state.Epoch, state.NextExample, state.Best, state.EpochsWithoutImprovement)
+            : (state.Epoch + 1, 0, state.Best, state.EpochsWithoutImprovement);
     }
 
     /// <summary>
@@ -265,10 +268,12 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
 }
 
 /// <summary>
-/// Where a fine-tuning run stood when its checkpoint was written (<c>trainer_state.json</c>): the epoch just
-/// finished, the optimizer steps taken, the best evaluation so far and the epochs since it improved.
+/// Where a training run stood when its checkpoint was written (<c>trainer_state.json</c>): the epoch just finished (or,
+/// when a step limit stopped it part-way, the epoch in progress and the position in its order of the first example not
+/// yet trained: <see cref="NextExample"/>, 0 for a whole epoch), the optimizer steps taken, the best evaluation so far
+/// and the epochs since it improved.
 /// </summary>
-public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement)
+public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement, int NextExample = 0)
 {
     /// <summary>Writes the state as JSON, atomically; <see cref="Read"/> reads it back.</summary>
     public void Write(string path)
@@ -283,6 +288,7 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
                 ["pearson"] = Best.Pearson, ["spearman"] = Best.Spearman, ["perplexity"] = Best.Perplexity, ["sentence_accuracy"] = Best.SentenceAccuracy,
             },
             ["epochs_without_improvement"] = EpochsWithoutImprovement,
+            ["next_example"] = NextExample,
         };
         IO.AtomicFile.WriteText(path, state.ToJsonString());
     }
@@ -309,6 +315,8 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
         };
         int epoch = Count(root, "epoch", "");
         if (epoch < 1) throw new EngineException($"{path}: 'epoch' must be at least 1");
-        return new TrainerState(epoch, Count(root, "optimizer_steps", ""), best, Count(root, "epochs_without_improvement", ""));
+        // next_example is absent from checkpoints written before it existed (which always ended an epoch).
+        int next = root["next_example"] is null ? 0 : Count(root, "next_example", "");
+        return new TrainerState(epoch, Count(root, "optimizer_steps", ""), best, Count(root, "epochs_without_improvement", ""), next);
     }
 }
