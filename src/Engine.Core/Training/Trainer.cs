@@ -82,11 +82,13 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
 
 /// <summary>
 /// Trains a model with a task head (<see cref="ITaskModel"/>: a classifier, a regression head, a masked-LM head, …) on
-/// an <see cref="ITrainingSet"/> (which makes each batch and its targets, e.g. masking it anew): seeded shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
-/// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After every epoch a resumable checkpoint
-/// (model, optimizer moments, trainer state) is written to <c>OUTPUT/last</c>; training resumed from it, in
-/// this process or another, continues exactly as if it had not stopped (each epoch's order and each step's
-/// dropout derive from the seed and the epoch or step alone, through <see cref="SeedStreams"/>).
+/// an <see cref="ITrainingSet"/> (which makes each batch and its targets, masking it anew for a masked-LM head):
+/// seeded shuffling, dropout on Philox streams, gradient accumulation, AdamW with warmup and a linear or constant
+/// schedule, evaluation after every epoch, early stopping on the evaluation metric, and the best model saved. After
+/// every epoch (and where a step limit stops one) a resumable checkpoint (model, optimizer moments, trainer state) is
+/// written to <c>OUTPUT/last</c>; training resumed from it, in this process or another, continues exactly as if it had
+/// not stopped (each epoch's order, each step's masks and dropout derive from the seed and the epoch or step alone,
+/// through <see cref="SeedStreams"/>).
 /// </summary>
 /// <remarks>
 /// The checkpoint is replaced whole or not at all, so a process killed at any moment leaves one to resume from:
