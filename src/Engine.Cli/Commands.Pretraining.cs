@@ -29,7 +29,7 @@ public static partial class Commands
             WeightDecay = CliOptions.Number("--weight-decay", "AdamW's decoupled weight decay (not on biases and LayerNorm)", 0, 1, defaults.WeightDecay);
             Warmup = CliOptions.Number("--warmup", "Fraction of the steps spent warming up", 0, 1, defaults.WarmupRatio);
             Schedule = CliOptions.Choice("--schedule", "linear (decay to 0 after warmup) or constant", ["linear", "constant"], "linear");
-            Dropout = CliOptions.Number("--dropout", "Overrides the config's dropout probabilities (hidden, attention probabilities, classifier)", 0, 0.99, absent: "the config's");
+            Dropout = CliOptions.Number("--dropout", "Overrides the config's dropout probabilities (hidden, attention probabilities, and a classifier's)", 0, 0.99, absent: "the config's");
             MaxGradNorm = CliOptions.Number("--max-grad-norm", "Clip the global gradient norm to this; 0 turns clipping off", 0, 1e6, defaults.MaxGradNorm!.Value);
             Seed = CliOptions.Integer("--seed", $"{seedDescription}: the same seed gives the same run in any process", 0, int.MaxValue, defaults.Seed);
             NoShuffle = CliOptions.Flag("--no-shuffle", "Keep the data's order");

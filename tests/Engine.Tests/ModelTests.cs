@@ -52,6 +52,32 @@ public sealed class ConcurrencyTests
         threads.ForEach(t => t.Join());
         for (int i = 0; i < batches.Length; i++) Assert.Equal(serialLogits[i], parallelLogits[i]);
     }
+
+    /// <summary>A masked-LM model's full and gathered logits from 8 threads at once give exactly the serial outputs.</summary>
+    [Fact]
+    public void MaskedLMFromEightThreadsMatchesSerialRuns()
+    {
+        string directory = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch", "tiny-mlm", "model");
+        using var model = BertForMaskedLM.Load(directory, new CpuBackend());
+        var tokenizer = Engine.Tokenization.BertTokenizer.Load(directory);
+        var batches = Enumerable.Range(0, 8).Select(i => tokenizer.Pad([tokenizer.Encode(string.Join(' ', Enumerable.Repeat("the [MASK] dog sat", 1 + i % 3)))])).ToArray();
+        int[] Masks(BertBatch b) => [.. Enumerable.Range(0, b.InputIds.Length).Where(j => b.InputIds[j] == tokenizer.MaskId)];
+        var serial = batches.Select(b => (model.Logits(b), model.MaskedLogits(b, Masks(b)))).ToArray();
+        var parallel = new (float[], float[])[batches.Length];
+        var start = new Barrier(batches.Length);
+        var threads = Enumerable.Range(0, batches.Length).Select(i => new Thread(() =>
+        {
+            start.SignalAndWait();
+            for (int repeat = 0; repeat < 3; repeat++) parallel[i] = (model.Logits(batches[i]), model.MaskedLogits(batches[i], Masks(batches[i])));
+        })).ToList();
+        threads.ForEach(t => t.Start());
+        threads.ForEach(t => t.Join());
+        for (int i = 0; i < batches.Length; i++)
+        {
+            Assert.Equal(serial[i].Item1, parallel[i].Item1);
+            Assert.Equal(serial[i].Item2, parallel[i].Item2);
+        }
+    }
 }
 
 /// <summary>After the first batch of a size, a forward pass allocates nothing on the backend.</summary>
