@@ -46,9 +46,10 @@ public sealed class FillMask(BertTokenizer tokenizer, BertForMaskedLM model, int
     public List<FillMaskPrediction[]> Fill(string text, int topK = 5, int[]? targetIds = null)
     {
         if (topK < 1) throw new EngineException($"top-k must be at least 1, got {topK}");
-        var encoding = tokenizer.Encode(text, maxLength: maxLength);
+        var ids = tokenizer.TokenIds(text); // tokenized once: the masks written, then the encoding cut to the maximum length
+        int written = ids.Count(id => id == tokenizer.MaskId);
+        var encoding = tokenizer.Build(ids, null, maxLength);
         var positions = Enumerable.Range(0, encoding.InputIds.Length).Where(i => encoding.InputIds[i] == tokenizer.MaskId).ToArray();
-        int written = tokenizer.TokenIds(text).Count(id => id == tokenizer.MaskId);
         if (written == 0) throw new EngineException($"no {tokenizer.Options.MaskToken} in \"{text}\": fill-mask fills that token");
         if (positions.Length < written) throw new EngineException($"\"{text}\" is longer than {maxLength} tokens and a {tokenizer.Options.MaskToken} was cut off");
         int V = model.VocabSize;
@@ -64,9 +65,9 @@ public sealed class FillMask(BertTokenizer tokenizer, BertForMaskedLM model, int
             var best = candidates.OrderByDescending(id => probabilities[id]).ThenBy(id => id).Take(k);
             result.Add([.. best.Select(id =>
             {
-                var ids = encoding.InputIds.ToArray();
-                ids[positions[m]] = id;
-                return new FillMaskPrediction(probabilities[id], id, tokenizer.Decode([id]), tokenizer.Decode(ids.Where(t => t != tokenizer.PadId), skipSpecialTokens: singleMask));
+                var filled = encoding.InputIds.ToArray();
+                filled[positions[m]] = id;
+                return new FillMaskPrediction(probabilities[id], id, tokenizer.Decode([id]), tokenizer.Decode(filled.Where(t => t != tokenizer.PadId), skipSpecialTokens: singleMask));
             })]);
         }
         return result;

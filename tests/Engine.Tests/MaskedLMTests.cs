@@ -18,8 +18,9 @@ namespace Engine.Tests;
 /// </summary>
 public abstract class MaskedLMParityTests(Func<ITrainingBackend> createBackend)
 {
-    internal static readonly string Root = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch");
-    internal static readonly JsonNode Index = JsonNode.Parse(File.ReadAllText(Path.Combine(Root, "fixtures.json")))!;
+    // The fixtures, their index and the comparisons are the classification parity tests' (one generator writes both).
+    internal static string Root => PyTorchParityTests.Root;
+    internal static JsonNode Index => PyTorchParityTests.Index;
 
     public static TheoryData<string> Fixtures => [.. Index["masked_lm"]!.AsArray().Select(f => (string)f!["name"]!)];
 
@@ -37,14 +38,10 @@ public abstract class MaskedLMParityTests(Func<ITrainingBackend> createBackend)
         return (batch, entry["sentence"] is null ? labels : [.. labels, .. Longs("sentence_labels").Select(v => (float)v)]);
     }
 
-    internal static float[] Tensor(SafeTensorsFile file, string name) =>
-        file.TryGet(name, out var info) ? file.ReadFloat32(info) : throw new InvalidOperationException($"fixture has no '{name}'");
+    private static float[] Tensor(SafeTensorsFile file, string name) => PyTorchParityTests.Tensor(file, name);
 
-    private static void AssertClose(string what, double[] expected, float[] actual, Tolerance tolerance)
-    {
-        var result = ParityCheck.Compare("pytorch", what, expected, actual, tolerance);
-        Assert.True(result.Passed, result.ToString());
-    }
+    private static void AssertClose(string what, double[] expected, float[] actual, Tolerance tolerance) =>
+        PyTorchParityTests.AssertClose(what, expected, actual, tolerance);
 
     [Theory, MemberData(nameof(Fixtures))]
     public void LogitsLossAndEveryGradientEqualPyTorch(string name)

@@ -17,8 +17,8 @@ namespace Engine.Tests;
 /// </summary>
 public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
 {
-    private static readonly string Root = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch");
-    private static readonly JsonNode Index = JsonNode.Parse(File.ReadAllText(Path.Combine(Root, "fixtures.json")))!;
+    internal static readonly string Root = Path.Combine(AppContext.BaseDirectory, "Fixtures", "pytorch");
+    internal static readonly JsonNode Index = JsonNode.Parse(File.ReadAllText(Path.Combine(Root, "fixtures.json")))!;
 
     public static TheoryData<string> Fixtures => [.. Index["fixtures"]!.AsArray().Select(f => (string)f!["name"]!)];
 
@@ -54,10 +54,10 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
         }, SafeTensorsFile.Open(Path.Combine(Root, name, "expected.safetensors")));
     }
 
-    private static float[] Tensor(SafeTensorsFile file, string name) =>
+    internal static float[] Tensor(SafeTensorsFile file, string name) =>
         file.TryGet(name, out var info) ? file.ReadFloat32(info) : throw new InvalidOperationException($"fixture has no '{name}'");
 
-    private static void AssertClose(string what, double[] expected, float[] actual, Tolerance tolerance)
+    internal static void AssertClose(string what, double[] expected, float[] actual, Tolerance tolerance)
     {
         var result = ParityCheck.Compare("pytorch", what, expected, actual, tolerance);
         Assert.True(result.Passed, result.ToString());
