@@ -29,6 +29,13 @@ internal sealed class IlgpuBuffer<T>(ArrayView<T> view, MemoryBuffer1D<T, Stride
     }
 }
 
+/// <summary>The ILGPU backend's int8 products: dp4a (sm_61 and later), or mma.sync on tensor cores (sm_80 and later).</summary>
+internal enum Int8Kernel
+{
+    Dp4a,
+    TensorCores,
+}
+
 /// <summary>Which ILGPU accelerator to run the kernels on.</summary>
 public enum IlgpuDevice
 {
@@ -48,10 +55,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Context _context;
     private readonly Accelerator _accelerator;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _none; // stands for an absent bias or residual
+    private readonly MemoryBuffer1D<sbyte, Stride1D.Dense> _noneInt8; // stands for an absent int8 table
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
@@ -72,6 +80,13 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int> _sumOfSquares;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float> _meanSquaredError;
+    private readonly Action<KernelConfig, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape> _quantizeRows;
+    private readonly Action<Index1D, ArrayView<int>, ArrayView<sbyte>, Int8GemmKernels.Shape> _packInt8Weights;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape> _int8Dp4a, _int8TensorCores;
+    private readonly System.Runtime.CompilerServices.ConditionalWeakTable<DeviceBuffer<sbyte>, MemoryBuffer1D<int, Stride1D.Dense>> _packedInt8 = [];
+    private readonly List<MemoryBuffer1D<int, Stride1D.Dense>> _packedInt8Buffers = [];
+    private MemoryBuffer1D<int, Stride1D.Dense> _quantizedRows; // an int8 Linear's activations, grown on demand
+    private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
 
     private IlgpuBackend(Context context, Accelerator accelerator)
@@ -79,10 +94,11 @@ public sealed class IlgpuBackend : ITrainingBackend
         _context = context;
         _accelerator = accelerator;
         _none = accelerator.Allocate1D<float>(1);
+        _noneInt8 = accelerator.Allocate1D<sbyte>(1);
         _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
-        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
+        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
         _gatherRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.GatherRowsKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
@@ -102,8 +118,21 @@ public sealed class IlgpuBackend : ITrainingBackend
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
         _sumOfSquares = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(OptimizerKernels.SumOfSquaresKernel);
         _meanSquaredError = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(LossKernels.MeanSquaredErrorKernel);
+        _quantizeRows = accelerator.LoadStreamKernel<ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.QuantizeRowsKernel);
+        _packInt8Weights = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<sbyte>, Int8GemmKernels.Shape>(Int8GemmKernels.PackWeightsKernel);
+        _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
+        _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
         _scratch = accelerator.Allocate1D<float>(1);
+        _quantizedRows = accelerator.Allocate1D<int>(1);
+        _rowScales = accelerator.Allocate1D<float>(1);
+        // mma.sync with int8 operands needs sm_80; older CUDA devices and other accelerators take dp4a (or its plain
+        // form); the emulator runs the tensor-core kernel's software path, which follows the mma fragment layout.
+        Int8Product = accelerator is CudaAccelerator cuda && cuda.Architecture is { } architecture && architecture.Major < 8 || accelerator.AcceleratorType == AcceleratorType.OpenCL
+            ? Int8Kernel.Dp4a : Int8Kernel.TensorCores;
     }
+
+    /// <summary>Which kernel multiplies int8 operands; tests set it to check both on the emulator.</summary>
+    internal Int8Kernel Int8Product { get; set; }
 
     /// <summary>Opens the first device of the given kind; throws <see cref="EngineException"/> when there is none.</summary>
     public static IlgpuBackend Create(IlgpuDevice device)
@@ -179,8 +208,50 @@ public sealed class IlgpuBackend : ITrainingBackend
         int M, int K, int N, Activation activation, Tensor? preActivation = null)
     {
         OpShapes.Linear(output, input, weight, bias, M, K, N, preActivation);
+        if (weight.Type == IO.DType.I8)
+        {
+            LinearInt8(output, input, weight, bias, M, K, N, activation, preActivation);
+            return;
+        }
         var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation), preActivation is not null);
         _gemm(GemmKernels.Config(shape), View(output), preActivation is null ? _none.View : View(preActivation), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
+    }
+
+    /// <summary>The int8 Linear: the input quantized per row into scratch, then the dp4a or tensor-core product with its dequantizing epilogue.</summary>
+    private void LinearInt8(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation)
+    {
+        if (M == 0 || N == 0) return;
+        var (values, scales) = weight.I8(nameof(weight));
+        var shape = new Int8GemmKernels.Shape(M, K, N, Int8GemmKernels.Shape.WordsFor(K), bias is null ? 0 : 1, ActivationKernels.Code(activation), preActivation is null ? 0 : 1);
+        var packed = PackedInt8(values, shape);
+        if (_quantizedRows.Length < (long)M * shape.Words || _rowScales.Length < M)
+        {
+            _accelerator.Synchronize(); // kernels still queued may read the old buffers
+            _quantizedRows.Dispose();
+            _rowScales.Dispose();
+            _quantizedRows = _accelerator.Allocate1D<int>((long)M * shape.Words);
+            _rowScales = _accelerator.Allocate1D<float>(M);
+        }
+        _quantizeRows(Int8GemmKernels.QuantizeConfig(shape, _accelerator.WarpSize), _quantizedRows.View, _rowScales.View, View(input), shape);
+        var (product, config) = Int8Product == Int8Kernel.Dp4a
+            ? (_int8Dp4a, Int8GemmKernels.Dp4aConfig(shape))
+            : (_int8TensorCores, Int8GemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize));
+        product(config, View(output), preActivation is null ? _none.View : View(preActivation), _quantizedRows.View, _rowScales.View, packed,
+            View(scales), bias is null ? _none.View : View(bias), shape);
+    }
+
+    /// <summary>The weight's words, padded rows of 4 bytes, packed on first use (int8 weights do not change: they are never trained).</summary>
+    private ArrayView<int> PackedInt8(DeviceBuffer<sbyte> weight, Int8GemmKernels.Shape shape)
+    {
+        lock (_packedInt8)
+        {
+            if (_packedInt8.TryGetValue(weight, out var packed)) return packed.View;
+            packed = _accelerator.Allocate1D<int>((long)shape.N * shape.Words);
+            _packInt8Weights((int)packed.Length, packed.View, View(weight), shape);
+            _packedInt8.Add(weight, packed);
+            _packedInt8Buffers.Add(packed);
+            return packed.View;
+        }
     }
 
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
@@ -371,9 +442,13 @@ public sealed class IlgpuBackend : ITrainingBackend
         Tensor weight, Tensor bias, int B, int T, int C, float eps)
     {
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
-        var shape = new EmbeddingsKernels.Shape(B, T, C, eps);
+        bool quantized = wordEmbeddings.Type == IO.DType.I8;
+        var shape = new EmbeddingsKernels.Shape(B, T, C, eps, quantized ? 1 : 0);
+        (ArrayView<sbyte> words, ArrayView<float> wordScales) = quantized
+            ? (View(wordEmbeddings.I8(nameof(wordEmbeddings)).Values), View(wordEmbeddings.I8(nameof(wordEmbeddings)).Scales))
+            : ((ArrayView<sbyte>)_noneInt8.View, (ArrayView<float>)_none.View);
         _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(positionIds), View(tokenTypeIds),
-            View(wordEmbeddings), View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
+            quantized ? _none.View : View(wordEmbeddings), words, wordScales, View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
     }
 
     public void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C)
@@ -385,7 +460,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     public void Dispose()
     {
         _scratch.Dispose();
+        _quantizedRows.Dispose();
+        _rowScales.Dispose();
+        foreach (var packed in _packedInt8Buffers) packed.Dispose();
         _none.Dispose();
+        _noneInt8.Dispose();
         _accelerator.Dispose();
         _context.Dispose();
     }

@@ -9,7 +9,8 @@ namespace Engine.Kernels;
 /// <param name="Method">The kernel method (specializations fixed by a wrapper).</param>
 /// <param name="ExplicitlyGrouped">Launched with a KernelConfig (shared memory, barriers) rather than auto-grouped.</param>
 /// <param name="NoSpills">Whether spilling to local memory is a failure for this kernel.</param>
-public sealed record KernelEntry(string Name, MethodInfo Method, bool ExplicitlyGrouped, bool NoSpills);
+/// <param name="RequiredSass">Instructions its SASS must hold (<c>IDP.4A</c>, <c>IMMA</c>): inline PTX that ptxas kept as the instruction meant.</param>
+public sealed record KernelEntry(string Name, MethodInfo Method, bool ExplicitlyGrouped, bool NoSpills, params string[] RequiredSass);
 
 /// <summary>
 /// Every kernel with every specialization the engine uses: the attention kernel's head size is a
@@ -29,6 +30,10 @@ public static class KernelCatalog
         new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
         new("gather-rows", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.GatherRowsKernel)), false, false),
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
+        new("int8-quantize-rows", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.QuantizeRowsKernel)), true, true),
+        new("int8-pack-weights", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.PackWeightsKernel)), false, false),
+        new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A"),
+        new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA"),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),

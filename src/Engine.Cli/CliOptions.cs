@@ -130,6 +130,10 @@ internal static class CliOptions
         return With(option, new(ValueKind.Text));
     }
 
+    /// <summary>Free texts (patterns) given after the option, checked against the data like <see cref="Text"/>.</summary>
+    public static Option<string[]> TextList(string name, string description) =>
+        With(new Option<string[]>(name) { Description = description, AllowMultipleArgumentsPerToken = true, Arity = ArgumentArity.OneOrMore }, new(ValueKind.Text));
+
     /// <summary>A path option: it must exist (inputs) or be writable (outputs), which <see cref="Preflight"/> checks before any work.</summary>
     public static Option<string?> Path(string name, ValueKind kind, string description, bool required = false, string? defaultValue = null)
     {

@@ -42,7 +42,7 @@ public static partial class Commands
 
     public static RootCommand Build()
     {
-        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, fill-mask, pre-training, import")
+        var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, fill-mask, pre-training, int8 quantization, import")
         {
             Verbose, Quiet, ProgressInterval, Device,
         };
@@ -56,6 +56,7 @@ public static partial class Commands
         root.Subcommands.Add(FillMaskCommand());
         root.Subcommands.Add(PretrainCommand());
         root.Subcommands.Add(TrainTokenizerCommand());
+        root.Subcommands.Add(QuantizeCommand());
         return root;
     }
 
@@ -288,9 +289,10 @@ public static partial class Commands
     /// <summary>Both backends can train; the option picks one as for inference.</summary>
     private static ITrainingBackend TrainingBackend(ParseResult result) => (ITrainingBackend)CreateBackend(result);
 
-    private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling? pooling, bool? normalize)
+    /// <summary>The embedder of <paramref name="directory"/> (default: --model) with the run's pooling, normalisation, batch size and length.</summary>
+    private static SentenceEmbedder LoadEmbedder(ParseResult result, Pooling? pooling, bool? normalize, string? directory = null)
     {
-        string directory = ResolveModel(result);
+        directory ??= ResolveModel(result);
         var loaded = SentenceEmbedder.Load(directory, CreateBackend(result));
         try
         {

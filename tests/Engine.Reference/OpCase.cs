@@ -159,6 +159,55 @@ public sealed class LinearCase(string name, int m, int k, int n, bool bias, stri
     }
 }
 
+/// <summary>
+/// output (M,N) = act(dequantize(quantize(input) (M,K) · W (N,K)ᵀ) + bias) with W int8 and one scale per output channel (a
+/// quantized checkpoint's Linear); rows of zeros (scale 0), rows holding ±max (q = ±127) and K not a multiple of 4 or 32 are in
+/// the cases. The reference is exact in the integers (<see cref="ReferenceOps.LinearInt8"/>).
+/// </summary>
+public sealed class Int8LinearCase(string name, int m, int k, int n, bool bias, string activation, bool keepPreActivation = false) : OpCase("linear-int8", name)
+{
+    private readonly Lazy<(float[] Input, sbyte[] Weight, float[] Scales, float[]? Bias)> _inputs = new(() =>
+    {
+        var input = OpCases.Random(m * k, 31);
+        if (m > 2) Array.Clear(input, k, k); // row 1: all zeros, scale 0
+        var (weight, scales) = Engine.Quantization.Int8Quantizer.QuantizeRows(OpCases.Random(n * k, 32, 0.5f), k);
+        return (input, weight, scales, bias ? OpCases.Random(n, 33) : null);
+    });
+
+    public int M => m;
+    public int K => k;
+    public int N => n;
+    public (float[] Input, sbyte[] Weight, float[] Scales, float[]? Bias) Inputs => _inputs.Value;
+    public override long Work => (long)M * K * N;
+    public override double Flops => 2.0 * M * K * N;
+    // The quantizing warp per row (5 shuffles), and on the emulator the tensor-core kernel's software mma: per 64×32 tile, per
+    // step of 32 along K, 4 warps × (8 shuffles × 4 + 2 barriers); dp4a tiles cost what the float GEMM's do.
+    protected override double EmulatorRounds =>
+        M * 5.0 + Math.Ceiling(M / 64.0) * Math.Ceiling(N / 32.0) * Math.Ceiling(K / 32.0) * 4 * 34 + OpCases.GemmRounds(1, M, K, N);
+
+    /// <summary>The weight as an op takes it: int8 values and their scales.</summary>
+    public Tensor Weight(IBackend backend) => Tensor.Int8(backend.UploadArray(Inputs.Weight), backend.UploadArray(Inputs.Scales), N, K);
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var (input, _, scales, b) = Inputs;
+        var (output, pre) = (backend.Poisoned(M * N), keepPreActivation ? backend.Poisoned(M * N) : null);
+        backend.Linear(output, backend.UploadArray(input), Weight(backend), b is null ? null : backend.UploadArray(b), M, K, N, OpCases.ParseActivation(activation), pre);
+        var result = Compare(ReferenceOps.LinearInt8(input, Inputs.Weight, scales, b?.AsDoubles(), M, K, N, activation), backend.DownloadArray(output), OpCases.LinearTolerance);
+        if (pre is null || !result.Passed) return result;
+        return ParityCheck.Compare(Op, Name + " pre-activation", ReferenceOps.LinearInt8(input, Inputs.Weight, scales, b?.AsDoubles(), M, K, N, "none"),
+            backend.DownloadArray(pre), OpCases.LinearTolerance);
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (input, _, _, b) = Inputs;
+        var (x, w, bb, o) = (backend.UploadArray(input), Weight(backend), b is null ? null : backend.UploadArray(b), backend.Allocate<float>(M * N));
+        var act = OpCases.ParseActivation(activation);
+        return () => backend.Linear(o, x, w, bb, M, K, N, act);
+    }
+}
+
 /// <summary>A weight re-uploaded after a first product must be used as it is now (no stale packed copy).</summary>
 public sealed class LinearWeightUpdateCase() : OpCase("linear", "weight-updated")
 {
@@ -445,12 +494,23 @@ public sealed class LayerNormCase(string name, int N, int C, bool residual) : Op
 }
 
 /// <summary>The embeddings sum over a position table of <paramref name="positions"/> rows (its ids repeat and skip: any family's rule), then LayerNorm; and the sum's backward.</summary>
-public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int typeVocab, int positions) : OpCase("embeddings", name), IReferenceGradient
+/// <param name="quantizedWords">The word table int8 with a scale per token (a checkpoint quantized with its embeddings): forward only.</param>
+public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int typeVocab, int positions, bool quantizedWords = false)
+    : OpCase("embeddings", name), IReferenceGradient
 {
     public override long Work => (long)B * T * C;
     // A warp per token (Welford merges: 15 shuffles, and C/32 steps); the backward is a thread per channel over the tokens.
     protected override double EmulatorRounds => B * T * (15 + Math.Ceiling(C / 32.0));
-    public override bool HasBackward => true;
+    public override bool HasBackward => !quantizedWords;
+
+    /// <summary>The word table as the op takes it, and its values as the reference reads them.</summary>
+    private (Tensor Table, float[] Values) WordTable(IBackend backend)
+    {
+        var word = OpCases.Random(V * C, 12);
+        if (!quantizedWords) return (backend.UploadArray(word), word);
+        var (values, scales) = Engine.Quantization.Int8Quantizer.QuantizeRows(word, C);
+        return (Tensor.Int8(backend.UploadArray(values), backend.UploadArray(scales), V, C), Engine.Quantization.Int8Quantizer.Dequantize(values, scales, C));
+    }
 
     /// <summary>(B,T) ids in [0, positions), seeded, with repeats (a scatter-add must sum them).</summary>
     public int[] PositionIds()
@@ -475,11 +535,11 @@ public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int 
     public override ParityResult Forward(IBackend backend)
     {
         var (ids, types) = Ids(repeats: false);
-        var (word, position, tokenType) = (OpCases.Random(V * C, 12), OpCases.Random(positions * C, 13), OpCases.Random(typeVocab * C, 14));
+        var ((table, word), position, tokenType) = (WordTable(backend), OpCases.Random(positions * C, 13), OpCases.Random(typeVocab * C, 14));
         var (weight, bias) = (OpCases.Random(C, 18), OpCases.Random(C, 19));
         var positionIds = PositionIds();
         var (output, sum) = (backend.Poisoned(B * T * C), backend.Poisoned(B * T * C));
-        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), backend.UploadArray(word),
+        backend.Embeddings(output, sum, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), table,
             backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), B, T, C, 1e-12f);
         var expectedSum = ReferenceOps.Embeddings(ids, positionIds, types, word.AsDoubles(), position.AsDoubles(), tokenType.AsDoubles(), B, T, C);
         var sumResult = Compare(expectedSum, backend.DownloadArray(sum), OpCases.EmbeddingsTolerance, "embeddings-sum");
@@ -489,7 +549,7 @@ public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int 
         var normalised = Compare(expected, backend.DownloadArray(output), OpCases.LayerNormTolerance);
         // Without a sum buffer the op must give the same output.
         var alone = backend.Poisoned(B * T * C);
-        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), backend.UploadArray(word),
+        backend.Embeddings(alone, null, backend.UploadArray(ids), backend.UploadArray(positionIds), backend.UploadArray(types), table,
             backend.UploadArray(position), backend.UploadArray(tokenType), backend.UploadArray(weight), backend.UploadArray(bias), B, T, C, 1e-12f);
         var aloneResult = ParityCheck.Compare(Op, Name + " without sum", expected, backend.DownloadArray(alone), OpCases.LayerNormTolerance);
         return normalised.Passed ? aloneResult : normalised;

@@ -43,6 +43,17 @@ public static class OpCases
         new("vocab-decoder", 23, 64, 1031, true, "none"), // a masked-LM decoder: few gathered rows, a wide vocabulary
     ];
 
+    public static readonly Int8LinearCase[] Int8Linear =
+    [
+        new("1x1x1", 1, 1, 1, true, "none"),
+        new("odd", 7, 13, 5, true, "none"),
+        new("odd-gelu", 13, 37, 33, true, "gelu"),
+        new("odd-tanh-kept", 5, 31, 67, true, "tanh", keepPreActivation: true),
+        new("no-bias-k70", 37, 70, 45, false, "none"), // K past two tensor-core steps, N past a 32-column tile
+        new("over-tiles", 70, 97, 70, true, "gelu"),
+        new("minilm-ffn-out", 9, 1536, 384, true, "none"),
+    ];
+
     public static readonly MatMulCase[] MatMul =
     [
         new("nt-odd", Engine.Backends.MatMulShape.Contiguous(1, 7, 13, 5, false, true)),
@@ -111,12 +122,14 @@ public static class OpCases
         new("odd", 3, 7, 19, 31, 2, 9),
         new("many-rows", 2, 5, 3, 700, 2, 600), // tables of several row blocks in the GPU backward, at emulator cost
         new("minilm", 2, 40, 384, 1000, 2, 512),
+        new("odd-int8-words", 3, 7, 19, 31, 2, 9, quantizedWords: true),
+        new("minilm-int8-words", 2, 40, 384, 1000, 2, 512, quantizedWords: true),
     ];
 
     /// <summary>Every case of the catalogue, in op order.</summary>
     public static readonly OpCase[] All =
     [
-        .. Linear, new LinearWeightUpdateCase(), .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
+        .. Linear, new LinearWeightUpdateCase(), .. Int8Linear, .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
         .. Attention, new PaddedKeysCase(), .. LayerNorm, .. Embeddings, new GatherRowsCase("first-tokens-3x5x7", 15, 7, [0, 5, 10]),
         new GatherRowsCase("masked-41-of-97x33", 97, 33, [.. Enumerable.Range(0, 97).Where(i => i % 7 == 3 || i % 5 == 1).Reverse()]), new AccumulateCase(),
     ];
@@ -145,8 +158,16 @@ public static class OpCases
         public static readonly LayerNormCase LayerNorm = new("bert-base-layernorm", Tokens, C, true);
         public static readonly EmbeddingsCase Embeddings = new("bert-base-embeddings", B, T, C, 30522, 2, 512);
 
+        /// <summary>The same Linears with int8 weights (a quantized checkpoint), for the int8 kernels' timings.</summary>
+        public static readonly Int8LinearCase[] Int8Linear =
+        [
+            new("bert-base-qkv", Tokens, C, 3 * C, true, "none"),
+            new("bert-base-ffn-in-gelu", Tokens, C, I, true, "gelu"),
+            new("bert-base-ffn-out", Tokens, I, C, true, "none"),
+        ];
+
         /// <summary>Every timed case.</summary>
-        public static readonly OpCase[] All = [.. Linear, Attention, LayerNorm, Embeddings];
+        public static readonly OpCase[] All = [.. Linear, .. Int8Linear, Attention, LayerNorm, Embeddings];
     }
 
     /// <summary>Warp-synchronous steps of the tiled GEMM: per 64×64 tile of a batch item, two group barriers (8 warps each) per slice of 16 along K.</summary>

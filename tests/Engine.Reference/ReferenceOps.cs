@@ -23,6 +23,31 @@ public static class ReferenceOps
         return output;
     }
 
+    /// <summary>
+    /// The int8 Linear as it is defined, in float64 where it is not integer: each input row quantized (scale max|row|/127
+    /// in float32, q = round-half-even(x · 127/max) as float32 products), exact integer products with the int8 weight
+    /// (N,K), dequantized by row scale × column scale, plus bias, then the activation.
+    /// </summary>
+    public static double[] LinearInt8(float[] input, sbyte[] weight, float[] weightScales, double[]? bias, int M, int K, int N, string activation)
+    {
+        var output = new double[M * N];
+        var quantized = new int[K];
+        for (int m = 0; m < M; m++)
+        {
+            float max = 0f;
+            for (int k = 0; k < K; k++) max = Math.Max(max, Math.Abs(input[m * K + k]));
+            float inverse = max > 0 ? 127f / max : 0f, rowScale = max / 127f;
+            for (int k = 0; k < K; k++) quantized[k] = (int)Math.Round(input[m * K + k] * inverse, MidpointRounding.ToEven);
+            for (int n = 0; n < N; n++)
+            {
+                long sum = 0;
+                for (int k = 0; k < K; k++) sum += (long)quantized[k] * weight[n * K + k];
+                output[m * N + n] = Activate(sum * (double)rowScale * weightScales[n] + (bias?[n] ?? 0), activation);
+            }
+        }
+        return output;
+    }
+
     /// <summary>Strided-batched products in either layout, as <see cref="Engine.Backends.MatMulShape"/> defines them.</summary>
     public static double[] MatMul(float[] a, float[] b, Engine.Backends.MatMulShape s)
     {

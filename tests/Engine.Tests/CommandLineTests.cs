@@ -244,6 +244,7 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         "fill-mask" => (new() { ["--model"] = data.MaskedLM }, ["the lazy [MASK]"]),
         "pretrain" => (new() { ["--model"] = data.MaskedLM, ["--corpus"] = data.Corpus, ["--output"] = temp["pretrained"], ["--epochs"] = "1", ["--max-length"] = "16" }, []),
         "train-tokenizer" => (new() { ["--corpus"] = data.Corpus, ["--output"] = temp["vocabulary"], ["--vocab-size"] = "60" }, []),
+        "quantize" => (new() { ["--model"] = data.Model, ["--output"] = temp["quantized"], ["--report"] = data.Texts }, []),
         _ => throw new InvalidOperationException($"no valid command line for the new verb '{verb}': add one here"),
     };
 

@@ -9,20 +9,29 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
 // Compiles every kernel of KernelCatalog to PTX with ILGPU's PTX backend (no GPU needed), assembles each
-// with NVIDIA's ptxas for sm_80 and sm_90, and prints registers, shared memory and spill bytes.
-// Fails on any compile or assembly error, and on spills in kernels that must not spill.
-// Usage: engine-ptxcheck [--ptxas PATH] [--output DIR]   (PATH default: $PTXAS, else .tools/cuda from tools/fetch-ptxas.sh)
+// with NVIDIA's ptxas for sm_80 and sm_90, and prints registers, shared memory, spill bytes and the tensor-core and
+// dot-product instructions of its SASS (cuobjdump -sass: HMMA, IMMA, IDP.4A, IDP.2A).
+// Fails on any compile or assembly error, on spills in kernels that must not spill, and on a kernel whose SASS lacks
+// an instruction it requires (its inline PTX did not become the instruction meant).
+// Usage: engine-ptxcheck [--ptxas PATH] [--output DIR]   (PATH default: $PTXAS, else .tools/cuda from tools/fetch-ptxas.sh;
+// cuobjdump is looked up beside ptxas and in the toolkit's bin folders)
 string? ptxas = Argument("--ptxas") ?? Environment.GetEnvironmentVariable("PTXAS") ?? FindFetchedPtxas();
 if (ptxas is null || !File.Exists(ptxas))
 {
     Console.Error.WriteLine("error: ptxas not found; run tools/fetch-ptxas.sh or pass --ptxas PATH");
     return 2;
 }
+string? cuobjdump = FindCuobjdump(ptxas);
+if (cuobjdump is null)
+{
+    Console.Error.WriteLine($"error: cuobjdump not found near {ptxas}");
+    return 2;
+}
 string output = Argument("--output") ?? Path.Combine(Path.GetTempPath(), "engine-ptx");
 Directory.CreateDirectory(output);
 
 var failures = new List<string>();
-Console.WriteLine($"{"kernel",-26} {"arch",-6} {"registers",9} {"smem B",8} {"spill B",8} {"stack B",8}");
+Console.WriteLine($"{"kernel",-26} {"arch",-6} {"registers",9} {"smem B",8} {"spill B",8} {"stack B",8}  tensor/dot SASS");
 foreach (var architecture in new[] { ("sm_80", CudaArchitecture.SM_80), ("sm_90", CudaArchitecture.SM_90) })
 {
     foreach (var kernel in KernelCatalog.All)
@@ -53,8 +62,13 @@ foreach (var architecture in new[] { ("sm_80", CudaArchitecture.SM_80), ("sm_90"
         int registers = Number(log, @"Used (\d+) registers"), smem = Number(log, @"(\d+) bytes smem");
         int spills = Number(log, @"(\d+) bytes spill stores") + Number(log, @"(\d+) bytes spill loads");
         int stack = Number(log, @"(\d+) bytes stack frame");
-        Console.WriteLine($"{kernel.Name,-26} {architecture.Item1,-6} {registers,9} {smem,8} {spills,8} {stack,8}");
+        var sass = SassInstructions(cuobjdump, Path.ChangeExtension(file, ".cubin"));
+        string found = string.Join(" ", sass.Select(i => $"{i.Key}×{i.Value}"));
+        Console.WriteLine($"{kernel.Name,-26} {architecture.Item1,-6} {registers,9} {smem,8} {spills,8} {stack,8}  {(found.Length == 0 ? "-" : found)}");
         if (kernel.NoSpills && spills > 0) failures.Add($"{kernel.Name} ({architecture.Item1}): {spills} bytes of spills");
+        foreach (string required in kernel.RequiredSass)
+            if (!sass.Keys.Any(k => k.StartsWith(required, StringComparison.Ordinal)))
+                failures.Add($"{kernel.Name} ({architecture.Item1}): no {required} in its SASS");
     }
 }
 foreach (string failure in failures) Console.Error.WriteLine($"error: {failure}");
@@ -73,6 +87,28 @@ static string? FindFetchedPtxas()
         foreach (string candidate in new[] { ".tools/cuda/x/usr/bin/ptxas", ".tools/cuda/x/usr/lib/nvidia-cuda-toolkit/bin/ptxas" })
             if (File.Exists(Path.Combine(directory.FullName, candidate))) return Path.Combine(directory.FullName, candidate);
     return null;
+}
+
+static string? FindCuobjdump(string ptxas)
+{
+    for (var directory = new FileInfo(ptxas).Directory; directory is not null; directory = directory.Parent)
+        foreach (string candidate in new[] { "cuobjdump", "bin/cuobjdump", "usr/bin/cuobjdump" })
+            if (File.Exists(Path.Combine(directory.FullName, candidate))) return Path.Combine(directory.FullName, candidate);
+    return null;
+}
+
+// The tensor-core and dot-product instructions of a cubin's SASS with their counts, by opcode with its modifiers (IMMA.16832.S8.S8).
+static SortedDictionary<string, int> SassInstructions(string cuobjdump, string cubin)
+{
+    var start = new ProcessStartInfo(cuobjdump, ["-sass", cubin]) { RedirectStandardOutput = true, RedirectStandardError = true };
+    using var process = Process.Start(start)!;
+    string sass = process.StandardOutput.ReadToEnd();
+    process.StandardError.ReadToEnd();
+    process.WaitForExit();
+    var counts = new SortedDictionary<string, int>(StringComparer.Ordinal);
+    foreach (Match match in Regex.Matches(sass, @"\b(HMMA|IMMA|IDP|HGMMA|IGMMA)(\.[A-Z0-9]+)*"))
+        counts[match.Value] = counts.GetValueOrDefault(match.Value) + 1;
+    return counts;
 }
 
 static (int, string) RunPtxas(string ptxas, string arch, string ptxFile)

@@ -5,9 +5,10 @@ namespace Engine.Backends;
 
 /// <summary>
 /// What an op takes: a view of backend memory with its element type (safetensors' <see cref="DType"/>) and shape.
-/// Today every op computes in F32, and a float buffer converts implicitly into a flat F32 tensor; an element type
-/// reaches an op as a tensor of that type, where a backend either has a kernel for it or refuses it naming the
-/// operand — so int8 (values and per-channel scales) and half types add kernels, not new op signatures.
+/// A float buffer converts implicitly into a flat F32 tensor; another element type reaches an op as a tensor of that
+/// type, where a backend either has a kernel for it or refuses it naming the operand — so int8 and half types add
+/// kernels, not new op signatures. An <see cref="DType.I8"/> tensor is a quantized matrix: int8 values (rows, columns)
+/// and one F32 scale per row (a Linear weight's output channel, an embedding's token), value ≈ q · scale[row].
 /// Sizes are still passed to the ops beside their tensors.
 /// </summary>
 public sealed class Tensor
@@ -29,6 +30,15 @@ public sealed class Tensor
         Shape = shape;
     }
 
+    /// <summary>A quantized (rows, columns) matrix: <paramref name="values"/> int8, <paramref name="scales"/> (rows).</summary>
+    public static Tensor Int8(DeviceBuffer<sbyte> values, DeviceBuffer<float> scales, long rows, long columns)
+    {
+        if (scales.Length < rows) throw new ArgumentException($"{scales.Length} scales for {rows} rows of int8 values");
+        return new Tensor(new Int8Storage(values, scales), DType.I8, [rows, columns], values.Length);
+    }
+
+    private sealed record Int8Storage(DeviceBuffer<sbyte> Values, DeviceBuffer<float> Scales);
+
     public DType Type { get; }
     public long[] Shape { get; }
     public long Length => Shape.Aggregate(1L, (a, b) => a * b);
@@ -39,6 +49,10 @@ public sealed class Tensor
     /// <summary>The F32 values; any other type is refused naming the operand, until a kernel for it exists.</summary>
     public DeviceBuffer<float> F32(string operand) =>
         Type == DType.F32 ? (DeviceBuffer<float>)_storage : throw new NotSupportedException($"{operand} is a {Type} tensor; this op has no {Type} kernel (F32 only)");
+
+    /// <summary>The int8 values and per-row scales; any other type is refused naming the operand.</summary>
+    public (DeviceBuffer<sbyte> Values, DeviceBuffer<float> Scales) I8(string operand) =>
+        _storage is Int8Storage q ? (q.Values, q.Scales) : throw new NotSupportedException($"{operand} is a {Type} tensor where an int8 one is needed");
 
     [return: NotNullIfNotNull(nameof(buffer))]
     public static implicit operator Tensor?(DeviceBuffer<float>? buffer) => buffer is null ? null : new Tensor(buffer);

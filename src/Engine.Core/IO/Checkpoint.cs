@@ -111,6 +111,25 @@ public sealed class Checkpoint : IDisposable
         return values;
     }
 
+    /// <summary>A tensor's bytes exactly as stored (copied unchanged into another checkpoint).</summary>
+    public byte[] ReadRaw(string name)
+    {
+        if (!_tensors.TryGetValue(name, out var entry)) throw new EngineException($"checkpoint has no tensor '{name}'");
+        _used.Add(name);
+        return entry.File.ReadRaw(entry.Info);
+    }
+
+    /// <summary>Reads an I8 tensor, checking its shape; any other stored type is an error naming the tensor.</summary>
+    public sbyte[] ReadInt8(string name, ReadOnlySpan<long> expectedShape)
+    {
+        var info = Get(name, expectedShape);
+        var entry = _tensors[name];
+        if (info.Type != DType.I8)
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' has dtype {info.Type}, expected I8 (it has scales '{name}{Quantization.Int8Quantizer.ScaleSuffix}')");
+        _used.Add(name);
+        return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(entry.File.ReadRaw(entry.Info)).ToArray();
+    }
+
     private static int IndexOfNonFinite(ReadOnlySpan<float> values)
     {
         for (int i = 0; i < values.Length; i++)
@@ -133,4 +152,7 @@ public sealed class StoredTensor(Checkpoint checkpoint, string name, SafeTensorI
 
     /// <summary>The values as float32 (F16, BF16 and F64 converted), every one finite; the checkpoint must still be open.</summary>
     public float[] ToFloat32() => checkpoint.ReadFloat32(name, info.Shape);
+
+    /// <summary>The values of an I8 tensor; the checkpoint must still be open.</summary>
+    public sbyte[] ToInt8() => checkpoint.ReadInt8(name, info.Shape);
 }

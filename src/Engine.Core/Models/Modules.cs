@@ -43,13 +43,23 @@ public sealed class ParameterScope
 
     /// <summary>
     /// Declares <paramref name="leaf"/> in the arena, which reads it when built: the checkpoint's (its shape checked against
-    /// <paramref name="shape"/>), or a new one.
+    /// <paramref name="shape"/>; an I8 matrix with its <c>{leaf}_scale</c> stays quantized), or a new one.
     /// </summary>
-    public Parameter Load(string leaf, params long[] shape) => Arena.AddStacked(Tensor(leaf, shape));
+    public Parameter Load(string leaf, params long[] shape) => LoadStacked(leaf, (this, shape));
 
-    /// <summary>Declares the same leaf of several scopes side by side, as one parameter.</summary>
-    public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) =>
-        parts[0].Scope.Arena.AddStacked([.. parts.Select(p => p.Scope.Tensor(leaf, p.Shape))]);
+    /// <summary>
+    /// Declares the same leaf of several scopes side by side, as one parameter: int8 when every part is stored
+    /// quantized; F32 otherwise (a quantized part beside an F32 one is dequantized, so that they stack).
+    /// </summary>
+    public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts)
+    {
+        var arena = parts[0].Scope.Arena;
+        var quantized = parts.Select(p => p.Scope.Int8Tensor(leaf, p.Shape)).ToArray();
+        if (quantized.All(q => q is not null)) return arena.AddStackedInt8([.. quantized.Select(q => q!.Value)]);
+        return arena.AddStacked([.. parts.Select((p, i) => quantized[i] is { } q
+            ? (q.Name, q.Shape, () => Quantization.Int8Quantizer.Dequantize(q.Values(), q.Scales(), (int)q.Shape[1]))
+            : p.Scope.Tensor(leaf, p.Shape))]);
+    }
 
     private (string Name, long[] Shape, Func<float[]> Values) Tensor(string leaf, long[] shape)
     {
@@ -57,6 +67,29 @@ public sealed class ParameterScope
         if (_source is null) return (name, shape, () => _initializer!.Values(name, shape));
         var stored = _source.Tensor(leaf, shape);
         return (name, stored.Shape, stored.ToFloat32);
+    }
+
+    /// <summary>
+    /// The checkpoint's int8 form of <paramref name="leaf"/>, or null when it is stored as floats. An I8 tensor needs its
+    /// scales (one per row, finite and not negative), and scales need an I8 tensor: anything else is one clear error.
+    /// </summary>
+    private (string Name, long[] Shape, Func<sbyte[]> Values, Func<float[]> Scales)? Int8Tensor(string leaf, long[] shape)
+    {
+        if (_source is null) return null;
+        string scaleLeaf = leaf + Quantization.Int8Quantizer.ScaleSuffix;
+        bool hasScales = _source.Has(scaleLeaf);
+        var stored = _source.Tensor(leaf, shape);
+        if (stored.Type != DType.I8)
+            return hasScales ? throw new EngineException($"tensor '{stored.Name}' is {stored.Type} but has int8 scales '{_source.NameOf(scaleLeaf)}'") : null;
+        if (!hasScales) throw new EngineException($"tensor '{stored.Name}' is int8 but its scales '{_source.NameOf(scaleLeaf)}' are missing");
+        if (shape.Length != 2) throw new EngineException($"tensor '{stored.Name}' is int8 but is not a matrix");
+        var scales = _source.Tensor(scaleLeaf, shape[0]);
+        return (NameOf(leaf), shape, stored.ToInt8, () =>
+        {
+            var values = scales.ToFloat32();
+            int bad = Array.FindIndex(values, v => v < 0);
+            return bad < 0 ? values : throw new EngineException($"tensor '{scales.Name}' holds a negative scale at row {bad}");
+        });
     }
 }
 

@@ -4,8 +4,8 @@ using Engine.IO;
 namespace Engine.Models;
 
 /// <summary>
-/// One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, element type (safetensors' <see cref="DType"/>;
-/// only F32 is stored in an arena today), place in the arena and whether AdamW decays it.
+/// One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, element type (safetensors' <see cref="DType"/>:
+/// F32, or I8 for a quantized weight), place in its type's buffer and whether AdamW decays it.
 /// </summary>
 public sealed record ParameterEntry(string Name, long[] Shape, DType Type, long Offset, bool Decays)
 {
@@ -16,6 +16,8 @@ public sealed record ParameterEntry(string Name, long[] Shape, DType Type, long 
 /// What a module holds: a view of one arena entry, or of several consecutive ones that one op uses together
 /// (the query, key and value weights as one (3C, C) product). Its gradient is the same view of the gradient arena.
 /// A tied weight is one parameter held by two modules: both uses add to its gradient, and the optimizer steps it once.
+/// A quantized weight (<see cref="DType.I8"/>) lives in the arena's int8 buffer with its per-row scales beside it in
+/// <see cref="Scales"/> (an F32 parameter); it runs in inference and is never trained.
 /// </summary>
 public sealed class Parameter
 {
@@ -38,7 +40,14 @@ public sealed class Parameter
 
     public bool Decays => Parts[0].Decays;
 
-    internal DeviceBuffer<float> Value => _value ??= _arena.Values.Slice(Parts[0].Offset, Length);
+    /// <summary>F32, or I8 for a quantized weight.</summary>
+    public DType Type => Parts[0].Type;
+
+    /// <summary>An int8 weight's scales, one per row (output channel, or token of an embedding table); null for F32.</summary>
+    public Parameter? Scales { get; internal init; }
+
+    internal DeviceBuffer<float> Value => _value ??= Type == DType.F32 ? _arena.Values.Slice(Parts[0].Offset, Length)
+        : throw new InvalidOperationException($"{Name} is a {Type} parameter; it has no F32 values");
 
     /// <summary>The gradient view; the arena's gradients must exist (<see cref="ParameterArena.ZeroGradients"/>).</summary>
     internal DeviceBuffer<float> Gradient => _gradient ??= (_arena.Gradients
@@ -50,12 +59,22 @@ public sealed class Parameter
     public long[] Shape => Parts.Count == 1 ? Parts[0].Shape : [Parts.Sum(p => p.Shape[0]), .. Parts[0].Shape[1..]];
 
     /// <summary>The value as the ops take it: typed and shaped from the table.</summary>
-    internal Tensor Tensor => _tensor ??= new Tensor(Value, Shape);
+    internal Tensor Tensor => _tensor ??= Type == DType.I8
+        ? Tensor.Int8(_arena.Int8Values.Slice(Parts[0].Offset, Length), Scales!.Value, Shape[0], Shape[1])
+        : new Tensor(Value, Shape);
 
     /// <summary>The gradient as the ops take it.</summary>
-    internal Tensor GradientTensor => _gradientTensor ??= new Tensor(Gradient, Shape);
+    internal Tensor GradientTensor => _gradientTensor ??= Type == DType.F32 ? new Tensor(Gradient, Shape)
+        : throw new EngineException($"{Name} is quantized to int8 and cannot be trained; fine-tune the FP32 model, then quantize it");
 
-    public float[] ReadValue(IBackend backend) => Read(backend, Value);
+    /// <summary>The values as F32 (an int8 weight dequantized: q · scale of its row).</summary>
+    public float[] ReadValue(IBackend backend)
+    {
+        if (Type == DType.F32) return Read(backend, Value);
+        var quantized = new sbyte[Length];
+        backend.Download(_arena.Int8Values.Slice(Parts[0].Offset, Length), quantized);
+        return Quantization.Int8Quantizer.Dequantize(quantized, Scales!.ReadValue(backend), (int)Shape[1]);
+    }
 
     public float[] ReadGradient(IBackend backend) => Read(backend, Gradient);
 
@@ -79,8 +98,10 @@ public sealed class ParameterArena : IDisposable
     private readonly IBackend _backend;
     private readonly Func<string, bool> _decays;
     private readonly List<(Parameter Parameter, Func<float[]>[] Values)> _pending = [];
+    private readonly List<(Parameter Parameter, Func<sbyte[]>[] Values)> _pendingInt8 = [];
     private readonly List<Parameter> _parameters = [];
     private DeviceBuffer<float>? _values;
+    private DeviceBuffer<sbyte>? _int8Values;
 
     /// <param name="decays">Which tensors, by name, AdamW decays (the model family's rule).</param>
     public ParameterArena(IBackend backend, Func<string, bool> decays)
@@ -104,6 +125,12 @@ public sealed class ParameterArena : IDisposable
 
     internal DeviceBuffer<float> Values => _values ?? throw new InvalidOperationException("the parameter arena is not built yet");
 
+    /// <summary>The quantized weights' values (one allocation, like <see cref="Values"/>); empty for an F32 model.</summary>
+    internal DeviceBuffer<sbyte> Int8Values => _int8Values ?? throw new InvalidOperationException("the parameter arena is not built yet");
+
+    /// <summary>Whether any weight is quantized (such a model runs, but does not train).</summary>
+    public bool IsQuantized => _parameters.Any(p => p.Type == DType.I8);
+
     internal DeviceBuffer<float>? Gradients { get; private set; }
 
     /// <summary>Declares a tensor (a new head's); its value is uploaded by <see cref="Build"/>.</summary>
@@ -122,6 +149,23 @@ public sealed class ParameterArena : IDisposable
         var parameter = new Parameter(this, entries);
         _pending.Add((parameter, [.. parts.Select(p => p.Values)]));
         _parameters.Add(parameter);
+        return parameter;
+    }
+
+    /// <summary>
+    /// Declares int8 weights (rows, columns) with one scale per row, laid out next to each other and used as one
+    /// parameter (the query, key and value weights); the scales, named <c>{name}_scale</c>, are an F32 parameter beside it.
+    /// </summary>
+    public Parameter AddStackedInt8(params (string Name, long[] Shape, Func<sbyte[]> Values, Func<float[]> Scales)[] parts)
+    {
+        if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
+        if (parts.Any(p => p.Shape.Length != 2)) throw new ArgumentException($"int8 tensors {string.Join(", ", parts.Select(p => p.Name))} must be matrices");
+        var entries = parts.Select(p => new ParameterEntry(p.Name, p.Shape, DType.I8, -1, Decays: false)).ToArray();
+        int index = _parameters.Count;
+        var scales = AddStacked([.. parts.Select(p => (p.Name + Quantization.Int8Quantizer.ScaleSuffix, new[] { p.Shape[0] }, p.Scales))]);
+        var parameter = new Parameter(this, entries) { Scales = scales };
+        _pendingInt8.Add((parameter, [.. parts.Select(p => p.Values)]));
+        _parameters.Insert(index, parameter); // the weight before its scales, as saved
         return parameter;
     }
 
@@ -158,7 +202,39 @@ public sealed class ParameterArena : IDisposable
         _pending.Clear();
         _values = _backend.Allocate<float>(Math.Max(Length, 1));
         _backend.Upload<float>(host, _values);
+        BuildInt8(table);
         Entries = table;
+    }
+
+    /// <summary>Lays the int8 tensors out in their own buffer, uploads them and adds them to <paramref name="table"/>; returns their length.</summary>
+    private int BuildInt8(List<ParameterEntry> table)
+    {
+        long offset = 0;
+        foreach (var (parameter, _) in _pendingInt8)
+        {
+            var placed = new ParameterEntry[parameter.Parts.Count];
+            for (int i = 0; i < placed.Length; i++)
+            {
+                placed[i] = parameter.Parts[i] with { Offset = offset };
+                offset += placed[i].Length;
+            }
+            parameter.Parts = placed;
+            table.AddRange(placed);
+        }
+        if (offset > Array.MaxLength) throw new EngineException($"the model has {offset:N0} int8 weights, more than one buffer holds ({Array.MaxLength:N0})");
+        var host = new sbyte[offset];
+        foreach (var (parameter, values) in _pendingInt8)
+            for (int i = 0; i < values.Length; i++)
+            {
+                var part = values[i]();
+                if (part.Length != parameter.Parts[i].Length)
+                    throw new ArgumentException($"{parameter.Parts[i].Name}: {part.Length} values for shape [{string.Join(", ", parameter.Parts[i].Shape)}]");
+                part.CopyTo(host, parameter.Parts[i].Offset);
+            }
+        _pendingInt8.Clear();
+        _int8Values = _backend.Allocate<sbyte>(Math.Max(host.Length, 1));
+        _backend.Upload<sbyte>(host, _int8Values);
+        return host.Length;
     }
 
     /// <summary>Sets every gradient to zero (allocating the gradient arena on first use): the optimizer's step boundary.</summary>
@@ -173,19 +249,32 @@ public sealed class ParameterArena : IDisposable
 
     /// <summary>Every entry with its name, shape and values, in declaration (Hugging Face module) order: what <c>save_pretrained</c> writes.</summary>
     public IEnumerable<SafeTensorData> ToSafeTensors() =>
-        Parameters.SelectMany(p => p.Parts).Select(e => SafeTensorData.FromFloats(e.Name, Read(e), e.Shape));
+        Parameters.SelectMany(p => p.Parts).Select(e => e.Type == DType.I8
+            ? new SafeTensorData(e.Name, DType.I8, e.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(ReadInt8(e).AsSpan()).ToArray())
+            : SafeTensorData.FromFloats(e.Name, Read(e), e.Shape));
 
-    /// <summary>An entry's values, downloaded.</summary>
+    /// <summary>An F32 entry's values, downloaded.</summary>
     public float[] Read(ParameterEntry entry)
     {
+        if (entry.Type != DType.F32) throw new ArgumentException($"{entry.Name} is a {entry.Type} entry");
         var values = new float[entry.Length];
         _backend.Download(Values.Slice(entry.Offset, entry.Length), values);
+        return values;
+    }
+
+    /// <summary>An int8 entry's values, downloaded.</summary>
+    public sbyte[] ReadInt8(ParameterEntry entry)
+    {
+        if (entry.Type != DType.I8) throw new ArgumentException($"{entry.Name} is a {entry.Type} entry");
+        var values = new sbyte[entry.Length];
+        _backend.Download(Int8Values.Slice(entry.Offset, entry.Length), values);
         return values;
     }
 
     public void Dispose()
     {
         _values?.Dispose();
+        _int8Values?.Dispose();
         Gradients?.Dispose();
     }
 }

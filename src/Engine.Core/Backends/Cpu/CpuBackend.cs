@@ -42,7 +42,8 @@ internal sealed class CpuBuffer<T> : DeviceBuffer<T> where T : unmanaged
         set => _storage.Version = value;
     }
 
-    public (int Version, int N, int K, float[] Packed)? PackedCache { get; set; }
+    /// <summary>The weight in its GEMM's packed form (float panels, or <see cref="CpuInt8Gemm.PackedWeights"/>), as of <c>Version</c>.</summary>
+    public (int Version, int N, int K, object Packed)? PackedCache { get; set; }
 
     public override DeviceBuffer<T> Slice(long offset, int length)
     {
@@ -80,9 +81,34 @@ public sealed class CpuBackend : ITrainingBackend
         int M, int K, int N, Activation activation, Tensor? preActivation = null)
     {
         OpShapes.Linear(output, input, weight, bias, M, K, N, preActivation);
+        if (weight.Type == IO.DType.I8)
+        {
+            LinearInt8(output, input, weight, bias, M, K, N, activation, preActivation);
+            return;
+        }
         var w = Host(weight);
         CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation,
             preActivation: preActivation is null ? null : Host(preActivation).Data);
+    }
+
+    /// <summary>The int8 Linear: the input quantized per row into pooled scratch, the integer product, the dequantizing epilogue.</summary>
+    private static void LinearInt8(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation)
+    {
+        var (values, scales) = weight.I8(nameof(weight));
+        var packed = PackedInt8(Host(values), N, K);
+        var shifted = System.Buffers.ArrayPool<byte>.Shared.Rent(CpuInt8Gemm.ShiftedLength(M, K));
+        var rowScales = System.Buffers.ArrayPool<float>.Shared.Rent(M);
+        try
+        {
+            CpuInt8Gemm.QuantizeRows(Host(input).Data, M, K, shifted, rowScales);
+            CpuInt8Gemm.Linear(Host(output).Data, shifted, rowScales, packed, Host(scales).Segment, bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, activation,
+                preActivation is null ? null : Host(preActivation).Data);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(shifted);
+            System.Buffers.ArrayPool<float>.Shared.Return(rowScales);
+        }
     }
 
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
@@ -157,8 +183,11 @@ public sealed class CpuBackend : ITrainingBackend
     {
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
+        var words = wordEmbeddings.Type == IO.DType.I8
+            ? new CpuNormalization.WordRows(Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Values).Segment, Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Scales).Segment)
+            : new CpuNormalization.WordRows(Host(wordEmbeddings).Segment);
         CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data,
-            Host(wordEmbeddings).Segment, Host(positionEmbeddings).Segment, Host(tokenTypeEmbeddings).Segment, B, T, C);
+            words, Host(positionEmbeddings).Segment, Host(tokenTypeEmbeddings).Segment, B, T, C);
         CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Segment, Host(bias).Segment, B * T, C, eps);
     }
 
@@ -298,10 +327,21 @@ public sealed class CpuBackend : ITrainingBackend
     {
         lock (weight)
         {
-            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return cache.Packed;
+            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (float[])cache.Packed;
             // A weight that changed (a training step) is repacked into its previous panels.
-            var reuse = weight.PackedCache is { } stale && stale.N == N && stale.K == K ? stale.Packed : null;
+            var reuse = weight.PackedCache is { } stale && stale.N == N && stale.K == K ? (float[])stale.Packed : null;
             var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset, destination: reuse);
+            weight.PackedCache = (weight.Version, N, K, packed);
+            return packed;
+        }
+    }
+
+    private static CpuInt8Gemm.PackedWeights PackedInt8(CpuBuffer<sbyte> weight, int N, int K)
+    {
+        lock (weight)
+        {
+            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (CpuInt8Gemm.PackedWeights)cache.Packed;
+            var packed = CpuInt8Gemm.Pack(weight.Span, N, K);
             weight.PackedCache = (weight.Version, N, K, packed);
             return packed;
         }

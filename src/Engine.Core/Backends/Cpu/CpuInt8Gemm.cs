@@ -1,27 +1,35 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 
 namespace Engine.Backends.Cpu;
 
 /// <summary>
-/// C (M,N) int32 = A (M,K) int8 · W (N,K) int8ᵀ, exactly: the integer core of a dynamically quantized Linear (the
-/// scales and the bias are the epilogue's). W is packed once into panels of 8 columns, k in groups of 4 bytes, so that
-/// one 256-bit lane holds 4 consecutive k of one column: the operand layout of <c>vpdpbusd</c> (AVX-VNNI).
+/// The CPU int8 Linear: output (M,N) = activation(dequantize(quantize(input) (M,K) int8 · W (N,K) int8ᵀ) + bias), with
+/// the activations quantized per row at run time (symmetric, scale max|row|/127) and W per output channel ahead of
+/// time. The integer product is exact; W is packed once into panels of 8 columns, k in groups of 4 bytes, so that one
+/// 256-bit lane holds 4 consecutive k of one column: the operand layout of <c>vpdpbusd</c> (AVX-VNNI).
 /// </summary>
 /// <remarks>
-/// <c>vpdpbusd</c> multiplies unsigned by signed bytes, so the signed activations are shifted by 128 (a + 128 is a
-/// byte) and 128·Σₖ W[n,k], precomputed per column at packing, is taken off again; the sums stay exact in int32 for
-/// any K up to 2¹⁶ (|255 · 128 · K| &lt; 2³¹). Without AVX-VNNI a portable loop computes the same integers.
-/// Version history: v1 (this version) one row and one panel at a time; blocking and threads come with the op.
+/// <c>vpdpbusd</c> multiplies unsigned by signed bytes, so the signed activations are stored shifted by 128 (a + 128 is a
+/// byte) and 128·Σₖ W[n,k], precomputed per column at packing, is taken off again in the epilogue; the sums stay exact
+/// in int32 for any K up to 2¹⁶ (|255 · 128 · K| &lt; 2³¹). A micro-tile is 6 rows × 2 panels (12 accumulators), and work
+/// is split into (row chunk, column chunk) items over all cores, as the FP32 GEMM does. Without AVX-VNNI a portable
+/// loop computes the same integers.
+/// Version history: v1 one row and one panel at a time; v2 (this version) 6×16 register tiles, threads, the
+/// dequantizing epilogue.
 /// </remarks>
-internal static class CpuInt8Gemm
+internal static unsafe class CpuInt8Gemm
 {
     public const int PanelColumns = 8, GroupBytes = 4;
+    private const int TileRows = 6, TilePanels = 2, ChunkRows = 8 * TileRows, ChunkPanels = 4 * TilePanels;
 
-    /// <summary>W (N,K) packed as (ceil(N/8) panels, ceil(K/4) groups, 8 columns × 4 bytes), zero-padded, with each column's Σₖ W[n,k].</summary>
+    /// <summary>W (N,K) packed as (ceil(N/8) panels rounded up to whole tiles, ceil(K/4) groups, 8 columns × 4 bytes), zero-padded, with each column's Σₖ W[n,k].</summary>
     public sealed record PackedWeights(sbyte[] Panels, int[] ColumnSums, int N, int K)
     {
         public int Groups => (K + GroupBytes - 1) / GroupBytes;
+        public int PanelCount => (N + PanelColumns - 1) / PanelColumns;
     }
 
     public static PackedWeights Pack(ReadOnlySpan<sbyte> weights, int N, int K)
@@ -29,7 +37,8 @@ internal static class CpuInt8Gemm
         if (weights.Length < (long)N * K) throw new ArgumentException($"{weights.Length} weights for an ({N},{K}) matrix");
         if (K > 1 << 16) throw new ArgumentException($"K = {K}: the shifted int32 sums are exact only up to 2^16");
         int panels = (N + PanelColumns - 1) / PanelColumns, groups = (K + GroupBytes - 1) / GroupBytes;
-        var packed = new sbyte[panels * groups * PanelColumns * GroupBytes];
+        int paddedPanels = (panels + TilePanels - 1) / TilePanels * TilePanels; // a tile always reads whole panel pairs
+        var packed = new sbyte[paddedPanels * groups * PanelColumns * GroupBytes];
         var sums = new int[N];
         for (int n = 0; n < N; n++)
         {
@@ -44,55 +53,211 @@ internal static class CpuInt8Gemm
         return new PackedWeights(packed, sums, N, K);
     }
 
-    /// <summary>c (M,N) = a (M,K) · Wᵀ; <paramref name="useVnni"/> false forces the portable loop (tests compare both).</summary>
-    public static void Multiply(Span<int> c, ReadOnlySpan<sbyte> a, PackedWeights w, int M, bool useVnni = true)
+    /// <summary>Bytes of the shifted activations of <paramref name="M"/> rows: whole tiles of rows, whole groups of k.</summary>
+    public static int ShiftedLength(int M, int K) => (M + TileRows - 1) / TileRows * TileRows * ((K + GroupBytes - 1) / GroupBytes * GroupBytes);
+
+    /// <summary>
+    /// shifted (M rounded up to a tile, K rounded up to a group) = round(input / scale) + 128 per row, scale = max|row| / 127
+    /// (a zero row gets scale 0); padding rows and columns hold 128, i.e. zero.
+    /// </summary>
+    public static void QuantizeRows(float[] input, int M, int K, byte[] shifted, float[] rowScales)
     {
-        int N = w.N, K = w.K;
-        if (a.Length < (long)M * K || c.Length < (long)M * N) throw new ArgumentException($"buffers too short for ({M},{K}) · ({N},{K})ᵀ");
-        if (useVnni && AvxVnni.IsSupported) MultiplyVnni(c, a, w, M);
-        else MultiplyPortable(c, a, w, M);
+        int stride = (K + GroupBytes - 1) / GroupBytes * GroupBytes;
+        if (input.Length < (long)M * K || shifted.Length < ShiftedLength(M, K) || rowScales.Length < M)
+            throw new ArgumentException($"buffers too short to quantize ({M},{K})");
+        shifted.AsSpan(M * stride, ShiftedLength(M, K) - M * stride).Fill(128);
+        const int RowsPerItem = 16;
+        Parallel.For(0, (M + RowsPerItem - 1) / RowsPerItem, item =>
+        {
+            for (int m = item * RowsPerItem; m < Math.Min(M, (item + 1) * RowsPerItem); m++)
+                QuantizeRow(input.AsSpan(m * K, K), shifted.AsSpan(m * stride, stride), out rowScales[m]);
+        });
     }
 
-    private static unsafe void MultiplyVnni(Span<int> c, ReadOnlySpan<sbyte> a, PackedWeights w, int M)
+    private static void QuantizeRow(ReadOnlySpan<float> row, Span<byte> shifted, out float scale)
     {
-        int N = w.N, K = w.K, groups = w.Groups, panels = (N + PanelColumns - 1) / PanelColumns;
-        Span<byte> shifted = stackalloc byte[groups * GroupBytes]; // a row + 128, zero-padded past K
-        Span<int> lanes = stackalloc int[PanelColumns];
-        fixed (sbyte* panelsStart = w.Panels)
-        fixed (byte* row = shifted)
-        {
-            for (int m = 0; m < M; m++)
-            {
-                shifted.Clear();
-                for (int k = 0; k < K; k++) shifted[k] = (byte)(a[m * K + k] + 128);
-                for (int p = 0; p < panels; p++)
+        float max = TensorPrimitives.MaxMagnitude(row);
+        max = Math.Abs(max);
+        scale = max / 127f;
+        float inverse = max > 0 ? 127f / max : 0f;
+        int k = 0;
+        if (Avx512F.IsSupported)
+            fixed (float* x = row)
+            fixed (byte* q = shifted)
+                for (; k + 16 <= row.Length; k += 16)
                 {
-                    var acc = Vector256<int>.Zero;
-                    sbyte* panel = panelsStart + (long)p * groups * PanelColumns * GroupBytes;
-                    for (int g = 0; g < groups; g++)
-                    {
-                        // The same 4 activation bytes against 8 columns' 4 weights: one vpdpbusd.
-                        var activations = Vector256.Create(*(int*)(row + g * GroupBytes)).AsByte();
-                        acc = AvxVnni.MultiplyWideningAndAdd(acc, activations, Vector256.Load(panel + g * PanelColumns * GroupBytes));
-                    }
-                    acc.CopyTo(lanes);
-                    for (int j = 0, n = p * PanelColumns; j < PanelColumns && n < N; j++, n++)
-                        c[m * N + n] = lanes[j] - 128 * w.ColumnSums[n]; // (a + 128)·w − 128·Σw = a·w
+                    var rounded = Vector512.ConvertToInt32(Vector512.Round(Vector512.Load(x + k) * inverse)) + Vector512.Create(128);
+                    Vector128<byte> bytes = Avx512F.ConvertToVector128Byte(rounded.AsUInt32());
+                    bytes.Store(q + k);
                 }
+        for (; k < row.Length; k++) shifted[k] = (byte)((int)MathF.Round(row[k] * inverse) + 128);
+        shifted[row.Length..].Fill(128);
+    }
+
+    /// <summary>c (M,N) = a (M,K) · Wᵀ exactly; <paramref name="useVnni"/> false forces the portable loop (tests compare both).</summary>
+    public static void Multiply(Span<int> c, ReadOnlySpan<sbyte> a, PackedWeights w, int M, bool useVnni = true)
+    {
+        int N = w.N, K = w.K, stride = w.Groups * GroupBytes;
+        if (a.Length < (long)M * K || c.Length < (long)M * N) throw new ArgumentException($"buffers too short for ({M},{K}) · ({N},{K})ᵀ");
+        var shifted = new byte[ShiftedLength(M, K)];
+        Array.Fill(shifted, (byte)128);
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) shifted[m * stride + k] = (byte)(a[m * K + k] + 128);
+        var result = new int[M * N];
+        Run(new IntegerEpilogue(result, w.ColumnSums, N), shifted, w, M, useVnni);
+        result.CopyTo(c);
+    }
+
+    /// <summary>
+    /// output (M,N) = activation(a·Wᵀ · rowScale[m] · columnScale[n] + bias[n]) from activations already quantized by
+    /// <see cref="QuantizeRows"/>; <paramref name="preActivation"/>, when given, receives the value before the activation.
+    /// </summary>
+    public static void Linear(float[] output, byte[] shifted, float[] rowScales, PackedWeights w, ArraySegment<float> columnScales, ArraySegment<float>? bias,
+        int M, Activation activation, float[]? preActivation = null, bool useVnni = true)
+    {
+        if (output.Length < (long)M * w.N || columnScales.Count < w.N || bias is { } b && b.Count < w.N)
+            throw new ArgumentException($"buffers too short for an ({M},{w.K})·({w.N},{w.K})ᵀ linear");
+        Run(new DequantizeEpilogue(output, rowScales, w.ColumnSums, columnScales, bias, w.N, activation, preActivation), shifted, w, M, useVnni);
+    }
+
+    /// <summary>What a finished tile's integer sums become.</summary>
+    private interface IEpilogue
+    {
+        /// <summary>Row <paramref name="m"/>, columns [n, n+8) (those below N) receive acc = Σ (a+128)·w.</summary>
+        void Store(int m, int n, Vector256<int> acc);
+        /// <summary>Called once an item's tiles are stored: rows [m0, m1), columns [n0, n1).</summary>
+        void Finish(int m0, int m1, int n0, int n1);
+        void Store(int m, int n, int sum);
+    }
+
+    private readonly struct IntegerEpilogue(int[] c, int[] columnSums, int N) : IEpilogue
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Store(int m, int n, Vector256<int> acc)
+        {
+            Span<int> lanes = stackalloc int[PanelColumns];
+            acc.CopyTo(lanes);
+            for (int j = 0; j < PanelColumns && n + j < N; j++) Store(m, n + j, lanes[j]);
+        }
+
+        public void Store(int m, int n, int sum) => c[m * N + n] = sum - 128 * columnSums[n];
+
+        public void Finish(int m0, int m1, int n0, int n1) { }
+    }
+
+    private readonly struct DequantizeEpilogue(float[] output, float[] rowScales, int[] columnSums, ArraySegment<float> columnScales, ArraySegment<float>? bias,
+        int N, Activation activation, float[]? preActivation) : IEpilogue
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public void Store(int m, int n, Vector256<int> acc)
+        {
+            if (n + PanelColumns > N)
+            {
+                Span<int> lanes = stackalloc int[PanelColumns];
+                acc.CopyTo(lanes);
+                for (int j = 0; n + j < N; j++) Store(m, n + j, lanes[j]);
+                return;
+            }
+            var exact = acc - Vector256.Create(128) * Vector256.Create(columnSums, n);
+            var scales = Vector256.Create(columnScales.Array!, columnScales.Offset + n) * rowScales[m];
+            var value = Vector256.ConvertToSingle(exact) * scales;
+            if (bias is { } b) value += Vector256.Create(b.Array!, b.Offset + n);
+            value.CopyTo(output, m * N + n);
+        }
+
+        public void Store(int m, int n, int sum)
+        {
+            float value = (sum - 128 * columnSums[n]) * (rowScales[m] * columnScales[n]);
+            output[m * N + n] = bias is { } b ? value + b[n] : value;
+        }
+
+        public void Finish(int m0, int m1, int n0, int n1)
+        {
+            for (int m = m0; m < m1; m++)
+            {
+                var row = output.AsSpan(m * N + n0, n1 - n0);
+                if (preActivation is not null) row.CopyTo(preActivation.AsSpan(m * N + n0, n1 - n0));
+                if (activation != Activation.None) CpuActivations.Apply(row, row, activation);
             }
         }
     }
 
-    private static void MultiplyPortable(Span<int> c, ReadOnlySpan<sbyte> a, PackedWeights w, int M)
+    /// <summary>Every (row chunk, column chunk) item over all cores; each tile's sums go to <paramref name="epilogue"/>.</summary>
+    private static void Run<TEpilogue>(TEpilogue epilogue, byte[] shifted, PackedWeights w, int M, bool useVnni) where TEpilogue : struct, IEpilogue
     {
-        int N = w.N, K = w.K, groups = w.Groups;
-        for (int m = 0; m < M; m++)
-            for (int n = 0; n < N; n++)
+        if (shifted.Length < ShiftedLength(M, w.K)) throw new ArgumentException($"{shifted.Length} activation bytes for ({M},{w.K})");
+        int rowChunks = (M + ChunkRows - 1) / ChunkRows, columnChunks = (w.PanelCount + ChunkPanels - 1) / ChunkPanels;
+        bool vnni = useVnni && AvxVnni.IsSupported;
+        Parallel.For(0, rowChunks * columnChunks, item =>
+        {
+            int m0 = item / columnChunks * ChunkRows, m1 = Math.Min(M, m0 + ChunkRows);
+            int p0 = item % columnChunks * ChunkPanels, p1 = Math.Min(w.PanelCount, p0 + ChunkPanels);
+            if (vnni)
+                for (int m = m0; m < m1; m += TileRows)
+                    for (int p = p0; p < p1; p += TilePanels) TileVnni(ref epilogue, shifted, w, m, Math.Min(TileRows, M - m), p);
+            else
+                Portable(ref epilogue, shifted, w, m0, m1, p0, p1);
+            epilogue.Finish(m0, m1, p0 * PanelColumns, Math.Min(w.N, p1 * PanelColumns));
+        });
+    }
+
+    /// <summary>Rows [m, m+6) × panels p, p+1: 12 accumulators, per group of 4 k two panel loads and six broadcasts.</summary>
+    private static void TileVnni<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m, int rows, int p) where TEpilogue : struct, IEpilogue
+    {
+        int groups = w.Groups, stride = groups * GroupBytes, panelBytes = groups * PanelColumns * GroupBytes;
+        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        fixed (sbyte* panels = w.Panels)
+        fixed (byte* activations = shifted)
+        {
+            sbyte* w0 = panels + (long)p * panelBytes, w1 = w0 + panelBytes;
+            byte* a = activations + (long)m * stride;
+            for (int g = 0; g < groups; g++, w0 += PanelColumns * GroupBytes, w1 += PanelColumns * GroupBytes, a += GroupBytes)
+            {
+                var b0 = Vector256.Load(w0);
+                var b1 = Vector256.Load(w1);
+                var a0 = Vector256.Create(*(int*)a).AsByte();
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, a0, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, a0, b1);
+                var a1 = Vector256.Create(*(int*)(a + stride)).AsByte();
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, a1, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, a1, b1);
+                var a2 = Vector256.Create(*(int*)(a + 2 * stride)).AsByte();
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, a2, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, a2, b1);
+                var a3 = Vector256.Create(*(int*)(a + 3 * stride)).AsByte();
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, a3, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, a3, b1);
+                var a4 = Vector256.Create(*(int*)(a + 4 * stride)).AsByte();
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, a4, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, a4, b1);
+                var a5 = Vector256.Create(*(int*)(a + 5 * stride)).AsByte();
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, a5, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, a5, b1);
+            }
+        }
+        int n0 = p * PanelColumns, n1 = n0 + PanelColumns;
+        bool second = n1 < w.N;
+        StoreRow(ref epilogue, m, n0, n1, second, c00, c01);
+        if (rows > 1) StoreRow(ref epilogue, m + 1, n0, n1, second, c10, c11);
+        if (rows > 2) StoreRow(ref epilogue, m + 2, n0, n1, second, c20, c21);
+        if (rows > 3) StoreRow(ref epilogue, m + 3, n0, n1, second, c30, c31);
+        if (rows > 4) StoreRow(ref epilogue, m + 4, n0, n1, second, c40, c41);
+        if (rows > 5) StoreRow(ref epilogue, m + 5, n0, n1, second, c50, c51);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreRow<TEpilogue>(ref TEpilogue epilogue, int m, int n0, int n1, bool second, Vector256<int> first, Vector256<int> next)
+        where TEpilogue : struct, IEpilogue
+    {
+        epilogue.Store(m, n0, first);
+        if (second) epilogue.Store(m, n1, next);
+    }
+
+    private static void Portable<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m0, int m1, int p0, int p1) where TEpilogue : struct, IEpilogue
+    {
+        int groups = w.Groups, stride = groups * GroupBytes;
+        for (int m = m0; m < m1; m++)
+            for (int n = p0 * PanelColumns; n < Math.Min(w.N, p1 * PanelColumns); n++)
             {
                 int panel = n / PanelColumns, column = n % PanelColumns, sum = 0;
-                for (int k = 0; k < K; k++)
-                    sum += a[m * K + k] * w.Panels[((panel * groups + k / GroupBytes) * PanelColumns + column) * GroupBytes + k % GroupBytes];
-                c[m * N + n] = sum;
+                for (int k = 0; k < stride; k++)
+                    sum += shifted[m * stride + k] * w.Panels[((panel * groups + k / GroupBytes) * PanelColumns + column) * GroupBytes + k % GroupBytes];
+                epilogue.Store(m, n, sum);
             }
     }
 }

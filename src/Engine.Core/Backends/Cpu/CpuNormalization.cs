@@ -73,13 +73,33 @@ internal static class CpuNormalization
         finally { ArrayPool<float>.Shared.Return(normalized); }
     }
 
-    public static void Embeddings(float[] output, int[] inputIds, int[] positionIds, int[] tokenTypeIds, ArraySegment<float> word, ArraySegment<float> position,
+    /// <summary>The word-embedding table: F32 rows, or int8 rows with a scale per token (dequantized as they are gathered).</summary>
+    public readonly record struct WordRows(ArraySegment<float> Values, ArraySegment<sbyte> Quantized = default, ArraySegment<float> Scales = default)
+    {
+        public WordRows(ArraySegment<sbyte> quantized, ArraySegment<float> scales) : this(default, quantized, scales) { }
+
+        /// <summary>destination (C) = row <paramref name="id"/>.</summary>
+        public void Read(int id, Span<float> destination)
+        {
+            int C = destination.Length;
+            if (Quantized.Array is null)
+            {
+                Values.AsSpan(id * C, C).CopyTo(destination);
+                return;
+            }
+            TensorPrimitives.ConvertTruncating<sbyte, float>(Quantized.AsSpan(id * C, C), destination);
+            TensorPrimitives.Multiply(destination, Scales[id], destination);
+        }
+    }
+
+    public static void Embeddings(float[] output, int[] inputIds, int[] positionIds, int[] tokenTypeIds, WordRows word, ArraySegment<float> position,
         ArraySegment<float> tokenType, int B, int T, int C)
     {
         Parallel.For(0, B * T, token =>
         {
             var outRow = output.AsSpan(token * C, C);
-            TensorPrimitives.Add(word.AsSpan(inputIds[token] * C, C), position.AsSpan(positionIds[token] * C, C), outRow);
+            word.Read(inputIds[token], outRow);
+            TensorPrimitives.Add(outRow, position.AsSpan(positionIds[token] * C, C), outRow);
             TensorPrimitives.Add(outRow, tokenType.AsSpan(tokenTypeIds[token] * C, C), outRow);
         });
     }
