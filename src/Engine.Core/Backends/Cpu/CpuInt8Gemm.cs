@@ -14,18 +14,19 @@ namespace Engine.Backends.Cpu;
 /// <remarks>
 /// <c>vpdpbusd</c> multiplies unsigned by signed bytes, so the signed activations are stored shifted by 128 (a + 128 is a
 /// byte) and 128·Σₖ W[n,k], precomputed per column at packing, is taken off again in the epilogue; the sums stay exact
-/// in int32 for any K up to 2¹⁶ (|255 · 128 · K| &lt; 2³¹). A micro-tile is 6 rows × 2 panels (12 accumulators), and work
+/// in int32 for any K up to 2¹⁶ (|255 · 128 · K| &lt; 2³¹). A micro-tile is 6 rows × 3 panels (18 accumulators), and work
 /// is split into (row chunk, column chunk) items over all cores, as the FP32 GEMM does. Without AVX-VNNI a portable
 /// loop computes the same integers.
-/// Version history: v1 one row and one panel at a time; v2 (this version) 6×16 register tiles, threads, the
-/// dequantizing epilogue.
+/// Version history: v1 one row and one panel at a time; v2 6×16 register tiles, threads, the dequantizing epilogue;
+/// v3 (this version) 6×24 tiles (18 accumulators: the 32 registers of AVX-512 machines), the epilogue's column
+/// constants loaded once per panel.
 /// </remarks>
 internal static unsafe class CpuInt8Gemm
 {
     public const int PanelColumns = 8, GroupBytes = 4;
-    private const int TileRows = 6, TilePanels = 2, ChunkRows = 8 * TileRows, ChunkPanels = 4 * TilePanels;
+    private const int TileRows = 6, TilePanels = 3, ChunkRows = 8 * TileRows, ChunkPanels = 2 * TilePanels;
 
-    /// <summary>W (N,K) packed as (ceil(N/8) panels rounded up to whole tiles, ceil(K/4) groups, 8 columns × 4 bytes), zero-padded, with each column's Σₖ W[n,k].</summary>
+    /// <summary>W (N,K) packed as (ceil(N/8) panels rounded up to whole tiles of 3, ceil(K/4) groups, 8 columns × 4 bytes), zero-padded, with each column's Σₖ W[n,k].</summary>
     public sealed record PackedWeights(sbyte[] Panels, int[] ColumnSums, int N, int K)
     {
         public int Groups => (K + GroupBytes - 1) / GroupBytes;
@@ -37,7 +38,7 @@ internal static unsafe class CpuInt8Gemm
         if (weights.Length < (long)N * K) throw new ArgumentException($"{weights.Length} weights for an ({N},{K}) matrix");
         if (K > 1 << 16) throw new ArgumentException($"K = {K}: the shifted int32 sums are exact only up to 2^16");
         int panels = (N + PanelColumns - 1) / PanelColumns, groups = (K + GroupBytes - 1) / GroupBytes;
-        int paddedPanels = (panels + TilePanels - 1) / TilePanels * TilePanels; // a tile always reads whole panel pairs
+        int paddedPanels = (panels + TilePanels - 1) / TilePanels * TilePanels; // a tile always reads whole groups of 3 panels
         var packed = new sbyte[paddedPanels * groups * PanelColumns * GroupBytes];
         var sums = new int[N];
         for (int n = 0; n < N; n++)
@@ -123,21 +124,27 @@ internal static unsafe class CpuInt8Gemm
     /// <summary>What a finished tile's integer sums become.</summary>
     private interface IEpilogue
     {
-        /// <summary>Row <paramref name="m"/>, columns [n, n+8) (those below N) receive acc = Σ (a+128)·w.</summary>
-        void Store(int m, int n, Vector256<int> acc);
+        /// <summary>
+        /// Rows m…m+rows−1 (at most 6), columns [n, n+8) of them below N, receive acc = Σ (a+128)·w: one panel of a tile, so
+        /// that the column constants are loaded once per panel.
+        /// </summary>
+        void Store(int m, int rows, int n, Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5);
+        /// <summary>One sum (the portable loop).</summary>
+        void Store(int m, int n, int sum);
         /// <summary>Called once an item's tiles are stored: rows [m0, m1), columns [n0, n1).</summary>
         void Finish(int m0, int m1, int n0, int n1);
-        void Store(int m, int n, int sum);
     }
 
     private readonly struct IntegerEpilogue(int[] c, int[] columnSums, int N) : IEpilogue
     {
-        [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Store(int m, int n, Vector256<int> acc)
+        public void Store(int m, int rows, int n, Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5)
         {
             Span<int> lanes = stackalloc int[PanelColumns];
-            acc.CopyTo(lanes);
-            for (int j = 0; j < PanelColumns && n + j < N; j++) Store(m, n + j, lanes[j]);
+            for (int r = 0; r < rows; r++)
+            {
+                (r switch { 0 => r0, 1 => r1, 2 => r2, 3 => r3, 4 => r4, _ => r5 }).CopyTo(lanes);
+                for (int j = 0; j < PanelColumns && n + j < N; j++) Store(m + r, n + j, lanes[j]);
+            }
         }
 
         public void Store(int m, int n, int sum) => c[m * N + n] = sum - 128 * columnSums[n];
@@ -149,30 +156,47 @@ internal static unsafe class CpuInt8Gemm
         int N, Activation activation, float[]? preActivation) : IEpilogue
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public void Store(int m, int n, Vector256<int> acc)
+        public void Store(int m, int rows, int n, Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5)
         {
             if (n + PanelColumns > N)
             {
                 Span<int> lanes = stackalloc int[PanelColumns];
-                acc.CopyTo(lanes);
-                for (int j = 0; n + j < N; j++) Store(m, n + j, lanes[j]);
+                for (int r = 0; r < rows; r++)
+                {
+                    (r switch { 0 => r0, 1 => r1, 2 => r2, 3 => r3, 4 => r4, _ => r5 }).CopyTo(lanes);
+                    for (int j = 0; n + j < N; j++) Store(m + r, n + j, lanes[j]);
+                }
                 return;
             }
-            var exact = acc - Vector256.Create(128) * Vector256.Create(columnSums, n);
-            var scales = Vector256.Create(columnScales.Array!, columnScales.Offset + n) * rowScales[m];
-            var value = Vector256.ConvertToSingle(exact) * scales;
-            if (bias is { } b) value += Vector256.Create(b.Array!, b.Offset + n);
-            value.CopyTo(output, m * N + n);
+            // (acc − 128·Σw) · rowScale · columnScale + bias, with the column constants loaded once for the panel.
+            var offset = Vector256.Create(columnSums, n) * 128;
+            var scales = Vector256.Create(columnScales.Array!, columnScales.Offset + n);
+            var shift = bias is { } b ? Vector256.Create(b.Array!, b.Offset + n) : Vector256<float>.Zero;
+            fixed (float* destination = &output[m * N + n])
+            fixed (float* rowScale = &rowScales[m])
+            {
+                Row(destination, r0 - offset, scales * rowScale[0], shift);
+                if (rows > 1) Row(destination + N, r1 - offset, scales * rowScale[1], shift);
+                if (rows > 2) Row(destination + 2 * N, r2 - offset, scales * rowScale[2], shift);
+                if (rows > 3) Row(destination + 3 * N, r3 - offset, scales * rowScale[3], shift);
+                if (rows > 4) Row(destination + 4 * N, r4 - offset, scales * rowScale[4], shift);
+                if (rows > 5) Row(destination + 5 * N, r5 - offset, scales * rowScale[5], shift);
+            }
         }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        private static void Row(float* destination, Vector256<int> exact, Vector256<float> scales, Vector256<float> shift) =>
+            Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(exact), scales, shift).Store(destination);
 
         public void Store(int m, int n, int sum)
         {
-            float value = (sum - 128 * columnSums[n]) * (rowScales[m] * columnScales[n]);
-            output[m * N + n] = bias is { } b ? value + b[n] : value;
+            float value = (sum - 128 * columnSums[n]) * (columnScales[n] * rowScales[m]);
+            output[m * N + n] = bias is { } b ? MathF.FusedMultiplyAdd(sum - 128 * columnSums[n], columnScales[n] * rowScales[m], b[n]) : value;
         }
 
         public void Finish(int m0, int m1, int n0, int n1)
         {
+            if (activation == Activation.None && preActivation is null) return;
             for (int m = m0; m < m1; m++)
             {
                 var row = output.AsSpan(m * N + n0, n1 - n0);
@@ -201,51 +225,40 @@ internal static unsafe class CpuInt8Gemm
         });
     }
 
-    /// <summary>Rows [m, m+6) × panels p, p+1: 12 accumulators, per group of 4 k two panel loads and six broadcasts.</summary>
+    /// <summary>Rows [m, m+6) × panels p…p+2: 18 accumulators; per group of 4 k, three panel loads and six broadcasts.</summary>
     private static void TileVnni<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m, int rows, int p) where TEpilogue : struct, IEpilogue
     {
         int groups = w.Groups, stride = groups * GroupBytes, panelBytes = groups * PanelColumns * GroupBytes;
-        Vector256<int> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
-            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        Vector256<int> c00 = default, c01 = default, c02 = default, c10 = default, c11 = default, c12 = default, c20 = default, c21 = default, c22 = default,
+            c30 = default, c31 = default, c32 = default, c40 = default, c41 = default, c42 = default, c50 = default, c51 = default, c52 = default;
         fixed (sbyte* panels = w.Panels)
         fixed (byte* activations = shifted)
         {
-            sbyte* w0 = panels + (long)p * panelBytes, w1 = w0 + panelBytes;
+            sbyte* w0 = panels + (long)p * panelBytes;
             byte* a = activations + (long)m * stride;
-            for (int g = 0; g < groups; g++, w0 += PanelColumns * GroupBytes, w1 += PanelColumns * GroupBytes, a += GroupBytes)
+            for (int g = 0; g < groups; g++, w0 += PanelColumns * GroupBytes, a += GroupBytes)
             {
                 var b0 = Vector256.Load(w0);
-                var b1 = Vector256.Load(w1);
+                var b1 = Vector256.Load(w0 + panelBytes);
+                var b2 = Vector256.Load(w0 + 2 * panelBytes);
                 var a0 = Vector256.Create(*(int*)a).AsByte();
-                c00 = AvxVnni.MultiplyWideningAndAdd(c00, a0, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, a0, b1);
+                c00 = AvxVnni.MultiplyWideningAndAdd(c00, a0, b0); c01 = AvxVnni.MultiplyWideningAndAdd(c01, a0, b1); c02 = AvxVnni.MultiplyWideningAndAdd(c02, a0, b2);
                 var a1 = Vector256.Create(*(int*)(a + stride)).AsByte();
-                c10 = AvxVnni.MultiplyWideningAndAdd(c10, a1, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, a1, b1);
+                c10 = AvxVnni.MultiplyWideningAndAdd(c10, a1, b0); c11 = AvxVnni.MultiplyWideningAndAdd(c11, a1, b1); c12 = AvxVnni.MultiplyWideningAndAdd(c12, a1, b2);
                 var a2 = Vector256.Create(*(int*)(a + 2 * stride)).AsByte();
-                c20 = AvxVnni.MultiplyWideningAndAdd(c20, a2, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, a2, b1);
+                c20 = AvxVnni.MultiplyWideningAndAdd(c20, a2, b0); c21 = AvxVnni.MultiplyWideningAndAdd(c21, a2, b1); c22 = AvxVnni.MultiplyWideningAndAdd(c22, a2, b2);
                 var a3 = Vector256.Create(*(int*)(a + 3 * stride)).AsByte();
-                c30 = AvxVnni.MultiplyWideningAndAdd(c30, a3, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, a3, b1);
+                c30 = AvxVnni.MultiplyWideningAndAdd(c30, a3, b0); c31 = AvxVnni.MultiplyWideningAndAdd(c31, a3, b1); c32 = AvxVnni.MultiplyWideningAndAdd(c32, a3, b2);
                 var a4 = Vector256.Create(*(int*)(a + 4 * stride)).AsByte();
-                c40 = AvxVnni.MultiplyWideningAndAdd(c40, a4, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, a4, b1);
+                c40 = AvxVnni.MultiplyWideningAndAdd(c40, a4, b0); c41 = AvxVnni.MultiplyWideningAndAdd(c41, a4, b1); c42 = AvxVnni.MultiplyWideningAndAdd(c42, a4, b2);
                 var a5 = Vector256.Create(*(int*)(a + 5 * stride)).AsByte();
-                c50 = AvxVnni.MultiplyWideningAndAdd(c50, a5, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, a5, b1);
+                c50 = AvxVnni.MultiplyWideningAndAdd(c50, a5, b0); c51 = AvxVnni.MultiplyWideningAndAdd(c51, a5, b1); c52 = AvxVnni.MultiplyWideningAndAdd(c52, a5, b2);
             }
         }
-        int n0 = p * PanelColumns, n1 = n0 + PanelColumns;
-        bool second = n1 < w.N;
-        StoreRow(ref epilogue, m, n0, n1, second, c00, c01);
-        if (rows > 1) StoreRow(ref epilogue, m + 1, n0, n1, second, c10, c11);
-        if (rows > 2) StoreRow(ref epilogue, m + 2, n0, n1, second, c20, c21);
-        if (rows > 3) StoreRow(ref epilogue, m + 3, n0, n1, second, c30, c31);
-        if (rows > 4) StoreRow(ref epilogue, m + 4, n0, n1, second, c40, c41);
-        if (rows > 5) StoreRow(ref epilogue, m + 5, n0, n1, second, c50, c51);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void StoreRow<TEpilogue>(ref TEpilogue epilogue, int m, int n0, int n1, bool second, Vector256<int> first, Vector256<int> next)
-        where TEpilogue : struct, IEpilogue
-    {
-        epilogue.Store(m, n0, first);
-        if (second) epilogue.Store(m, n1, next);
+        int n = p * PanelColumns;
+        epilogue.Store(m, rows, n, c00, c10, c20, c30, c40, c50);
+        if (n + PanelColumns < w.N) epilogue.Store(m, rows, n + PanelColumns, c01, c11, c21, c31, c41, c51);
+        if (n + 2 * PanelColumns < w.N) epilogue.Store(m, rows, n + 2 * PanelColumns, c02, c12, c22, c32, c42, c52);
     }
 
     private static void Portable<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m0, int m1, int p0, int p1) where TEpilogue : struct, IEpilogue
