@@ -1,3 +1,4 @@
 using BenchmarkDotNet.Running;
 
-BenchmarkSwitcher.FromAssembly(typeof(Engine.Benchmarks.EncoderForwardBenchmarks).Assembly).Run(args);
+if (args is ["int8-accuracy"]) Engine.Benchmarks.Int8Accuracy.Run();
+else BenchmarkSwitcher.FromAssembly(typeof(Engine.Benchmarks.EncoderForwardBenchmarks).Assembly).Run(args);

@@ -41,13 +41,22 @@ public class QuantizedEncoderBenchmarks
 
     private (int B, int T) Dimensions => Shape.Split('x') is [var b, var t] ? (int.Parse(b), int.Parse(t)) : throw new ArgumentException(Shape);
 
+    /// <summary>The checkout the benchmark runs from (the folder holding Engine.sln above it).</summary>
+    internal static string RepositoryRoot
+    {
+        get
+        {
+            string? folder = AppContext.BaseDirectory;
+            while (folder is not null && !File.Exists(Path.Combine(folder, "Engine.sln"))) folder = Path.GetDirectoryName(folder);
+            return folder ?? throw new InvalidOperationException("Engine.sln not found above the benchmark");
+        }
+    }
+
     /// <summary>Runs a script of the benchmarks folder with Debian's python3 (which has the onnx package).</summary>
     internal static void RunScript(string script, params string[] arguments)
     {
-        string? folder = AppContext.BaseDirectory;
-        while (folder is not null && !File.Exists(Path.Combine(folder, "Engine.sln"))) folder = Path.GetDirectoryName(folder);
         var start = new ProcessStartInfo("/usr/bin/python3") { RedirectStandardError = true };
-        start.ArgumentList.Add(Path.Combine(folder ?? throw new InvalidOperationException("Engine.sln not found above the benchmark"), "benchmarks", script));
+        start.ArgumentList.Add(Path.Combine(RepositoryRoot, "benchmarks", script));
         foreach (string argument in arguments) start.ArgumentList.Add(argument);
         using var process = Process.Start(start)!;
         string error = process.StandardError.ReadToEnd();

@@ -6,6 +6,7 @@ using Engine.Backends.Cpu;
 using Engine.IO;
 using Engine.Kernels;
 using Engine.Models.Bert;
+using Engine.Quantization;
 using Engine.Reference;
 
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
@@ -46,6 +47,15 @@ foreach (var c in OpCases.All)
     if (c.HasForward && c.EmulatorSeconds <= budget) Record(c.Forward(backend));
     if (c.HasBackward && c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
+// The int8 cases again with the dp4a kernel (the default on sm_80 and later is the tensor-core one).
+var ilgpu = backend;
+ilgpu.Int8Product = Int8Kernel.Dp4a;
+foreach (var c in OpCases.Int8Linear.Where(c => c.EmulatorSeconds <= budget))
+{
+    var result = c.Forward(backend);
+    Record(result with { Case = result.Case + " (dp4a)" });
+}
+ilgpu.Int8Product = Int8Kernel.TensorCores;
 report["parity"] = parity;
 Console.WriteLine($"parity: {parity.Count - failures} of {parity.Count} cases passed");
 
@@ -74,6 +84,23 @@ foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBa
         SafeTensorData.FromFloats("last_hidden_state", actual.LastHiddenState, batch.BatchSize, batch.SequenceLength, shape.Hidden),
     ]);
     models.Add(new JsonObject { ["name"] = shape.Name, ["directory"] = Path.GetFullPath(directory), ["max_abs_error_vs_cpu"] = worst, ["passed"] = passed });
+
+    // The same model quantized to int8: CUDA's int8 kernels against the CPU backend's (the integer products are exact on
+    // both; rounding ties of the activations' quantization and float accumulation order may differ).
+    string quantized = directory + "-int8";
+    if (!Directory.Exists(quantized)) CheckpointQuantizer.Quantize(directory, quantized, new QuantizeOptions(IncludeEmbeddings: true));
+    using var cpuInt8 = BertModel.Load(quantized, new CpuBackend());
+    using var gpuInt8 = BertModel.Load(quantized, backend);
+    var (expectedInt8, actualInt8) = (cpuInt8.Forward(batch), gpuInt8.Forward(batch));
+    double worstInt8 = 0;
+    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
+        if (batch.AttentionMask[i] != 0)
+            for (int c = 0; c < shape.Hidden; c++)
+                worstInt8 = Math.Max(worstInt8, Math.Abs(expectedInt8.LastHiddenState[i * shape.Hidden + c] - actualInt8.LastHiddenState[i * shape.Hidden + c]));
+    bool passedInt8 = worstInt8 <= 1e-3;
+    if (!passedInt8) failures++;
+    Console.WriteLine($"{(passedInt8 ? "  " : "! ")}model {shape.Name} int8: CUDA vs CPU backend, max |Δ| on real tokens {worstInt8:E2}");
+    models.Add(new JsonObject { ["name"] = shape.Name + "-int8", ["directory"] = Path.GetFullPath(quantized), ["max_abs_error_vs_cpu"] = worstInt8, ["passed"] = passedInt8 });
 }
 report["models"] = models;
 
@@ -82,17 +109,20 @@ if (!emulated)
 {
     var kernels = new JsonArray();
     foreach (var c in OpCases.BertBase.All) Time(kernels, c.Id, c.Flops, c.Prepare(backend));
+    ilgpu.Int8Product = Int8Kernel.Dp4a;
+    foreach (var c in OpCases.BertBase.Int8Linear) Time(kernels, c.Id + " (dp4a)", c.Flops, c.Prepare(backend));
+    ilgpu.Int8Product = Int8Kernel.TensorCores;
     report["kernels"] = kernels;
 
     var forwards = new JsonArray();
-    foreach (var shape in new[] { BertShape.MiniLM, BertShape.BertBase })
+    foreach (var (shape, suffix) in new[] { BertShape.MiniLM, BertShape.BertBase }.SelectMany(s => new[] { (s, ""), (s, "-int8") }))
     {
-        using var model = BertModel.Load(Path.Combine(output, "models", shape.Name), backend);
+        using var model = BertModel.Load(Path.Combine(output, "models", shape.Name + suffix), backend);
         var batch = RandomBert.Batch(32, 128, shape.Vocab);
         Array.Fill(batch.AttentionMask, 1);
         var milliseconds = Measure(() => model.Forward(batch), warmup: 3, runs: 20);
-        Console.WriteLine($"  forward {shape.Name} 32x128: {milliseconds:F2} ms ({shape.ForwardFlops(32, 128) / milliseconds / 1e9:F1} TFLOP/s, outputs copied to the host)");
-        forwards.Add(new JsonObject { ["name"] = shape.Name, ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
+        Console.WriteLine($"  forward {shape.Name}{suffix} 32x128: {milliseconds:F2} ms ({shape.ForwardFlops(32, 128) / milliseconds / 1e9:F1} TFLOP/s, outputs copied to the host)");
+        forwards.Add(new JsonObject { ["name"] = shape.Name + suffix, ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
     }
     report["forward"] = forwards;
 }
