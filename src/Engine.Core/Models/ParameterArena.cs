@@ -125,8 +125,8 @@ public sealed class ParameterArena : IDisposable
 
     internal DeviceBuffer<float> Values => _values ?? throw new InvalidOperationException("the parameter arena is not built yet");
 
-    /// <summary>The quantized weights' values (one allocation, like <see cref="Values"/>); empty for an F32 model.</summary>
-    internal DeviceBuffer<sbyte> Int8Values => _int8Values ?? throw new InvalidOperationException("the parameter arena is not built yet");
+    /// <summary>The quantized weights' values (one allocation, like <see cref="Values"/>; none for an F32 model).</summary>
+    internal DeviceBuffer<sbyte> Int8Values => _int8Values ?? throw new InvalidOperationException("the parameter arena holds no int8 weights, or is not built yet");
 
     /// <summary>Whether any weight is quantized (such a model runs, but does not train).</summary>
     public bool IsQuantized => _parameters.Any(p => p.Type == DType.I8);
@@ -206,9 +206,10 @@ public sealed class ParameterArena : IDisposable
         Entries = table;
     }
 
-    /// <summary>Lays the int8 tensors out in their own buffer, uploads them and adds them to <paramref name="table"/>; returns their length.</summary>
-    private int BuildInt8(List<ParameterEntry> table)
+    /// <summary>Lays the int8 tensors out in their own buffer (one allocation), uploads them and adds them to <paramref name="table"/>.</summary>
+    private void BuildInt8(List<ParameterEntry> table)
     {
+        if (_pendingInt8.Count == 0) return;
         long offset = 0;
         foreach (var (parameter, _) in _pendingInt8)
         {
@@ -232,9 +233,8 @@ public sealed class ParameterArena : IDisposable
                 part.CopyTo(host, parameter.Parts[i].Offset);
             }
         _pendingInt8.Clear();
-        _int8Values = _backend.Allocate<sbyte>(Math.Max(host.Length, 1));
+        _int8Values = _backend.Allocate<sbyte>(host.Length);
         _backend.Upload<sbyte>(host, _int8Values);
-        return host.Length;
     }
 
     /// <summary>Sets every gradient to zero (allocating the gradient arena on first use): the optimizer's step boundary.</summary>
