@@ -1,4 +1,3 @@
-using System.Numerics;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -23,10 +22,38 @@ public static class Probabilities
     /// </summary>
     public static void FromLogits(ReadOnlySpan<float> logits, Span<float> probabilities)
     {
+        switch (Simd.Width)
+        {
+            case 16: FromLogits<Simd512>(logits, probabilities); break;
+            case 8: FromLogits<Simd256>(logits, probabilities); break;
+            default: FromLogits<Simd128>(logits, probabilities); break;
+        }
+    }
+
+    /// <summary>One pass for e^(x − max) and its sum with the float exponential (TensorPrimitives.Exp took most of attention's time), one to normalise.</summary>
+    private static unsafe void FromLogits<V>(ReadOnlySpan<float> logits, Span<float> probabilities) where V : struct, ISimd<V>
+    {
         float max = TensorPrimitives.Max(logits);
-        TensorPrimitives.Subtract(logits, max, probabilities);
-        TensorPrimitives.Exp(probabilities, probabilities);
-        TensorPrimitives.Multiply(probabilities, 1f / TensorPrimitives.Sum<float>(probabilities), probabilities);
+        int width = V.Count, i = 0, n = logits.Length;
+        float sum;
+        fixed (float* x = logits, p = probabilities)
+        {
+            var maximum = V.Create(max);
+            var sums = V.Zero;
+            for (; i <= n - width; i += width)
+            {
+                var e = CpuActivations.Exp(V.Load(x + i) - maximum);
+                e.Store(p + i);
+                sums += e;
+            }
+            sum = V.Sum(sums);
+            for (; i < n; i++)
+            {
+                p[i] = MathF.Exp(x[i] - max);
+                sum += p[i];
+            }
+        }
+        TensorPrimitives.Multiply(probabilities, 1f / sum, probabilities);
     }
 }
 
@@ -60,23 +87,25 @@ internal static unsafe class CpuActivations
     public static void GeluBackward(ReadOnlySpan<float> dOutput, ReadOnlySpan<float> input, Span<float> dInput) =>
         ByVectors<GeluDerivative>(input, dOutput, dInput);
 
-    /// <summary>A function of two vectors; a struct type argument, so that the JIT inlines it into <see cref="ByVectors{F}"/>.</summary>
+    /// <summary>A function of two vectors at any width; a struct type argument, so that the JIT inlines it into <see cref="ByVectors{F, V}"/>.</summary>
     private interface IVectorFunction
     {
-        static abstract Vector<float> Apply(Vector<float> x, Vector<float> y);
+        static abstract V Apply<V>(V x, V y) where V : struct, ISimd<V>;
     }
 
     private readonly struct GeluForward : IVectorFunction
     {
-        public static Vector<float> Apply(Vector<float> x, Vector<float> _) => FlushSubnormal(x * Phi(x, out _));
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public static V Apply<V>(V x, V _) where V : struct, ISimd<V> => FlushSubnormal(x * Phi(x, out _));
     }
 
     private readonly struct GeluDerivative : IVectorFunction
     {
-        public static Vector<float> Apply(Vector<float> x, Vector<float> dy)
+        [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+        public static V Apply<V>(V x, V dy) where V : struct, ISimd<V>
         {
             var cdf = Phi(x, out var halfSquare);
-            return FlushSubnormal(dy * (cdf + x * (InvSqrt2Pi * Exp(-halfSquare))));
+            return FlushSubnormal(dy * V.FusedMultiplyAdd(x, V.Create(InvSqrt2Pi) * Exp(V.Zero - halfSquare), cdf));
         }
     }
 
@@ -89,80 +118,86 @@ internal static unsafe class CpuActivations
     {
         if (activation == Activation.Gelu)
         {
-            int width = Vector<float>.Count, full = cols - cols % width;
             for (int r = 0; r < rows; r++)
-            {
-                float* x = source + r * stride, y = destination + r * stride;
-                for (int c = 0; c < full; c += width)
-                {
-                    var v = Vector.Load(x + c);
-                    Vector.Store(GeluForward.Apply(v, v), y + c);
-                }
-                if (full < cols) ByVectors<GeluForward>(new ReadOnlySpan<float>(x + full, cols - full), new ReadOnlySpan<float>(x + full, cols - full), new Span<float>(y + full, cols - full));
-            }
+                ByVectors<GeluForward>(new ReadOnlySpan<float>(source + r * stride, cols), new ReadOnlySpan<float>(source + r * stride, cols), new Span<float>(destination + r * stride, cols));
             return;
         }
         for (int r = 0; r < rows; r++)
             Apply(new ReadOnlySpan<float>(source + r * stride, cols), new Span<float>(destination + r * stride, cols), activation);
     }
 
-    /// <summary>output = F(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
+    /// <summary>output = F(x, y) at the processor's widest vectors.</summary>
     private static void ByVectors<F>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output) where F : struct, IVectorFunction
     {
-        int width = Vector<float>.Count, i = 0;
-        for (; i <= x.Length - width; i += width) F.Apply(new Vector<float>(x[i..]), new Vector<float>(y[i..])).CopyTo(output[i..]);
-        if (i == x.Length) return;
-        Span<float> xs = stackalloc float[width], ys = stackalloc float[width], result = stackalloc float[width];
-        x[i..].CopyTo(xs);
-        y[i..].CopyTo(ys);
-        F.Apply(new Vector<float>(xs), new Vector<float>(ys)).CopyTo(result);
-        result[..(x.Length - i)].CopyTo(output[i..]);
+        switch (Simd.Width)
+        {
+            case 16: ByVectors<F, Simd512>(x, y, output); break;
+            case 8: ByVectors<F, Simd256>(x, y, output); break;
+            default: ByVectors<F, Simd128>(x, y, output); break;
+        }
     }
 
-    private static Vector<float> FlushSubnormal(Vector<float> v) =>
-        Vector.ConditionalSelect(Vector.LessThan(Vector.Abs(v), new Vector<float>(LeastNormal)), Vector<float>.Zero, v);
+    /// <summary>output = F(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
+    private static unsafe void ByVectors<F, V>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output) where F : struct, IVectorFunction where V : struct, ISimd<V>
+    {
+        int width = V.Count, i = 0, n = x.Length;
+        fixed (float* px = x, py = y, po = output)
+        {
+            for (; i <= n - width; i += width) F.Apply(V.Load(px + i), V.Load(py + i)).Store(po + i);
+            if (i == n) return;
+            float* xs = stackalloc float[width], ys = stackalloc float[width], result = stackalloc float[width];
+            for (int k = 0; k < width; k++) (xs[k], ys[k]) = i + k < n ? (px[i + k], py[i + k]) : (0f, 0f);
+            F.Apply(V.Load(xs), V.Load(ys)).Store(result);
+            for (int k = 0; i + k < n; k++) po[i + k] = result[k];
+        }
+    }
+
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static V FlushSubnormal<V>(V v) where V : struct, ISimd<V> => V.SelectLess(V.Abs(v), V.Create(LeastNormal), V.Zero, v);
 
     /// <summary>
     /// eˣ in float arithmetic (Cephes' expf: x = n·ln2 + r with ln2 split in two, a degree-6 polynomial for eʳ, 2ⁿ built in
-    /// the exponent bits), relative error about 2e-7. <c>Vector.Exp</c> widens to double and costs several times more;
-    /// GELU's two exponentials made its epilogue as slow as a small GEMM. Below −87.3 (where eˣ is no longer a normal
-    /// float) the result is 0; x is capped at 88 (GELU's arguments are never positive).
+    /// the exponent bits), relative error about 2e-7, at any vector width. <c>Vector.Exp</c> and TensorPrimitives.Exp widen
+    /// to double and cost several times more: GELU's two exponentials made its epilogue as slow as a small GEMM, and the
+    /// softmax most of attention's time. Below −87.3 (where eˣ is no longer a normal float) the result is 0; x is capped
+    /// at 88 (GELU's and the softmax's arguments are never positive).
     /// </summary>
-    private static Vector<float> Exp(Vector<float> input)
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    internal static V Exp<V>(V input) where V : struct, ISimd<V>
     {
-        var x = Vector.Min(Vector.Max(input, new Vector<float>(-87.3f)), new Vector<float>(88f));
-        var n = Vector.Round(x * 1.44269504088896341f);
-        var r = Vector.FusedMultiplyAdd(n, new Vector<float>(-0.693359375f), x);
-        r = Vector.FusedMultiplyAdd(n, new Vector<float>(2.12194440e-4f), r);
-        var p = Vector.FusedMultiplyAdd(new Vector<float>(1.9875691500e-4f), r, new Vector<float>(1.3981999507e-3f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(8.3334519073e-3f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(4.1665795894e-2f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(1.6666665459e-1f));
-        p = Vector.FusedMultiplyAdd(p, r, new Vector<float>(5.0000001201e-1f));
-        var y = Vector.FusedMultiplyAdd(p, r * r, r) + Vector<float>.One;
-        var twoToN = Vector.ShiftLeft(Vector.ConvertToInt32(n) + new Vector<int>(127), 23).As<int, float>();
-        return Vector.ConditionalSelect(Vector.LessThan(input, new Vector<float>(-87.3f)), Vector<float>.Zero, y * twoToN);
+        var x = V.Min(V.Max(input, V.Create(-87.3f)), V.Create(88f));
+        var n = V.Round(x * V.Create(1.44269504088896341f));
+        var r = V.FusedMultiplyAdd(n, V.Create(-0.693359375f), x);
+        r = V.FusedMultiplyAdd(n, V.Create(2.12194440e-4f), r);
+        var p = V.FusedMultiplyAdd(V.Create(1.9875691500e-4f), r, V.Create(1.3981999507e-3f));
+        p = V.FusedMultiplyAdd(p, r, V.Create(8.3334519073e-3f));
+        p = V.FusedMultiplyAdd(p, r, V.Create(4.1665795894e-2f));
+        p = V.FusedMultiplyAdd(p, r, V.Create(1.6666665459e-1f));
+        p = V.FusedMultiplyAdd(p, r, V.Create(5.0000001201e-1f));
+        var y = V.FusedMultiplyAdd(p, r * r, r) + V.Create(1f);
+        return V.SelectLess(input, V.Create(-87.3f), V.Zero, y * V.PowerOfTwo(n));
     }
 
     /// <summary>Φ(x) = ½·erfc(−x/√2) from the erfc fit; <paramref name="halfSquare"/> = x²/2, for the density.</summary>
-    private static Vector<float> Phi(Vector<float> x, out Vector<float> halfSquare)
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static V Phi<V>(V x, out V halfSquare) where V : struct, ISimd<V>
     {
-        var half = new Vector<float>(0.5f);
-        var one = Vector<float>.One;
-        var z = Vector.Abs(x) * InvSqrt2;
-        var t = one / Vector.FusedMultiplyAdd(half, z, one);
+        var half = V.Create(0.5f);
+        var one = V.Create(1f);
+        var z = V.Abs(x) * V.Create(InvSqrt2);
+        var t = one / V.FusedMultiplyAdd(half, z, one);
         // Horner's rule with fused multiply-adds: half the dependent operations of multiply-then-add.
-        var poly = Vector.FusedMultiplyAdd(new Vector<float>(ErfcFit.C9), t, new Vector<float>(ErfcFit.C8));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C7));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C6));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C5));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C4));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C3));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C2));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C1));
-        poly = Vector.FusedMultiplyAdd(poly, t, new Vector<float>(ErfcFit.C0));
+        var poly = V.FusedMultiplyAdd(V.Create(ErfcFit.C9), t, V.Create(ErfcFit.C8));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C7));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C6));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C5));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C4));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C3));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C2));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C1));
+        poly = V.FusedMultiplyAdd(poly, t, V.Create(ErfcFit.C0));
         halfSquare = z * z;
         var halfErfc = half * t * Exp(poly - halfSquare);
-        return Vector.ConditionalSelect(Vector.LessThan(x, Vector<float>.Zero), halfErfc, one - halfErfc);
+        return V.SelectLess(x, V.Zero, halfErfc, one - halfErfc);
     }
 }

@@ -11,13 +11,18 @@ namespace Engine.Backends.Cpu;
 /// </summary>
 /// <remarks>
 /// Each task first gathers its head's unmasked keys transposed, Kᵀ (HS, T'), and values, V (T', HS), into
-/// contiguous scratch, so both products run as vector multiply-adds along contiguous rows: scores (T') =
-/// Σ_d q[d]·Kᵀ[d], then out (HS) = Σ_j p[j]·V[j], with the accumulators held in registers, at the widest
-/// vector width the processor runs. History: v1 one dot product per key, accumulated through memory
-/// (8 GFLOP/s on MiniLM shapes); v2 transposed keys, register accumulators, 256-bit; v3 any width.
+/// contiguous scratch, so both products run as vector multiply-adds along contiguous rows, four queries at a time:
+/// scores (4, T') = Q (4, HS) · Kᵀ with each key vector loaded once for the four, then each row's softmax, then
+/// out (4, HS) = P · V with each value row loaded once for the four, the accumulators in registers, at the widest
+/// vector width the processor runs. History: v1 one dot product per key, accumulated through memory (8 GFLOP/s on
+/// MiniLM shapes); v2 transposed keys, register accumulators, 256-bit; v3 any width; v4 four queries per pass and the
+/// float exponential in the softmax (a MiniLM layer at 32 × 128: about 36 → 12 ms here).
 /// </remarks>
 internal static class CpuAttention
 {
+    /// <summary>Queries whose scores and weighted sums the forward computes together, sharing each key and value load.</summary>
+    private const int QueryBlock = 4;
+
     public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
         switch (Simd.Width)
@@ -48,27 +53,149 @@ internal static class CpuAttention
                 for (int d = 0; d < HS; d++) keysTransposed[d * n + v] = qkv[row + C + d];
                 qkv.AsSpan(row + 2 * C, HS).CopyTo(values.AsSpan(v * HS, HS));
             }
-            var scores = scratch.Scores.AsSpan(0, n);
-            for (int i = 0; i < T; i++)
+            var (scores, queries) = (scratch.Scores, scratch.Queries); // (QueryBlock, T'), (QueryBlock, HS)
+            for (int i0 = 0; i0 < T; i0 += QueryBlock)
             {
-                var outRow = output.AsSpan((b * T + i) * C + h * HS, HS);
+                int rows = Math.Min(QueryBlock, T - i0);
                 if (n == 0)
                 {
-                    outRow.Clear();
+                    for (int r = 0; r < rows; r++) output.AsSpan((b * T + i0 + r) * C + h * HS, HS).Clear();
                     continue;
                 }
-                Scores<V>(keysTransposed, n, qkv.AsSpan((b * T + i) * 3 * C + h * HS, HS), scale, scores);
-                Probabilities.FromLogits(scores, scores);
-                if (dropout.IsActive)
+                for (int r = 0; r < QueryBlock; r++)
+                    for (int d = 0; d < HS; d++) queries[r * HS + d] = r < rows ? qkv[(b * T + i0 + r) * 3 * C + h * HS + d] * scale : 0f;
+                ScoresBlock<V>(keysTransposed, n, queries, HS, scores);
+                for (int r = 0; r < rows; r++)
                 {
+                    var row = scores.AsSpan(r * n, n);
+                    Probabilities.FromLogits(row, row);
+                    if (!dropout.IsActive) continue;
                     var factors = scratch.Factors;
-                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, factors);
-                    for (int v = 0; v < n; v++) scores[v] *= factors[valid[v]];
+                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i0 + r) * T, factors);
+                    for (int v = 0; v < n; v++) row[v] *= factors[valid[v]];
                 }
-                WeightedSum<V>(values, scores, outRow);
+                WeightedSumBlock<V>(values, n, HS, scores, output, (b * T + i0) * C + h * HS, C, rows);
             }
             return scratch;
         }, _ => { });
+    }
+
+    /// <summary>
+    /// scores (QueryBlock, T') = queries (QueryBlock, HS), already scaled, · Kᵀ (HS, T'): four queries × four vectors of keys
+    /// (16 accumulators) per pass over the head, each key vector loaded once for the four queries.
+    /// </summary>
+    private static unsafe void ScoresBlock<V>(float[] keysTransposed, int n, float[] queries, int HS, float[] scores) where V : struct, ISimd<V>
+    {
+        int w = V.Count, j = 0;
+        fixed (float* kt = keysTransposed, q = queries, s = scores)
+        {
+            float* q1 = q + HS, q2 = q + 2 * HS, q3 = q + 3 * HS;
+            for (; j + 4 * w <= n; j += 4 * w)
+            {
+                V s00 = V.Zero, s01 = V.Zero, s02 = V.Zero, s03 = V.Zero, s10 = V.Zero, s11 = V.Zero, s12 = V.Zero, s13 = V.Zero;
+                V s20 = V.Zero, s21 = V.Zero, s22 = V.Zero, s23 = V.Zero, s30 = V.Zero, s31 = V.Zero, s32 = V.Zero, s33 = V.Zero;
+                for (int d = 0; d < HS; d++)
+                {
+                    float* row = kt + d * n + j;
+                    V k0 = V.Load(row), k1 = V.Load(row + w), k2 = V.Load(row + 2 * w), k3 = V.Load(row + 3 * w);
+                    var b0 = V.Create(q[d]);
+                    s00 = V.FusedMultiplyAdd(k0, b0, s00); s01 = V.FusedMultiplyAdd(k1, b0, s01); s02 = V.FusedMultiplyAdd(k2, b0, s02); s03 = V.FusedMultiplyAdd(k3, b0, s03);
+                    var b1 = V.Create(q1[d]);
+                    s10 = V.FusedMultiplyAdd(k0, b1, s10); s11 = V.FusedMultiplyAdd(k1, b1, s11); s12 = V.FusedMultiplyAdd(k2, b1, s12); s13 = V.FusedMultiplyAdd(k3, b1, s13);
+                    var b2 = V.Create(q2[d]);
+                    s20 = V.FusedMultiplyAdd(k0, b2, s20); s21 = V.FusedMultiplyAdd(k1, b2, s21); s22 = V.FusedMultiplyAdd(k2, b2, s22); s23 = V.FusedMultiplyAdd(k3, b2, s23);
+                    var b3 = V.Create(q3[d]);
+                    s30 = V.FusedMultiplyAdd(k0, b3, s30); s31 = V.FusedMultiplyAdd(k1, b3, s31); s32 = V.FusedMultiplyAdd(k2, b3, s32); s33 = V.FusedMultiplyAdd(k3, b3, s33);
+                }
+                float* o = s + j;
+                s00.Store(o); s01.Store(o + w); s02.Store(o + 2 * w); s03.Store(o + 3 * w);
+                o += n;
+                s10.Store(o); s11.Store(o + w); s12.Store(o + 2 * w); s13.Store(o + 3 * w);
+                o += n;
+                s20.Store(o); s21.Store(o + w); s22.Store(o + 2 * w); s23.Store(o + 3 * w);
+                o += n;
+                s30.Store(o); s31.Store(o + w); s32.Store(o + 2 * w); s33.Store(o + 3 * w);
+            }
+            for (; j + w <= n; j += w)
+            {
+                V s0 = V.Zero, s1 = V.Zero, s2 = V.Zero, s3 = V.Zero;
+                for (int d = 0; d < HS; d++)
+                {
+                    var k = V.Load(kt + d * n + j);
+                    s0 = V.FusedMultiplyAdd(k, V.Create(q[d]), s0);
+                    s1 = V.FusedMultiplyAdd(k, V.Create(q1[d]), s1);
+                    s2 = V.FusedMultiplyAdd(k, V.Create(q2[d]), s2);
+                    s3 = V.FusedMultiplyAdd(k, V.Create(q3[d]), s3);
+                }
+                s0.Store(s + j); s1.Store(s + n + j); s2.Store(s + 2 * n + j); s3.Store(s + 3 * n + j);
+            }
+            for (; j < n; j++)
+                for (int r = 0; r < QueryBlock; r++)
+                {
+                    float sum = 0;
+                    for (int d = 0; d < HS; d++) sum += q[r * HS + d] * kt[d * n + j];
+                    s[r * n + j] = sum;
+                }
+        }
+    }
+
+    /// <summary>
+    /// output rows r &lt; <paramref name="rows"/> (HS each, <paramref name="stride"/> apart from <paramref name="offset"/>) =
+    /// p (QueryBlock, T') · V (T', HS): four queries × two vectors of the head (8 accumulators), each value row loaded once
+    /// for the four queries.
+    /// </summary>
+    private static unsafe void WeightedSumBlock<V>(float[] values, int n, int HS, float[] probabilities, float[] output, int offset, int stride, int rows)
+        where V : struct, ISimd<V>
+    {
+        int w = V.Count, d = 0;
+        fixed (float* v = values, p = probabilities, o = &output[offset])
+        {
+            float* p1 = p + n, p2 = p + 2 * n, p3 = p + 3 * n;
+            for (; d + 2 * w <= HS; d += 2 * w)
+            {
+                V a00 = V.Zero, a01 = V.Zero, a10 = V.Zero, a11 = V.Zero, a20 = V.Zero, a21 = V.Zero, a30 = V.Zero, a31 = V.Zero;
+                for (int j = 0; j < n; j++)
+                {
+                    float* row = v + j * HS + d;
+                    V v0 = V.Load(row), v1 = V.Load(row + w);
+                    var c0 = V.Create(p[j]);
+                    a00 = V.FusedMultiplyAdd(v0, c0, a00); a01 = V.FusedMultiplyAdd(v1, c0, a01);
+                    var c1 = V.Create(p1[j]);
+                    a10 = V.FusedMultiplyAdd(v0, c1, a10); a11 = V.FusedMultiplyAdd(v1, c1, a11);
+                    var c2 = V.Create(p2[j]);
+                    a20 = V.FusedMultiplyAdd(v0, c2, a20); a21 = V.FusedMultiplyAdd(v1, c2, a21);
+                    var c3 = V.Create(p3[j]);
+                    a30 = V.FusedMultiplyAdd(v0, c3, a30); a31 = V.FusedMultiplyAdd(v1, c3, a31);
+                }
+                a00.Store(o + d); a01.Store(o + d + w);
+                if (rows > 1) { a10.Store(o + stride + d); a11.Store(o + stride + d + w); }
+                if (rows > 2) { a20.Store(o + 2 * stride + d); a21.Store(o + 2 * stride + d + w); }
+                if (rows > 3) { a30.Store(o + 3 * stride + d); a31.Store(o + 3 * stride + d + w); }
+            }
+            for (; d + w <= HS; d += w)
+            {
+                V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero;
+                for (int j = 0; j < n; j++)
+                {
+                    var row = V.Load(v + j * HS + d);
+                    a0 = V.FusedMultiplyAdd(row, V.Create(p[j]), a0);
+                    a1 = V.FusedMultiplyAdd(row, V.Create(p1[j]), a1);
+                    a2 = V.FusedMultiplyAdd(row, V.Create(p2[j]), a2);
+                    a3 = V.FusedMultiplyAdd(row, V.Create(p3[j]), a3);
+                }
+                a0.Store(o + d);
+                if (rows > 1) a1.Store(o + stride + d);
+                if (rows > 2) a2.Store(o + 2 * stride + d);
+                if (rows > 3) a3.Store(o + 3 * stride + d);
+            }
+            for (; d < HS; d++)
+                for (int r = 0; r < rows; r++)
+                {
+                    float sum = 0;
+                    for (int j = 0; j < n; j++) sum += p[r * n + j] * v[j * HS + d];
+                    o[r * stride + d] = sum;
+                }
+        }
     }
 
     /// <summary>
@@ -215,7 +342,8 @@ internal static class CpuAttention
         public readonly int[] Valid = new int[T];
         public readonly float[] KeysTransposed = new float[HS * T];
         public readonly float[] Values = new float[T * HS];
-        public readonly float[] Scores = new float[T];
+        public readonly float[] Scores = new float[QueryBlock * T];
+        public readonly float[] Queries = new float[QueryBlock * HS];
         public readonly float[] Factors = new float[T];
     }
 
@@ -257,34 +385,57 @@ internal static class CpuAttention
         }
     }
 
-    /// <summary>out (HS) = p (T') · V (T', HS), up to four vectors of the head in registers.</summary>
+    /// <summary>
+    /// out (HS) = p (T') · V (T', HS): two vectors of the head at a time, four keys at a time into separate accumulators
+    /// (eight independent multiply-add chains, summed at the end), so a small head (MiniLM's 32 = two 512-bit vectors)
+    /// keeps the FMA ports busy instead of waiting on one chain per vector.
+    /// </summary>
     private static unsafe void WeightedSum<V>(float[] values, ReadOnlySpan<float> probabilities, Span<float> output) where V : struct, ISimd<V>
     {
         int n = probabilities.Length, HS = output.Length, w = V.Count, d = 0;
         fixed (float* v = values, p = probabilities, o = output)
         {
-            for (; d + 4 * w <= HS; d += 4 * w)
+            for (; d + 2 * w <= HS; d += 2 * w)
             {
-                V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero;
-                for (int j = 0; j < n; j++)
+                V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero, a4 = V.Zero, a5 = V.Zero, a6 = V.Zero, a7 = V.Zero;
+                int j = 0;
+                for (; j + 4 <= n; j += 4)
                 {
-                    var pj = V.Create(p[j]);
                     float* row = v + j * HS + d;
+                    V p0 = V.Create(p[j]), p1 = V.Create(p[j + 1]), p2 = V.Create(p[j + 2]), p3 = V.Create(p[j + 3]);
+                    a0 = V.FusedMultiplyAdd(V.Load(row), p0, a0);
+                    a1 = V.FusedMultiplyAdd(V.Load(row + w), p0, a1);
+                    a2 = V.FusedMultiplyAdd(V.Load(row + HS), p1, a2);
+                    a3 = V.FusedMultiplyAdd(V.Load(row + HS + w), p1, a3);
+                    a4 = V.FusedMultiplyAdd(V.Load(row + 2 * HS), p2, a4);
+                    a5 = V.FusedMultiplyAdd(V.Load(row + 2 * HS + w), p2, a5);
+                    a6 = V.FusedMultiplyAdd(V.Load(row + 3 * HS), p3, a6);
+                    a7 = V.FusedMultiplyAdd(V.Load(row + 3 * HS + w), p3, a7);
+                }
+                for (; j < n; j++)
+                {
+                    float* row = v + j * HS + d;
+                    var pj = V.Create(p[j]);
                     a0 = V.FusedMultiplyAdd(V.Load(row), pj, a0);
                     a1 = V.FusedMultiplyAdd(V.Load(row + w), pj, a1);
-                    a2 = V.FusedMultiplyAdd(V.Load(row + 2 * w), pj, a2);
-                    a3 = V.FusedMultiplyAdd(V.Load(row + 3 * w), pj, a3);
                 }
-                a0.Store(o + d);
-                a1.Store(o + d + w);
-                a2.Store(o + d + 2 * w);
-                a3.Store(o + d + 3 * w);
+                V.Add(V.Add(a0, a2), V.Add(a4, a6)).Store(o + d);
+                V.Add(V.Add(a1, a3), V.Add(a5, a7)).Store(o + d + w);
             }
             for (; d + w <= HS; d += w)
             {
-                V a = V.Zero;
-                for (int j = 0; j < n; j++) a = V.FusedMultiplyAdd(V.Load(v + j * HS + d), V.Create(p[j]), a);
-                a.Store(o + d);
+                V a0 = V.Zero, a1 = V.Zero, a2 = V.Zero, a3 = V.Zero;
+                int j = 0;
+                for (; j + 4 <= n; j += 4)
+                {
+                    float* row = v + j * HS + d;
+                    a0 = V.FusedMultiplyAdd(V.Load(row), V.Create(p[j]), a0);
+                    a1 = V.FusedMultiplyAdd(V.Load(row + HS), V.Create(p[j + 1]), a1);
+                    a2 = V.FusedMultiplyAdd(V.Load(row + 2 * HS), V.Create(p[j + 2]), a2);
+                    a3 = V.FusedMultiplyAdd(V.Load(row + 3 * HS), V.Create(p[j + 3]), a3);
+                }
+                for (; j < n; j++) a0 = V.FusedMultiplyAdd(V.Load(v + j * HS + d), V.Create(p[j]), a0);
+                V.Add(V.Add(a0, a1), V.Add(a2, a3)).Store(o + d);
             }
             for (; d < HS; d++)
             {
