@@ -135,16 +135,24 @@ internal static unsafe class CpuInt8Gemm
         void Finish(int m0, int m1, int n0, int n1);
     }
 
+    /// <summary>A panel's sums one at a time, for the columns below N (a partial panel, or the integer results of the tests).</summary>
+    private static void StoreEach<TEpilogue>(ref TEpilogue epilogue, int m, int rows, int n, int N,
+        Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5) where TEpilogue : struct, IEpilogue
+    {
+        Span<int> lanes = stackalloc int[PanelColumns];
+        for (int r = 0; r < rows; r++)
+        {
+            (r switch { 0 => r0, 1 => r1, 2 => r2, 3 => r3, 4 => r4, _ => r5 }).CopyTo(lanes);
+            for (int j = 0; j < PanelColumns && n + j < N; j++) epilogue.Store(m + r, n + j, lanes[j]);
+        }
+    }
+
     private readonly struct IntegerEpilogue(int[] c, int[] columnSums, int N) : IEpilogue
     {
         public void Store(int m, int rows, int n, Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5)
         {
-            Span<int> lanes = stackalloc int[PanelColumns];
-            for (int r = 0; r < rows; r++)
-            {
-                (r switch { 0 => r0, 1 => r1, 2 => r2, 3 => r3, 4 => r4, _ => r5 }).CopyTo(lanes);
-                for (int j = 0; j < PanelColumns && n + j < N; j++) Store(m + r, n + j, lanes[j]);
-            }
+            var self = this;
+            StoreEach(ref self, m, rows, n, N, r0, r1, r2, r3, r4, r5);
         }
 
         public void Store(int m, int n, int sum) => c[m * N + n] = sum - 128 * columnSums[n];
@@ -160,12 +168,8 @@ internal static unsafe class CpuInt8Gemm
         {
             if (n + PanelColumns > N)
             {
-                Span<int> lanes = stackalloc int[PanelColumns];
-                for (int r = 0; r < rows; r++)
-                {
-                    (r switch { 0 => r0, 1 => r1, 2 => r2, 3 => r3, 4 => r4, _ => r5 }).CopyTo(lanes);
-                    for (int j = 0; n + j < N; j++) Store(m + r, n + j, lanes[j]);
-                }
+                var self = this;
+                StoreEach(ref self, m, rows, n, N, r0, r1, r2, r3, r4, r5);
                 return;
             }
             // (acc − 128·Σw) · rowScale · columnScale + bias, with the column constants loaded once for the panel.
@@ -188,11 +192,9 @@ internal static unsafe class CpuInt8Gemm
         private static void Row(float* destination, Vector256<int> exact, Vector256<float> scales, Vector256<float> shift) =>
             Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(exact), scales, shift).Store(destination);
 
-        public void Store(int m, int n, int sum)
-        {
-            float value = (sum - 128 * columnSums[n]) * (columnScales[n] * rowScales[m]);
-            output[m * N + n] = bias is { } b ? MathF.FusedMultiplyAdd(sum - 128 * columnSums[n], columnScales[n] * rowScales[m], b[n]) : value;
-        }
+        /// <summary>As the vector path: (acc − 128·Σw) · (columnScale · rowScale) + bias, fused, so both paths give the same floats.</summary>
+        public void Store(int m, int n, int sum) =>
+            output[m * N + n] = MathF.FusedMultiplyAdd(sum - 128 * columnSums[n], columnScales[n] * rowScales[m], bias is { } b ? b[n] : 0f);
 
         public void Finish(int m0, int m1, int n0, int n1)
         {
