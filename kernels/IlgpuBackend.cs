@@ -84,7 +84,6 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index1D, ArrayView<int>, ArrayView<sbyte>, Int8GemmKernels.Shape> _packInt8Weights;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape> _int8Dp4a, _int8TensorCores;
     private readonly System.Runtime.CompilerServices.ConditionalWeakTable<DeviceBuffer<sbyte>, MemoryBuffer1D<int, Stride1D.Dense>> _packedInt8 = [];
-    private readonly List<MemoryBuffer1D<int, Stride1D.Dense>> _packedInt8Buffers = [];
     private MemoryBuffer1D<int, Stride1D.Dense> _quantizedRows; // an int8 Linear's activations, grown on demand
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
@@ -248,8 +247,7 @@ public sealed class IlgpuBackend : ITrainingBackend
             if (_packedInt8.TryGetValue(weight, out var packed)) return packed.View;
             packed = _accelerator.Allocate1D<int>((long)shape.N * shape.Words);
             _packInt8Weights((int)packed.Length, packed.View, View(weight), shape);
-            _packedInt8.Add(weight, packed);
-            _packedInt8Buffers.Add(packed);
+            _packedInt8.Add(weight, packed); // kept while the weight's buffer lives (the model's arena)
             return packed.View;
         }
     }
@@ -462,7 +460,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _scratch.Dispose();
         _quantizedRows.Dispose();
         _rowScales.Dispose();
-        foreach (var packed in _packedInt8Buffers) packed.Dispose();
+        foreach (var (_, packed) in _packedInt8) packed.Dispose();
         _none.Dispose();
         _noneInt8.Dispose();
         _accelerator.Dispose();
