@@ -48,7 +48,7 @@ public static partial class Commands
             var accuracies = new[] { original, quantized }.Select(directory =>
             {
                 using var model = LoadClassifier(result, directory, requireHead: true);
-                return model.Evaluate(EvaluationBatches(new LabelledSet(examples), result.GetValue(BatchSize))).Accuracy
+                return model.Evaluate(Trainer.EvaluationBatches(new LabelledSet(examples), result.GetValue(BatchSize), seed: 0)).Accuracy
                     ?? throw new EngineException($"{directory}: a regression head has no accuracy to compare");
             }).ToArray();
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -67,11 +67,5 @@ public static partial class Commands
         var cosines = lines.Select((_, i) => SentenceEmbedder.Cosine(vectors[0][i], vectors[1][i])).ToArray();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{evalFile}: {lines.Count:N0} lines, cosine(int8 embedding, FP32 embedding) mean {cosines.Average():F4}, min {cosines.Min():F4}"));
-    }
-
-    private static IEnumerable<TrainingBatch> EvaluationBatches(ITrainingSet set, int batchSize)
-    {
-        for (int start = 0; start < set.Count; start += batchSize)
-            yield return set.Collate([.. Enumerable.Range(start, Math.Min(batchSize, set.Count - start))], 0, Trainer.EvaluationStep);
     }
 }

@@ -199,17 +199,7 @@ public sealed class QuantizationTests
     {
         using var temp = new TempDirectory();
         CheckpointQuantizer.Quantize(TinyBert.WriteWithVocabulary(temp["tiny"]), temp["int8"], new QuantizeOptions(IncludeEmbeddings: true));
-        var batch = new BertBatch(2, 5, [2, 5, 7, 3, 0, 2, 9, 3, 0, 0], [0, 0, 1, 1, 0, 0, 0, 0, 0, 0], [1, 1, 1, 1, 0, 1, 1, 1, 0, 0]);
-        using var cpu = BertModel.Load(temp["int8"], new CpuBackend());
-        using var ilgpu = BertModel.Load(temp["int8"], IlgpuBackend.Create(IlgpuDevice.CpuEmulator));
-        var expected = cpu.Forward(batch);
-        var actual = ilgpu.Forward(batch);
-        for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
-        {
-            if (batch.AttentionMask[i] == 0) continue;
-            for (int c = 0; c < TinyBert.Hidden; c++)
-                Assert.Equal(expected.LastHiddenState[i * TinyBert.Hidden + c], actual.LastHiddenState[i * TinyBert.Hidden + c], 1e-4f);
-        }
+        IlgpuModelTests.EmulatorAgreesWithTheCpuBackend(temp["int8"], 1e-4f);
     }
 
     /// <summary>The accuracy bar on 120 varied sentences (written ones and SpamAssassin lines): cosine to FP32 mean ≥ 0.99, minimum ≥ 0.97.</summary>

@@ -69,11 +69,7 @@ foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBa
     using var gpuModel = BertModel.Load(directory, backend);
     var expected = cpuModel.Forward(batch);
     var actual = gpuModel.Forward(batch);
-    double worst = 0;
-    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
-        if (batch.AttentionMask[i] != 0)
-            for (int c = 0; c < shape.Hidden; c++)
-                worst = Math.Max(worst, Math.Abs(expected.LastHiddenState[i * shape.Hidden + c] - actual.LastHiddenState[i * shape.Hidden + c]));
+    double worst = MaxDifferenceOnRealTokens(expected, actual, batch);
     bool passed = worst <= 1e-4;
     if (!passed) failures++;
     Console.WriteLine($"{(passed ? "  " : "! ")}model {shape.Name}: CUDA vs CPU backend, max |Δ| on real tokens {worst:E2}");
@@ -92,11 +88,7 @@ foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBa
     using var cpuInt8 = BertModel.Load(quantized, new CpuBackend());
     using var gpuInt8 = BertModel.Load(quantized, backend);
     var (expectedInt8, actualInt8) = (cpuInt8.Forward(batch), gpuInt8.Forward(batch));
-    double worstInt8 = 0;
-    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
-        if (batch.AttentionMask[i] != 0)
-            for (int c = 0; c < shape.Hidden; c++)
-                worstInt8 = Math.Max(worstInt8, Math.Abs(expectedInt8.LastHiddenState[i * shape.Hidden + c] - actualInt8.LastHiddenState[i * shape.Hidden + c]));
+    double worstInt8 = MaxDifferenceOnRealTokens(expectedInt8, actualInt8, batch);
     bool passedInt8 = worstInt8 <= 1e-3;
     if (!passedInt8) failures++;
     Console.WriteLine($"{(passedInt8 ? "  " : "! ")}model {shape.Name} int8: CUDA vs CPU backend, max |Δ| on real tokens {worstInt8:E2}");
@@ -131,6 +123,17 @@ report["failures"] = failures;
 File.WriteAllText(Path.Combine(output, "engine.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine(failures == 0 ? "engine: all checks passed" : $"engine: {failures} check(s) FAILED");
 return failures == 0 ? 0 : 1;
+
+// The largest |Δ| of the last hidden states over the tokens the mask keeps.
+static double MaxDifferenceOnRealTokens(BertModelOutput expected, BertModelOutput actual, BertBatch batch)
+{
+    double worst = 0;
+    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
+        if (batch.AttentionMask[i] != 0)
+            for (int c = 0; c < expected.HiddenSize; c++)
+                worst = Math.Max(worst, Math.Abs(expected.LastHiddenState[i * expected.HiddenSize + c] - actual.LastHiddenState[i * expected.HiddenSize + c]));
+    return worst;
+}
 
 void Time(JsonArray results, string name, double flops, Action launch)
 {

@@ -178,53 +178,46 @@ public sealed class ParameterArena : IDisposable
         foreach (bool decayed in new[] { true, false })
             foreach (var (parameter, _) in _pending.Where(p => p.Parameter.Decays == decayed))
             {
-                var placed = new ParameterEntry[parameter.Parts.Count];
-                for (int i = 0; i < placed.Length; i++)
-                {
-                    placed[i] = parameter.Parts[i] with { Offset = offset };
-                    offset += placed[i].Length;
-                }
-                parameter.Parts = placed;
-                table.AddRange(placed);
+                Place(parameter, ref offset, table);
                 if (decayed) DecayedLength = (int)offset;
             }
-        if (offset > Array.MaxLength) throw new EngineException($"the model has {offset:N0} parameters, more than one buffer holds ({Array.MaxLength:N0})");
-        Length = (int)offset;
-        var host = new float[Length];
-        foreach (var (parameter, values) in _pending)
-            for (int i = 0; i < values.Length; i++)
-            {
-                var part = values[i]();
-                if (part.Length != parameter.Parts[i].Length)
-                    throw new ArgumentException($"{parameter.Parts[i].Name}: {part.Length} values for shape [{string.Join(", ", parameter.Parts[i].Shape)}]");
-                part.CopyTo(host, parameter.Parts[i].Offset);
-            }
-        _pending.Clear();
+        Length = (int)CheckLength(offset, "parameters");
         _values = _backend.Allocate<float>(Math.Max(Length, 1));
-        _backend.Upload<float>(host, _values);
-        BuildInt8(table);
+        _backend.Upload<float>(Gather(_pending, Length), _values);
+        _pending.Clear();
+        if (_pendingInt8.Count > 0)
+        {
+            // The quantized weights: their own buffer, allocated only for a quantized model.
+            offset = 0;
+            foreach (var (parameter, _) in _pendingInt8) Place(parameter, ref offset, table);
+            _int8Values = _backend.Allocate<sbyte>((int)CheckLength(offset, "int8 weights"));
+            _backend.Upload<sbyte>(Gather(_pendingInt8, _int8Values.Length), _int8Values);
+            _pendingInt8.Clear();
+        }
         Entries = table;
     }
 
-    /// <summary>Lays the int8 tensors out in their own buffer (one allocation), uploads them and adds them to <paramref name="table"/>.</summary>
-    private void BuildInt8(List<ParameterEntry> table)
+    /// <summary>Gives <paramref name="parameter"/>'s entries consecutive offsets from <paramref name="offset"/> and adds them to the table.</summary>
+    private static void Place(Parameter parameter, ref long offset, List<ParameterEntry> table)
     {
-        if (_pendingInt8.Count == 0) return;
-        long offset = 0;
-        foreach (var (parameter, _) in _pendingInt8)
+        var placed = new ParameterEntry[parameter.Parts.Count];
+        for (int i = 0; i < placed.Length; i++)
         {
-            var placed = new ParameterEntry[parameter.Parts.Count];
-            for (int i = 0; i < placed.Length; i++)
-            {
-                placed[i] = parameter.Parts[i] with { Offset = offset };
-                offset += placed[i].Length;
-            }
-            parameter.Parts = placed;
-            table.AddRange(placed);
+            placed[i] = parameter.Parts[i] with { Offset = offset };
+            offset += placed[i].Length;
         }
-        if (offset > Array.MaxLength) throw new EngineException($"the model has {offset:N0} int8 weights, more than one buffer holds ({Array.MaxLength:N0})");
-        var host = new sbyte[offset];
-        foreach (var (parameter, values) in _pendingInt8)
+        parameter.Parts = placed;
+        table.AddRange(placed);
+    }
+
+    private static long CheckLength(long length, string what) => length <= Array.MaxLength ? length
+        : throw new EngineException($"the model has {length:N0} {what}, more than one buffer holds ({Array.MaxLength:N0})");
+
+    /// <summary>The placed tensors' values (read now: a checkpoint's, or new ones) in one host array of <paramref name="length"/>.</summary>
+    private static T[] Gather<T>(List<(Parameter Parameter, Func<T[]>[] Values)> pending, int length)
+    {
+        var host = new T[length];
+        foreach (var (parameter, values) in pending)
             for (int i = 0; i < values.Length; i++)
             {
                 var part = values[i]();
@@ -232,9 +225,7 @@ public sealed class ParameterArena : IDisposable
                     throw new ArgumentException($"{parameter.Parts[i].Name}: {part.Length} values for shape [{string.Join(", ", parameter.Parts[i].Shape)}]");
                 part.CopyTo(host, parameter.Parts[i].Offset);
             }
-        _pendingInt8.Clear();
-        _int8Values = _backend.Allocate<sbyte>(host.Length);
-        _backend.Upload<sbyte>(host, _int8Values);
+        return host;
     }
 
     /// <summary>Sets every gradient to zero (allocating the gradient arena on first use): the optimizer's step boundary.</summary>

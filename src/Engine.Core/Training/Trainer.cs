@@ -255,14 +255,13 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
     /// The model's evaluation metrics over <paramref name="examples"/>, in evaluation mode (no dropout), in batches in
     /// order; a set that masks draws its masks from a fixed evaluation stream, so every epoch is scored on the same ones.
     /// </summary>
-    public EvaluationResult Evaluate(ITrainingSet examples)
+    public EvaluationResult Evaluate(ITrainingSet examples) => model.Evaluate(EvaluationBatches(examples, options.BatchSize, (ulong)options.Seed));
+
+    /// <summary>The set in order, <paramref name="batchSize"/> examples at a time, as evaluation sees it (masks from the evaluation stream).</summary>
+    public static IEnumerable<TrainingBatch> EvaluationBatches(ITrainingSet examples, int batchSize, ulong seed)
     {
-        IEnumerable<TrainingBatch> Batches()
-        {
-            for (int start = 0; start < examples.Count; start += options.BatchSize)
-                yield return examples.Collate([.. Enumerable.Range(start, Math.Min(options.BatchSize, examples.Count - start))], (ulong)options.Seed, EvaluationStep);
-        }
-        return model.Evaluate(Batches());
+        for (int start = 0; start < examples.Count; start += batchSize)
+            yield return examples.Collate([.. Enumerable.Range(start, Math.Min(batchSize, examples.Count - start))], seed, EvaluationStep);
     }
 
     /// <summary>The step whose streams an evaluation draws from (masking): one no training step reaches.</summary>
