@@ -45,27 +45,51 @@ public static partial class Commands
             LabelledData.CheckColumns(table, columns);
             var examples = LabelledData.Examples(table, columns, tokenizer, config, MaxLengthFor(result, config, config.MaxPositionEmbeddings),
                 BertForSequenceClassification.CheckpointLabels(original));
-            var accuracies = new[] { original, quantized }.Select(directory =>
+            var accuracies = new double[2];
+            Progress(result, printsToStdout: true).Run("report", 2L * examples.Count, "examples", progress =>
             {
-                using var model = LoadClassifier(result, directory, requireHead: true);
-                return model.Evaluate(Trainer.EvaluationBatches(new LabelledSet(examples), result.GetValue(BatchSize), seed: 0)).Accuracy
-                    ?? throw new EngineException($"{directory}: a regression head has no accuracy to compare");
-            }).ToArray();
+                foreach (var (directory, i) in new[] { original, quantized }.Select((d, i) => (d, i)))
+                {
+                    using var model = LoadClassifier(result, directory, requireHead: true);
+                    var batches = Counted(Trainer.EvaluationBatches(new LabelledSet(examples), result.GetValue(BatchSize), seed: 0), progress, (long)i * examples.Count);
+                    accuracies[i] = model.Evaluate(batches).Accuracy ?? throw new EngineException($"{directory}: a regression head has no accuracy to compare");
+                }
+            });
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{evalFile}: {examples.Count:N0} examples, accuracy FP32 {accuracies[0] * 100:F2}%, int8 {accuracies[1] * 100:F2}% ({(accuracies[1] - accuracies[0]) * 100:+0.00;-0.00;0.00} points)"));
             return;
         }
         var lines = File.ReadLines(evalFile).Where(line => line.Trim().Length > 0).ToList();
         if (lines.Count == 0) throw new EngineException($"{evalFile}: no lines to embed");
-        var vectors = new[] { original, quantized }.Select(directory =>
+        var vectors = new float[2][][];
+        Progress(result, printsToStdout: true).Run("report", 2L * lines.Count, "lines", progress =>
         {
-            using var embedder = LoadEmbedder(result, null, null, directory);
-            var encodings = embedder.Tokenize(lines);
-            return Enumerable.Range(0, (encodings.Count + embedder.BatchSize - 1) / embedder.BatchSize)
-                .SelectMany(b => embedder.Embed(encodings.GetRange(b * embedder.BatchSize, Math.Min(embedder.BatchSize, encodings.Count - b * embedder.BatchSize)))).ToArray();
-        }).ToArray();
+            foreach (var (directory, i) in new[] { original, quantized }.Select((d, i) => (d, i)))
+            {
+                using var embedder = LoadEmbedder(result, null, null, directory);
+                var encodings = embedder.Tokenize(lines);
+                vectors[i] = new float[lines.Count][];
+                for (int start = 0; start < encodings.Count; start += embedder.BatchSize)
+                {
+                    var chunk = encodings.GetRange(start, Math.Min(embedder.BatchSize, encodings.Count - start));
+                    embedder.Embed(chunk).CopyTo(vectors[i], start);
+                    progress.Report((long)i * lines.Count + start + chunk.Count);
+                }
+            }
+        });
         var cosines = lines.Select((_, i) => SentenceEmbedder.Cosine(vectors[0][i], vectors[1][i])).ToArray();
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{evalFile}: {lines.Count:N0} lines, cosine(int8 embedding, FP32 embedding) mean {cosines.Average():F4}, min {cosines.Min():F4}"));
+    }
+
+    /// <summary>The batches as they are, reporting the examples done once each is consumed.</summary>
+    private static IEnumerable<TrainingBatch> Counted(IEnumerable<TrainingBatch> batches, ProgressReporter progress, long done)
+    {
+        foreach (var batch in batches)
+        {
+            yield return batch;
+            done += batch.Batch.BatchSize;
+            progress.Report(done);
+        }
     }
 }
