@@ -232,6 +232,9 @@ public sealed class MatMulCase(string name, MatMulShape shape) : OpCase("matmul"
 {
     private readonly Lazy<(float[] A, float[] B)> _inputs = new(() => (OpCases.Random((int)shape.ElementsA, 16), OpCases.Random((int)shape.ElementsB, 17)));
 
+    public MatMulShape Shape => shape;
+    public (float[] A, float[] B) Inputs => _inputs.Value;
+
     public override long Work => (long)shape.Batch * shape.M * shape.K * shape.N;
     public override double Flops => 2.0 * Work;
     protected override double EmulatorRounds => OpCases.GemmRounds(shape.Batch, shape.M, shape.K, shape.N);

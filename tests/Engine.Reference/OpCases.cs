@@ -41,6 +41,7 @@ public static class OpCases
         new("minilm-qkv", 64, 384, 1152, true, "none"),
         new("minilm-ffn", 50, 384, 1536, true, "gelu"),
         new("vocab-decoder", 23, 64, 1031, true, "none"), // a masked-LM decoder: few gathered rows, a wide vocabulary
+        new("deep-k-gelu-kept", 19, 1003, 45, true, "gelu", keepPreActivation: true), // K in several cache blocks at every vector width
     ];
 
     public static readonly Int8LinearCase[] Int8Linear =
@@ -64,6 +65,7 @@ public static class OpCases
         new("batched-scores", Engine.Backends.MatMulShape.Contiguous(6, 13, 8, 13, false, true)),
         new("batched-strided-gaps", new(3, 5, 6, 7, false, false, 5 * 6 + 3, 6 * 7 + 5, 5 * 7 + 2)),
         new("minilm-scores", Engine.Backends.MatMulShape.Contiguous(24, 128, 32, 128, false, true)),
+        new("tn-deep", Engine.Backends.MatMulShape.Contiguous(1, 37, 1003, 45, true, false)), // a weight gradient: A transposed, K in several blocks
     ];
 
     public static readonly ActivationCase[] Activations =

@@ -117,6 +117,36 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         Assert.True(result.Passed, result.ToString());
     }
 
+    public static TheoryData<int, string> TransposedGemmWidthCases
+    {
+        get
+        {
+            var data = new TheoryData<int, string>();
+            foreach (int width in new[] { 16, 8, 4 })
+                foreach (var c in OpCases.MatMul.Where(c => c.Shape.TransposeA && c.Shape.Batch == 1)) data.Add(width, c.Name);
+            return data;
+        }
+    }
+
+    /// <summary>A stored transposed (a weight gradient's output gradient), read through strides and packed per K block, at every vector width.</summary>
+    [SkippableTheory, MemberData(nameof(TransposedGemmWidthCases))]
+    public void TransposedGemmAtEveryVectorWidth(int width, string name)
+    {
+        Skip.IfNot(width switch
+        {
+            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
+            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
+            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
+        }, $"{width * 32}-bit vectors are not hardware-accelerated here");
+        var c = OpCases.MatMul.Single(x => x.Name == name);
+        var (a, b) = c.Inputs;
+        var s = c.Shape;
+        var output = Enumerable.Repeat(float.NaN, s.M * s.N).ToArray();
+        CpuGemm.Multiply(output, a, CpuGemm.Pack(b, s.N, s.K, width, kMajor: !s.TransposeB), null, s.M, s.K, s.N, Engine.Backends.Activation.None, width, transposedA: true);
+        var result = ParityCheck.Compare("matmul", $"{name} at width {width}", ReferenceOps.MatMul(a, b, s), output, OpCases.LinearTolerance);
+        Assert.True(result.Passed, result.ToString());
+    }
+
     /// <summary>The accumulating product (C += A·Wᵀ, how weight gradients are summed) at every vector width, full and edge tiles.</summary>
     [SkippableTheory, MemberData(nameof(GemmWidthCases))]
     public void AccumulatingGemmAtEveryVectorWidth(int width, string name)

@@ -137,29 +137,25 @@ public sealed class CpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// The batched product of <see cref="MatMul"/> (or, with <paramref name="accumulate"/>, C += A·B); the transposed A
-    /// and the packed B are rented from the shared pool, so a training step allocates no product scratch.
+    /// The batched product of <see cref="MatMul"/> (or, with <paramref name="accumulate"/>, C += A·B); the packed B is
+    /// rented from the shared pool and a transposed A is read in place, so a training step allocates no product scratch.
     /// </summary>
     private static void Multiply(CpuBuffer<float> c, CpuBuffer<float> aBuffer, CpuBuffer<float> bBuffer, MatMulShape shape, bool accumulate)
     {
         int M = shape.M, K = shape.K, N = shape.N;
         var pool = System.Buffers.ArrayPool<float>.Shared;
-        var rowMajorA = shape.TransposeA ? pool.Rent(M * K) : null;
         var packed = pool.Rent(CpuGemm.PackedLength(N, K));
         try
         {
             for (int i = 0; i < shape.Batch; i++)
             {
-                long aOffset = aBuffer.Offset + i * shape.StrideA;
-                if (rowMajorA is not null) CpuGemm.Transpose(aBuffer.Array, aOffset, K, M, rowMajorA);
                 CpuGemm.Pack(bBuffer.Array, N, K, kMajor: !shape.TransposeB, offset: bBuffer.Offset + i * shape.StrideB, destination: packed);
-                CpuGemm.Multiply(c.Array, rowMajorA ?? aBuffer.Array, packed, null, M, K, N, Activation.None, aOffset: rowMajorA is null ? aOffset : 0,
-                    cOffset: c.Offset + i * shape.StrideC, accumulate: accumulate);
+                CpuGemm.Multiply(c.Array, aBuffer.Array, packed, null, M, K, N, Activation.None, aOffset: aBuffer.Offset + i * shape.StrideA,
+                    cOffset: c.Offset + i * shape.StrideC, accumulate: accumulate, transposedA: shape.TransposeA);
             }
         }
         finally
         {
-            if (rowMajorA is not null) pool.Return(rowMajorA);
             pool.Return(packed);
         }
     }

@@ -13,6 +13,9 @@ internal static class CpuParallel
 
     public static ParallelOptions Options => t_options ?? AllCores;
 
+    /// <summary>Threads the current op's loops run on.</summary>
+    public static int Threads => Options.MaxDegreeOfParallelism > 0 ? Options.MaxDegreeOfParallelism : Environment.ProcessorCount;
+
     /// <summary>Makes <paramref name="options"/> the current thread's until the scope is disposed (scopes nest).</summary>
     public static Scope Use(ParallelOptions options)
     {
