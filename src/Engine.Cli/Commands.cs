@@ -62,6 +62,9 @@ public static partial class Commands
         return root;
     }
 
+    /// <summary>Batches <c>embed</c> sorts by length together before printing them.</summary>
+    private const int EmbedWindowBatches = 64;
+
     private static Command EmbedCommand()
     {
         var texts = new Argument<string[]>("text") { Description = "Texts to embed (else --input, else one per line of stdin); after '--' a text may start with '-'", Arity = ArgumentArity.ZeroOrMore };
@@ -78,13 +81,15 @@ public static partial class Commands
             WarnTruncated(encodings, embedder.MaxLength, embedder.Model.Config);
             Progress(result, printsToStdout: true).Run("embed", encodings.Count, "texts", progress =>
             {
-                for (int start = 0; start < encodings.Count; start += embedder.BatchSize)
+                // Windows of many batches, each batched by length inside (little padding) and printed in input order
+                // before the next: output streams and memory stays bounded however long the input.
+                int window = embedder.BatchSize * EmbedWindowBatches;
+                for (int start = 0; start < encodings.Count; start += window)
                 {
-                    var chunk = encodings.GetRange(start, Math.Min(embedder.BatchSize, encodings.Count - start));
-                    var vectors = embedder.Embed(chunk);
+                    var chunk = encodings.GetRange(start, Math.Min(window, encodings.Count - start));
+                    var vectors = embedder.Embed(chunk, done => progress.Report(start + done));
                     for (int i = 0; i < vectors.Length; i++)
                         Console.Out.WriteLine(JsonArray(vectors[i], $"the embedding of text {start + i + 1}"));
-                    progress.Report(start + chunk.Count);
                 }
             });
         }));

@@ -41,7 +41,6 @@ internal static class EncodeInput
     public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, LogitsHead? head = null,
         Action<int>? done = null)
     {
-        if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
         int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize;
         var ids = new long[N * T];
         var mask = new long[N * T];
@@ -52,15 +51,16 @@ internal static class EncodeInput
         if (logitsLength > Array.MaxLength) throw new EngineException($"the logits of {N} inputs would hold {logitsLength:N0} values, more than one tensor holds; encode fewer inputs at a time");
         var logits = head is null ? null : new float[logitsLength];
         Array.Fill(ids, tokenizer.PadId);
-        for (int start = 0; start < N; start += batchSize)
+        int finished = 0;
+        foreach (var indices in BertBatch.ByLength(encodings, batchSize))
         {
-            var batch = tokenizer.Pad(encodings.GetRange(start, Math.Min(batchSize, N - start)));
+            var batch = tokenizer.Pad([.. indices.Select(i => encodings[i])]);
             // One pass per batch: a head's logits come from the same encoder run as the hidden states.
             var (output, batchLogits) = head is null ? (model.Forward(batch), null) : head.Run(batch);
             int t = batch.SequenceLength;
             for (int b = 0; b < batch.BatchSize; b++)
             {
-                int n = start + b;
+                int n = indices[b];
                 for (int i = 0; i < t; i++)
                 {
                     ids[n * T + i] = batch.InputIds[b * t + i];
@@ -75,7 +75,7 @@ internal static class EncodeInput
                     batchLogits.AsSpan(b * rows * L, rows * L).CopyTo(logits.AsSpan(n * rowsPerExample * L));
                 }
             }
-            done?.Invoke(start + batch.BatchSize);
+            done?.Invoke(finished += batch.BatchSize);
         }
         var tensors = new List<SafeTensorData>
         {

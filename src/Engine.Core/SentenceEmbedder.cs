@@ -73,16 +73,20 @@ public sealed class SentenceEmbedder : IDisposable
 
     public float[][] Embed(IReadOnlyList<string> texts) => Embed(Tokenize(texts));
 
-    /// <summary>The embeddings of already tokenized texts, <see cref="BatchSize"/> at a time.</summary>
-    public float[][] Embed(IReadOnlyList<Encoding> encodings)
+    /// <summary>
+    /// The embeddings of already tokenized texts, in their order, computed <see cref="BatchSize"/> at a time in batches of
+    /// like length (<see cref="BertBatch.ByLength"/>); <paramref name="done"/> is told how many are done after each batch.
+    /// </summary>
+    public float[][] Embed(IReadOnlyList<Encoding> encodings, Action<int>? done = null)
     {
-        if (BatchSize <= 0) throw new EngineException($"batch size must be positive, got {BatchSize}");
         var result = new float[encodings.Count][];
-        for (int start = 0; start < encodings.Count; start += BatchSize)
+        int finished = 0;
+        foreach (var indices in BertBatch.ByLength(encodings, BatchSize))
         {
-            var batch = Tokenizer.Pad([.. encodings.Skip(start).Take(BatchSize)]);
+            var batch = Tokenizer.Pad([.. indices.Select(i => encodings[i])]);
             var output = Model.Forward(batch);
-            for (int b = 0; b < batch.BatchSize; b++) result[start + b] = Pool(output, batch, b);
+            for (int b = 0; b < batch.BatchSize; b++) result[indices[b]] = Pool(output, batch, b);
+            done?.Invoke(finished += indices.Length);
         }
         return result;
     }

@@ -104,3 +104,38 @@ public sealed class ArenaTests
         Assert.Equal(grown, backend.Allocations);
     }
 }
+
+/// <summary>Texts batched by length (little padding) come back in their order, equal to each text run alone.</summary>
+public sealed class LengthBatchingTests
+{
+    [Fact]
+    public void BatchesRunLongestFirstWithEveryIndexOnce()
+    {
+        int[] lengths = [3, 9, 5, 9, 1, 7, 5];
+        var encodings = lengths.Select(n => new Engine.Tokenization.Encoding(new int[n], new int[n], new int[n])).ToList();
+        var batches = BertBatch.ByLength(encodings, 3).ToList();
+        Assert.Equal([[1, 3, 5], [2, 6, 0], [4]], batches);
+        Assert.Throws<EngineException>(() => BertBatch.ByLength(encodings, 0));
+    }
+
+    [Fact]
+    public void EmbeddingsBatchedByLengthEqualEachTextAlone()
+    {
+        string[] texts =
+        [
+            "A short one.",
+            "A much longer sentence about a man who is eating a piece of bread in the kitchen while it rains outside.",
+            "Medium length text about the weather.",
+            "Hi",
+            "Another fairly long sentence, with commas, clauses and a few more words than the medium one has.",
+        ];
+        string directory = Engine.Reference.PretrainedModels.MiniLM.Directory;
+        using var embedder = new SentenceEmbedder(Engine.Tokenization.BertTokenizer.Load(directory), BertModel.Load(directory, new CpuBackend())) { BatchSize = 2 };
+        var batched = embedder.Embed(texts);
+        for (int i = 0; i < texts.Length; i++)
+        {
+            var alone = embedder.Embed(texts[i]);
+            Assert.True(batched[i].Zip(alone).All(p => Math.Abs(p.First - p.Second) <= 1e-6f), $"text {i} differs from its embedding alone");
+        }
+    }
+}

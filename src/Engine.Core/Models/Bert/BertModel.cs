@@ -25,6 +25,18 @@ public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds
         }
         return new BertBatch(B, T, ids, types, mask);
     }
+
+    /// <summary>
+    /// Indices of <paramref name="encodings"/> in batches of up to <paramref name="batchSize"/>, longest first (as
+    /// sentence-transformers orders them): texts of like length share a batch, so padding, which costs as much as real
+    /// tokens in every Linear, all but vanishes. Equal lengths keep their order; every index appears once, for the caller
+    /// to put each result back in its place.
+    /// </summary>
+    public static IEnumerable<int[]> ByLength(IReadOnlyList<Tokenization.Encoding> encodings, int batchSize)
+    {
+        if (batchSize <= 0) throw new EngineException($"batch size must be positive, got {batchSize}");
+        return Enumerable.Range(0, encodings.Count).OrderByDescending(i => encodings[i].InputIds.Length).Chunk(batchSize);
+    }
 }
 
 /// <summary>
