@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -31,6 +32,7 @@ public static class Probabilities
     }
 
     /// <summary>One pass for e^(x − max) and its sum with the float exponential (TensorPrimitives.Exp took most of attention's time), one to normalise.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void FromLogits<V>(ReadOnlySpan<float> logits, Span<float> probabilities) where V : struct, ISimd<V>
     {
         float max = TensorPrimitives.Max(logits);
@@ -114,6 +116,7 @@ internal static unsafe class CpuActivations
     /// <paramref name="stride"/> (a GEMM epilogue's tile; source and destination may be the same): one call per tile,
     /// the function inlined, so a 32-column tile pays no per-row call.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static unsafe void ApplyTile(float* source, float* destination, int rows, int cols, long stride, Activation activation)
     {
         if (activation == Activation.Gelu)
@@ -138,6 +141,7 @@ internal static unsafe class CpuActivations
     }
 
     /// <summary>output = F(x, y) a vector at a time; the last partial vector goes through a zero-padded copy (one formula for every element).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ByVectors<F, V>(ReadOnlySpan<float> x, ReadOnlySpan<float> y, Span<float> output) where F : struct, IVectorFunction where V : struct, ISimd<V>
     {
         int width = V.Count, i = 0, n = x.Length;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -38,7 +39,7 @@ internal static class CpuAttention
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
         // Scratch per worker thread, sized for the longest row: no allocation per task.
-        CpuParallel.For(0, B * NH, () => new Scratch(T, HS), (task, _, scratch) =>
+        CpuParallel.For(0, B * NH, () => new Scratch(T, HS), [MethodImpl(MethodImplOptions.AggressiveOptimization)] (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
             var valid = scratch.Valid;
@@ -84,6 +85,7 @@ internal static class CpuAttention
     /// scores (QueryBlock, T') = queries (QueryBlock, HS), already scaled, · Kᵀ (HS, T'): four queries × four vectors of keys
     /// (16 accumulators) per pass over the head, each key vector loaded once for the four queries.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void ScoresBlock<V>(float[] keysTransposed, int n, float[] queries, int HS, float[] scores) where V : struct, ISimd<V>
     {
         int w = V.Count, j = 0;
@@ -144,6 +146,7 @@ internal static class CpuAttention
     /// p (QueryBlock, T') · V (T', HS): four queries × two vectors of the head (8 accumulators), each value row loaded once
     /// for the four queries.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void WeightedSumBlock<V>(float[] values, int n, int HS, float[] probabilities, float[] output, int offset, int stride, int rows)
         where V : struct, ISimd<V>
     {
@@ -225,7 +228,7 @@ internal static class CpuAttention
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
-        CpuParallel.For(0, B * NH, () => new BackwardScratch(T, HS), (task, _, scratch) =>
+        CpuParallel.For(0, B * NH, () => new BackwardScratch(T, HS), [MethodImpl(MethodImplOptions.AggressiveOptimization)] (task, _, scratch) =>
         {
             int b = task / NH, h = task % NH;
             var valid = scratch.Valid;
@@ -298,6 +301,7 @@ internal static class CpuAttention
     }
 
     /// <summary>rows (T', HS) += coefficients (T') ⊗ vector (HS): row j gains coefficients[j]·vector.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void RankOneUpdate<V>(Span<float> rows, ReadOnlySpan<float> coefficients, ReadOnlySpan<float> vector) where V : struct, ISimd<V>
     {
         int n = coefficients.Length, HS = vector.Length, w = V.Count;
@@ -348,6 +352,7 @@ internal static class CpuAttention
     }
 
     /// <summary>scores (T') = scale · q (HS) · Kᵀ (HS, T'), four vectors of keys at a time in registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void Scores<V>(float[] keysTransposed, int n, ReadOnlySpan<float> q, float scale, Span<float> scores) where V : struct, ISimd<V>
     {
         int HS = q.Length, w = V.Count, j = 0;
@@ -390,6 +395,7 @@ internal static class CpuAttention
     /// (eight independent multiply-add chains, summed at the end), so a small head (MiniLM's 32 = two 512-bit vectors)
     /// keeps the FMA ports busy instead of waiting on one chain per vector.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static unsafe void WeightedSum<V>(float[] values, ReadOnlySpan<float> probabilities, Span<float> output) where V : struct, ISimd<V>
     {
         int n = probabilities.Length, HS = output.Length, w = V.Count, d = 0;

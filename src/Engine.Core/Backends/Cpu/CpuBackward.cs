@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Numerics.Tensors;
 
 namespace Engine.Backends.Cpu;
@@ -16,14 +17,14 @@ internal static class CpuBackward
                 Array.Copy(dOutput, dInput, n);
                 break;
             case Activation.Gelu:
-                CpuParallel.For(0, (n + 4095) / 4096, chunk =>
+                CpuParallel.For(0, (n + 4095) / 4096, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (chunk) =>
                 {
                     int start = chunk * 4096, length = Math.Min(n - start, 4096);
                     CpuActivations.GeluBackward(dOutput.AsSpan(start, length), input.AsSpan(start, length), dInput.AsSpan(start, length));
                 });
                 break;
             case Activation.Tanh:
-                CpuParallel.For(0, (n + 4095) / 4096, chunk =>
+                CpuParallel.For(0, (n + 4095) / 4096, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (chunk) =>
                 {
                     for (int i = chunk * 4096, end = Math.Min(n, i + 4096); i < end; i++)
                     {
@@ -45,7 +46,7 @@ internal static class CpuBackward
         int[] inputIds, int[] positionIds, int[] tokenTypeIds, int B, int T, int C)
     {
         const int Slice = 64;
-        CpuParallel.For(0, (C + Slice - 1) / Slice, slice =>
+        CpuParallel.For(0, (C + Slice - 1) / Slice, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (slice) =>
         {
             int c0 = slice * Slice, width = Math.Min(Slice, C - c0);
             for (int token = 0; token < B * T; token++)
@@ -68,7 +69,7 @@ internal static class CpuBackward
             return;
         }
         const int Chunk = 4096;
-        CpuParallel.For(0, (n + Chunk - 1) / Chunk, chunk =>
+        CpuParallel.For(0, (n + Chunk - 1) / Chunk, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (chunk) =>
         {
             int start = chunk * Chunk, length = Math.Min(n - start, Chunk);
             Span<float> factors = stackalloc float[length];
@@ -96,7 +97,7 @@ internal static class CpuBackward
     }
 
     public static void SoftmaxBackward(float[] dInput, float[] dOutput, float[] output, int rows, int N) =>
-        CpuParallel.For(0, rows, row =>
+        CpuParallel.For(0, rows, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (row) =>
         {
             var y = output.AsSpan(row * N, N);
             var dy = dOutput.AsSpan(row * N, N);
@@ -110,7 +111,7 @@ internal static class CpuBackward
     {
         int counted = labels.Take(B).Count(l => l >= 0);
         float scale = counted == 0 ? 0f : 1f / counted;
-        CpuParallel.For(0, B, row =>
+        CpuParallel.For(0, B, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (row) =>
         {
             var dx = dLogits.AsSpan(row * V, V);
             int label = labels[row];

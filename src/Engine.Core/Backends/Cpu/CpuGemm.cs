@@ -34,7 +34,7 @@ internal static unsafe class CpuGemm
         var packed = destination ?? GC.AllocateUninitializedArray<float>(PackedLength(N, K, width));
         if (packed.Length < PackedLength(N, K, width)) throw new ArgumentException($"packing buffer of {packed.Length} elements for a ({N},{K}) operand");
         int panels = (N + nr - 1) / nr;
-        CpuParallel.For(0, panels, p =>
+        CpuParallel.For(0, panels, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (p) =>
         {
             int columns = Math.Min(nr, N - p * nr);
             var panel = packed.AsSpan(p * K * nr, K * nr);
@@ -106,7 +106,7 @@ internal static unsafe class CpuGemm
             else tilesPerChunk /= 2;
         }
         int rowChunk = tilesPerChunk * mr, groups = Groups();
-        CpuParallel.For(0, Chunks() * groups, item =>
+        CpuParallel.For(0, Chunks() * groups, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (item) =>
         {
             int chunk = item / groups, group = item % groups;
             int rowStart = chunk * rowChunk, rowEnd = Math.Min(M, rowStart + rowChunk);
@@ -280,6 +280,7 @@ internal static unsafe class CpuGemm
     }
 
     /// <summary>A partial tile (fewer rows, or a panel past N's end) into a (rows, NR) buffer, one row at a time.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void EdgeTile<V>(float* a, nint rowStride, nint kStride, int depth, int rows, float* panel, float* bias, float* tile, int nr) where V : struct, ISimd<V>
     {
         int w = V.Count;

@@ -68,13 +68,14 @@ internal static unsafe class CpuInt8Gemm
             throw new ArgumentException($"buffers too short to quantize ({M},{K})");
         shifted.AsSpan(M * stride, ShiftedLength(M, K) - M * stride).Fill(128);
         const int RowsPerItem = 16;
-        CpuParallel.For(0, (M + RowsPerItem - 1) / RowsPerItem, item =>
+        CpuParallel.For(0, (M + RowsPerItem - 1) / RowsPerItem, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (item) =>
         {
             for (int m = item * RowsPerItem; m < Math.Min(M, (item + 1) * RowsPerItem); m++)
                 QuantizeRow(input.AsSpan(m * K, K), shifted.AsSpan(m * stride, stride), out rowScales[m]);
         });
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void QuantizeRow(ReadOnlySpan<float> row, Span<byte> shifted, out float scale)
     {
         float max = TensorPrimitives.MaxMagnitude(row);
@@ -136,6 +137,7 @@ internal static unsafe class CpuInt8Gemm
     }
 
     /// <summary>A panel's sums one at a time, for the columns below N (a partial panel, or the integer results of the tests).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void StoreEach<TEpilogue>(ref TEpilogue epilogue, int m, int rows, int n, int N,
         Vector256<int> r0, Vector256<int> r1, Vector256<int> r2, Vector256<int> r3, Vector256<int> r4, Vector256<int> r5) where TEpilogue : struct, IEpilogue
     {
@@ -214,7 +216,7 @@ internal static unsafe class CpuInt8Gemm
         if (shifted.Length < ShiftedLength(M, w.K)) throw new ArgumentException($"{shifted.Length} activation bytes for ({M},{w.K})");
         int rowChunks = (M + ChunkRows - 1) / ChunkRows, columnChunks = (w.PanelCount + ChunkPanels - 1) / ChunkPanels;
         bool vnni = useVnni && AvxVnni.IsSupported;
-        CpuParallel.For(0, rowChunks * columnChunks, item =>
+        CpuParallel.For(0, rowChunks * columnChunks, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (item) =>
         {
             int m0 = item / columnChunks * ChunkRows, m1 = Math.Min(M, m0 + ChunkRows);
             int p0 = item % columnChunks * ChunkPanels, p1 = Math.Min(w.PanelCount, p0 + ChunkPanels);
@@ -228,6 +230,7 @@ internal static unsafe class CpuInt8Gemm
     }
 
     /// <summary>Rows [m, m+6) × panels p…p+2: 18 accumulators; per group of 4 k, three panel loads and six broadcasts.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void TileVnni<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m, int rows, int p) where TEpilogue : struct, IEpilogue
     {
         int groups = w.Groups, stride = groups * GroupBytes, panelBytes = groups * PanelColumns * GroupBytes;
@@ -263,6 +266,7 @@ internal static unsafe class CpuInt8Gemm
         if (n + 2 * PanelColumns < w.N) epilogue.Store(m, rows, n + 2 * PanelColumns, c02, c12, c22, c32, c42, c52);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Portable<TEpilogue>(ref TEpilogue epilogue, byte[] shifted, PackedWeights w, int m0, int m1, int p0, int p1) where TEpilogue : struct, IEpilogue
     {
         int groups = w.Groups, stride = groups * GroupBytes;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Buffers;
 using System.Numerics.Tensors;
 
@@ -9,7 +10,7 @@ internal static class CpuNormalization
     /// <summary>out (N,C) = (x − mean)·rstd·weight + bias, x = input + residual; two passes (mean, then variance of the centred row).</summary>
     public static void LayerNorm(float[] output, float[] input, float[]? residual, ArraySegment<float> weight, ArraySegment<float> bias, int N, int C, float eps)
     {
-        CpuParallel.For(0, N, () => new float[C], (row, _, x) =>
+        CpuParallel.For(0, N, () => new float[C], [MethodImpl(MethodImplOptions.AggressiveOptimization)] (row, _, x) =>
         {
             var inRow = input.AsSpan(row * C, C);
             if (residual is null) inRow.CopyTo(x);
@@ -37,7 +38,7 @@ internal static class CpuNormalization
         var normalized = ArrayPool<float>.Shared.Rent(N * C); // x̂ (N,C), for the parameter gradients
         try
         {
-            CpuParallel.For(0, N, () => new float[C], (row, _, g) =>
+            CpuParallel.For(0, N, () => new float[C], [MethodImpl(MethodImplOptions.AggressiveOptimization)] (row, _, g) =>
             {
                 var xHat = normalized.AsSpan(row * C, C);
                 var inRow = input.AsSpan(row * C, C);
@@ -58,7 +59,7 @@ internal static class CpuNormalization
                 return g;
             }, _ => { });
             const int Slice = 64;
-            CpuParallel.For(0, (C + Slice - 1) / Slice, slice =>
+            CpuParallel.For(0, (C + Slice - 1) / Slice, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (slice) =>
             {
                 int c0 = slice * Slice, width = Math.Min(Slice, C - c0);
                 Span<float> weightSum = dWeight.AsSpan(c0, width), biasSum = dBias.AsSpan(c0, width);
@@ -95,7 +96,7 @@ internal static class CpuNormalization
     public static void Embeddings(float[] output, int[] inputIds, int[] positionIds, int[] tokenTypeIds, WordRows word, ArraySegment<float> position,
         ArraySegment<float> tokenType, int B, int T, int C)
     {
-        CpuParallel.For(0, B * T, token =>
+        CpuParallel.For(0, B * T, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (token) =>
         {
             var outRow = output.AsSpan(token * C, C);
             word.Read(inputIds[token], outRow);
