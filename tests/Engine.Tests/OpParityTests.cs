@@ -102,13 +102,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
     [SkippableTheory, MemberData(nameof(GemmWidthCases))]
     public void GemmAtEveryVectorWidth(int width, string name)
     {
-        bool accelerated = width switch
-        {
-            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
-            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
-            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
-        };
-        Skip.IfNot(accelerated, $"{width * 32}-bit vectors are not hardware-accelerated here");
+        SkipUnlessAccelerated(width);
         var c = OpCases.Linear.Single(x => x.Name == name);
         var (input, weight, bias) = c.Inputs;
         var output = Enumerable.Repeat(float.NaN, c.M * c.N).ToArray();
@@ -116,6 +110,13 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         var result = ParityCheck.Compare("linear", $"{name} at width {width}", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), bias?.AsDoubles(), c.M, c.K, c.N, c.Activation), output, OpCases.LinearTolerance);
         Assert.True(result.Passed, result.ToString());
     }
+
+    private static void SkipUnlessAccelerated(int width) => Skip.IfNot(width switch
+    {
+        16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
+        8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
+        _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
+    }, $"{width * 32}-bit vectors are not hardware-accelerated here");
 
     public static TheoryData<int, string> TransposedGemmWidthCases
     {
@@ -132,12 +133,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
     [SkippableTheory, MemberData(nameof(TransposedGemmWidthCases))]
     public void TransposedGemmAtEveryVectorWidth(int width, string name)
     {
-        Skip.IfNot(width switch
-        {
-            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
-            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
-            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
-        }, $"{width * 32}-bit vectors are not hardware-accelerated here");
+        SkipUnlessAccelerated(width);
         var c = OpCases.MatMul.Single(x => x.Name == name);
         var (a, b) = c.Inputs;
         var s = c.Shape;
@@ -151,12 +147,7 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
     [SkippableTheory, MemberData(nameof(GemmWidthCases))]
     public void AccumulatingGemmAtEveryVectorWidth(int width, string name)
     {
-        Skip.IfNot(width switch
-        {
-            16 => System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated,
-            8 => System.Runtime.Intrinsics.Vector256.IsHardwareAccelerated,
-            _ => System.Runtime.Intrinsics.Vector128.IsHardwareAccelerated,
-        }, $"{width * 32}-bit vectors are not hardware-accelerated here");
+        SkipUnlessAccelerated(width);
         var c = OpCases.Linear.Single(x => x.Name == name);
         var (input, weight, _) = c.Inputs;
         var previous = OpCases.Random(c.M * c.N, 41);

@@ -90,7 +90,7 @@ internal static unsafe class CpuGemm
         int nr = 2 * V.Count, mr = V.Count == 16 ? 8 : 6;
         int panels = (N + nr - 1) / nr;
         int depthBlock = DepthBlock(K, nr);
-        nint rowStride = transposedA ? 1 : K, kStride = transposedA ? M : 1;
+        // Tiles read A rows of K (row-major) or the packed (MR-row tiles, depth, MR) block of a transposed A.
         nint tileRowStride = transposedA ? 1 : K, tileKStride = transposedA ? mr : 1;
         // An item is a chunk of rows × a group of panels. Each K block of the chunk's A (up to 192 × depth) stays in L2
         // while the group's panel blocks pass it, each block in L1 over every row tile: 8 panels × 24 tiles load a
@@ -153,7 +153,7 @@ internal static unsafe class CpuGemm
                         for (int row = rowStart; row < rowEnd; row += mr)
                         {
                             int rows = Math.Min(mr, rowEnd - row);
-                            float* aTile = pA is not null ? pA + (long)(row - rowStart) * depth : pa + row * rowStride + k0 * kStride;
+                            float* aTile = pA is not null ? pA + (long)(row - rowStart) * depth : pa + (long)row * K + k0;
                             // The tile goes to the pre-activation when training keeps it; the activation then writes C from it.
                             float* product = pc + (long)row * N + col, destination = pPre is null ? product : pPre + (long)row * N + col;
                             if (rows == mr && cols == nr)
