@@ -1,7 +1,10 @@
-// Attention: fused multi-head self-attention forward with a key padding mask.
+// Attention: fused multi-head self-attention forward and backward, over padded sequences with a key mask or
+// packed ones (SequenceLayout).
 //
-// Shapes: qkv (B,T,3C) holding Q, K, V side by side, each (B,T,NH,HS); keyMask (B,T), 0 = padding;
-// out (B,T,C), C = NH·HS. The forward caches nothing: its backward recomputes the probabilities (below).
+// Shapes: qkv (rows,3C) holding Q, K, V side by side, each (rows,NH,HS); out (rows,C), C = NH·HS. Padded:
+// sequence b is rows b·T … b·T + T − 1 and indices is the key mask (B,T), 0 = padding; packed: sequence b is rows
+// indices[b] … indices[b + 1] − 1 (cumulative lengths, each ≤ T), every key real, and the warps of a
+// sequence's missing queries (i ≥ its length) return at once. The forward caches nothing: its backward recomputes the probabilities (below).
 // Scheme: one warp per (b, h, query); lane l holds head dimensions l, l+32, l+64, l+96 (HS ≤ 128, a
 // specialization constant); keys are visited once with an online softmax (running max, rescaled sum and
 // output), so the T×T score matrix never exists, in global memory or anywhere. Masked keys are skipped
@@ -15,7 +18,7 @@
 // and keeps (m, l, D) in statistics (B,NH,T,3); then a warp per key sums dk = scale·Σ_i p(dp − D)·q_i and
 // dv = Σ_i p·f·dO_i over the queries. Masked keys get zero gradients.
 // History: v1 warp-per-query online softmax, K/V read through the cache; v2 backward; v3 dropout on the
-// probabilities (this version).
+// probabilities; v4 packed sequences (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -26,8 +29,17 @@ internal static class AttentionKernels
 {
     public const int WarpsPerGroup = 4, MaxHeadSize = 128;
 
-    public readonly record struct Shape(int B, int T, int NH, float Scale, Backends.DropoutMask Dropout)
+    /// <summary>The sizes; <c>Packed</c> is 1 when the layout's indices are cumulative lengths, 0 when they are a key mask.</summary>
+    public readonly record struct Shape(int B, int T, int NH, float Scale, Backends.DropoutMask Dropout, int Packed)
     {
+        /// <summary>The row of sequence b's token i.</summary>
+        public long Row(ArrayView<int> indices, int b, int i) => Packed != 0 ? indices[b] + (long)i : (long)b * T + i;
+
+        /// <summary>Sequence b's tokens: its length when packed, T when padded.</summary>
+        public int Count(ArrayView<int> indices, int b) => Packed != 0 ? indices[b + 1] - indices[b] : T;
+
+        public bool IsKey(ArrayView<int> indices, int b, int j) => Packed != 0 || indices[b * T + j] != 0;
+
         /// <summary>Key j's dropout factor for query row <paramref name="query"/> = (b·NH + h)·T + i.</summary>
         public float Factor(long query, int j) => Dropout.IsActive ? Dropout.Factor(query * T + j) : 1f;
     }
@@ -35,15 +47,17 @@ internal static class AttentionKernels
     public static KernelConfig Config(Shape s, int warpSize) =>
         new((int)(((long)s.B * s.NH * s.T + WarpsPerGroup - 1) / WarpsPerGroup), WarpsPerGroup * warpSize);
 
-    public static void Kernel(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, Shape s, SpecializedValue<int> headSize)
+    public static void Kernel(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> indices, Shape s, SpecializedValue<int> headSize)
     {
         int HS = headSize.Value, C = s.NH * HS, lane = Warp.LaneIdx;
         long query = (long)Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         if (query >= (long)s.B * s.NH * s.T) return; // uniform per warp
         int i = (int)(query % s.T), h = (int)(query / s.T % s.NH), b = (int)(query / ((long)s.T * s.NH));
+        int count = s.Count(indices, b);
+        if (i >= count) return;
 
-        var row = QueryRow.Compute(qkv, keyMask, s, HS, b, h, i, lane);
-        long outBase = ((long)b * s.T + i) * C + h * HS;
+        var row = QueryRow.Compute(qkv, indices, s, HS, b, h, i, count, lane);
+        long outBase = s.Row(indices, b, i) * C + h * HS;
         Store(output, outBase, lane, HS, row.O0 * row.Inverse);
         Store(output, outBase, lane + 32, HS, row.O1 * row.Inverse);
         Store(output, outBase, lane + 64, HS, row.O2 * row.Inverse);
@@ -52,26 +66,28 @@ internal static class AttentionKernels
 
     /// <summary>dq for one query per warp, and its (max, sum, D) statistics.</summary>
     public static void QueryBackwardKernel(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
-        ArrayView<int> keyMask, Shape s, SpecializedValue<int> headSize)
+        ArrayView<int> indices, Shape s, SpecializedValue<int> headSize)
     {
         int HS = headSize.Value, C = s.NH * HS, lane = Warp.LaneIdx;
         long query = (long)Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         if (query >= (long)s.B * s.NH * s.T) return;
         int i = (int)(query % s.T), h = (int)(query / s.T % s.NH), b = (int)(query / ((long)s.T * s.NH));
-        long qBase = ((long)b * s.T + i) * 3 * C + h * HS, oBase = ((long)b * s.T + i) * C + h * HS;
+        int count = s.Count(indices, b);
+        if (i >= count) return;
+        long qRow = s.Row(indices, b, i), qBase = qRow * 3 * C + h * HS, oBase = qRow * C + h * HS;
         float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
         float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
         // Pass 1: the forward's statistics and output, as the forward kernel computes them.
-        var row = QueryRow.Compute(qkv, keyMask, s, HS, b, h, i, lane);
+        var row = QueryRow.Compute(qkv, indices, s, HS, b, h, i, count, lane);
         float max = row.Max, inverse = row.Inverse;
         float o0 = row.O0 * inverse, o1 = row.O1 * inverse, o2 = row.O2 * inverse, o3 = row.O3 * inverse;
         float d = WarpSum(g0 * o0 + g1 * o1 + g2 * o2 + g3 * o3);
         // Pass 2: dq.
         float dq0 = 0f, dq1 = 0f, dq2 = 0f, dq3 = 0f;
-        for (int j = 0; j < s.T && inverse > 0f; j++)
+        for (int j = 0; j < count && inverse > 0f; j++)
         {
-            if (keyMask[b * s.T + j] == 0) continue;
-            long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+            if (!s.IsKey(indices, b, j)) continue;
+            long kBase = s.Row(indices, b, j) * 3 * C + C + h * HS, vBase = kBase + C;
             float k0 = Load(qkv, kBase, lane, HS), k1 = Load(qkv, kBase, lane + 32, HS), k2 = Load(qkv, kBase, lane + 64, HS), k3 = Load(qkv, kBase, lane + 96, HS);
             float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - max) * inverse;
             float dp = s.Factor(query, j) * WarpSum(g0 * Load(qkv, vBase, lane, HS) + g1 * Load(qkv, vBase, lane + 32, HS) + g2 * Load(qkv, vBase, lane + 64, HS) + g3 * Load(qkv, vBase, lane + 96, HS));
@@ -92,24 +108,26 @@ internal static class AttentionKernels
 
     /// <summary>dk and dv for one key per warp, from the queries' statistics.</summary>
     public static void KeyBackwardKernel(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<float> qkv,
-        ArrayView<int> keyMask, Shape s, SpecializedValue<int> headSize)
+        ArrayView<int> indices, Shape s, SpecializedValue<int> headSize)
     {
         int HS = headSize.Value, C = s.NH * HS, lane = Warp.LaneIdx;
         long key = (long)Grid.IdxX * WarpsPerGroup + Warp.WarpIdx;
         if (key >= (long)s.B * s.NH * s.T) return;
         int j = (int)(key % s.T), h = (int)(key / s.T % s.NH), b = (int)(key / ((long)s.T * s.NH));
-        long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+        int count = s.Count(indices, b);
+        if (j >= count) return;
+        long kBase = s.Row(indices, b, j) * 3 * C + C + h * HS, vBase = kBase + C;
         float dk0 = 0f, dk1 = 0f, dk2 = 0f, dk3 = 0f, dv0 = 0f, dv1 = 0f, dv2 = 0f, dv3 = 0f;
-        if (keyMask[b * s.T + j] != 0)
+        if (s.IsKey(indices, b, j))
         {
             float k0 = Load(qkv, kBase, lane, HS), k1 = Load(qkv, kBase, lane + 32, HS), k2 = Load(qkv, kBase, lane + 64, HS), k3 = Load(qkv, kBase, lane + 96, HS);
             float v0 = Load(qkv, vBase, lane, HS), v1 = Load(qkv, vBase, lane + 32, HS), v2 = Load(qkv, vBase, lane + 64, HS), v3 = Load(qkv, vBase, lane + 96, HS);
-            for (int i = 0; i < s.T; i++)
+            for (int i = 0; i < count; i++)
             {
                 long query = ((long)b * s.NH + h) * s.T + i;
                 float inverse = statistics[3 * query + 1];
                 if (inverse == 0f) continue; // a query with no unmasked key
-                long qBase = ((long)b * s.T + i) * 3 * C + h * HS, oBase = ((long)b * s.T + i) * C + h * HS;
+                long qRow = s.Row(indices, b, i), qBase = qRow * 3 * C + h * HS, oBase = qRow * C + h * HS;
                 float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS), q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
                 float g0 = Load(dOutput, oBase, lane, HS), g1 = Load(dOutput, oBase, lane + 32, HS), g2 = Load(dOutput, oBase, lane + 64, HS), g3 = Load(dOutput, oBase, lane + 96, HS);
                 float p = XMath.Exp(WarpSum(q0 * k0 + q1 * k1 + q2 * k2 + q3 * k3) * s.Scale - statistics[3 * query]) * inverse;
@@ -133,18 +151,18 @@ internal static class AttentionKernels
     {
         public readonly float Max = max, Inverse = inverse, O0 = o0, O1 = o1, O2 = o2, O3 = o3;
 
-        public static QueryRow Compute(ArrayView<float> qkv, ArrayView<int> keyMask, Shape s, int HS, int b, int h, int i, int lane)
+        public static QueryRow Compute(ArrayView<float> qkv, ArrayView<int> indices, Shape s, int HS, int b, int h, int i, int count, int lane)
         {
             int C = s.NH * HS;
-            long qBase = ((long)b * s.T + i) * 3 * C + h * HS;
+            long qBase = s.Row(indices, b, i) * 3 * C + h * HS;
             float q0 = Load(qkv, qBase, lane, HS), q1 = Load(qkv, qBase, lane + 32, HS);
             float q2 = Load(qkv, qBase, lane + 64, HS), q3 = Load(qkv, qBase, lane + 96, HS);
             float max = float.NegativeInfinity, sum = 0f, o0 = 0f, o1 = 0f, o2 = 0f, o3 = 0f;
             long query = ((long)b * s.NH + h) * s.T + i;
-            for (int j = 0; j < s.T; j++)
+            for (int j = 0; j < count; j++)
             {
-                if (keyMask[b * s.T + j] == 0) continue;
-                long kBase = ((long)b * s.T + j) * 3 * C + C + h * HS, vBase = kBase + C;
+                if (!s.IsKey(indices, b, j)) continue;
+                long kBase = s.Row(indices, b, j) * 3 * C + C + h * HS, vBase = kBase + C;
                 float partial = q0 * Load(qkv, kBase, lane, HS) + q1 * Load(qkv, kBase, lane + 32, HS)
                     + q2 * Load(qkv, kBase, lane + 64, HS) + q3 * Load(qkv, kBase, lane + 96, HS);
                 float score = WarpSum(partial) * s.Scale;

@@ -302,16 +302,20 @@ public sealed class IlgpuBackend : ITrainingBackend
         _columnFinish(C, View(dBias), partialB, chunks, C);
     }
 
-    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS, DropoutMask dropout)
+    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
-        OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
-        if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
-        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
+        OpShapes.AttentionBackward(dQkv, dOutput, qkv, sequences, NH, HS, dropout);
+        var shape = AttentionShape(sequences, NH, HS, dropout);
         var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
-        var statistics = Scratch(3L * B * NH * T);
-        _attentionQueryBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
-        _attentionKeyBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
+        var statistics = Scratch(3L * sequences.B * NH * sequences.T);
+        _attentionQueryBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
+        _attentionKeyBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
+    }
+
+    private static AttentionKernels.Shape AttentionShape(SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
+    {
+        if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
+        return new AttentionKernels.Shape(sequences.B, sequences.T, NH, 1f / MathF.Sqrt(HS), dropout, sequences.IsPacked ? 1 : 0);
     }
 
     public void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,
@@ -418,12 +422,11 @@ public sealed class IlgpuBackend : ITrainingBackend
         if (rows > 0 && N > 0) _softmax(SoftmaxKernels.Config(rows, _accelerator.WarpSize), View(output), View(input), rows, N);
     }
 
-    public void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public void Attention(Tensor output, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
-        OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
-        if (HS > AttentionKernels.MaxHeadSize) throw new NotSupportedException($"head size {HS} exceeds the attention kernel's {AttentionKernels.MaxHeadSize}");
-        var shape = new AttentionKernels.Shape(B, T, NH, 1f / MathF.Sqrt(HS), dropout);
-        _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(keyMask), shape, SpecializedValue.New(HS));
+        OpShapes.Attention(output, qkv, sequences, NH, HS, dropout);
+        var shape = AttentionShape(sequences, NH, HS, dropout);
+        _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
     }
 
     public void LayerNorm(Tensor output, Tensor input, Tensor? residual,

@@ -372,8 +372,13 @@ public sealed class MeanSquaredErrorCase(string name, int N) : OpCase("mse", nam
     }
 }
 
-/// <summary>Multi-head self-attention with a key padding mask over ragged rows; <paramref name="dropout"/> &gt; 0 drops probabilities on a fixed Philox stream.</summary>
-public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, float dropout = 0f, float scale = 2f) : OpCase("attention", name), IReferenceGradient
+/// <summary>
+/// Multi-head self-attention over ragged rows, padded with a key mask or <paramref name="packed"/> (cumulative lengths, no
+/// pad rows); <paramref name="dropout"/> &gt; 0 drops probabilities on a fixed Philox stream. A packed case is judged against
+/// the padded reference on the real rows, so it holds the packed path equal to the padded one.
+/// </summary>
+public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, float dropout = 0f, float scale = 2f, bool packed = false)
+    : OpCase("attention", name), IReferenceGradient
 {
     private readonly Lazy<float[]> _qkv = new(() => OpCases.Random(b * t * 3 * nh * hs, 5, scale));
     private int C => NH * HS;
@@ -382,42 +387,64 @@ public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int
     public int T => t;
     public int NH => nh;
     public int HS => hs;
+    public bool Packed => packed;
+    /// <summary>Rows of the op's operands: B·T padded, the real tokens packed.</summary>
+    public int Rows => packed ? lengths.Sum() : B * T;
     public int[] Mask => OpCases.Mask(lengths, T);
+    /// <summary>The packed layout's cumulative lengths (B + 1).</summary>
+    public int[] SequenceStarts => [0, .. lengths.Select((_, i) => lengths.Take(i + 1).Sum())];
     public DropoutMask DropoutMask => new(dropout, 1234, 7);
-    public override long Work => (long)B * NH * T * T * HS;
+    public override long Work => packed ? (long)NH * HS * lengths.Sum(n => (long)n * n) : (long)B * NH * T * T * HS;
     public override double Flops => 4.0 * Work;
     // Forward: a warp per query, a warp sum (5 shuffles) per key. Backward: a warp per query, then per key, each over the other side with several warp sums.
     protected override double EmulatorRounds => 5.0 * B * NH * T * T;
     protected override double EmulatorBackwardRounds => 0.4 * B * NH * T * T * (T + HS);
     public override bool HasBackward => true;
 
+    public SequenceLayout Layout(IBackend backend) =>
+        packed ? SequenceLayout.Packed(backend.UploadArray(SequenceStarts), B, T, Rows) : SequenceLayout.Padded(backend.UploadArray(Mask), B, T);
+
+    /// <summary>The op's operand from a padded (B·T, width) array: itself padded, its real rows packed.</summary>
+    private TValue[] OpRows<TValue>(TValue[] padded, int width) =>
+        packed ? [.. Enumerable.Range(0, B).SelectMany(s => padded.Skip(s * T * width).Take(lengths[s] * width))] : padded;
+
+    /// <summary>∂L/∂output (B·T, C); zero on padded rows when packed (a packed op has no such rows to take a gradient from).</summary>
+    private float[] PaddedOutputGradient()
+    {
+        var dOutput = OpCases.Random(B * T * C, 30);
+        if (packed)
+            for (int s = 0; s < B; s++) dOutput.AsSpan((s * T + lengths[s]) * C, (T - lengths[s]) * C).Clear();
+        return dOutput;
+    }
+
     public override ParityResult Forward(IBackend backend)
     {
-        var output = backend.Poisoned(B * T * C);
-        backend.Attention(output, backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), B, T, NH, HS, DropoutMask);
-        return Compare(ReferenceOps.Attention(_qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), backend.DownloadArray(output), OpCases.AttentionTolerance);
+        var output = backend.Poisoned(Rows * C);
+        backend.Attention(output, backend.UploadArray(OpRows(_qkv.Value, 3 * C)), Layout(backend), NH, HS, DropoutMask);
+        return Compare(OpRows(ReferenceOps.Attention(_qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), C), backend.DownloadArray(output), OpCases.AttentionTolerance);
     }
 
     public override ParityResult Backward(ITrainingBackend backend)
     {
-        var dOutput = OpCases.Random(B * T * C, 30);
-        var dQkv = backend.Poisoned(B * T * 3 * C);
-        backend.AttentionBackward(dQkv, backend.UploadArray(dOutput), backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), B, T, NH, HS, DropoutMask);
-        return CompareBackward(ReferenceGradients.Attention(dOutput.AsDoubles(), _qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), backend.DownloadArray(dQkv));
+        var dOutput = PaddedOutputGradient();
+        var dQkv = backend.Poisoned(Rows * 3 * C);
+        backend.AttentionBackward(dQkv, backend.UploadArray(OpRows(dOutput, C)), backend.UploadArray(OpRows(_qkv.Value, 3 * C)), Layout(backend), NH, HS, DropoutMask);
+        return CompareBackward(OpRows(ReferenceGradients.Attention(dOutput.AsDoubles(), _qkv.Value.AsDoubles(), Mask, B, T, NH, HS, DropoutMask), 3 * C),
+            backend.DownloadArray(dQkv));
     }
 
     public ParityResult ReferenceGradient()
     {
         var qkv = _qkv.Value.AsDoubles();
-        var g = OpCases.Random(B * T * C, 30).AsDoubles();
+        var g = PaddedOutputGradient().AsDoubles();
         var numeric = Numeric(x => Dot(g, ReferenceOps.Attention(x, Mask, B, T, NH, HS, DropoutMask)), qkv);
         return CompareNumeric(numeric, ReferenceGradients.Attention(g, qkv, Mask, B, T, NH, HS, DropoutMask));
     }
 
     public override Action Prepare(IBackend backend)
     {
-        var (qkv, mask, o) = (backend.UploadArray(_qkv.Value), backend.UploadArray(Mask), backend.Allocate<float>(B * T * C));
-        return () => backend.Attention(o, qkv, mask, B, T, NH, HS, DropoutMask);
+        var (qkv, layout, o) = (backend.UploadArray(OpRows(_qkv.Value, 3 * C)), Layout(backend), backend.Allocate<float>(Rows * C));
+        return () => backend.Attention(o, qkv, layout, NH, HS, DropoutMask);
     }
 }
 
@@ -433,11 +460,11 @@ public sealed class PaddedKeysCase() : OpCase("attention", "padded-keys-ignored"
         var qkv = OpCases.Random(B * T * 3 * C, 6);
         var mask = OpCases.Mask([Real], T);
         var first = backend.Poisoned(B * T * C);
-        backend.Attention(first, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, DropoutMask.None);
+        backend.Attention(first, backend.UploadArray(qkv), SequenceLayout.Padded(backend.UploadArray(mask), B, T), NH, HS, DropoutMask.None);
         for (int t = Real; t < T; t++)
             for (int i = 0; i < 3 * C; i++) qkv[t * 3 * C + i] = 1e4f;
         var second = backend.Poisoned(B * T * C);
-        backend.Attention(second, backend.UploadArray(qkv), backend.UploadArray(mask), B, T, NH, HS, DropoutMask.None);
+        backend.Attention(second, backend.UploadArray(qkv), SequenceLayout.Padded(backend.UploadArray(mask), B, T), NH, HS, DropoutMask.None);
         return Compare([.. backend.DownloadArray(first).Take(Real * C).Select(v => (double)v)], [.. backend.DownloadArray(second).Take(Real * C)], new Tolerance(0, 0));
     }
 }

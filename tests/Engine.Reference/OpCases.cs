@@ -108,6 +108,11 @@ public static class OpCases
         new("ragged-dropout", 3, 7, 2, 5, [7, 3, 1], 0.3f),
         new("large-scores", 2, 6, 2, 8, [6, 4], scale: 12f), // q·k/√8 up to ~400: the backward's recomputed softmax must not overflow
         new("minilm-heads-dropout", 2, 33, 12, 32, [33, 20], 0.1f),
+        new("packed-ragged", 3, 7, 2, 5, [7, 3, 1], packed: true),
+        new("packed-ragged-odd-head", 2, 13, 3, 17, [13, 6], packed: true),
+        new("packed-empty-sequence", 3, 5, 2, 8, [5, 0, 3], packed: true),
+        new("packed-ragged-dropout", 3, 7, 2, 5, [7, 3, 1], 0.3f, packed: true),
+        new("packed-minilm-heads-dropout", 3, 33, 12, 32, [20, 33, 7], 0.1f, packed: true),
     ];
 
     public static readonly LayerNormCase[] LayerNorm =

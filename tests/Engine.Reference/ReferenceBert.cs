@@ -21,15 +21,22 @@ public static class ReferenceBert
     public static double Loss(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, double[] targets, DropoutSettings dropout = default) =>
         ReferenceGradients.MeanSquaredError(Logits(w, config, batch, dropout), targets).Losses.Average();
 
-    /// <summary>The classifier's outputs (B, num_labels).</summary>
+    /// <summary>
+    /// The classifier's outputs (B, num_labels). Like the engine, a batch whose rows are real tokens then padding runs
+    /// packed: the per-token activations hold only the real tokens (which is where the dropout masks of the per-token
+    /// sites fall), and attention sees them through their padded form.
+    /// </summary>
     public static double[] Logits(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, DropoutSettings dropout)
     {
-        int B = batch.BatchSize, T = batch.SequenceLength, C = config.HiddenSize, I = config.IntermediateSize, rows = B * T;
+        int B = batch.BatchSize, T = batch.SequenceLength, C = config.HiddenSize, I = config.IntermediateSize;
         int numLabels = w["classifier.bias"].Length;
         double eps = config.LayerNormEps;
+        var lengths = batch.PackableLengths();
+        int[] tokens = lengths is null ? [.. Enumerable.Range(0, B * T)] : [.. Enumerable.Range(0, B).SelectMany(b => Enumerable.Range(b * T, lengths[b]))];
+        int rows = tokens.Length;
         var x = ReferenceOps.LayerNorm(
-            ReferenceOps.Embeddings(batch.InputIds, [.. Enumerable.Range(0, rows).Select(i => i % T)], batch.TokenTypeIds, w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"],
-                w["embeddings.token_type_embeddings.weight"], B, T, C),
+            ReferenceOps.Embeddings([.. tokens.Select(i => batch.InputIds[i])], [.. tokens.Select(i => i % T)], [.. tokens.Select(i => batch.TokenTypeIds[i])],
+                w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"], w["embeddings.token_type_embeddings.weight"], 1, rows, C),
             null, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], rows, C, eps);
         x = ReferenceOps.Dropout(x, dropout.EmbeddingsMask);
         for (int l = 0; l < config.NumHiddenLayers; l++)
@@ -37,7 +44,11 @@ public static class ReferenceBert
             string p = $"encoder.layer.{l}.";
             double[] Stack(string leaf) => [.. new[] { "query", "key", "value" }.SelectMany(part => w[$"{p}attention.self.{part}.{leaf}"])];
             var qkv = ReferenceOps.Linear(x, Stack("weight"), Stack("bias"), rows, C, 3 * C, "none");
-            var context = ReferenceOps.Attention(qkv, batch.AttentionMask, B, T, config.NumAttentionHeads, config.HeadSize, dropout.AttentionProbabilitiesMask(l));
+            var paddedQkv = new double[B * T * 3 * C];
+            for (int r = 0; r < rows; r++) Array.Copy(qkv, r * 3 * C, paddedQkv, tokens[r] * 3 * C, 3 * C);
+            var paddedContext = ReferenceOps.Attention(paddedQkv, batch.AttentionMask, B, T, config.NumAttentionHeads, config.HeadSize, dropout.AttentionProbabilitiesMask(l));
+            var context = new double[rows * C];
+            for (int r = 0; r < rows; r++) Array.Copy(paddedContext, tokens[r] * C, context, r * C, C);
             var projected = ReferenceOps.Dropout(ReferenceOps.Linear(context, w[p + "attention.output.dense.weight"], w[p + "attention.output.dense.bias"], rows, C, C, "none"),
                 dropout.AttentionOutputMask(l));
             var h1 = ReferenceOps.LayerNorm(projected, x, w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"], rows, C, eps);
@@ -47,7 +58,7 @@ public static class ReferenceBert
             x = ReferenceOps.LayerNorm(output, h1, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], rows, C, eps);
         }
         var first = new double[B * C];
-        for (int b = 0; b < B; b++) Array.Copy(x, b * T * C, first, b * C, C);
+        for (int b = 0; b < B; b++) Array.Copy(x, Array.IndexOf(tokens, b * T) * C, first, b * C, C);
         var pooled = ReferenceOps.Dropout(ReferenceOps.Linear(first, w["pooler.dense.weight"], w["pooler.dense.bias"], B, C, C, "tanh"), dropout.ClassifierMask);
         return ReferenceOps.Linear(pooled, w["classifier.weight"], w["classifier.bias"], B, C, numLabels, "none");
     }

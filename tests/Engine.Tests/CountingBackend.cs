@@ -10,6 +10,8 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     public int AdamWLaunches { get; private set; }
     public int NormReductions { get; private set; }
     public int Clears { get; private set; }
+    /// <summary>The most rows (M) of any Linear so far: what a pass spends its products on.</summary>
+    public int LargestLinearRows { get; private set; }
     /// <summary>Embeddings ops run: one per encoder pass.</summary>
     public int EncoderPasses { get; private set; }
 
@@ -23,11 +25,15 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 
     public void Upload<T>(ReadOnlySpan<T> source, DeviceBuffer<T> destination) where T : unmanaged => inner.Upload(source, destination);
     public void Download<T>(DeviceBuffer<T> source, Span<T> destination) where T : unmanaged => inner.Download(source, destination);
-    public void Linear(Tensor o, Tensor i, Tensor w, Tensor? b, int M, int K, int N, Activation a, Tensor? pre = null) => inner.Linear(o, i, w, b, M, K, N, a, pre);
+    public void Linear(Tensor o, Tensor i, Tensor w, Tensor? b, int M, int K, int N, Activation a, Tensor? pre = null)
+    {
+        LargestLinearRows = Math.Max(LargestLinearRows, M);
+        inner.Linear(o, i, w, b, M, K, N, a, pre);
+    }
     public void MatMul(Tensor o, Tensor a, Tensor b, MatMulShape s) => inner.MatMul(o, a, b, s);
     public void Softmax(Tensor o, Tensor i, int rows, int N) => inner.Softmax(o, i, rows, N);
     public void Activate(Tensor o, Tensor i, int n, Activation a) => inner.Activate(o, i, n, a);
-    public void Attention(Tensor o, Tensor q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) => inner.Attention(o, q, m, B, T, NH, HS, d);
+    public void Attention(Tensor o, Tensor q, SequenceLayout s, int NH, int HS, DropoutMask d) => inner.Attention(o, q, s, NH, HS, d);
     public void LayerNorm(Tensor o, Tensor i, Tensor? r, Tensor w, Tensor b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
     public void Embeddings(Tensor o, Tensor? s, DeviceBuffer<int> ids, DeviceBuffer<int> positions, DeviceBuffer<int> types, Tensor word,
         Tensor position, Tensor tokenType, Tensor w, Tensor b, int B, int T, int C, float eps)
@@ -41,8 +47,8 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     public void ActivateBackward(Tensor dI, Tensor dO, Tensor i, int n, Activation a) => inner.ActivateBackward(dI, dO, i, n, a);
     public void LayerNormBackward(Tensor dI, Tensor dW, Tensor dB, Tensor dO, Tensor i, Tensor? r,
         Tensor w, int N, int C, float eps) => inner.LayerNormBackward(dI, dW, dB, dO, i, r, w, N, C, eps);
-    public void AttentionBackward(Tensor dQ, Tensor dO, Tensor q, DeviceBuffer<int> m, int B, int T, int NH, int HS, DropoutMask d) =>
-        inner.AttentionBackward(dQ, dO, q, m, B, T, NH, HS, d);
+    public void AttentionBackward(Tensor dQ, Tensor dO, Tensor q, SequenceLayout s, int NH, int HS, DropoutMask d) =>
+        inner.AttentionBackward(dQ, dO, q, s, NH, HS, d);
     public void EmbeddingsBackward(Tensor dW, Tensor dP, Tensor dT, Tensor dS, DeviceBuffer<int> ids, DeviceBuffer<int> positions,
         DeviceBuffer<int> types, int B, int T, int C) => inner.EmbeddingsBackward(dW, dP, dT, dS, ids, positions, types, B, T, C);
     public void GatherRowsBackward(Tensor dI, Tensor dO, DeviceBuffer<int> rows, int R, int N, int C) => inner.GatherRowsBackward(dI, dO, rows, R, N, C);

@@ -66,8 +66,10 @@ public abstract class OpParityTests : IDisposable
         DeviceBuffer<float> F(int n) => backend.Allocate<float>(n);
         var mask = backend.UploadArray(new[] { 1, 1, 1, 1 });
         void Throws(string name, Action op) => Assert.StartsWith($"{name} holds", Assert.Throws<ArgumentException>(op).Message);
-        Throws("qkv", () => backend.Attention(F(2 * 2 * 8), F(2 * 2 * 24 - 1), mask, 2, 2, 2, 4, DropoutMask.None));
-        Throws("dQkv", () => backend.AttentionBackward(F(10), F(2 * 2 * 8), F(2 * 2 * 24), mask, 2, 2, 2, 4, DropoutMask.None));
+        var padded = SequenceLayout.Padded(mask, 2, 2);
+        Throws("qkv", () => backend.Attention(F(2 * 2 * 8), F(2 * 2 * 24 - 1), padded, 2, 4, DropoutMask.None));
+        Throws("dQkv", () => backend.AttentionBackward(F(10), F(2 * 2 * 8), F(2 * 2 * 24), padded, 2, 4, DropoutMask.None));
+        Throws("sequenceStarts", () => backend.Attention(F(3 * 8), F(3 * 24), SequenceLayout.Packed(backend.UploadArray(new[] { 0, 3 }), 2, 2, 3), 2, 4, DropoutMask.None));
         Throws("dWeight", () => backend.LinearBackward(F(9), F(5), F(2), F(6), F(9), F(6), 3, 3, 2));
         Throws("dBias", () => backend.LayerNormBackward(F(6), F(3), F(2), F(6), F(6), null, F(3), 2, 3, 1e-5f));
         Throws("targets", () => backend.MeanSquaredError(F(4), F(4), F(4), F(3), 4));

@@ -93,13 +93,13 @@ public interface IBackend : IDisposable
     void Activate(Tensor output, Tensor input, int n, Activation activation);
 
     /// <summary>
-    /// Multi-head self-attention with a key padding mask: for each batch row and head,
-    /// softmax(Q·Kᵀ/√HS over keys whose mask is non-zero)·V. qkv (B,T,3·C) holds Q, K, V side by side,
-    /// each (B,T,NH,HS); keyMask (B,T); output (B,T,C) with C = NH·HS. <paramref name="dropout"/> applies to the
-    /// probabilities (Hugging Face's attention_probs dropout) as if they were a (B,NH,T,T) tensor: element
-    /// ((b·NH + h)·T + i)·T + j is query i's probability of key j; <see cref="DropoutMask.None"/> for inference.
+    /// Multi-head self-attention over each sequence of <paramref name="sequences"/> (padded with a key mask, or packed):
+    /// for each sequence and head, softmax(Q·Kᵀ/√HS over its real keys)·V. qkv (rows,3·C) holds Q, K, V side by side,
+    /// each (rows,NH,HS); output (rows,C) with C = NH·HS. <paramref name="dropout"/> applies to the probabilities (Hugging
+    /// Face's attention_probs dropout) as if they were a (B,NH,T,T) tensor: element ((b·NH + h)·T + i)·T + j is query i's
+    /// probability of key j in sequence b, in either layout; <see cref="DropoutMask.None"/> for inference.
     /// </summary>
-    void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout);
+    void Attention(Tensor output, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout);
 
     /// <summary>output (N,C) = LayerNorm(input + residual) over C, with weight (C) and bias (C); residual may be null.</summary>
     void LayerNorm(Tensor output, Tensor input, Tensor? residual,

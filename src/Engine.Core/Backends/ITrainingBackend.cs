@@ -36,12 +36,11 @@ public interface ITrainingBackend : IBackend
         Tensor dOutput, Tensor input, Tensor? residual, Tensor weight, int N, int C, float eps);
 
     /// <summary>
-    /// Backward of <see cref="IBackend.Attention"/>: dQkv (B,T,3C) = ∂L/∂(Q, K, V) given dOutput (B,T,C), with the
+    /// Backward of <see cref="IBackend.Attention"/>: dQkv (rows,3C) = ∂L/∂(Q, K, V) given dOutput (rows,C), with the
     /// probabilities recomputed from qkv (nothing is cached) and the forward's dropout mask regenerated. Masked
     /// keys and values get zero gradient.
     /// </summary>
-    void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS, DropoutMask dropout);
+    void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout);
 
     /// <summary>
     /// Backward of the embedding sum (the part of <see cref="IBackend.Embeddings"/> before its layer-norm, whose

@@ -55,24 +55,23 @@ public static class OpShapes
         Elementwise(n, (output, nameof(output)), (input, nameof(input)));
     }
 
-    public static void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public static void Attention(Tensor output, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
         dropout.Validate();
+        sequences.Validate();
         long C = (long)NH * HS;
-        output.RequireLength(B * T * C, nameof(output));
-        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
+        output.RequireLength(sequences.Rows * C, nameof(output));
+        qkv.RequireLength(sequences.Rows * 3 * C, nameof(qkv));
     }
 
-    public static void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS, DropoutMask dropout)
+    public static void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
         dropout.Validate();
+        sequences.Validate();
         long C = (long)NH * HS;
-        dQkv.RequireLength(B * T * 3 * C, nameof(dQkv));
-        dOutput.RequireLength(B * T * C, nameof(dOutput));
-        qkv.RequireLength(B * T * 3 * C, nameof(qkv));
-        keyMask.RequireLength((long)B * T, nameof(keyMask));
+        dQkv.RequireLength(sequences.Rows * 3 * C, nameof(dQkv));
+        dOutput.RequireLength(sequences.Rows * C, nameof(dOutput));
+        qkv.RequireLength(sequences.Rows * 3 * C, nameof(qkv));
     }
 
     public static void LayerNorm(Tensor output, Tensor input, Tensor? residual, Tensor weight,

@@ -35,7 +35,10 @@ internal sealed class ActivationArena(IBackend backend) : IDisposable
 
 /// <summary>
 /// One forward pass over a batch, and the backward that may follow it: the batch on the device (ids, the family's
-/// position ids, token types, attention mask), its dropout, and whether it records. A pass that records keeps, per
+/// position ids, token types, and the attention mask or the sequence starts), its dropout, and whether it records.
+/// A batch whose every row is real tokens then padding is <b>packed</b>: its per-token activations hold only the real
+/// tokens, sequence after sequence (<see cref="SequenceLayout"/>), so no Linear, layer-norm or attention spends time
+/// on padding; <see cref="Row"/> says where a token is, <see cref="Unpack"/> spreads rows back to (B,T). A pass that records keeps, per
 /// module, what that module's backward reads; one that does not (inference) gives every layer the same scratch.
 /// Modules ask the pass for their buffers: <c>Kept</c> for what their backward reads, <c>Scratch</c>
 /// for what nothing reads later.
@@ -45,17 +48,35 @@ public sealed class ForwardPass
     private readonly ActivationArena _arena;
     private static readonly object ScratchOwner = new();
 
-    internal ForwardPass(IBackend backend, ActivationArena arena, BertBatch batch, int[] positionIds, bool records, DropoutSettings dropout)
+    /// <param name="lengths">Each row's real tokens when the pass packs the batch; null to run it padded.</param>
+    internal ForwardPass(IBackend backend, ActivationArena arena, BertBatch batch, int[] positionIds, int[]? lengths, bool records, DropoutSettings dropout)
     {
         if (records && backend is not ITrainingBackend) throw new InvalidOperationException($"{backend.Description} cannot train");
         Backend = backend;
         _arena = arena;
         (B, T, Records, Dropout) = (batch.BatchSize, batch.SequenceLength, records, dropout);
-        InputIds = Ids("input_ids", batch.InputIds);
-        PositionIds = Ids("position_ids", positionIds);
-        TokenTypeIds = Ids("token_type_ids", batch.TokenTypeIds);
-        AttentionMask = Ids("attention_mask", batch.AttentionMask);
+        if (lengths is null)
+        {
+            Rows = B * T;
+            InputIds = Ids("input_ids", batch.InputIds);
+            PositionIds = Ids("position_ids", positionIds);
+            TokenTypeIds = Ids("token_type_ids", batch.TokenTypeIds);
+            Sequences = SequenceLayout.Padded(Ids("attention_mask", batch.AttentionMask), B, T);
+            return;
+        }
+        _starts = new int[B + 1];
+        for (int b = 0; b < B; b++) _starts[b + 1] = _starts[b] + lengths[b];
+        Rows = _starts[B];
+        InputIds = Ids("input_ids", Pack(batch.InputIds));
+        PositionIds = Ids("position_ids", Pack(positionIds));
+        TokenTypeIds = Ids("token_type_ids", Pack(batch.TokenTypeIds));
+        var starts = _arena.Get<int>(ScratchOwner, "sequence_starts", 1, B + 1);
+        Backend.Upload<int>(_starts, starts);
+        Sequences = SequenceLayout.Packed(starts, B, T, Rows);
     }
+
+    /// <summary>Sequence b's first row when packed (B + 1 cumulative lengths); null when padded.</summary>
+    private readonly int[]? _starts;
 
     public IBackend Backend { get; }
 
@@ -63,15 +84,44 @@ public sealed class ForwardPass
     public ITrainingBackend Training => (ITrainingBackend)Backend;
 
     public int B { get; }
+    /// <summary>The batch's padded length (when packed, the longest sequence's bound).</summary>
     public int T { get; }
-    public int Rows => B * T;
+    /// <summary>Rows of every per-token activation: B·T padded, the real tokens packed.</summary>
+    public int Rows { get; }
+    public bool IsPacked => _starts is not null;
     public bool Records { get; }
     public DropoutSettings Dropout { get; }
 
+    /// <summary>Per-token ids (<see cref="Rows"/>), in the pass's layout.</summary>
     public DeviceBuffer<int> InputIds { get; }
     public DeviceBuffer<int> PositionIds { get; }
     public DeviceBuffer<int> TokenTypeIds { get; }
-    public DeviceBuffer<int> AttentionMask { get; }
+    /// <summary>Where each sequence's rows are, for attention.</summary>
+    public SequenceLayout Sequences { get; }
+
+    /// <summary>
+    /// The activation row of token <paramref name="t"/> of sequence <paramref name="b"/>; −1 when the pass is packed and
+    /// that position is padding (no row holds it).
+    /// </summary>
+    public int Row(int b, int t) => _starts is null ? b * T + t : t < _starts[b + 1] - _starts[b] ? _starts[b] + t : -1;
+
+    /// <summary>(B·T, width) from per-token rows (<see cref="Rows"/>, width) read back from the device: padded positions of a packed pass hold zeros.</summary>
+    public float[] Unpack(float[] rows, int width)
+    {
+        if (_starts is null) return rows;
+        var padded = new float[(long)B * T * width];
+        for (int b = 0; b < B; b++)
+            rows.AsSpan(_starts[b] * width, (_starts[b + 1] - _starts[b]) * width).CopyTo(padded.AsSpan(b * T * width));
+        return padded;
+    }
+
+    /// <summary>The real tokens' values of a (B,T) array, sequence after sequence.</summary>
+    private int[] Pack(int[] padded)
+    {
+        var packed = new int[Rows];
+        for (int b = 0; b < B; b++) padded.AsSpan(b * T, _starts![b + 1] - _starts[b]).CopyTo(packed.AsSpan(_starts[b]));
+        return packed;
+    }
 
     /// <summary>
     /// (B·T, width), or (B, width) when not <paramref name="perToken"/>: what <paramref name="owner"/> computes and its

@@ -4,8 +4,8 @@ using System.Numerics.Tensors;
 namespace Engine.Backends.Cpu;
 
 /// <summary>
-/// Multi-head self-attention with a key padding mask on the CPU: one task per (batch row, head).
-/// qkv (B,T,3C) → out (B,T,C). Masked keys get probability exactly 0 (as with Hugging Face's
+/// Multi-head self-attention on the CPU, over padded sequences with a key mask or packed ones (see
+/// <see cref="SequenceLayout"/>): one task per (sequence, head). qkv (rows,3C) → out (rows,C). Masked keys get probability exactly 0 (as with Hugging Face's
 /// float-minimum mask); a row whose keys are all masked outputs zeros. Dropout on the probabilities, when
 /// asked, multiplies each by its <see cref="DropoutMask.Factor"/> after the normalisation, as Hugging Face's
 /// attention_probs dropout does; the backward regenerates the same factors.
@@ -24,47 +24,58 @@ internal static class CpuAttention
     /// <summary>Queries whose scores and weighted sums the forward computes together, sharing each key and value load.</summary>
     private const int QueryBlock = 4;
 
-    public static void Forward(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    /// <summary>Where sequence b's rows are and which of its keys are real, from a layout's indices on the host.</summary>
+    private readonly struct Sequences(int[] indices, bool packed, int T)
     {
+        /// <summary>The row of sequence b's token 0.</summary>
+        public int First(int b) => packed ? indices[b] : b * T;
+        /// <summary>Sequence b's rows: its length when packed, T when padded.</summary>
+        public int Count(int b) => packed ? indices[b + 1] - indices[b] : T;
+        public bool IsKey(int b, int j) => packed || indices[b * T + j] != 0;
+    }
+
+    public static void Forward(float[] output, float[] qkv, int[] indices, SequenceLayout layout, int NH, int HS, DropoutMask dropout)
+    {
+        var sequences = new Sequences(indices, layout.IsPacked, layout.T);
         switch (Simd.Width)
         {
-            case 16: Forward<Simd512>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
-            case 8: Forward<Simd256>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
-            default: Forward<Simd128>(output, qkv, keyMask, B, T, NH, HS, dropout); break;
+            case 16: Forward<Simd512>(output, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
+            case 8: Forward<Simd256>(output, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
+            default: Forward<Simd128>(output, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
         }
     }
 
-    private static void Forward<V>(float[] output, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout) where V : struct, ISimd<V>
+    private static void Forward<V>(float[] output, float[] qkv, Sequences sequences, int B, int T, int NH, int HS, DropoutMask dropout) where V : struct, ISimd<V>
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
-        // Scratch per worker thread, sized for the longest row: no allocation per task.
+        // Scratch per worker thread, sized for the longest sequence: no allocation per task.
         CpuParallel.For(0, B * NH, () => new Scratch(T, HS), [MethodImpl(MethodImplOptions.AggressiveOptimization)] (task, _, scratch) =>
         {
-            int b = task / NH, h = task % NH;
+            int b = task / NH, h = task % NH, first = sequences.First(b), count = sequences.Count(b);
             var valid = scratch.Valid;
             int n = 0;
-            for (int j = 0; j < T; j++)
-                if (keyMask[b * T + j] != 0) valid[n++] = j;
+            for (int j = 0; j < count; j++)
+                if (sequences.IsKey(b, j)) valid[n++] = j;
             var keysTransposed = scratch.KeysTransposed; // (HS, T')
             var values = scratch.Values;                 // (T', HS)
             for (int v = 0; v < n; v++)
             {
-                int row = (b * T + valid[v]) * 3 * C + h * HS;
+                int row = (first + valid[v]) * 3 * C + h * HS;
                 for (int d = 0; d < HS; d++) keysTransposed[d * n + v] = qkv[row + C + d];
                 qkv.AsSpan(row + 2 * C, HS).CopyTo(values.AsSpan(v * HS, HS));
             }
             var (scores, queries) = (scratch.Scores, scratch.Queries); // (QueryBlock, T'), (QueryBlock, HS)
-            for (int i0 = 0; i0 < T; i0 += QueryBlock)
+            for (int i0 = 0; i0 < count; i0 += QueryBlock)
             {
-                int rows = Math.Min(QueryBlock, T - i0);
+                int rows = Math.Min(QueryBlock, count - i0);
                 if (n == 0)
                 {
-                    for (int r = 0; r < rows; r++) output.AsSpan((b * T + i0 + r) * C + h * HS, HS).Clear();
+                    for (int r = 0; r < rows; r++) output.AsSpan((first + i0 + r) * C + h * HS, HS).Clear();
                     continue;
                 }
                 for (int r = 0; r < QueryBlock; r++)
-                    for (int d = 0; d < HS; d++) queries[r * HS + d] = r < rows ? qkv[(b * T + i0 + r) * 3 * C + h * HS + d] * scale : 0f;
+                    for (int d = 0; d < HS; d++) queries[r * HS + d] = r < rows ? qkv[(first + i0 + r) * 3 * C + h * HS + d] * scale : 0f;
                 ScoresBlock<V>(keysTransposed, n, queries, HS, scores);
                 for (int r = 0; r < rows; r++)
                 {
@@ -75,7 +86,7 @@ internal static class CpuAttention
                     CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i0 + r) * T, factors);
                     for (int v = 0; v < n; v++) row[v] *= factors[valid[v]];
                 }
-                WeightedSumBlock<V>(values, n, HS, scores, output, (b * T + i0) * C + h * HS, C, rows);
+                WeightedSumBlock<V>(values, n, HS, scores, output, (first + i0) * C + h * HS, C, rows);
             }
             return scratch;
         }, _ => { });
@@ -202,10 +213,10 @@ internal static class CpuAttention
     }
 
     /// <summary>
-    /// dQkv (B,T,3C) from dOut (B,T,C), recomputing each query's probabilities p and dropout factors f: with
+    /// dQkv (rows,3C) from dOut (rows,C), recomputing each query's probabilities p and dropout factors f: with
     /// dp_j = f_j·(dOut·v_j) (the gradient of the undropped probability) and D = Σ_j p_j·dp_j = dOut·o,
     /// dS = p ⊙ (dp − D); dQ = scale·dS·K, dK = scale·dSᵀ·Q, dV = (p ⊙ f)ᵀ·dOut. One task per (batch row, head),
-    /// each writing only its own head's slices, so the result does not depend on scheduling.
+    /// each writing only its own head's slices of its own rows, so the result does not depend on scheduling.
     /// </summary>
     /// <remarks>
     /// As the forward, each task gathers its unmasked keys (Kᵀ and K) and values (Vᵀ) into scratch, so every
@@ -213,32 +224,33 @@ internal static class CpuAttention
     /// dV accumulated as rank-1 updates over the queries. History: v1 one TensorPrimitives call per key
     /// (≈ 3.5× the forward's time); v2 (this version) gathered operands and register-blocked vector loops.
     /// </remarks>
-    public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public static void Backward(float[] dQkv, float[] dOutput, float[] qkv, int[] indices, SequenceLayout layout, int NH, int HS, DropoutMask dropout)
     {
+        var sequences = new Sequences(indices, layout.IsPacked, layout.T);
         switch (Simd.Width)
         {
-            case 16: Backward<Simd512>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
-            case 8: Backward<Simd256>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
-            default: Backward<Simd128>(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout); break;
+            case 16: Backward<Simd512>(dQkv, dOutput, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
+            case 8: Backward<Simd256>(dQkv, dOutput, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
+            default: Backward<Simd128>(dQkv, dOutput, qkv, sequences, layout.B, layout.T, NH, HS, dropout); break;
         }
     }
 
-    private static void Backward<V>(float[] dQkv, float[] dOutput, float[] qkv, int[] keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    private static void Backward<V>(float[] dQkv, float[] dOutput, float[] qkv, Sequences sequences, int B, int T, int NH, int HS, DropoutMask dropout)
         where V : struct, ISimd<V>
     {
         int C = NH * HS;
         float scale = 1f / MathF.Sqrt(HS);
         CpuParallel.For(0, B * NH, () => new BackwardScratch(T, HS), [MethodImpl(MethodImplOptions.AggressiveOptimization)] (task, _, scratch) =>
         {
-            int b = task / NH, h = task % NH;
+            int b = task / NH, h = task % NH, first = sequences.First(b), count = sequences.Count(b);
             var valid = scratch.Valid;
             int n = 0;
-            for (int j = 0; j < T; j++)
-                if (keyMask[b * T + j] != 0) valid[n++] = j;
+            for (int j = 0; j < count; j++)
+                if (sequences.IsKey(b, j)) valid[n++] = j;
             var (keysTransposed, keys, valuesTransposed) = (scratch.KeysTransposed, scratch.Keys, scratch.ValuesTransposed);
             for (int v = 0; v < n; v++)
             {
-                int row = (b * T + valid[v]) * 3 * C + h * HS;
+                int row = (first + valid[v]) * 3 * C + h * HS;
                 for (int d = 0; d < HS; d++)
                 {
                     keysTransposed[d * n + v] = qkv[row + C + d];
@@ -250,9 +262,9 @@ internal static class CpuAttention
             dKeys.Clear();
             dValues.Clear();
             Span<float> p = scratch.P.AsSpan(0, n), dp = scratch.DP.AsSpan(0, n), ds = scratch.DS.AsSpan(0, n), dropped = scratch.Dropped.AsSpan(0, n);
-            for (int i = 0; i < T; i++)
+            for (int i = 0; i < count; i++)
             {
-                int row = (b * T + i) * 3 * C + h * HS;
+                int row = (first + i) * 3 * C + h * HS;
                 var q = qkv.AsSpan(row, HS);
                 var dq = dQkv.AsSpan(row, HS);
                 if (n == 0)
@@ -260,7 +272,7 @@ internal static class CpuAttention
                     dq.Clear();
                     continue;
                 }
-                var dOut = dOutput.AsSpan((b * T + i) * C + h * HS, HS);
+                var dOut = dOutput.AsSpan((first + i) * C + h * HS, HS);
                 Scores<V>(keysTransposed, n, q, scale, p);
                 Probabilities.FromLogits(p, p);
                 Scores<V>(valuesTransposed, n, dOut, 1f, dp);
@@ -284,15 +296,15 @@ internal static class CpuAttention
                 RankOneUpdate<V>(dKeys, ds, q);
                 RankOneUpdate<V>(dValues, valueWeights, dOut);
             }
-            for (int j = 0; j < T; j++)
+            for (int j = 0; j < count; j++)
             {
-                int baseIndex = (b * T + j) * 3 * C + h * HS;
+                int baseIndex = (first + j) * 3 * C + h * HS;
                 dQkv.AsSpan(baseIndex + C, HS).Clear();
                 dQkv.AsSpan(baseIndex + 2 * C, HS).Clear();
             }
             for (int v = 0; v < n; v++)
             {
-                int baseIndex = (b * T + valid[v]) * 3 * C + h * HS;
+                int baseIndex = (first + valid[v]) * 3 * C + h * HS;
                 dKeys.Slice(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + C, HS));
                 dValues.Slice(v * HS, HS).CopyTo(dQkv.AsSpan(baseIndex + 2 * C, HS));
             }

@@ -180,11 +180,13 @@ public sealed class CpuBackend : ITrainingBackend
         });
     }
 
-    public void Attention(Tensor output, Tensor qkv, DeviceBuffer<int> keyMask, int B, int T, int NH, int HS, DropoutMask dropout)
+    public void Attention(Tensor output, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
         using var threads = CpuParallel.Use(_parallelism);
-        OpShapes.Attention(output, qkv, keyMask, B, T, NH, HS, dropout);
-        CpuAttention.Forward(Host(output).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
+        OpShapes.Attention(output, qkv, sequences, NH, HS, dropout);
+        var indices = Host(sequences.Indices).Data;
+        sequences.ValidateStarts(indices);
+        CpuAttention.Forward(Host(output).Data, Host(qkv).Data, indices, sequences, NH, HS, dropout);
     }
 
     public void LayerNorm(Tensor output, Tensor input, Tensor? residual,
@@ -252,12 +254,13 @@ public sealed class CpuBackend : ITrainingBackend
             residual is null ? null : Host(residual).Data, Host(weight).Segment, N, C, eps);
     }
 
-    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, DeviceBuffer<int> keyMask,
-        int B, int T, int NH, int HS, DropoutMask dropout)
+    public void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
         using var threads = CpuParallel.Use(_parallelism);
-        OpShapes.AttentionBackward(dQkv, dOutput, qkv, keyMask, B, T, NH, HS, dropout);
-        CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, Host(keyMask).Data, B, T, NH, HS, dropout);
+        OpShapes.AttentionBackward(dQkv, dOutput, qkv, sequences, NH, HS, dropout);
+        var indices = Host(sequences.Indices).Data;
+        sequences.ValidateStarts(indices);
+        CpuAttention.Backward(Host(dQkv).Data, Host(dOutput).Data, Host(qkv).Data, indices, sequences, NH, HS, dropout);
     }
 
     public void EmbeddingsBackward(Tensor dWord, Tensor dPosition, Tensor dTokenType,

@@ -22,17 +22,20 @@ public sealed class BertEmbeddings
         LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), C, config.LayerNormEps);
     }
 
-    /// <summary>output (B,T,C): the three rows summed and normalised in one op, then dropout; a recording pass keeps the sum.</summary>
+    /// <summary>
+    /// output (rows,C): the three rows summed and normalised in one op, then dropout; a recording pass keeps the sum. The op
+    /// sees the pass's rows as one sequence of tokens: each row's ids, its position included, are its own.
+    /// </summary>
     internal void Forward(ForwardPass pass, DeviceBuffer<float> output)
     {
         int C = _config.HiddenSize;
         var sum = pass.Records ? pass.Kept(this, "sum", C) : null;
         pass.Backend.Embeddings(output, sum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, WordEmbeddings.Tensor, PositionEmbeddings.Tensor,
-            TokenTypeEmbeddings.Tensor, LayerNorm.Weight.Tensor, LayerNorm.Bias.Tensor, pass.B, pass.T, C, LayerNorm.Eps);
+            TokenTypeEmbeddings.Tensor, LayerNorm.Weight.Tensor, LayerNorm.Bias.Tensor, 1, pass.Rows, C, LayerNorm.Eps);
         pass.ApplyDropout(output, pass.Rows * C, pass.Dropout.EmbeddingsMask);
     }
 
-    /// <summary>Parameter gradients += from dOutput (B,T,C), which this overwrites.</summary>
+    /// <summary>Parameter gradients += from dOutput (rows,C), which this overwrites.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dOutput)
     {
         int C = _config.HiddenSize;
@@ -41,7 +44,7 @@ public sealed class BertEmbeddings
         var dSum = pass.Scratch("dResidual", C);
         LayerNorm.Backward(backend, dSum, dOutput, pass.Kept(this, "sum", C), null, pass.Rows);
         backend.EmbeddingsBackward(WordEmbeddings.GradientTensor, PositionEmbeddings.GradientTensor, TokenTypeEmbeddings.GradientTensor,
-            dSum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, pass.B, pass.T, C);
+            dSum, pass.InputIds, pass.PositionIds, pass.TokenTypeIds, 1, pass.Rows, C);
     }
 
     public long ParameterCount => (long)(_config.VocabSize + _config.MaxPositionEmbeddings + _config.TypeVocabSize) * _config.HiddenSize + LayerNorm.ParameterCount;

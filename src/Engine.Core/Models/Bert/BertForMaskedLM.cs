@@ -238,9 +238,10 @@ public sealed class BertForMaskedLM : ITaskModel
         return logits;
     }
 
-    /// <summary>The masked positions (flat indices into B·T) and their labels; every label must be a token id.</summary>
-    private (int[] Rows, int[] Labels) Masked(float[] targets, int B, int T)
+    /// <summary>The masked positions (rows of the pass's hidden state) and their labels; every label must be a token id, on a real token when the pass is packed.</summary>
+    private (int[] Rows, int[] Labels) Masked(float[] targets, ForwardPass pass)
     {
+        int B = pass.B, T = pass.T;
         int expected = B * T + (SeqRelationship is null ? 0 : B);
         if (targets.Length != expected)
             throw new EngineException($"{targets.Length} targets for a batch of {B}×{T}; a masked-LM head takes B·T token labels{(SeqRelationship is null ? "" : " then B sentence labels")} ({expected})");
@@ -250,7 +251,9 @@ public sealed class BertForMaskedLM : ITaskModel
             float target = targets[i];
             if (target < 0) continue;
             if (target != MathF.Floor(target) || target >= VocabSize) throw new EngineException($"token label {target} at row {i / T}, position {i % T} is not a token id below {VocabSize}");
-            rows.Add(i);
+            int row = pass.Row(i / T, i % T);
+            if (row < 0) throw new EngineException($"token label {target} at row {i / T}, position {i % T} is on padding");
+            rows.Add(row);
             labels.Add((int)target);
         }
         return ([.. rows], [.. labels]);
@@ -303,7 +306,7 @@ public sealed class BertForMaskedLM : ITaskModel
     public double Loss(ForwardPass pass, float[] targets)
     {
         if (_current is not { } current || current.Pass != pass) throw new InvalidOperationException("Loss needs the pass of this model's last Forward");
-        var (rows, labels) = Masked(targets, pass.B, pass.T);
+        var (rows, labels) = Masked(targets, pass);
         var loss = HeadLoss(pass, current.Hidden, rows, labels, SeqRelationship is null ? null : SentenceLabels(targets, pass.B, pass.T));
         _current = current with { Rows = rows };
         return (loss.Masked == 0 ? 0 : loss.MaskedSum / loss.Masked) + (loss.Sentences == 0 ? 0 : loss.SentenceSum / loss.Sentences);
@@ -358,7 +361,7 @@ public sealed class BertForMaskedLM : ITaskModel
             {
                 var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
                 var hidden = Bert.Forward(pass);
-                var (rows, labels) = Masked(targets, batch.BatchSize, batch.SequenceLength);
+                var (rows, labels) = Masked(targets, pass);
                 int[]? sentenceLabels = null;
                 if (SeqRelationship is not null)
                 {
@@ -395,7 +398,7 @@ public sealed class BertForMaskedLM : ITaskModel
             var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
             var hidden = Bert.Forward(pass);
             var logits = Download(Predictions.Forward(pass, hidden, pass.Rows), pass.Rows * VocabSize);
-            return (Bert.Read(pass, hidden), logits);
+            return (Bert.Read(pass, hidden), pass.Unpack(logits, VocabSize));
         }
     }
 
@@ -405,8 +408,10 @@ public sealed class BertForMaskedLM : ITaskModel
         lock (Bert.ForwardLock)
         {
             var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
-            if (rows.Distinct().Count() != rows.Length || rows.Any(r => (uint)r >= (uint)pass.Rows))
+            if (rows.Distinct().Count() != rows.Length || rows.Any(r => (uint)r >= (uint)(pass.B * pass.T)))
                 throw new EngineException($"masked positions must be distinct and inside the {pass.B}×{pass.T} batch");
+            rows = [.. rows.Select(r => pass.Row(r / pass.T, r % pass.T))];
+            if (rows.Contains(-1)) throw new EngineException("a masked position is on padding");
             var hidden = Bert.Forward(pass);
             int C = Config.HiddenSize, R = rows.Length;
             if (R == 0) return [];

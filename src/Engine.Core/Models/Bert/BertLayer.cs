@@ -27,19 +27,19 @@ public sealed class BertSelfAttention
 
     private int C => _heads * _headSize;
 
-    /// <summary>context (B,T,C) from hidden (B,T,C); qkv (B,T,3C) is kept.</summary>
+    /// <summary>context (rows,C) from hidden (rows,C); qkv (rows,3C) is kept.</summary>
     internal void Forward(ForwardPass pass, DeviceBuffer<float> context, DeviceBuffer<float> hidden)
     {
         var qkv = pass.Kept(this, "qkv", 3 * C);
         QueryKeyValue.Forward(pass.Backend, qkv, hidden, pass.Rows);
-        pass.Backend.Attention(context, qkv, pass.AttentionMask, pass.B, pass.T, _heads, _headSize, pass.Dropout.AttentionProbabilitiesMask(_layer));
+        pass.Backend.Attention(context, qkv, pass.Sequences, _heads, _headSize, pass.Dropout.AttentionProbabilitiesMask(_layer));
     }
 
-    /// <summary>dHidden (B,T,C) = ∂L/∂hidden through Q, K and V, from dContext (B,T,C); probabilities recomputed.</summary>
+    /// <summary>dHidden (rows,C) = ∂L/∂hidden through Q, K and V, from dContext (rows,C); probabilities recomputed.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> dContext, DeviceBuffer<float> hidden)
     {
         var dQkv = pass.Scratch("dQkv", 3 * C);
-        pass.Training.AttentionBackward(dQkv, dContext, pass.Kept(this, "qkv", 3 * C), pass.AttentionMask, pass.B, pass.T, _heads, _headSize,
+        pass.Training.AttentionBackward(dQkv, dContext, pass.Kept(this, "qkv", 3 * C), pass.Sequences, _heads, _headSize,
             pass.Dropout.AttentionProbabilitiesMask(_layer));
         QueryKeyValue.Backward(pass.Training, dHidden, dQkv, hidden, pass.Rows);
     }
@@ -143,19 +143,19 @@ public sealed class BertLayer
         Output = new BertProjectionOutput(scope.Sub("output"), config, config.IntermediateSize, d => d.OutputMask(index));
     }
 
-    /// <summary>output (B,T,C) from input (B,T,C); the same buffer when the pass records nothing (the residual stream in place).</summary>
+    /// <summary>output (rows,C) from input (rows,C); the same buffer when the pass records nothing (the residual stream in place).</summary>
     internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> input)
     {
         var context = pass.Kept(this, "context", _hidden);
         var attentionOutput = pass.Kept(this, "attention_output", _hidden);
         var intermediate = pass.Kept(this, "intermediate", _intermediate);
-        Attention.Self.Forward(pass, context, input);                                   // (B,T,C)
-        Attention.Output.Forward(pass, attentionOutput, context, input);                // (B,T,C)
-        Intermediate.Forward(pass, intermediate, attentionOutput);                      // (B,T,I)
-        Output.Forward(pass, output, intermediate, attentionOutput);                    // (B,T,C)
+        Attention.Self.Forward(pass, context, input);                                   // (rows,C)
+        Attention.Output.Forward(pass, attentionOutput, context, input);                // (rows,C)
+        Intermediate.Forward(pass, intermediate, attentionOutput);                      // (rows,I)
+        Output.Forward(pass, output, intermediate, attentionOutput);                    // (rows,C)
     }
 
-    /// <summary>dHidden (B,T,C): ∂L/∂output in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
+    /// <summary>dHidden (rows,C): ∂L/∂output in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> input)
     {
         var backend = pass.Training;
@@ -182,7 +182,7 @@ public sealed class BertEncoder
     internal BertEncoder(ParameterScope scope, BertConfig config) =>
         Layers = [.. Enumerable.Range(0, config.NumHiddenLayers).Select(i => new BertLayer(scope.Sub($"layer.{i}"), config, i))];
 
-    /// <summary>The last hidden state (B,T,C) from <paramref name="input"/>: in place when the pass records nothing, else each layer's output kept.</summary>
+    /// <summary>The last hidden state (rows,C) from <paramref name="input"/>: in place when the pass records nothing, else each layer's output kept.</summary>
     internal DeviceBuffer<float> Forward(ForwardPass pass, DeviceBuffer<float> input, int hidden)
     {
         var x = input;
@@ -195,7 +195,7 @@ public sealed class BertEncoder
         return x;
     }
 
-    /// <summary>dHidden (B,T,C): ∂L/∂last hidden state in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
+    /// <summary>dHidden (rows,C): ∂L/∂last hidden state in, ∂L/∂input out; <paramref name="input"/> is the forward's.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> input, int hidden)
     {
         for (int l = Layers.Count - 1; l >= 0; l--)
@@ -215,7 +215,7 @@ public sealed class BertPooler
 
     private int C => Dense.OutFeatures;
 
-    /// <summary>output (B,C) from hidden (B,T,C); the [CLS] rows are kept, and a recording pass keeps the pre-activation.</summary>
+    /// <summary>output (B,C) from hidden (rows,C); the [CLS] rows are kept, and a recording pass keeps the pre-activation.</summary>
     internal void Forward(ForwardPass pass, DeviceBuffer<float> output, DeviceBuffer<float> hidden)
     {
         var firstTokens = pass.Kept(this, "first_tokens", C, perToken: false);
@@ -223,7 +223,7 @@ public sealed class BertPooler
         Dense.Forward(pass.Backend, output, firstTokens, pass.B, Activation.Tanh, pass.Records ? pass.Kept(this, "pre_tanh", C, perToken: false) : null);
     }
 
-    /// <summary>dHidden (B,T,C) = ∂L/∂hidden (zero but at [CLS]) from dOutput (B,C), which this overwrites.</summary>
+    /// <summary>dHidden (rows,C) = ∂L/∂hidden (zero but at [CLS]) from dOutput (B,C), which this overwrites.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden, DeviceBuffer<float> dOutput)
     {
         var backend = pass.Training;
@@ -233,9 +233,9 @@ public sealed class BertPooler
         backend.GatherRowsBackward(dHidden, dFirstTokens, FirstTokenRows(pass), pass.B, pass.Rows, C);
     }
 
-    /// <summary>The [CLS] rows b·T of the (B·T, C) hidden state, on the device (B integers, uploaded by forward and backward alike).</summary>
+    /// <summary>The [CLS] rows of the (rows, C) hidden state, on the device (B integers, uploaded by forward and backward alike).</summary>
     private DeviceBuffer<int> FirstTokenRows(ForwardPass pass) =>
-        pass.RowIndices(this, "first_token_rows", [.. Enumerable.Range(0, pass.B).Select(b => b * pass.T)]);
+        pass.RowIndices(this, "first_token_rows", [.. Enumerable.Range(0, pass.B).Select(b => pass.Row(b, 0))]);
 
     public long ParameterCount => Dense.ParameterCount;
 }

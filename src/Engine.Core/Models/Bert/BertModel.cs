@@ -27,6 +27,25 @@ public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds
     }
 
     /// <summary>
+    /// Each row's length when every row is real tokens then padding (mask 1…1 0…0, at least one 1): a batch a forward
+    /// pass can pack (<see cref="Engine.Backends.SequenceLayout"/>). Null for any other mask (holes, left padding, an empty row),
+    /// which runs padded.
+    /// </summary>
+    public int[]? PackableLengths()
+    {
+        var lengths = new int[BatchSize];
+        for (int b = 0; b < BatchSize; b++)
+        {
+            var row = AttentionMask.AsSpan(b * SequenceLength, SequenceLength);
+            int length = row.IndexOf(0);
+            if (length < 0) length = SequenceLength;
+            if (length == 0 || row[length..].ContainsAnyExcept(0)) return null;
+            lengths[b] = length;
+        }
+        return lengths;
+    }
+
+    /// <summary>
     /// Indices of <paramref name="encodings"/> in batches of up to <paramref name="batchSize"/>, longest first (as
     /// sentence-transformers orders them): texts of like length share a batch, so padding, which costs as much as real
     /// tokens in every Linear, all but vanishes. Equal lengths keep their order; every index appears once, for the caller
@@ -66,6 +85,12 @@ public sealed class BertModel : IDisposable
     public BertPooler? Pooler { get; }
     /// <summary>Checkpoint tensors this model did not use (a task head's, or stray ones), for the user to see.</summary>
     public IReadOnlyList<string> UnusedTensors { get; internal set; } = [];
+
+    /// <summary>
+    /// Whether forward passes pack batches whose rows are real tokens then padding (default), computing nothing for
+    /// padding; off, every batch runs padded as Hugging Face runs it (the same values on real tokens, within rounding).
+    /// </summary>
+    public bool PackSequences { get; set; } = true;
 
     /// <summary>Calls that share the activations take turns on this (they are one model's buffers; each op already uses every core).</summary>
     internal Lock ForwardLock { get; } = new();
@@ -118,7 +143,8 @@ public sealed class BertModel : IDisposable
         Embeddings.ParameterCount + Encoder.ParameterCount + (Pooler?.ParameterCount ?? 0);
 
     /// <summary>
-    /// Runs the encoder over a padded batch; padded positions never influence real ones. Calls from several
+    /// Runs the encoder over a padded batch; padded positions never influence real ones (and hold zeros when the batch was
+    /// packed, see <see cref="PackSequences"/>). Calls from several
     /// threads take turns: the activation buffers are shared, and each op already uses every core.
     /// </summary>
     public BertModelOutput Forward(BertBatch batch)
@@ -138,10 +164,10 @@ public sealed class BertModel : IDisposable
         for (int i = 0; i < positions.Length; i++)
             if ((uint)positions[i] >= (uint)Config.MaxPositionEmbeddings)
                 throw new EngineException($"position id {positions[i]} of row {i / batch.SequenceLength} is outside max_position_embeddings {Config.MaxPositionEmbeddings}");
-        return new ForwardPass(Backend, _activations, batch, positions, records, dropout);
+        return new ForwardPass(Backend, _activations, batch, positions, PackSequences ? batch.PackableLengths() : null, records, dropout);
     }
 
-    /// <summary>The last hidden state (B,T,C) on the device.</summary>
+    /// <summary>The last hidden state (rows,C) on the device, in the pass's layout.</summary>
     internal DeviceBuffer<float> Forward(ForwardPass pass)
     {
         var embedded = pass.Kept(Embeddings, "output", Config.HiddenSize);
@@ -149,7 +175,7 @@ public sealed class BertModel : IDisposable
         return Encoder.Forward(pass, embedded, Config.HiddenSize);
     }
 
-    /// <summary>Parameter gradients += from dHidden (B,T,C) = ∂L/∂last hidden state, which this overwrites.</summary>
+    /// <summary>Parameter gradients += from dHidden (rows,C) = ∂L/∂last hidden state, which this overwrites.</summary>
     internal void Backward(ForwardPass pass, DeviceBuffer<float> dHidden)
     {
         Encoder.Backward(pass, dHidden, pass.Kept(Embeddings, "output", Config.HiddenSize), Config.HiddenSize);
@@ -168,8 +194,9 @@ public sealed class BertModel : IDisposable
     internal BertModelOutput Read(ForwardPass pass, DeviceBuffer<float> hidden, DeviceBuffer<float>? pooled = null)
     {
         int B = pass.B, T = pass.T, C = Config.HiddenSize;
-        var lastHidden = new float[B * T * C];
-        Backend.Download(hidden, lastHidden);
+        var rows = new float[pass.Rows * C];
+        Backend.Download(hidden, rows);
+        var lastHidden = pass.Unpack(rows, C);
         float[]? pooledOutput = null;
         if (Pooler is not null)
         {
