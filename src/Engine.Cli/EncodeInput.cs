@@ -34,7 +34,8 @@ internal static class EncodeInput
 
     /// <summary>
     /// input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present,
-    /// and a head's logits: (F32 [N,L]) for a classifier, (F32 [N,T,V]) for a masked-LM head; T is the longest input.
+    /// and a head's logits: (F32 [N,L]) for a classifier, (F32 [N,T,V]) for a masked-LM head; T is the longest input, and
+    /// per-token values past an input's length (its padding) are zeros.
     /// </summary>
     /// <param name="head">A head run over each batch instead of the encoder alone, with its logits' width and whether they are per token.</param>
     /// <param name="done">Told how many inputs are done after each batch.</param>
@@ -70,7 +71,7 @@ internal static class EncodeInput
                 output.PoolerOutput?.AsSpan(b * C, C).CopyTo(pooled!.AsSpan(n * C));
                 if (batchLogits is not null)
                 {
-                    // Per-token logits of a shorter batch fill the first t of the example's T rows (the rest stays zero, as padding).
+                    // Per-token logits of a shorter batch fill the first t of the example's T rows (the rest stays zero, as padding does).
                     int rows = head!.PerToken ? t : 1;
                     batchLogits.AsSpan(b * rows * L, rows * L).CopyTo(logits.AsSpan(n * rowsPerExample * L));
                 }

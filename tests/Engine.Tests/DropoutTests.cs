@@ -87,5 +87,27 @@ public abstract class DropoutTests(ITrainingBackend backend) : IDisposable
     }
 }
 
-public sealed class CpuDropoutTests() : DropoutTests(new CpuBackend());
+public sealed class CpuDropoutTests() : DropoutTests(new CpuBackend())
+{
+    /// <summary>
+    /// The CPU backend's vectorised mask (four Philox blocks per vector) equals <see cref="DropoutMask.Factor"/> element by
+    /// element: ranges that start and end inside a block, indices past 2³⁴ (the counter's high word), offsets and seeds with
+    /// high bits, and probabilities at the edges of the 24-bit comparison.
+    /// </summary>
+    [Theory]
+    [InlineData(0L, 1, 0.1f, 42UL, 0UL)]
+    [InlineData(3L, 2, 0.5f, 42UL, 7UL)]
+    [InlineData(5L, 37, 0.3f, 0xFFFF_FFFF_0000_0001UL, 0x8000_0000_0000_0003UL)]
+    [InlineData(1L << 34, 131, 0.1f, 1234UL, 3UL)]
+    [InlineData((1L << 40) - 6, 50, 0.9f, 99UL, 1UL << 62)]
+    [InlineData(11L, 1000, 5.96046448e-8f, 5UL, 5UL)] // p = 2⁻²⁴: only words whose top 24 bits are 0 drop
+    [InlineData(11L, 1000, 0.99999994f, 5UL, 5UL)]   // the largest p below 1
+    public void VectorisedFactorsEqualTheScalarMask(long first, int length, float p, ulong seed, ulong offset)
+    {
+        var mask = new DropoutMask(p, seed, offset);
+        var factors = new float[length];
+        CpuBackward.DropoutFactors(mask, first, factors);
+        for (int k = 0; k < length; k++) Assert.Equal(mask.Factor(first + k), factors[k]);
+    }
+}
 public sealed class IlgpuEmulatorDropoutTests() : DropoutTests(Engine.Kernels.IlgpuBackend.Create(Engine.Kernels.IlgpuDevice.CpuEmulator));

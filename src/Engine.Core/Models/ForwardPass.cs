@@ -38,8 +38,9 @@ internal sealed class ActivationArena(IBackend backend) : IDisposable
 /// position ids, token types, and the attention mask or the sequence starts), its dropout, and whether it records.
 /// A batch whose every row is real tokens then padding is <b>packed</b>: its per-token activations hold only the real
 /// tokens, sequence after sequence (<see cref="SequenceLayout"/>), so no Linear, layer-norm or attention spends time
-/// on padding; <see cref="Row"/> says where a token is, <see cref="Unpack"/> spreads rows back to (B,T). A pass that records keeps, per
-/// module, what that module's backward reads; one that does not (inference) gives every layer the same scratch.
+/// on padding; <see cref="Row"/> says where a token is, <see cref="Unpack"/> spreads rows back to (B,T).
+/// A pass that records keeps, per module, what that module's backward reads; one that does not (inference) gives every
+/// layer the same scratch.
 /// Modules ask the pass for their buffers: <c>Kept</c> for what their backward reads, <c>Scratch</c>
 /// for what nothing reads later.
 /// </summary>
@@ -124,7 +125,7 @@ public sealed class ForwardPass
     }
 
     /// <summary>
-    /// (B·T, width), or (B, width) when not <paramref name="perToken"/>: what <paramref name="owner"/> computes and its
+    /// (<see cref="Rows"/>, width), or (B, width) when not <paramref name="perToken"/>: what <paramref name="owner"/> computes and its
     /// backward reads; its own buffer when the pass records, else the scratch every owner shares under <paramref name="name"/>.
     /// </summary>
     public DeviceBuffer<float> Kept(object owner, string name, int width, bool perToken = true) => Kept(owner, name, width, perToken ? Rows : B);

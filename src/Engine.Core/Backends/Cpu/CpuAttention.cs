@@ -83,7 +83,7 @@ internal static class CpuAttention
                     Probabilities.FromLogits(row, row);
                     if (!dropout.IsActive) continue;
                     var factors = scratch.Factors;
-                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i0 + r) * T, factors);
+                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i0 + r) * T, factors.AsSpan(0, count));
                     for (int v = 0; v < n; v++) row[v] *= factors[valid[v]];
                 }
                 WeightedSumBlock<V>(values, n, HS, scores, output, (first + i0) * C + h * HS, C, rows);
@@ -279,7 +279,7 @@ internal static class CpuAttention
                 ReadOnlySpan<float> valueWeights = p; // p ⊙ f: what multiplied each value in the forward
                 if (dropout.IsActive)
                 {
-                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, scratch.Factors);
+                    CpuBackward.DropoutFactors(dropout, (((long)b * NH + h) * T + i) * T, scratch.Factors.AsSpan(0, count));
                     for (int v = 0; v < n; v++)
                     {
                         float factor = scratch.Factors[valid[v]];

@@ -387,7 +387,7 @@ public sealed class BertForMaskedLM : ITaskModel
 
     private static int ArgMax(ReadOnlySpan<float> values) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(values);
 
-    /// <summary>Vocabulary logits (B,T,V) at every position, in evaluation mode (what <c>encode</c> writes).</summary>
+    /// <summary>Vocabulary logits (B,T,V), in evaluation mode (what <c>encode</c> writes); zeros at padding when the batch ran packed.</summary>
     public float[] Logits(BertBatch batch) => Run(batch).Logits;
 
     /// <summary>The encoder's outputs and the logits (B,T,V) from one pass (what <c>encode</c> writes).</summary>
@@ -402,7 +402,7 @@ public sealed class BertForMaskedLM : ITaskModel
         }
     }
 
-    /// <summary>Vocabulary logits (R,V) at the flat positions <paramref name="rows"/> (b·T + t, distinct) only: fill-mask's product.</summary>
+    /// <summary>Vocabulary logits (R,V) at the flat positions <paramref name="rows"/> (b·T + t, distinct, real tokens) only: fill-mask's product.</summary>
     public float[] MaskedLogits(BertBatch batch, int[] rows)
     {
         lock (Bert.ForwardLock)
