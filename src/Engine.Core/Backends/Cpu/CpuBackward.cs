@@ -99,7 +99,7 @@ internal static class CpuBackward
         Span<ulong> words = stackalloc ulong[4 * Lanes];
         var lowBits = Vector256.Create(0xFFFF_FFFFUL);
         var lanes = Vector256.Create(0UL, 1, 2, 3);
-        var offset = ((uint)mask.Offset, (uint)(mask.Offset >> 32));
+        var (offsetLow, offsetHigh) = (Vector256.Create((ulong)(uint)mask.Offset), Vector256.Create(mask.Offset >> 32));
         // Words in element order: blocks 0 and 1 of a group, then 2 and 3 (Narrow puts word k of the four blocks side by side).
         var (blocksLow, blocksHigh) = (Vector256.Create(0u, 4, 0, 4, 1, 5, 1, 5), Vector256.Create(2u, 6, 2, 6, 3, 7, 3, 7));
         var fromFirstPair = Vector256.Create(~0u, ~0u, 0, 0, ~0u, ~0u, 0, 0);
@@ -107,8 +107,7 @@ internal static class CpuBackward
         for (long block = first >> 2; block <= lastBlock; block += Lanes)
         {
             var counter = Vector256.Create((ulong)block) + lanes;
-            var (w0, w1, w2, w3) = PhiloxBlocks(counter & lowBits, counter >>> 32, Vector256.Create((ulong)offset.Item1), Vector256.Create((ulong)offset.Item2),
-                (uint)mask.Seed, (uint)(mask.Seed >> 32));
+            var (w0, w1, w2, w3) = PhiloxBlocks(counter & lowBits, counter >>> 32, offsetLow, offsetHigh, (uint)mask.Seed, (uint)(mask.Seed >> 32));
             long start = block * 4;
             if (start >= first && start + 4 * Lanes <= end)
             {
@@ -148,11 +147,11 @@ internal static class CpuBackward
         {
             if (round > 0)
             {
-                k0 += 0x9E3779B9;
-                k1 += 0xBB67AE85;
+                k0 += Training.Philox.W0;
+                k1 += Training.Philox.W1;
             }
-            var product0 = Multiply32(c0, 0xD2511F53);
-            var product1 = Multiply32(c2, 0xCD9E8D57);
+            var product0 = Multiply32(c0, Training.Philox.M0);
+            var product1 = Multiply32(c2, Training.Philox.M1);
             (c0, c1, c2, c3) = ((product1 >>> 32) ^ c1 ^ Vector256.Create((ulong)k0), product1 & lowBits, (product0 >>> 32) ^ c3 ^ Vector256.Create((ulong)k1), product0 & lowBits);
         }
         return (c0, c1, c2, c3);
