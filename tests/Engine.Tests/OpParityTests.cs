@@ -180,6 +180,24 @@ public sealed class CpuOpParityTests() : OpParityTests(new CpuBackend())
         Assert.Equal(0f, forward[0]);
         Assert.NotEqual(0f, forward[1700]); // x = −13: GELU ≈ −8e-38, still normal
     }
+
+    /// <summary>
+    /// A NaN or an infinity in reaches the output (GELU(NaN) = NaN, GELU(∞) = ∞; the softmax of a row with a NaN is NaN):
+    /// the vector exponential's clamps use the processor's min and max, which let a NaN through only in one operand order.
+    /// </summary>
+    [Fact]
+    public void NaNAndInfinitiesPropagateThroughGeluAndSoftmax()
+    {
+        float[] x = [float.NaN, float.PositiveInfinity, 1f, .. Enumerable.Repeat(0.5f, 20)];
+        var gelu = new float[x.Length];
+        CpuActivations.Apply(x, gelu, Engine.Backends.Activation.Gelu);
+        Assert.True(float.IsNaN(gelu[0]));
+        Assert.Equal(float.PositiveInfinity, gelu[1]);
+        float[] logits = [float.NaN, .. Enumerable.Repeat(0.5f, 31)]; // whole vectors at any width: no scalar tail to carry the NaN
+        var probabilities = new float[logits.Length];
+        Probabilities.FromLogits(logits, probabilities);
+        Assert.All(probabilities, p => Assert.True(float.IsNaN(p)));
+    }
 }
 
 /// <summary>The float64 backward of every op against central finite differences of its float64 forward, on the small cases.</summary>

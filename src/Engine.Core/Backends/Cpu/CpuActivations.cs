@@ -164,12 +164,14 @@ internal static unsafe class CpuActivations
     /// the exponent bits), relative error about 2e-7, at any vector width. <c>Vector.Exp</c> and TensorPrimitives.Exp widen
     /// to double and cost several times more: GELU's two exponentials made its epilogue as slow as a small GEMM, and the
     /// softmax most of attention's time. Below −87.3 (where eˣ is no longer a normal float) the result is 0; x is capped
-    /// at 88 (GELU's and the softmax's arguments are never positive).
+    /// at 88 (GELU's and the softmax's arguments are never positive). The clamps and the conversion to 2ⁿ are the
+    /// processor's own instructions (.NET's IEEE min, max and saturating conversion add nine instructions a vector: GELU
+    /// over 6.3 M values 3.9 → 3.3 ms here); a NaN passes through because it is the clamps' second operand.
     /// </summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
     internal static V Exp<V>(V input) where V : struct, ISimd<V>
     {
-        var x = V.Min(V.Max(input, V.Create(-87.3f)), V.Create(88f));
+        var x = V.Min(V.Create(88f), V.Max(V.Create(-87.3f), input)); // a NaN input stays NaN
         var n = V.Round(x * V.Create(1.44269504088896341f));
         var r = V.FusedMultiplyAdd(n, V.Create(-0.693359375f), x);
         r = V.FusedMultiplyAdd(n, V.Create(2.12194440e-4f), r);

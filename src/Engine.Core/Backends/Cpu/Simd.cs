@@ -21,12 +21,14 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     static abstract TSelf operator -(TSelf a, TSelf b);
     static abstract TSelf operator *(TSelf a, TSelf b);
     static abstract TSelf operator /(TSelf a, TSelf b);
+    /// <summary>The processor's minimum (vminps): where a lane of either is NaN, <paramref name="b"/>'s lane — put the value that may be NaN second.</summary>
     static abstract TSelf Min(TSelf a, TSelf b);
+    /// <summary>The processor's maximum (vmaxps), NaN as <see cref="Min"/>. (.NET's IEEE Min and Max cost six more instructions a vector.)</summary>
     static abstract TSelf Max(TSelf a, TSelf b);
     static abstract TSelf Abs(TSelf a);
     /// <summary>Rounded to the nearest integer, ties to even.</summary>
     static abstract TSelf Round(TSelf a);
-    /// <summary>2ⁿ for each lane's integral n in [−126, 127], built in the exponent bits.</summary>
+    /// <summary>2ⁿ for each lane's integral n in [−126, 127], built in the exponent bits (the unsaturated conversion: n is in range).</summary>
     static abstract TSelf PowerOfTwo(TSelf n);
     /// <summary>Lane-wise <paramref name="left"/> &lt; <paramref name="right"/> ? <paramref name="ifLess"/> : <paramref name="otherwise"/>.</summary>
     static abstract TSelf SelectLess(TSelf left, TSelf right, TSelf ifLess, TSelf otherwise);
@@ -48,11 +50,11 @@ internal readonly struct Simd512(Vector512<float> v) : ISimd<Simd512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 operator -(Simd512 a, Simd512 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 operator *(Simd512 a, Simd512 b) => new(a._v * b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 operator /(Simd512 a, Simd512 b) => new(a._v / b._v);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Min(Simd512 a, Simd512 b) => new(Vector512.Min(a._v, b._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Min(Simd512 a, Simd512 b) => new(Vector512.MinNative(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Max(Simd512 a, Simd512 b) => new(Vector512.MaxNative(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Abs(Simd512 a) => new(Vector512.Abs(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 Round(Simd512 a) => new(Vector512.Round(a._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 PowerOfTwo(Simd512 n) => new(Vector512.ShiftLeft(Vector512.ConvertToInt32(n._v) + Vector512.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 PowerOfTwo(Simd512 n) => new(Vector512.ShiftLeft(Vector512.ConvertToInt32Native(n._v) + Vector512.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 SelectLess(Simd512 left, Simd512 right, Simd512 ifLess, Simd512 otherwise) => new(Vector512.ConditionalSelect(Vector512.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd512 a) => Vector512.Sum(a._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
@@ -72,11 +74,11 @@ internal readonly struct Simd256(Vector256<float> v) : ISimd<Simd256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 operator -(Simd256 a, Simd256 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 operator *(Simd256 a, Simd256 b) => new(a._v * b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 operator /(Simd256 a, Simd256 b) => new(a._v / b._v);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Min(Simd256 a, Simd256 b) => new(Vector256.Min(a._v, b._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Min(Simd256 a, Simd256 b) => new(Vector256.MinNative(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Max(Simd256 a, Simd256 b) => new(Vector256.MaxNative(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Abs(Simd256 a) => new(Vector256.Abs(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 Round(Simd256 a) => new(Vector256.Round(a._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 PowerOfTwo(Simd256 n) => new(Vector256.ShiftLeft(Vector256.ConvertToInt32(n._v) + Vector256.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 PowerOfTwo(Simd256 n) => new(Vector256.ShiftLeft(Vector256.ConvertToInt32Native(n._v) + Vector256.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 SelectLess(Simd256 left, Simd256 right, Simd256 ifLess, Simd256 otherwise) => new(Vector256.ConditionalSelect(Vector256.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd256 a) => Vector256.Sum(a._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
@@ -96,11 +98,11 @@ internal readonly struct Simd128(Vector128<float> v) : ISimd<Simd128>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 operator -(Simd128 a, Simd128 b) => new(a._v - b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 operator *(Simd128 a, Simd128 b) => new(a._v * b._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 operator /(Simd128 a, Simd128 b) => new(a._v / b._v);
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Min(Simd128 a, Simd128 b) => new(Vector128.Min(a._v, b._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.Max(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Min(Simd128 a, Simd128 b) => new(Vector128.MinNative(a._v, b._v));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Max(Simd128 a, Simd128 b) => new(Vector128.MaxNative(a._v, b._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Abs(Simd128 a) => new(Vector128.Abs(a._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 Round(Simd128 a) => new(Vector128.Round(a._v));
-    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 PowerOfTwo(Simd128 n) => new(Vector128.ShiftLeft(Vector128.ConvertToInt32(n._v) + Vector128.Create(127), 23).AsSingle());
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 PowerOfTwo(Simd128 n) => new(Vector128.ShiftLeft(Vector128.ConvertToInt32Native(n._v) + Vector128.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 SelectLess(Simd128 left, Simd128 right, Simd128 ifLess, Simd128 otherwise) => new(Vector128.ConditionalSelect(Vector128.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd128 a) => Vector128.Sum(a._v);
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
