@@ -109,7 +109,7 @@ public sealed class ForwardPass
     /// <summary>(B·T, width) from per-token rows (<see cref="Rows"/>, width) read back from the device: padded positions of a packed pass hold zeros.</summary>
     public float[] Unpack(float[] rows, int width)
     {
-        if (_starts is null) return rows;
+        if (_starts is null || Rows == B * T) return rows; // padded, or packed with no padding: already the (B,T) layout
         var padded = new float[(long)B * T * width];
         for (int b = 0; b < B; b++)
             rows.AsSpan(_starts[b] * width, (_starts[b + 1] - _starts[b]) * width).CopyTo(padded.AsSpan(b * T * width));
