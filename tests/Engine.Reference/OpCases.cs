@@ -35,6 +35,7 @@ public static class OpCases
         new("odd-tanh", 5, 31, 67, true, "tanh"),
         new("no-bias", 19, 64, 48, false, "none"),
         new("tall", 101, 17, 3, true, "gelu"),
+        new("many-rows", 601, 9, 7, true, "none"), // rows in several of the bias gradient's 256-row blocks, the last one partial
         new("odd-gelu-kept", 13, 37, 33, true, "gelu", keepPreActivation: true),
         new("odd-tanh-kept", 5, 31, 67, true, "tanh", keepPreActivation: true),
         new("tall-none-kept", 70, 17, 3, false, "none", keepPreActivation: true),

@@ -230,12 +230,7 @@ public sealed class CpuBackend : ITrainingBackend
         if (dInput is not null) MatMul(dInput, dOutput, weight, MatMulShape.Contiguous(1, M, N, K, false, false));
         // dWeight (N,K) += dOutputᵀ · input, summed into the gradient in place.
         Multiply(Host(dWeight), Host(dOutput), Host(input), MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true);
-        if (dBias is not null)
-        {
-            var bias = Host(dBias).Span[..N];
-            var dy = Host(dOutput).Data;
-            for (int m = 0; m < M; m++) System.Numerics.Tensors.TensorPrimitives.Add(bias, dy.AsSpan(m * N, N), bias);
-        }
+        if (dBias is not null) CpuBackward.SumRows(Host(dBias).Segment, Host(dOutput).Data, M, N);
     }
 
     public void ActivateBackward(Tensor dInput, Tensor dOutput, Tensor input, int n, Activation activation)

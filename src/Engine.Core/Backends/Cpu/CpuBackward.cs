@@ -63,6 +63,33 @@ internal static class CpuBackward
         static void Add(Span<float> accumulator, ReadOnlySpan<float> values) => TensorPrimitives.Add(accumulator, values, accumulator);
     }
 
+    /// <summary>
+    /// sums (N) += Σ over the M rows of values (M,N) (a bias gradient): blocks of 256 rows summed in parallel into
+    /// partial rows, then the partials added in block order, so the result is the same for any thread count.
+    /// </summary>
+    public static void SumRows(ArraySegment<float> sums, float[] values, int M, int N)
+    {
+        const int BlockRows = 256;
+        int blocks = (M + BlockRows - 1) / BlockRows;
+        var partials = System.Buffers.ArrayPool<float>.Shared.Rent(blocks * N);
+        try
+        {
+            CpuParallel.For(0, blocks, [MethodImpl(MethodImplOptions.AggressiveOptimization)] (block) =>
+            {
+                var partial = partials.AsSpan(block * N, N);
+                partial.Clear();
+                for (int m = block * BlockRows, end = Math.Min(M, m + BlockRows); m < end; m++)
+                    TensorPrimitives.Add(partial, values.AsSpan(m * N, N), partial);
+            });
+            var total = sums.AsSpan(0, N);
+            for (int block = 0; block < blocks; block++) TensorPrimitives.Add(total, partials.AsSpan(block * N, N), total);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(partials);
+        }
+    }
+
     public static void Dropout(float[] output, float[] input, int n, DropoutMask mask)
     {
         if (!mask.IsActive)
