@@ -4,7 +4,8 @@
 // Shapes: qkv (rows,3C) holding Q, K, V side by side, each (rows,NH,HS); out (rows,C), C = NH·HS. Padded:
 // sequence b is rows b·T … b·T + T − 1 and indices is the key mask (B,T), 0 = padding; packed: sequence b is rows
 // indices[b] … indices[b + 1] − 1 (cumulative lengths, each ≤ T), every key real, and the warps of a
-// sequence's missing queries (i ≥ its length) return at once. The forward caches nothing: its backward recomputes the probabilities (below).
+// sequence's missing queries (i ≥ its length) return at once. The forward caches nothing: its backward
+// recomputes the probabilities (below).
 // Scheme: one warp per (b, h, query); lane l holds head dimensions l, l+32, l+64, l+96 (HS ≤ 128, a
 // specialization constant); keys are visited once with an online softmax (running max, rescaled sum and
 // output), so the T×T score matrix never exists, in global memory or anywhere. Masked keys are skipped
