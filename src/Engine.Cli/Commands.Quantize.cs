@@ -67,14 +67,7 @@ public static partial class Commands
             foreach (var (directory, i) in new[] { original, quantized }.Select((d, i) => (d, i)))
             {
                 using var embedder = LoadEmbedder(result, null, null, directory);
-                var encodings = embedder.Tokenize(lines);
-                vectors[i] = new float[lines.Count][];
-                for (int start = 0; start < encodings.Count; start += embedder.BatchSize)
-                {
-                    var chunk = encodings.GetRange(start, Math.Min(embedder.BatchSize, encodings.Count - start));
-                    embedder.Embed(chunk).CopyTo(vectors[i], start);
-                    progress.Report((long)i * lines.Count + start + chunk.Count);
-                }
+                vectors[i] = embedder.Embed(embedder.Tokenize(lines), done => progress.Report((long)i * lines.Count + done));
             }
         });
         var cosines = lines.Select((_, i) => SentenceEmbedder.Cosine(vectors[0][i], vectors[1][i])).ToArray();

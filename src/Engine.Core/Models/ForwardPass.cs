@@ -89,7 +89,6 @@ public sealed class ForwardPass
     public int T { get; }
     /// <summary>Rows of every per-token activation: B·T padded, the real tokens packed.</summary>
     public int Rows { get; }
-    public bool IsPacked => _starts is not null;
     public bool Records { get; }
     public DropoutSettings Dropout { get; }
 
