@@ -33,6 +33,8 @@ internal interface ISimd<TSelf> where TSelf : struct, ISimd<TSelf>
     /// <summary>Lane-wise <paramref name="left"/> &lt; <paramref name="right"/> ? <paramref name="ifLess"/> : <paramref name="otherwise"/>.</summary>
     static abstract TSelf SelectLess(TSelf left, TSelf right, TSelf ifLess, TSelf otherwise);
     static abstract float Sum(TSelf a);
+    /// <summary>The largest lane (NaN lanes may be passed over).</summary>
+    static abstract float MaxAcross(TSelf a);
     unsafe void Store(float* p);
 }
 
@@ -57,6 +59,7 @@ internal readonly struct Simd512(Vector512<float> v) : ISimd<Simd512>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 PowerOfTwo(Simd512 n) => new(Vector512.ShiftLeft(Vector512.ConvertToInt32Native(n._v) + Vector512.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd512 SelectLess(Simd512 left, Simd512 right, Simd512 ifLess, Simd512 otherwise) => new(Vector512.ConditionalSelect(Vector512.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd512 a) => Vector512.Sum(a._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(Simd512 a) => Simd256.MaxAcross(new(Vector256.MaxNative(a._v.GetLower(), a._v.GetUpper())));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
 
@@ -81,6 +84,7 @@ internal readonly struct Simd256(Vector256<float> v) : ISimd<Simd256>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 PowerOfTwo(Simd256 n) => new(Vector256.ShiftLeft(Vector256.ConvertToInt32Native(n._v) + Vector256.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd256 SelectLess(Simd256 left, Simd256 right, Simd256 ifLess, Simd256 otherwise) => new(Vector256.ConditionalSelect(Vector256.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd256 a) => Vector256.Sum(a._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(Simd256 a) => Simd128.MaxAcross(new(Vector128.MaxNative(a._v.GetLower(), a._v.GetUpper())));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
 
@@ -105,6 +109,7 @@ internal readonly struct Simd128(Vector128<float> v) : ISimd<Simd128>
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 PowerOfTwo(Simd128 n) => new(Vector128.ShiftLeft(Vector128.ConvertToInt32Native(n._v) + Vector128.Create(127), 23).AsSingle());
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static Simd128 SelectLess(Simd128 left, Simd128 right, Simd128 ifLess, Simd128 otherwise) => new(Vector128.ConditionalSelect(Vector128.LessThan(left._v, right._v), ifLess._v, otherwise._v));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float Sum(Simd128 a) => Vector128.Sum(a._v);
+    [MethodImpl(MethodImplOptions.AggressiveInlining)] public static float MaxAcross(Simd128 a) => MathF.Max(MathF.Max(a._v[0], a._v[1]), MathF.Max(a._v[2], a._v[3]));
     [MethodImpl(MethodImplOptions.AggressiveInlining)] public unsafe void Store(float* p) => _v.Store(p);
 }
 
