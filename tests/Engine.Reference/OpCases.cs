@@ -1,3 +1,5 @@
+using Engine.Backends;
+
 namespace Engine.Reference;
 
 /// <summary>
@@ -54,6 +56,28 @@ public static class OpCases
         new("no-bias-k70", 37, 70, 45, false, "none"), // K past two tensor-core steps, N past a 32-column tile
         new("over-tiles", 70, 97, 70, true, "gelu"),
         new("minilm-ffn-out", 9, 1536, 384, true, "none"),
+    ];
+
+    /// <summary>
+    /// A half-precision product against the fp32-operand product: each operand's relative rounding error is at most half
+    /// an ulp (2⁻¹¹ for fp16, 2⁻⁸ for bf16), so a sum of K products errs by about that times √K times a product's size.
+    /// </summary>
+    public static Tolerance HalfRoundingTolerance(ComputePrecision precision, int K)
+    {
+        double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
+        return new(4 * unit * Math.Sqrt(K), 4 * unit);
+    }
+
+    /// <summary>Each shape in fp16 and in bf16: a K below one tensor-core step, several steps, N and M past one 64×32 tile.</summary>
+    public static readonly HalfLinearCase[] HalfLinear =
+    [
+        .. new[] { ComputePrecision.Fp16, ComputePrecision.Bf16 }.SelectMany(p => new HalfLinearCase[]
+        {
+            new("1x1x1", 1, 1, 1, true, "none", p),
+            new("odd", 7, 13, 5, true, "none", p),
+            new("odd-gelu-kept", 13, 37, 33, true, "gelu", p, keepPreActivation: true),
+            new("over-tiles-tanh", 70, 21, 37, false, "tanh", p),
+        }),
     ];
 
     public static readonly MatMulCase[] MatMul =

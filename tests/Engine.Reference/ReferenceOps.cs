@@ -24,6 +24,31 @@ public static class ReferenceOps
     }
 
     /// <summary>
+    /// Values rounded to fp16 or bf16, nearest even, as float64: fp16 by .NET's conversion; bf16 by choosing, of the two
+    /// bf16 neighbours (the float's top 16 bits, and the next value up in magnitude, 2¹²⁸ past the largest finite one),
+    /// the nearer in float64, a tie going to the even one; 2¹²⁸ means infinity. NaN and infinities stay as they are.
+    /// </summary>
+    public static double[] Round(float[] values, Engine.Backends.ComputePrecision precision) => [.. values.Select(v => precision switch
+    {
+        Engine.Backends.ComputePrecision.Fp32 => v,
+        Engine.Backends.ComputePrecision.Fp16 => (double)(float)(Half)v,
+        _ => RoundToBFloat16(v),
+    })];
+
+    private static double RoundToBFloat16(float value)
+    {
+        if (float.IsNaN(value) || float.IsInfinity(value)) return value;
+        uint bits = BitConverter.SingleToUInt32Bits(value), truncated = bits & 0xFFFF0000u;
+        int exponent = (int)((bits >> 23) & 0xFF);
+        double below = BitConverter.UInt32BitsToSingle(truncated);
+        double above = below + (value < 0 ? -1 : 1) * Math.ScaleB(1.0, Math.Max(exponent, 1) - 134); // one bf16 unit further out
+        double distanceBelow = Math.Abs(value - below), distanceAbove = Math.Abs(value - above);
+        bool up = distanceBelow != distanceAbove ? distanceAbove < distanceBelow : (truncated & 0x10000u) != 0;
+        if (!up) return below;
+        return Math.Abs(above) >= Math.ScaleB(1.0, 128) ? (value < 0 ? double.NegativeInfinity : double.PositiveInfinity) : above;
+    }
+
+    /// <summary>
     /// The int8 Linear as it is defined, in float64 where it is not integer: each input row quantized (scale max|row|/127
     /// in float32, q = round-half-even(x · 127/max) as float32 products), exact integer products with the int8 weight
     /// (N,K), dequantized by row scale × column scale, plus bias, then the activation.
