@@ -67,9 +67,26 @@ public sealed class SentenceEmbedder : IDisposable
 
     public int Dimensions => Model.Config.HiddenSize;
 
-    /// <summary>Each text as the encoder sees it: lower-cased when set, tokenized, cut to <see cref="MaxLength"/> (<see cref="Encoding.Truncated"/> says where).</summary>
-    public List<Encoding> Tokenize(IReadOnlyList<string> texts) =>
-        [.. texts.Select(t => Tokenizer.Encode(LowerCase ? t.ToLowerInvariant() : t, maxLength: MaxLength))];
+    /// <summary>
+    /// Each text as the encoder sees it: lower-cased when set, tokenized, cut to <see cref="MaxLength"/> (<see cref="Encoding.Truncated"/>
+    /// says where). Many texts are shared out over the CPU backend's threads (the tokenizer is thread-safe; one thread spent
+    /// 0.3 s of a 512-text embed here before its first batch); a few are tokenized on the calling thread.
+    /// </summary>
+    public List<Encoding> Tokenize(IReadOnlyList<string> texts)
+    {
+        var encodings = new Encoding[texts.Count];
+        int threads = Model.Backend is Backends.Cpu.CpuBackend cpu ? cpu.Threads : Environment.ProcessorCount;
+        if (threads > 1 && texts.Count >= ParallelTokenizingTexts)
+            Parallel.For(0, texts.Count, new ParallelOptions { MaxDegreeOfParallelism = threads }, i => encodings[i] = Encode(texts[i]));
+        else
+            for (int i = 0; i < texts.Count; i++) encodings[i] = Encode(texts[i]);
+        return [.. encodings];
+    }
+
+    /// <summary>Texts from which <see cref="Tokenize"/> uses several threads: below it, starting them costs more than it saves.</summary>
+    private const int ParallelTokenizingTexts = 64;
+
+    private Encoding Encode(string text) => Tokenizer.Encode(LowerCase ? text.ToLowerInvariant() : text, maxLength: MaxLength);
 
     public float[][] Embed(IReadOnlyList<string> texts) => Embed(Tokenize(texts));
 

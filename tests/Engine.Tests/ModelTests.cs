@@ -53,6 +53,25 @@ public sealed class ConcurrencyTests
         for (int i = 0; i < batches.Length; i++) Assert.Equal(serialLogits[i], parallelLogits[i]);
     }
 
+    /// <summary>Many texts are tokenized on several threads: the encodings are each text's own, in input order, on one thread or two.</summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void ManyTextsTokenizeInOrderOnAnyNumberOfThreads(int threads)
+    {
+        string[] texts = [.. Enumerable.Range(0, 300).Select(i => $"text {i}: " + string.Join(' ', Enumerable.Repeat($"word{i % 17} and more", 1 + i % 90)))];
+        using var embedder = SentenceEmbedder.Load(Engine.Reference.PretrainedModels.MiniLM.Directory, new CpuBackend(threads));
+        var encodings = embedder.Tokenize(texts);
+        Assert.Equal(texts.Length, encodings.Count);
+        for (int i = 0; i < texts.Length; i++)
+        {
+            var expected = embedder.Tokenizer.Encode(texts[i], maxLength: embedder.MaxLength);
+            Assert.Equal(expected.InputIds, encodings[i].InputIds);
+            Assert.Equal(expected.Truncated, encodings[i].Truncated);
+        }
+        Assert.Contains(encodings, e => e.Truncated); // long texts are cut at the model's max_seq_length, as alone
+    }
+
     /// <summary>A masked-LM model's full and gathered logits from 8 threads at once give exactly the serial outputs.</summary>
     [Fact]
     public void MaskedLMFromEightThreadsMatchesSerialRuns()
