@@ -28,6 +28,9 @@ public static partial class Commands
     private static readonly Option<string?> Device = CliOptions.Choice("--device",
         "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
         ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"], defaultValue: "auto", recursive: true);
+    private static readonly Option<string?> Precision = CliOptions.Choice("--precision",
+        "fp32 (the default and the reference), fp16 or bf16: the encoder's Linears with half-precision operands on a GPU device's tensor cores, fp32 sums (cuda, or ilgpu-cpu's software path; inference verbs)",
+        ["fp32", "fp16", "bf16"], defaultValue: "fp32", recursive: true);
     private static readonly Option<int?> Threads = Recursive(CliOptions.Integer("--threads", "Threads each op of the CPU backend uses (GPU devices ignore it)",
         1, CpuBackend.MaxThreads, absent: "every core"));
     private static readonly Option<string?> Model = CliOptions.Path("--model", ValueKind.InputDirectory,
@@ -46,7 +49,7 @@ public static partial class Commands
     {
         var root = new RootCommand("engine: BERT-family encoders in C# — embeddings, similarity, encoding, fine-tuning, classification, fill-mask, pre-training, int8 quantization, import")
         {
-            Verbose, Quiet, ProgressInterval, Device, Threads,
+            Verbose, Quiet, ProgressInterval, Device, Precision, Threads,
         };
         root.Subcommands.Add(EmbedCommand());
         root.Subcommands.Add(SimilarityCommand());
@@ -212,6 +215,7 @@ public static partial class Commands
         training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
+            RequireFp32ForTraining(result, "finetune");
             string? resumeFrom = training.ResumeFrom(result);
             string directory = resumeFrom ?? ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
@@ -389,8 +393,40 @@ public static partial class Commands
             "cpu" => new CpuBackend(result.GetValue(Threads) ?? 0),
             _ => IlgpuBackend.CudaAvailable() ? IlgpuBackend.Create(IlgpuDevice.Cuda) : new CpuBackend(result.GetValue(Threads) ?? 0),
         };
-        Note(result, $"device: {backend.Description}");
+        var precision = ComputePrecisionOf(result);
+        if (precision != ComputePrecision.Fp32)
+        {
+            if (backend is not IlgpuBackend ilgpu)
+            {
+                backend.Dispose();
+                throw new UsageException($"--precision {result.GetValue(Precision)} runs on a GPU device (--device cuda, or ilgpu-cpu to check it); the CPU backend computes in fp32");
+            }
+            try
+            {
+                ilgpu.Precision = precision;
+            }
+            catch
+            {
+                backend.Dispose();
+                throw;
+            }
+        }
+        Note(result, $"device: {backend.Description}{(precision == ComputePrecision.Fp32 ? "" : $", {result.GetValue(Precision)} Linears on tensor cores")}");
         return backend;
+    }
+
+    private static ComputePrecision ComputePrecisionOf(ParseResult result) => result.GetValue(Precision) switch
+    {
+        "fp16" => ComputePrecision.Fp16,
+        "bf16" => ComputePrecision.Bf16,
+        _ => ComputePrecision.Fp32,
+    };
+
+    /// <summary>Training keeps fp32 until mixed-precision training (fp32 master weights, loss scaling) is built.</summary>
+    private static void RequireFp32ForTraining(ParseResult result, string verb)
+    {
+        if (ComputePrecisionOf(result) != ComputePrecision.Fp32)
+            throw new UsageException($"{verb} trains in fp32 only for now; --precision {result.GetValue(Precision)} is for inference verbs");
     }
 
     /// <summary>The texts of the arguments, else of <paramref name="inputFile"/>, else of stdin when it is not a terminal.</summary>
