@@ -87,9 +87,9 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<int, Stride1D.Dense> _quantizedRows; // an int8 Linear's activations, grown on demand
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
-    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int> _toHalves;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, HalfGemmKernels.Shape> _halfTensorCores;
-    private MemoryBuffer1D<uint, Stride1D.Dense> _halfWords; // a half-precision Linear's operands, grown on demand
+    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int> _toWords;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape> _reducedTensorCores;
+    private MemoryBuffer1D<uint, Stride1D.Dense> _reducedWords; // a reduced-precision Linear's operands, grown on demand
     private ComputePrecision _precision;
 
     private IlgpuBackend(Context context, Accelerator accelerator)
@@ -125,9 +125,9 @@ public sealed class IlgpuBackend : ITrainingBackend
         _packInt8Weights = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<sbyte>, Int8GemmKernels.Shape>(Int8GemmKernels.PackWeightsKernel);
         _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
-        _toHalves = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int>(HalfGemmKernels.ToHalvesKernel);
-        _halfTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, HalfGemmKernels.Shape>(HalfGemmKernels.TensorCoreKernel);
-        _halfWords = accelerator.Allocate1D<uint>(1);
+        _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int>(ReducedPrecisionGemmKernels.ToWordsKernel);
+        _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape>(ReducedPrecisionGemmKernels.TensorCoreKernel);
+        _reducedWords = accelerator.Allocate1D<uint>(1);
         _scratch = accelerator.Allocate1D<float>(1);
         _quantizedRows = accelerator.Allocate1D<int>(1);
         _rowScales = accelerator.Allocate1D<float>(1);
@@ -138,17 +138,17 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// The operands' format in fp32 Linear products (forward): fp32 (the default), or fp16/bf16 on tensor cores
+    /// The operands' format in fp32 Linear products (forward): fp32 (the default), or tf32, fp16 or bf16 on tensor cores
     /// (mma.sync, sm_80 and later; the software fragment path on other accelerators). Backward products stay fp32.
     /// </summary>
-    /// <exception cref="EngineException">A half format on a CUDA device older than sm_80.</exception>
+    /// <exception cref="EngineException">A reduced format on a CUDA device older than sm_80.</exception>
     public ComputePrecision Precision
     {
         get => _precision;
         set
         {
             if (value != ComputePrecision.Fp32 && _accelerator is CudaAccelerator { Architecture: { } architecture } && architecture.Major < 8)
-                throw new EngineException($"precision {value.ToString().ToLowerInvariant()} needs tensor cores with half-precision mma (sm_80 or later); this device is sm_{architecture.Major}{architecture.Minor}");
+                throw new EngineException($"precision {value.ToString().ToLowerInvariant()} needs tensor cores with its mma.sync (sm_80 or later); this device is sm_{architecture.Major}{architecture.Minor}");
             _precision = value;
         }
     }
@@ -237,7 +237,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         }
         if (_precision != ComputePrecision.Fp32)
         {
-            LinearHalf(output, input, weight, bias, M, K, N, activation, preActivation);
+            LinearReducedPrecision(output, input, weight, bias, M, K, N, activation, preActivation);
             return;
         }
         var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation), preActivation is not null);
@@ -268,27 +268,32 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// The half-precision Linear: input and weight rounded into padded half words in scratch (the weight every call, so a
+    /// The reduced-precision Linear: input and weight rounded into padded words in scratch (the weight every call, so a
     /// weight changed by training or an upload is never stale: N·K conversions against M·N·K multiply-adds), then the
     /// tensor-core product with the fp32 epilogue.
     /// </summary>
-    private void LinearHalf(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation)
+    private void LinearReducedPrecision(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation)
     {
         if (M == 0 || N == 0) return;
-        int format = _precision == ComputePrecision.Bf16 ? HalfGemmKernels.Bf16 : HalfGemmKernels.Fp16;
-        var shape = new HalfGemmKernels.Shape(M, K, N, HalfGemmKernels.Shape.WordsFor(K), format, bias is null ? 0 : 1, ActivationKernels.Code(activation), preActivation is null ? 0 : 1);
+        int format = _precision switch
+        {
+            ComputePrecision.Bf16 => ReducedPrecisionGemmKernels.Bf16,
+            ComputePrecision.Tf32 => ReducedPrecisionGemmKernels.Tf32,
+            _ => ReducedPrecisionGemmKernels.Fp16,
+        };
+        var shape = new ReducedPrecisionGemmKernels.Shape(M, K, N, ReducedPrecisionGemmKernels.Shape.WordsFor(K, format), format, bias is null ? 0 : 1, ActivationKernels.Code(activation), preActivation is null ? 0 : 1);
         long inputWords = (long)M * shape.Words, weightWords = (long)N * shape.Words;
-        if (inputWords + weightWords > int.MaxValue) throw new EngineException($"a half-precision Linear of ({M},{K}) by ({N},{K}) is too large for one launch");
-        if (_halfWords.Length < inputWords + weightWords)
+        if (inputWords + weightWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} Linear of ({M},{K}) by ({N},{K}) is too large for one launch");
+        if (_reducedWords.Length < inputWords + weightWords)
         {
             _accelerator.Synchronize(); // kernels still queued may read the old buffer
-            _halfWords.Dispose();
-            _halfWords = _accelerator.Allocate1D<uint>(inputWords + weightWords);
+            _reducedWords.Dispose();
+            _reducedWords = _accelerator.Allocate1D<uint>(inputWords + weightWords);
         }
-        var (halfInput, halfWeight) = (_halfWords.View.SubView(0, inputWords), _halfWords.View.SubView(inputWords, weightWords));
-        _toHalves((int)inputWords, halfInput, View(input), K, shape.Words, format);
-        _toHalves((int)weightWords, halfWeight, View(weight), K, shape.Words, format);
-        _halfTensorCores(HalfGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), View(output), preActivation is null ? _none.View : View(preActivation),
+        var (halfInput, halfWeight) = (_reducedWords.View.SubView(0, inputWords), _reducedWords.View.SubView(inputWords, weightWords));
+        _toWords((int)inputWords, halfInput, View(input), K, shape.Words, format);
+        _toWords((int)weightWords, halfWeight, View(weight), K, shape.Words, format);
+        _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), View(output), preActivation is null ? _none.View : View(preActivation),
             halfInput, halfWeight, bias is null ? _none.View : View(bias), shape);
     }
 
@@ -519,7 +524,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         foreach (var (_, packed) in _packedInt8) packed.Dispose();
         _none.Dispose();
         _noneInt8.Dispose();
-        _halfWords.Dispose();
+        _reducedWords.Dispose();
         _accelerator.Dispose();
         _context.Dispose();
     }

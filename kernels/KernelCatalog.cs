@@ -34,8 +34,8 @@ public static class KernelCatalog
         new("int8-pack-weights", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.PackWeightsKernel)), false, false),
         new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A"),
         new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA"),
-        new("to-halves", Method(nameof(HalfGemmKernels), nameof(HalfGemmKernels.ToHalvesKernel)), false, false),
-        new("half-gemm-mma", Method(nameof(HalfGemmKernels), nameof(HalfGemmKernels.TensorCoreKernel)), true, true, "HMMA"),
+        new("to-words", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.ToWordsKernel)), false, false),
+        new("reduced-gemm-mma", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.TensorCoreKernel)), true, true, "HMMA.16816.F32", "HMMA.16816.F32.BF16", "HMMA.1688.F32.TF32"),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),

@@ -29,8 +29,8 @@ public static partial class Commands
         "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
         ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"], defaultValue: "auto", recursive: true);
     private static readonly Option<string?> Precision = CliOptions.Choice("--precision",
-        "fp32 (the default and the reference), fp16 or bf16: the encoder's Linears with half-precision operands on a GPU device's tensor cores, fp32 sums (cuda, or ilgpu-cpu's software path; inference verbs)",
-        ["fp32", "fp16", "bf16"], defaultValue: "fp32", recursive: true);
+        "fp32 (the default and the reference), tf32, fp16 or bf16: the encoder's Linears with operands in that format on a GPU device's tensor cores, fp32 sums (cuda, or ilgpu-cpu's software path; inference verbs)",
+        ["fp32", "tf32", "fp16", "bf16"], defaultValue: "fp32", recursive: true);
     private static readonly Option<int?> Threads = Recursive(CliOptions.Integer("--threads", "Threads each op of the CPU backend uses (GPU devices ignore it)",
         1, CpuBackend.MaxThreads, absent: "every core"));
     private static readonly Option<string?> Model = CliOptions.Path("--model", ValueKind.InputDirectory,
@@ -417,6 +417,7 @@ public static partial class Commands
 
     private static ComputePrecision ComputePrecisionOf(ParseResult result) => result.GetValue(Precision) switch
     {
+        "tf32" => ComputePrecision.Tf32,
         "fp16" => ComputePrecision.Fp16,
         "bf16" => ComputePrecision.Bf16,
         _ => ComputePrecision.Fp32,

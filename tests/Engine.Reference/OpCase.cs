@@ -209,12 +209,12 @@ public sealed class Int8LinearCase(string name, int m, int k, int n, bool bias, 
 }
 
 /// <summary>
-/// A Linear with both operands in half precision (<see cref="Precision"/>: fp16 or bf16): the backend given must be set
-/// to that precision. Judged against the float64 product of the operands rounded to the format (nearest even), which
-/// is exact but for the fp32 sums, so the tolerance is the fp32 Linear's; and against the unrounded product within the
-/// format's own rounding (<see cref="OpCases.HalfRoundingTolerance"/>).
+/// A Linear with both operands in a tensor-core format (<see cref="Precision"/>: tf32, fp16 or bf16): the backend given
+/// must be set to that precision. Judged against the float64 product of the operands rounded to the format (as
+/// <see cref="ReferenceOps.Round"/>), which is exact but for the fp32 sums, so the tolerance is the fp32 Linear's; and
+/// against the unrounded product within the format's own rounding (<see cref="OpCases.RoundingTolerance"/>).
 /// </summary>
-public sealed class HalfLinearCase(string name, int m, int k, int n, bool bias, string activation, ComputePrecision precision, bool keepPreActivation = false)
+public sealed class ReducedPrecisionLinearCase(string name, int m, int k, int n, bool bias, string activation, ComputePrecision precision, bool keepPreActivation = false)
     : OpCase("linear-" + precision.ToString().ToLowerInvariant(), name)
 {
     private readonly Lazy<(float[] Input, float[] Weight, float[]? Bias)> _inputs = new(() => (OpCases.Random(m * k, 41), OpCases.Random(n * k, 42, 0.5f), bias ? OpCases.Random(n, 43) : null));
@@ -226,9 +226,10 @@ public sealed class HalfLinearCase(string name, int m, int k, int n, bool bias, 
     public (float[] Input, float[] Weight, float[]? Bias) Inputs => _inputs.Value;
     public override long Work => (long)M * K * N;
     public override double Flops => 2.0 * M * K * N;
-    // On the emulator, per 64×32 tile and step of 16 along K: 4 warps × (4 software mmas of 32 shuffles + 2 barriers), which
-    // took about 0.15 s a tile-step here (the shuffles of one mma rendezvous together): 160 rounds.
-    protected override double EmulatorRounds => Math.Ceiling(M / 64.0) * Math.Ceiling(N / 32.0) * Math.Ceiling(K / 16.0) * 160;
+    // On the emulator, per 64×32 tile and step along K (16 halves or 8 tf32 values): 4 warps × (4 software mmas of 32
+    // shuffles + 2 barriers), which took about 0.15 s a tile-step here (the shuffles of one mma rendezvous together): 160 rounds.
+    protected override double EmulatorRounds =>
+        Math.Ceiling(M / 64.0) * Math.Ceiling(N / 32.0) * Math.Ceiling(K / (precision == ComputePrecision.Tf32 ? 8.0 : 16.0)) * 160;
 
     public override ParityResult Forward(IBackend backend)
     {
@@ -240,7 +241,7 @@ public sealed class HalfLinearCase(string name, int m, int k, int n, bool bias, 
         var result = Compare(ReferenceOps.Linear(roundedInput, roundedWeight, b?.AsDoubles(), M, K, N, activation), actual, OpCases.LinearTolerance);
         if (!result.Passed) return result;
         result = ParityCheck.Compare(Op, Name + " against fp32 operands", ReferenceOps.Linear(input.AsDoubles(), weight.AsDoubles(), b?.AsDoubles(), M, K, N, activation),
-            actual, OpCases.HalfRoundingTolerance(precision, K));
+            actual, OpCases.RoundingTolerance(precision, K));
         if (pre is null || !result.Passed) return result;
         return ParityCheck.Compare(Op, Name + " pre-activation", ReferenceOps.Linear(roundedInput, roundedWeight, b?.AsDoubles(), M, K, N, "none"),
             backend.DownloadArray(pre), OpCases.LinearTolerance);

@@ -59,19 +59,19 @@ public static class OpCases
     ];
 
     /// <summary>
-    /// A half-precision product against the fp32-operand product: each operand's relative rounding error is at most half
-    /// an ulp (2⁻¹¹ for fp16, 2⁻⁸ for bf16), so a sum of K products errs by about that times √K times a product's size.
+    /// A reduced-precision product against the fp32-operand product: each operand's relative rounding error is at most half
+    /// an ulp (2⁻¹¹ for fp16 and tf32, 2⁻⁸ for bf16), so a sum of K products errs by about that times √K times a product's size.
     /// </summary>
-    public static Tolerance HalfRoundingTolerance(ComputePrecision precision, int K)
+    public static Tolerance RoundingTolerance(ComputePrecision precision, int K)
     {
         double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
         return new(4 * unit * Math.Sqrt(K), 4 * unit);
     }
 
-    /// <summary>Each shape in fp16 and in bf16: a K below one tensor-core step, several steps, N and M past one 64×32 tile.</summary>
-    public static readonly HalfLinearCase[] HalfLinear =
+    /// <summary>Each shape in tf32, fp16 and bf16: a K below one tensor-core step, several steps, N and M past one 64×32 tile.</summary>
+    public static readonly ReducedPrecisionLinearCase[] ReducedPrecisionLinear =
     [
-        .. new[] { ComputePrecision.Fp16, ComputePrecision.Bf16 }.SelectMany(p => new HalfLinearCase[]
+        .. new[] { ComputePrecision.Tf32, ComputePrecision.Fp16, ComputePrecision.Bf16 }.SelectMany(p => new ReducedPrecisionLinearCase[]
         {
             new("1x1x1", 1, 1, 1, true, "none", p),
             new("odd", 7, 13, 5, true, "none", p),

@@ -24,26 +24,29 @@ public static class ReferenceOps
     }
 
     /// <summary>
-    /// Values rounded to fp16 or bf16, nearest even, as float64: fp16 by .NET's conversion; bf16 by choosing, of the two
-    /// bf16 neighbours (the float's top 16 bits, and the next value up in magnitude, 2¹²⁸ past the largest finite one),
-    /// the nearer in float64, a tie going to the even one; 2¹²⁸ means infinity. NaN and infinities stay as they are.
+    /// Values rounded to a tensor-core format, as float64: fp16 by .NET's conversion (nearest even); bf16 (7 mantissa bits,
+    /// nearest even) and tf32 (10 mantissa bits, nearest, ties away from zero) by choosing, of the two neighbours (the
+    /// float cut to those bits, and one unit further from zero, 2¹²⁸ past the largest finite one), the nearer in float64;
+    /// 2¹²⁸ means infinity. NaN and infinities stay as they are.
     /// </summary>
     public static double[] Round(float[] values, Engine.Backends.ComputePrecision precision) => [.. values.Select(v => precision switch
     {
         Engine.Backends.ComputePrecision.Fp32 => v,
         Engine.Backends.ComputePrecision.Fp16 => (double)(float)(Half)v,
-        _ => RoundToBFloat16(v),
+        Engine.Backends.ComputePrecision.Tf32 => RoundMantissa(v, 10, tiesAway: true),
+        _ => RoundMantissa(v, 7, tiesAway: false),
     })];
 
-    private static double RoundToBFloat16(float value)
+    private static double RoundMantissa(float value, int mantissaBits, bool tiesAway)
     {
         if (float.IsNaN(value) || float.IsInfinity(value)) return value;
-        uint bits = BitConverter.SingleToUInt32Bits(value), truncated = bits & 0xFFFF0000u;
+        int dropped = 23 - mantissaBits;
+        uint bits = BitConverter.SingleToUInt32Bits(value), truncated = bits >> dropped << dropped;
         int exponent = (int)((bits >> 23) & 0xFF);
         double below = BitConverter.UInt32BitsToSingle(truncated);
-        double above = below + (value < 0 ? -1 : 1) * Math.ScaleB(1.0, Math.Max(exponent, 1) - 134); // one bf16 unit further out
+        double above = below + (value < 0 ? -1 : 1) * Math.ScaleB(1.0, Math.Max(exponent, 1) - 127 - mantissaBits); // one unit further out
         double distanceBelow = Math.Abs(value - below), distanceAbove = Math.Abs(value - above);
-        bool up = distanceBelow != distanceAbove ? distanceAbove < distanceBelow : (truncated & 0x10000u) != 0;
+        bool up = distanceBelow != distanceAbove ? distanceAbove < distanceBelow : tiesAway || ((truncated >> dropped) & 1u) != 0;
         if (!up) return below;
         return Math.Abs(above) >= Math.ScaleB(1.0, 128) ? (value < 0 ? double.NegativeInfinity : double.PositiveInfinity) : above;
     }

@@ -10,9 +10,9 @@ using Engine.Quantization;
 using Engine.Reference;
 
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
-// catalogue, forward and backward, against the float64 reference; the int8 cases with dp4a too; the half-precision
-// Linear cases in fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
-// CUDA against the CPU backend, kernel timings at BERT-base shapes (the Linears also in fp16 and bf16), then forward timings at batch 32 × 128.
+// catalogue, forward and backward, against the float64 reference; the int8 cases with dp4a too; the reduced-precision
+// Linear cases in tf32, fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
+// CUDA against the CPU backend, kernel timings at BERT-base shapes (the Linears also in tf32, fp16 and bf16), then forward timings at batch 32 × 128.
 // Writes engine.json and the models (for PyTorch's side) under --output; exits 1 on any parity failure.
 // Usage: Engine.GpuCheck --output DIR [--device cuda|ilgpu-cpu]
 string output = Argument("--output") ?? "gpu-results";
@@ -57,8 +57,8 @@ foreach (var c in OpCases.Int8Linear.Where(c => c.EmulatorSeconds <= budget))
     Record(result with { Case = result.Case + " (dp4a)" });
 }
 ilgpu.Int8Product = Int8Kernel.TensorCores;
-// The half-precision Linear (fp16 and bf16 on tensor cores), each case with the backend set to its format.
-foreach (var c in OpCases.HalfLinear.Where(c => c.EmulatorSeconds <= budget))
+// The reduced-precision Linear (tf32, fp16 and bf16 on tensor cores), each case with the backend set to its format.
+foreach (var c in OpCases.ReducedPrecisionLinear.Where(c => c.EmulatorSeconds <= budget))
 {
     ilgpu.Precision = c.Precision;
     Record(c.Forward(backend));
@@ -112,7 +112,7 @@ if (!emulated)
     ilgpu.Int8Product = Int8Kernel.Dp4a;
     foreach (var c in OpCases.BertBase.Int8Linear) Time(kernels, c.Id + " (dp4a)", c.Flops, c.Prepare(backend));
     ilgpu.Int8Product = Int8Kernel.TensorCores;
-    foreach (var precision in new[] { ComputePrecision.Fp16, ComputePrecision.Bf16 })
+    foreach (var precision in new[] { ComputePrecision.Tf32, ComputePrecision.Fp16, ComputePrecision.Bf16 })
     {
         ilgpu.Precision = precision;
         foreach (var c in OpCases.BertBase.Linear) Time(kernels, $"{c.Id} ({precision.ToString().ToLowerInvariant()}, tensor cores)", c.Flops, c.Prepare(backend));

@@ -1,46 +1,78 @@
-// Half-precision Linear on tensor cores: out (M,N) = act(A (M,K) · W (N,K)ᵀ + bias), with A and W rounded to fp16 or
-// bf16 (round to nearest even) and the products summed in fp32 — the precision of mma.sync's f32 accumulators.
+// Reduced-precision Linear on tensor cores: out (M,N) = act(A (M,K) · W (N,K)ᵀ + bias), with A and W rounded to fp16 or
+// bf16 (round to nearest even) or tf32 (fp32 with a 10-bit mantissa, round to nearest, ties away, as cvt.rna.tf32.f32)
+// and the products summed in fp32 — the precision of mma.sync's f32 accumulators.
 //
-// Shapes: M = B·T rows, K in-features, N out-features. Operands are uint words of two consecutive k (the lower k in the
-// low 16 bits, as PTX packs .f16x2), rows padded with zeros to Words = ceil(K/16)·8, so one m16n8k16 step is 8 words.
-// Kernels: ToHalves (fp32 rows into padded half words: the activations every call, the weight every call too, so a
-// weight updated by training is never stale); TensorCores (a 64×32 output tile per group of 4 warps, each warp 16×32 as
-// four m16n8k16 products per k step from shared memory, rows padded to 12 words so the fragment loads hit 32 distinct
-// banks), with the fp32 GEMM's epilogue (bias, activation, pre-activation).
-// Inline PTX runs only on CUDA: elsewhere the warp does the mma itself following the PTX ISA's m16n8k16 fragment layout
-// (each lane gathers its rows of A and columns of B from the lanes that hold them with shuffles, then multiplies the
-// halves in fp32), so the ILGPU CPU emulator checks the tiling and fragment indexing; only the instruction differs.
-// History: v1 (this version): operands staged by plain loads, fragments read from shared memory word by word; cp.async
-// staging, ldmatrix fragments and larger tiles are the next steps.
+// Shapes: M = B·T rows, K in-features, N out-features. Operands are uint words: two consecutive k of fp16/bf16 (the
+// lower k in the low 16 bits, as PTX packs .f16x2), or one k of tf32 (the low 13 bits zero). Rows are padded with zeros
+// to 8 words per tensor-core step: one m16n8k16 for halves (Words = ceil(K/16)·8), one m16n8k8 for tf32 (ceil(K/8)·8).
+// Both instructions hold A, B and C in the same words of the same lanes (a0 row g word t, a1 row g+8, a2 and a3 at word
+// 4+t; b0 column g word t, b1 word 4+t; c0, c1 row g columns 2t, 2t+1, c2, c3 row g+8), so one kernel runs all three.
+// Kernels: ToWords (fp32 rows into padded words: the activations every call, the weight every call too, so a weight
+// updated by training is never stale); TensorCores (a 64×32 output tile per group of 4 warps, each warp 16×32 as four
+// mma products per step from shared memory, rows padded to 12 words so the fragment loads hit 32 distinct banks), with
+// the fp32 GEMM's epilogue (bias, activation, pre-activation).
+// Inline PTX runs only on CUDA: elsewhere the warp does the mma itself following the PTX ISA's fragment layout (each
+// lane gathers its rows of A and columns of B from the lanes that hold them with shuffles, then multiplies the values
+// in fp32), so the ILGPU CPU emulator checks the tiling and fragment indexing; only the instruction differs.
+// History: v1 fp16/bf16; v2 (this version) tf32. Operands are staged by plain loads and fragments read from shared memory
+// word by word; cp.async staging, ldmatrix fragments and larger tiles are the next steps.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
 namespace Engine.Kernels;
 
-internal static class HalfGemmKernels
+internal static class ReducedPrecisionGemmKernels
 {
     public const int WordsPerStep = 8, WarpsPerGroup = 4, TileM = 64, TileN = 32, Stride = 12;
     /// <summary>Values of <see cref="Shape.Format"/>.</summary>
-    public const int Fp16 = 0, Bf16 = 1;
+    public const int Fp16 = 0, Bf16 = 1, Tf32 = 2;
 
-    /// <param name="Words">Words per padded row: ceil(K/16)·8.</param>
-    /// <param name="Format"><see cref="Fp16"/> or <see cref="Bf16"/>.</param>
+    /// <param name="Words">Words per padded row: <see cref="WordsFor"/>.</param>
+    /// <param name="Format"><see cref="Fp16"/>, <see cref="Bf16"/> or <see cref="Tf32"/>.</param>
     public readonly record struct Shape(int M, int K, int N, int Words, int Format, int HasBias, int Activation, int KeepPreActivation)
     {
-        public static int WordsFor(int K) => (K + 15) / 16 * WordsPerStep;
+        /// <summary>ceil(K/16)·8 words of two halves, or ceil(K/8)·8 words of one tf32 value.</summary>
+        public static int WordsFor(int K, int format) => format == Tf32 ? (K + 7) / 8 * WordsPerStep : (K + 15) / 16 * WordsPerStep;
     }
 
     public static KernelConfig TensorCoreConfig(Shape s, int warpSize) =>
         new(new Index2D((s.N + TileN - 1) / TileN, (s.M + TileM - 1) / TileM), new Index2D(WarpsPerGroup * warpSize, 1));
 
-    /// <summary>One word of a (rows, K) fp32 matrix as padded half words (rows, Words): values k = 2w, 2w+1 of its row, zero past K.</summary>
-    public static void ToHalvesKernel(Index1D index, ArrayView<uint> words, ArrayView<float> source, int K, int Words, int format)
+    /// <summary>
+    /// One word of a (rows, K) fp32 matrix as padded words (rows, Words): values k = 2w, 2w+1 of its row as halves, or
+    /// k = w as tf32; zero past K.
+    /// </summary>
+    public static void ToWordsKernel(Index1D index, ArrayView<uint> words, ArrayView<float> source, int K, int Words, int format)
     {
         long row = index / Words;
-        int k = (int)(index % Words) * 2;
+        int w = (int)(index % Words);
+        if (format == Tf32)
+        {
+            words[index] = w < K ? Tf32Bits(source[row * K + w]) : 0u;
+            return;
+        }
+        int k = w * 2;
         float low = k < K ? source[row * K + k] : 0f, high = k + 1 < K ? source[row * K + k + 1] : 0f;
         words[index] = Pack(low, high, format);
+    }
+
+    /// <summary>
+    /// A float rounded to tf32 (10 mantissa bits, nearest, ties away from zero), the low 13 bits zero: cvt.rna.tf32.f32 on
+    /// CUDA; elsewhere half a unit added to the magnitude's bits, then cut (a carry moves into the exponent, up to
+    /// infinity). NaN stays NaN.
+    /// </summary>
+    public static uint Tf32Bits(float value)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("cvt.rna.tf32.f32 %0, %1;", out uint converted, value);
+            return converted & 0xFFFFE000u;
+        }
+        uint bits = Interop.FloatAsInt(value);
+        if ((bits & 0x7FFFFFFFu) > 0x7F800000u) return (bits | 0x00400000u) & 0xFFFFE000u; // quiet, so the cut keeps it NaN
+        if ((bits & 0x7FFFFFFFu) == 0x7F800000u) return bits;
+        return (bits + 0x1000u) & 0xFFFFE000u;
     }
 
     /// <summary>Two floats rounded to the format, the first in the low 16 bits.</summary>
@@ -94,7 +126,7 @@ internal static class HalfGemmKernels
     }
 
     /// <summary>
-    /// A 64×32 output tile per group of 4 warps; warp i computes rows 16i…16i+15 as four m16n8k16 tiles (n = 0, 8, 16, 24).
+    /// A 64×32 output tile per group of 4 warps; warp i computes rows 16i…16i+15 as four 16×8 mma tiles (n = 0, 8, 16, 24).
     /// Per k step the group stages 64 rows of A and 32 of W, 8 words each, in shared rows of 12 words.
     /// </summary>
     public static void TensorCoreKernel(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias, Shape s)
@@ -119,11 +151,11 @@ internal static class HalfGemmKernels
                 wTile[r * Stride + word] = col < s.N ? w[(long)col * s.Words + w0 + word] : 0u;
             }
             Group.Barrier();
-            // A fragment (16×16, row-major): a0 row g, k 2t, 2t+1 (word t); a1 row g+8; a2 row g, k 8+2t… (word 4+t); a3 row g+8, word 4+t.
+            // A fragment (row-major): a0 row g, word t (k 2t, 2t+1; tf32: k t); a1 row g+8; a2 row g, word 4+t; a3 row g+8, word 4+t.
             int aRow = (warp * 16 + group) * Stride;
             uint a0 = aTile[aRow + inGroup], a1 = aTile[aRow + 8 * Stride + inGroup];
             uint a2 = aTile[aRow + 4 + inGroup], a3 = aTile[aRow + 8 * Stride + 4 + inGroup];
-            // B fragment (16×8, column-major = W's rows): b0 column g, k 2t, 2t+1 (word t); b1 column g, word 4+t.
+            // B fragment (column-major = W's rows): b0 column g, word t; b1 column g, word 4+t.
             for (int tile = 0; tile < 4; tile++)
             {
                 int bRow = (tile * 8 + group) * Stride;
@@ -153,8 +185,8 @@ internal static class HalfGemmKernels
     }
 
     /// <summary>
-    /// d += A (16×16) · B (16×8) for the warp, operands in the m16n8k16 fragment layout: one <c>mma.sync</c> on CUDA
-    /// (f16 or bf16 in, f32 accumulators); elsewhere each lane computes its four outputs from the fragments of the lanes
+    /// d += A (16×8 words) · B (8 words×8) for the warp in the mma fragment layout: one <c>mma.sync</c> on CUDA (m16n8k16 for
+    /// f16 or bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the fragments of the lanes
     /// holding its rows (lanes 4g…4g+3) and its columns (lanes 4c…4c+3), fetched with shuffles. Every lane must call it.
     /// </summary>
     private static void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1,
@@ -167,6 +199,9 @@ internal static class HalfGemmKernels
             if (format == Fp16)
                 CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
                     ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+            else if (format == Tf32)
+                CudaAsm.EmitRef("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
+                    ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
             else
                 CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
                     ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
@@ -176,7 +211,7 @@ internal static class HalfGemmKernels
         int left = 2 * inGroup, right = left + 1; // this lane's output columns
         for (int t = 0; t < 4; t++)
         {
-            // Rows g and g+8, k 2t, 2t+1 and 8+2t, 9+2t: lane 4g+t's A registers.
+            // Rows g and g+8, words t and 4+t: lane 4g+t's A registers.
             int rowLane = 4 * group + t;
             uint top = Warp.Shuffle(a0, rowLane), bottom = Warp.Shuffle(a1, rowLane);
             uint topHigh = Warp.Shuffle(a2, rowLane), bottomHigh = Warp.Shuffle(a3, rowLane);
@@ -190,9 +225,11 @@ internal static class HalfGemmKernels
         }
     }
 
-    /// <summary>c + the dot product of two words' half pairs, in fp32 (each product of two halves is exact in fp32).</summary>
+    /// <summary>c + the dot product of two words' values in fp32: two pairs of halves, or one pair of tf32 values (each product exact in fp32).</summary>
     private static float Dot2(uint x, uint y, float c, int format) =>
-        c + Value(x, false, format) * Value(y, false, format) + Value(x, true, format) * Value(y, true, format);
+        format == Tf32
+            ? c + Interop.IntAsFloat(x) * Interop.IntAsFloat(y)
+            : c + Value(x, false, format) * Value(y, false, format) + Value(x, true, format) * Value(y, true, format);
 
     /// <summary>The epilogue: output (and pre-activation) at (row, col), skipped outside (M, N).</summary>
     private static void Store(ArrayView<float> output, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, float value)
