@@ -9,7 +9,7 @@ namespace Engine.Kernels;
 /// <param name="Method">The kernel method (specializations fixed by a wrapper).</param>
 /// <param name="ExplicitlyGrouped">Launched with a KernelConfig (shared memory, barriers) rather than auto-grouped.</param>
 /// <param name="NoSpills">Whether spilling to local memory is a failure for this kernel.</param>
-/// <param name="RequiredSass">Instructions its SASS must hold (<c>IDP.4A</c>, <c>IMMA</c>): inline PTX that ptxas kept as the instruction meant.</param>
+/// <param name="RequiredSass">Instructions its SASS must hold, by their full name (<c>IDP.4A.S8.S8</c>, <c>HMMA.16816.F32.BF16</c>): inline PTX that ptxas kept as the instruction meant.</param>
 public sealed record KernelEntry(string Name, MethodInfo Method, bool ExplicitlyGrouped, bool NoSpills, params string[] RequiredSass);
 
 /// <summary>
@@ -32,8 +32,8 @@ public static class KernelCatalog
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),
         new("int8-quantize-rows", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.QuantizeRowsKernel)), true, true),
         new("int8-pack-weights", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.PackWeightsKernel)), false, false),
-        new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A"),
-        new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA"),
+        new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A.S8.S8"),
+        new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA.16832.S8.S8"),
         new("to-words", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.ToWordsKernel)), false, false),
         new("reduced-gemm-mma", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.TensorCoreKernel)), true, true, "HMMA.16816.F32", "HMMA.16816.F32.BF16", "HMMA.1688.F32.TF32"),
         // Backward passes.

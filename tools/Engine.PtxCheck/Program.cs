@@ -67,7 +67,7 @@ foreach (var architecture in new[] { ("sm_80", CudaArchitecture.SM_80), ("sm_90"
         Console.WriteLine($"{kernel.Name,-26} {architecture.Item1,-6} {registers,9} {smem,8} {spills,8} {stack,8}  {(found.Length == 0 ? "-" : found)}");
         if (kernel.NoSpills && spills > 0) failures.Add($"{kernel.Name} ({architecture.Item1}): {spills} bytes of spills");
         foreach (string required in kernel.RequiredSass)
-            if (!sass.Keys.Any(k => k.StartsWith(required, StringComparison.Ordinal)))
+            if (!sass.ContainsKey(required))
                 failures.Add($"{kernel.Name} ({architecture.Item1}): no {required} in its SASS");
     }
 }
