@@ -87,7 +87,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<int, Stride1D.Dense> _quantizedRows; // an int8 Linear's activations, grown on demand
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
-    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int> _toWords;
+    private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand> _toWords;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape> _reducedTensorCores;
     private MemoryBuffer1D<uint, Stride1D.Dense> _reducedWords; // a reduced-precision Linear's operands, grown on demand
     private ComputePrecision _precision;
@@ -125,7 +125,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _packInt8Weights = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<int>, ArrayView<sbyte>, Int8GemmKernels.Shape>(Int8GemmKernels.PackWeightsKernel);
         _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
-        _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, int, int, int>(ReducedPrecisionGemmKernels.ToWordsKernel);
+        _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand>(ReducedPrecisionGemmKernels.ToWordsKernel);
         _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape>(ReducedPrecisionGemmKernels.TensorCoreKernel);
         _reducedWords = accelerator.Allocate1D<uint>(1);
         _scratch = accelerator.Allocate1D<float>(1);
@@ -138,8 +138,9 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// The operands' format in fp32 Linear products (forward): fp32 (the default), or tf32, fp16 or bf16 on tensor cores
-    /// (mma.sync, sm_80 and later; the software fragment path on other accelerators). Backward products stay fp32.
+    /// The operands' format in Linear products, forward and backward: fp32 (the default), or tf32, fp16 or bf16 on tensor
+    /// cores (mma.sync, sm_80 and later; the software fragment path on other accelerators), the sums in fp32. Other ops,
+    /// the parameters, their gradients and the optimizer stay fp32.
     /// </summary>
     /// <exception cref="EngineException">A reduced format on a CUDA device older than sm_80.</exception>
     public ComputePrecision Precision
@@ -272,29 +273,41 @@ public sealed class IlgpuBackend : ITrainingBackend
     /// weight changed by training or an upload is never stale: N·K conversions against M·N·K multiply-adds), then the
     /// tensor-core product with the fp32 epilogue.
     /// </summary>
-    private void LinearReducedPrecision(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation)
+    private void LinearReducedPrecision(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation) =>
+        ReducedPrecisionProduct(View(output), preActivation is null ? null : View(preActivation), (View(input), false), (View(weight), false),
+            bias is null ? null : View(bias), M, K, N, activation, accumulate: false);
+
+    /// <summary>
+    /// C (rows, cols) = act(A (rows, depth) · B (cols, depth)ᵀ + bias), or C += A · Bᵀ, with both operands rounded to the
+    /// backend's <see cref="Precision"/>; each operand is given as stored, row-major or transposed ((depth, rows)).
+    /// </summary>
+    private void ReducedPrecisionProduct(ArrayView<float> output, ArrayView<float>? preActivation, (ArrayView<float> Values, bool Transposed) a,
+        (ArrayView<float> Values, bool Transposed) b, ArrayView<float>? bias, int rows, int depth, int cols, Activation activation, bool accumulate)
     {
-        if (M == 0 || N == 0) return;
+        if (rows == 0 || cols == 0) return;
         int format = _precision switch
         {
             ComputePrecision.Bf16 => ReducedPrecisionGemmKernels.Bf16,
             ComputePrecision.Tf32 => ReducedPrecisionGemmKernels.Tf32,
             _ => ReducedPrecisionGemmKernels.Fp16,
         };
-        var shape = new ReducedPrecisionGemmKernels.Shape(M, K, N, ReducedPrecisionGemmKernels.Shape.WordsFor(K, format), format, bias is null ? 0 : 1, ActivationKernels.Code(activation), preActivation is null ? 0 : 1);
-        long inputWords = (long)M * shape.Words, weightWords = (long)N * shape.Words;
-        if (inputWords + weightWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} Linear of ({M},{K}) by ({N},{K}) is too large for one launch");
-        if (_reducedWords.Length < inputWords + weightWords)
+        int words = ReducedPrecisionGemmKernels.Shape.WordsFor(depth, format);
+        var shape = new ReducedPrecisionGemmKernels.Shape(rows, depth, cols, words, format, bias is null ? 0 : 1, ActivationKernels.Code(activation),
+            preActivation is null ? 0 : 1, accumulate ? 1 : 0);
+        long aWords = (long)rows * words, bWords = (long)cols * words;
+        if (aWords + bWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} product of ({rows},{depth}) by ({cols},{depth}) is too large for one launch");
+        if (_reducedWords.Length < aWords + bWords)
         {
             _accelerator.Synchronize(); // kernels still queued may read the old buffer
             _reducedWords.Dispose();
-            _reducedWords = _accelerator.Allocate1D<uint>(inputWords + weightWords);
+            _reducedWords = _accelerator.Allocate1D<uint>(aWords + bWords);
         }
-        var (halfInput, halfWeight) = (_reducedWords.View.SubView(0, inputWords), _reducedWords.View.SubView(inputWords, weightWords));
-        _toWords((int)inputWords, halfInput, View(input), K, shape.Words, format);
-        _toWords((int)weightWords, halfWeight, View(weight), K, shape.Words, format);
-        _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), View(output), preActivation is null ? _none.View : View(preActivation),
-            halfInput, halfWeight, bias is null ? _none.View : View(bias), shape);
+        // One stream runs kernels in order, so the next product may reuse the words once this one has read them.
+        var (aView, bView) = (_reducedWords.View.SubView(0, aWords), _reducedWords.View.SubView(aWords, bWords));
+        _toWords((int)aWords, aView, a.Values, new ReducedPrecisionGemmKernels.Operand(rows, depth, words, format, a.Transposed ? 1 : 0));
+        _toWords((int)bWords, bView, b.Values, new ReducedPrecisionGemmKernels.Operand(cols, depth, words, format, b.Transposed ? 1 : 0));
+        _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), output, preActivation ?? _none.View,
+            aView, bView, bias ?? _none.View, shape);
     }
 
     /// <summary>The weight's words, padded rows of 4 bytes, packed on first use (int8 weights do not change: they are never trained).</summary>
@@ -322,13 +335,24 @@ public sealed class IlgpuBackend : ITrainingBackend
         Tensor dOutput, Tensor input, Tensor weight, int M, int K, int N)
     {
         OpShapes.LinearBackward(dInput, dWeight, dBias, dOutput, input, weight, M, K, N);
-        if (dInput is not null)
+        if (_precision != ComputePrecision.Fp32)
         {
-            var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
-            _gemm(GemmKernels.Config(shape), View(dInput), _none.View, View(dOutput), View(weight), _none.View, shape);
+            // The same tensor-core product over transposed operands: dX (M,K) = dOut (M,N) · Wᵀ, with W stored (N,K) = (depth, rows);
+            // dW (N,K) += dOutᵀ · X, with dOut stored (M,N) and X (M,K) both (depth, rows).
+            if (dInput is not null)
+                ReducedPrecisionProduct(View(dInput), null, (View(dOutput), false), (View(weight), true), null, M, N, K, Activation.None, accumulate: false);
+            ReducedPrecisionProduct(View(dWeight), null, (View(dOutput), true), (View(input), true), null, N, M, K, Activation.None, accumulate: true);
         }
-        var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
-        _gemm(GemmKernels.Config(weightShape), View(dWeight), _none.View, View(dOutput), View(input), _none.View, weightShape);
+        else
+        {
+            if (dInput is not null)
+            {
+                var shape = GemmKernels.Product(MatMulShape.Contiguous(1, M, N, K, false, false), accumulate: false); // dOut (M,N) · W (N,K)
+                _gemm(GemmKernels.Config(shape), View(dInput), _none.View, View(dOutput), View(weight), _none.View, shape);
+            }
+            var weightShape = GemmKernels.Product(MatMulShape.Contiguous(1, N, M, K, true, false), accumulate: true); // dW += dOutᵀ · X
+            _gemm(GemmKernels.Config(weightShape), View(dWeight), _none.View, View(dOutput), View(input), _none.View, weightShape);
+        }
         if (dBias is not null && M > 0 && N > 0)
         {
             int chunks = ReductionKernels.Chunks(M);

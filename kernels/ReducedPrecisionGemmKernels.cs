@@ -7,15 +7,17 @@
 // to 8 words per tensor-core step: one m16n8k16 for halves (Words = ceil(K/16)·8), one m16n8k8 for tf32 (ceil(K/8)·8).
 // Both instructions hold A, B and C in the same words of the same lanes (a0 row g word t, a1 row g+8, a2 and a3 at word
 // 4+t; b0 column g word t, b1 word 4+t; c0, c1 row g columns 2t, 2t+1, c2, c3 row g+8), so one kernel runs all three.
-// Kernels: ToWords (fp32 rows into padded words: the activations every call, the weight every call too, so a weight
-// updated by training is never stale); TensorCores (a 64×32 output tile per group of 4 warps, each warp 16×32 as four
+// Kernels: ToWords (fp32 rows, or the columns of a matrix stored transposed, into padded words: the activations every
+// call, the weight every call too, so a weight updated by training is never stale); TensorCores (a 64×32 output tile per group of 4 warps, each warp 16×32 as four
 // mma products per step from shared memory, rows padded to 12 words so the fragment loads hit 32 distinct banks), with
-// the fp32 GEMM's epilogue (bias, activation, pre-activation).
+// the fp32 GEMM's epilogue (bias, activation, pre-activation) or an accumulating one (weight gradients). The backward's
+// products are the same kernel over transposed operands: dX = dOut · (Wᵀ)ᵀ, dW += (dOutᵀ) · (Xᵀ)ᵀ.
 // Inline PTX runs only on CUDA: elsewhere the warp does the mma itself following the PTX ISA's fragment layout (each
 // lane gathers its rows of A and columns of B from the lanes that hold them with shuffles, then multiplies the values
 // in fp32), so the ILGPU CPU emulator checks the tiling and fragment indexing; only the instruction differs.
-// History: v1 fp16/bf16; v2 (this version) tf32. Operands are staged by plain loads and fragments read from shared memory
-// word by word; cp.async staging, ldmatrix fragments and larger tiles are the next steps.
+// History: v1 fp16/bf16; v2 tf32; v3 (this version) transposed operands and accumulation, for the backward. Operands
+// are staged by plain loads and fragments read from shared memory word by word; cp.async staging, ldmatrix fragments and
+// larger tiles are the next steps.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -30,7 +32,8 @@ internal static class ReducedPrecisionGemmKernels
 
     /// <param name="Words">Words per padded row: <see cref="WordsFor"/>.</param>
     /// <param name="Format"><see cref="Fp16"/>, <see cref="Bf16"/> or <see cref="Tf32"/>.</param>
-    public readonly record struct Shape(int M, int K, int N, int Words, int Format, int HasBias, int Activation, int KeepPreActivation)
+    /// <param name="Accumulate">C += the product (a weight gradient): no bias, activation or pre-activation.</param>
+    public readonly record struct Shape(int M, int K, int N, int Words, int Format, int HasBias, int Activation, int KeepPreActivation, int Accumulate = 0)
     {
         /// <summary>ceil(K/16)·8 words of two halves, or ceil(K/8)·8 words of one tf32 value.</summary>
         public static int WordsFor(int K, int format) => format == Tf32 ? (K + 7) / 8 * WordsPerStep : (K + 15) / 16 * WordsPerStep;
@@ -40,21 +43,30 @@ internal static class ReducedPrecisionGemmKernels
         new(new Index2D((s.N + TileN - 1) / TileN, (s.M + TileM - 1) / TileM), new Index2D(WarpsPerGroup * warpSize, 1));
 
     /// <summary>
-    /// One word of a (rows, K) fp32 matrix as padded words (rows, Words): values k = 2w, 2w+1 of its row as halves, or
-    /// k = w as tf32; zero past K.
+    /// How an fp32 operand is stored for <see cref="ToWordsKernel"/>: (Rows, Depth) row-major, or with
+    /// <paramref name="Transposed"/> (Depth, Rows) — the backward's dOutᵀ, Xᵀ and Wᵀ, converted without a transposed copy.
     /// </summary>
-    public static void ToWordsKernel(Index1D index, ArrayView<uint> words, ArrayView<float> source, int K, int Words, int format)
+    public readonly record struct Operand(int Rows, int Depth, int Words, int Format, int Transposed)
     {
-        long row = index / Words;
-        int w = (int)(index % Words);
-        if (format == Tf32)
+        public long Index(long row, int k) => Transposed != 0 ? (long)k * Rows + row : row * Depth + k;
+    }
+
+    /// <summary>
+    /// One word of an fp32 operand as padded words (Rows, Words): values k = 2w, 2w+1 of its row as halves, or k = w as
+    /// tf32; zero past the depth.
+    /// </summary>
+    public static void ToWordsKernel(Index1D index, ArrayView<uint> words, ArrayView<float> source, Operand o)
+    {
+        long row = index / o.Words;
+        int w = (int)(index % o.Words);
+        if (o.Format == Tf32)
         {
-            words[index] = w < K ? Tf32Bits(source[row * K + w]) : 0u;
+            words[index] = w < o.Depth ? Tf32Bits(source[o.Index(row, w)]) : 0u;
             return;
         }
         int k = w * 2;
-        float low = k < K ? source[row * K + k] : 0f, high = k + 1 < K ? source[row * K + k + 1] : 0f;
-        words[index] = Pack(low, high, format);
+        float low = k < o.Depth ? source[o.Index(row, k)] : 0f, high = k + 1 < o.Depth ? source[o.Index(row, k + 1)] : 0f;
+        words[index] = Pack(low, high, o.Format);
     }
 
     /// <summary>
@@ -231,12 +243,17 @@ internal static class ReducedPrecisionGemmKernels
             ? c + Interop.IntAsFloat(x) * Interop.IntAsFloat(y)
             : c + Value(x, false, format) * Value(y, false, format) + Value(x, true, format) * Value(y, true, format);
 
-    /// <summary>The epilogue: output (and pre-activation) at (row, col), skipped outside (M, N).</summary>
+    /// <summary>The epilogue: output (and pre-activation) at (row, col), or the sum into output when accumulating; skipped outside (M, N).</summary>
     private static void Store(ArrayView<float> output, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, float value)
     {
         if (row >= s.M || col >= s.N) return;
-        if (s.HasBias != 0) value += bias[col];
         long index = (long)row * s.N + col;
+        if (s.Accumulate != 0)
+        {
+            output[index] += value;
+            return;
+        }
+        if (s.HasBias != 0) value += bias[col];
         if (s.KeepPreActivation != 0) pre[index] = value;
         output[index] = ActivationKernels.Apply(value, s.Activation);
     }

@@ -157,7 +157,7 @@ public static partial class Commands
         training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
-            RequireFp32ForTraining(result, "pretrain");
+            RequireTrainablePrecision(result, "pretrain");
             var options = training.Read(result);
             var sentence = result.GetValue(objective) switch { "mlm+sop" => SentenceObjective.SentenceOrder, "mlm+nsp" => SentenceObjective.NextSentence, _ => SentenceObjective.None };
             string? resumeFrom = training.ResumeFrom(result);

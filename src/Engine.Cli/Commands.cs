@@ -29,7 +29,7 @@ public static partial class Commands
         "auto (CUDA when present, else cpu), cuda, opencl, cpu (the SIMD CPU backend) or ilgpu-cpu (ILGPU's GPU emulator, for tests)",
         ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"], defaultValue: "auto", recursive: true);
     private static readonly Option<string?> Precision = CliOptions.Choice("--precision",
-        "fp32 (the default and the reference), tf32, fp16 or bf16: the encoder's Linears with operands in that format on a GPU device's tensor cores, fp32 sums (cuda, or ilgpu-cpu's software path; inference verbs)",
+        "fp32 (the default and the reference), tf32, fp16 or bf16: the encoder's Linears, forward and backward, with operands in that format on a GPU device's tensor cores, fp32 sums (cuda, or ilgpu-cpu's software path; training takes tf32 or bf16)",
         ["fp32", "tf32", "fp16", "bf16"], defaultValue: "fp32", recursive: true);
     private static readonly Option<int?> Threads = Recursive(CliOptions.Integer("--threads", "Threads each op of the CPU backend uses (GPU devices ignore it)",
         1, CpuBackend.MaxThreads, absent: "every core"));
@@ -215,7 +215,7 @@ public static partial class Commands
         training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
-            RequireFp32ForTraining(result, "finetune");
+            RequireTrainablePrecision(result, "finetune");
             string? resumeFrom = training.ResumeFrom(result);
             string directory = resumeFrom ?? ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
@@ -423,11 +423,14 @@ public static partial class Commands
         _ => ComputePrecision.Fp32,
     };
 
-    /// <summary>Training keeps fp32 until mixed-precision training (fp32 master weights, loss scaling) is built.</summary>
-    private static void RequireFp32ForTraining(ParseResult result, string verb)
+    /// <summary>
+    /// Training runs its Linears, forward and backward, in fp32, tf32 or bf16 (fp32 parameters, gradients and AdamW);
+    /// fp16's narrow range needs loss scaling, which is not built yet.
+    /// </summary>
+    private static void RequireTrainablePrecision(ParseResult result, string verb)
     {
-        if (ComputePrecisionOf(result) != ComputePrecision.Fp32)
-            throw new UsageException($"{verb} trains in fp32 only for now; --precision {result.GetValue(Precision)} is for inference verbs");
+        if (ComputePrecisionOf(result) == ComputePrecision.Fp16)
+            throw new UsageException($"{verb} trains in fp32, tf32 or bf16; --precision fp16 needs loss scaling, which is not built yet");
     }
 
     /// <summary>The texts of the arguments, else of <paramref name="inputFile"/>, else of stdin when it is not a terminal.</summary>

@@ -228,8 +228,13 @@ public sealed class ReducedPrecisionLinearCase(string name, int m, int k, int n,
     public override double Flops => 2.0 * M * K * N;
     // On the emulator, per 64×32 tile and step along K (16 halves or 8 tf32 values): 4 warps × (4 software mmas of 32
     // shuffles + 2 barriers), which took about 0.15 s a tile-step here (the shuffles of one mma rendezvous together): 160 rounds.
-    protected override double EmulatorRounds =>
-        Math.Ceiling(M / 64.0) * Math.Ceiling(N / 32.0) * Math.Ceiling(K / (precision == ComputePrecision.Tf32 ? 8.0 : 16.0)) * 160;
+    protected override double EmulatorRounds => TileSteps(M, K, N);
+    // The backward's two products: dX (M,K) over N, dW (N,K) over M.
+    protected override double EmulatorBackwardRounds => TileSteps(M, N, K) + TileSteps(N, M, K);
+    public override bool HasBackward => true;
+
+    private double TileSteps(int rows, int depth, int cols) =>
+        Math.Ceiling(rows / 64.0) * Math.Ceiling(cols / 32.0) * Math.Ceiling(depth / (precision == ComputePrecision.Tf32 ? 8.0 : 16.0)) * 160;
 
     public override ParityResult Forward(IBackend backend)
     {
@@ -245,6 +250,23 @@ public sealed class ReducedPrecisionLinearCase(string name, int m, int k, int n,
         if (pre is null || !result.Passed) return result;
         return ParityCheck.Compare(Op, Name + " pre-activation", ReferenceOps.Linear(roundedInput, roundedWeight, b?.AsDoubles(), M, K, N, "none"),
             backend.DownloadArray(pre), OpCases.LinearTolerance);
+    }
+
+    /// <summary>
+    /// dX = dOut · W and dW (+ its previous value) = dOutᵀ · X with dOut, X and W rounded to the format, dBias summed from
+    /// the unrounded dOut (in fp32, as the bias gradient is), at the fp32 backward's tolerance.
+    /// </summary>
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var (input, weight, _) = Inputs;
+        var dOutput = OpCases.Random(M * N, 44);
+        var (previousWeight, previousBias) = (OpCases.Random(N * K, 45), OpCases.Random(N, 46));
+        var (dInput, dWeight, dBias) = (backend.Poisoned(M * K), backend.UploadArray(previousWeight), backend.UploadArray(previousBias));
+        backend.LinearBackward(dInput, dWeight, dBias, backend.UploadArray(dOutput), backend.UploadArray(input), backend.UploadArray(weight), M, K, N);
+        var rounded = ReferenceGradients.Linear(ReferenceOps.Round(dOutput, precision), ReferenceOps.Round(input, precision), ReferenceOps.Round(weight, precision), M, K, N);
+        var exact = ReferenceGradients.Linear(dOutput.AsDoubles(), input.AsDoubles(), weight.AsDoubles(), M, K, N);
+        return CompareBackward([.. rounded.DInput, .. rounded.DWeight.Select((v, i) => v + previousWeight[i]), .. exact.DBias.Select((v, i) => v + previousBias[i])],
+            [.. backend.DownloadArray(dInput), .. backend.DownloadArray(dWeight), .. backend.DownloadArray(dBias)]);
     }
 
     public override Action Prepare(IBackend backend)

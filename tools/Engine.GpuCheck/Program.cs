@@ -57,11 +57,12 @@ foreach (var c in OpCases.Int8Linear.Where(c => c.EmulatorSeconds <= budget))
     Record(result with { Case = result.Case + " (dp4a)" });
 }
 ilgpu.Int8Product = Int8Kernel.TensorCores;
-// The reduced-precision Linear (tf32, fp16 and bf16 on tensor cores), each case with the backend set to its format.
-foreach (var c in OpCases.ReducedPrecisionLinear.Where(c => c.EmulatorSeconds <= budget))
+// The reduced-precision Linear (tf32, fp16 and bf16 on tensor cores), forward and backward, each case with the backend set to its format.
+foreach (var c in OpCases.ReducedPrecisionLinear)
 {
     ilgpu.Precision = c.Precision;
-    Record(c.Forward(backend));
+    if (c.EmulatorSeconds <= budget) Record(c.Forward(backend));
+    if (c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
 ilgpu.Precision = ComputePrecision.Fp32;
 report["parity"] = parity;
