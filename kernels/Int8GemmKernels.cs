@@ -196,8 +196,8 @@ internal static class Int8GemmKernels
 
     /// <summary>
     /// d += A (16×32) · B (32×8) for the warp, operands in the m16n8k32 fragment layout: one <c>mma.sync</c> on CUDA;
-    /// elsewhere each lane computes its four outputs from the fragments of the lanes holding its rows (lanes 4g…4g+3)
-    /// and its columns (lanes 4c…4c+3), fetched with shuffles. Every lane of the warp must call it.
+    /// elsewhere each lane computes its four outputs from the words <see cref="MmaFragments{T}.Gather"/> fetches. Every lane
+    /// of the warp must call it.
     /// </summary>
     private static void Mma(ref int d0, ref int d1, ref int d2, ref int d3, int a0, int a1, int a2, int a3, int b0, int b1, int group, int inGroup)
     {
@@ -210,20 +210,13 @@ internal static class Int8GemmKernels
             (d0, d1, d2, d3) = (r0.Value, r1.Value, r2.Value, r3.Value);
             return;
         }
-        int left = 2 * inGroup, right = left + 1; // this lane's output columns
-        for (int t = 0; t < 4; t++)
+        for (int step = 0; step < 4; step++)
         {
-            // Rows g and g+8, k 4t…4t+3 and 16+4t…: lane 4g+t's A registers.
-            int rowLane = 4 * group + t;
-            int top = Warp.Shuffle(a0, rowLane), bottom = Warp.Shuffle(a1, rowLane);
-            int topHigh = Warp.Shuffle(a2, rowLane), bottomHigh = Warp.Shuffle(a3, rowLane);
-            // Columns 2t', 2t'+1 at the same k: lanes 4·column + t hold them in b0 (low k) and b1 (high k).
-            int leftLow = Warp.Shuffle(b0, 4 * left + t), leftHigh = Warp.Shuffle(b1, 4 * left + t);
-            int rightLow = Warp.Shuffle(b0, 4 * right + t), rightHigh = Warp.Shuffle(b1, 4 * right + t);
-            d0 = BytesDot4(topHigh, leftHigh, BytesDot4(top, leftLow, d0));
-            d1 = BytesDot4(topHigh, rightHigh, BytesDot4(top, rightLow, d1));
-            d2 = BytesDot4(bottomHigh, leftHigh, BytesDot4(bottom, leftLow, d2));
-            d3 = BytesDot4(bottomHigh, rightHigh, BytesDot4(bottom, rightLow, d3));
+            var f = MmaFragments<int>.Gather(a0, a1, a2, a3, b0, b1, group, inGroup, step);
+            d0 = BytesDot4(f.TopHigh, f.LeftHigh, BytesDot4(f.Top, f.LeftLow, d0));
+            d1 = BytesDot4(f.TopHigh, f.RightHigh, BytesDot4(f.Top, f.RightLow, d1));
+            d2 = BytesDot4(f.BottomHigh, f.LeftHigh, BytesDot4(f.Bottom, f.LeftLow, d2));
+            d3 = BytesDot4(f.BottomHigh, f.RightHigh, BytesDot4(f.Bottom, f.RightLow, d3));
         }
     }
 

@@ -198,8 +198,8 @@ internal static class ReducedPrecisionGemmKernels
 
     /// <summary>
     /// d += A (16×8 words) · B (8 words×8) for the warp in the mma fragment layout: one <c>mma.sync</c> on CUDA (m16n8k16 for
-    /// f16 or bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the fragments of the lanes
-    /// holding its rows (lanes 4g…4g+3) and its columns (lanes 4c…4c+3), fetched with shuffles. Every lane must call it.
+    /// f16 or bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the words
+    /// <see cref="MmaFragments{T}.Gather"/> fetches. Every lane must call it.
     /// </summary>
     private static void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1,
         int group, int inGroup, int format)
@@ -220,20 +220,13 @@ internal static class ReducedPrecisionGemmKernels
             (d0, d1, d2, d3) = (r0.Value, r1.Value, r2.Value, r3.Value);
             return;
         }
-        int left = 2 * inGroup, right = left + 1; // this lane's output columns
-        for (int t = 0; t < 4; t++)
+        for (int step = 0; step < 4; step++)
         {
-            // Rows g and g+8, words t and 4+t: lane 4g+t's A registers.
-            int rowLane = 4 * group + t;
-            uint top = Warp.Shuffle(a0, rowLane), bottom = Warp.Shuffle(a1, rowLane);
-            uint topHigh = Warp.Shuffle(a2, rowLane), bottomHigh = Warp.Shuffle(a3, rowLane);
-            // Columns 2t', 2t'+1 at the same k: lanes 4·column + t hold them in b0 (low k) and b1 (high k).
-            uint leftLow = Warp.Shuffle(b0, 4 * left + t), leftHigh = Warp.Shuffle(b1, 4 * left + t);
-            uint rightLow = Warp.Shuffle(b0, 4 * right + t), rightHigh = Warp.Shuffle(b1, 4 * right + t);
-            d0 = Dot2(topHigh, leftHigh, Dot2(top, leftLow, d0, format), format);
-            d1 = Dot2(topHigh, rightHigh, Dot2(top, rightLow, d1, format), format);
-            d2 = Dot2(bottomHigh, leftHigh, Dot2(bottom, leftLow, d2, format), format);
-            d3 = Dot2(bottomHigh, rightHigh, Dot2(bottom, rightLow, d3, format), format);
+            var f = MmaFragments<uint>.Gather(a0, a1, a2, a3, b0, b1, group, inGroup, step);
+            d0 = Dot2(f.TopHigh, f.LeftHigh, Dot2(f.Top, f.LeftLow, d0, format), format);
+            d1 = Dot2(f.TopHigh, f.RightHigh, Dot2(f.Top, f.RightLow, d1, format), format);
+            d2 = Dot2(f.BottomHigh, f.LeftHigh, Dot2(f.Bottom, f.LeftLow, d2, format), format);
+            d3 = Dot2(f.BottomHigh, f.RightHigh, Dot2(f.Bottom, f.RightLow, d3, format), format);
         }
     }
 

@@ -19,25 +19,21 @@ public sealed class ReducedPrecisionTests
     public static TheoryData<string> EmulatorCases => [.. OpCases.ReducedPrecisionLinear.Where(c => c.EmulatorSeconds <= OpCases.EmulatorBudgetSeconds).Select(c => c.Id)];
 
     [Theory, MemberData(nameof(EmulatorCases))]
-    public void TensorCoreKernelOnTheEmulatorEqualsTheRoundedReference(string id)
-    {
-        var reducedCase = OpCases.ReducedPrecisionLinear.Single(c => c.Id == id);
-        using var backend = IlgpuBackend.Create(IlgpuDevice.CpuEmulator);
-        backend.Precision = reducedCase.Precision;
-        var result = reducedCase.Forward(backend);
-        Assert.True(result.Passed, result.ToString());
-    }
+    public void TensorCoreKernelOnTheEmulatorEqualsTheRoundedReference(string id) => AssertPassesOnTheEmulator(id, (c, backend) => c.Forward(backend));
 
     public static TheoryData<string> EmulatorBackwardCases =>
         [.. OpCases.ReducedPrecisionLinear.Where(c => c.EmulatorBackwardSeconds <= OpCases.EmulatorBudgetSeconds).Select(c => c.Id)];
 
     [Theory, MemberData(nameof(EmulatorBackwardCases))]
-    public void BackwardProductsOnTheEmulatorEqualTheRoundedReference(string id)
+    public void BackwardProductsOnTheEmulatorEqualTheRoundedReference(string id) => AssertPassesOnTheEmulator(id, (c, backend) => c.Backward(backend));
+
+    /// <summary>Case <paramref name="id"/> run by <paramref name="run"/> on an emulator backend set to the case's precision.</summary>
+    private static void AssertPassesOnTheEmulator(string id, Func<ReducedPrecisionLinearCase, IlgpuBackend, ParityResult> run)
     {
         var reducedCase = OpCases.ReducedPrecisionLinear.Single(c => c.Id == id);
         using var backend = IlgpuBackend.Create(IlgpuDevice.CpuEmulator);
         backend.Precision = reducedCase.Precision;
-        var result = reducedCase.Backward(backend);
+        var result = run(reducedCase, backend);
         Assert.True(result.Passed, result.ToString());
     }
 
