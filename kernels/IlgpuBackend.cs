@@ -77,6 +77,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Action<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int> _embeddingsBackward;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _scatterRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>> _accumulate;
+    private readonly Action<Index1D, ArrayView<float>, float> _scale;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants> _adamW;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int> _sumOfSquares;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float> _meanSquaredError;
@@ -118,6 +119,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _embeddingsBackward = accelerator.LoadAutoGroupedStreamKernel<Index2D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int, int, int>(EmbeddingsKernels.TableBackwardKernel);
         _scatterRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.ScatterRowsKernel);
         _accumulate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>>(ReductionKernels.AccumulateKernel);
+        _scale = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, float>(ReductionKernels.ScaleKernel);
         _adamW = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, OptimizerKernels.AdamWConstants>(OptimizerKernels.AdamWKernel);
         _sumOfSquares = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int>(OptimizerKernels.SumOfSquaresKernel);
         _meanSquaredError = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, float>(LossKernels.MeanSquaredErrorKernel);
@@ -460,6 +462,12 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         OpShapes.Elementwise(n, (destination, nameof(destination)), (source, nameof(source)));
         if (n > 0) _accumulate(n, View(destination), View(source));
+    }
+
+    public void Scale(Tensor values, int n, float factor)
+    {
+        OpShapes.Elementwise(n, (values, nameof(values)));
+        if (n > 0) _scale(n, View(values), factor);
     }
 
     public void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N)

@@ -42,6 +42,7 @@ public static class KernelCatalog
         new("adamw", Method(nameof(OptimizerKernels), nameof(OptimizerKernels.AdamWKernel)), false, false),
         new("sum-of-squares", Method(nameof(OptimizerKernels), nameof(OptimizerKernels.SumOfSquaresKernel)), true, false),
         new("accumulate", Method(nameof(ReductionKernels), nameof(ReductionKernels.AccumulateKernel)), false, false),
+        new("scale", Method(nameof(ReductionKernels), nameof(ReductionKernels.ScaleKernel)), false, false),
         new("column-partials", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnPartialsKernel)), false, false),
         new("column-finish", Method(nameof(ReductionKernels), nameof(ReductionKernels.ColumnFinishKernel)), false, false),
         new("scatter-rows", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.ScatterRowsKernel)), false, false),

@@ -39,4 +39,7 @@ internal static class ReductionKernels
 
     /// <summary>destination (n) += source (n); one thread per element.</summary>
     public static void AccumulateKernel(Index1D i, ArrayView<float> destination, ArrayView<float> source) => destination[i] += source[i];
+
+    /// <summary>values (n) *= factor; one thread per element.</summary>
+    public static void ScaleKernel(Index1D i, ArrayView<float> values, float factor) => values[i] *= factor;
 }

@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
+using Engine.Backends;
 using Engine.Models;
 using Engine.Models.Bert;
 using Engine.Tokenization;
@@ -16,7 +17,7 @@ public static partial class Commands
         public readonly Option<int> Epochs, BatchSize, Seed, Accumulation;
         public readonly Option<int?> Steps, EarlyStopping;
         public readonly Option<float> LearningRate, WeightDecay, Warmup, MaxGradNorm;
-        public readonly Option<float?> Dropout;
+        public readonly Option<float?> Dropout, LossScale;
         public readonly Option<string?> Schedule, Output, Resume;
         public readonly Option<bool> NoShuffle, NoCheckpoint, LogJson;
 
@@ -40,12 +41,14 @@ public static partial class Commands
             NoCheckpoint = CliOptions.Flag("--no-checkpoint", "Keep only the best model: no resumable OUTPUT/last checkpoint (the run cannot be resumed)");
             LogJson = CliOptions.Flag("--log-json", "One JSON object per step, evaluation and checkpoint on stdout");
             Resume = CliOptions.Path("--resume", ValueKind.Checkpoint, "Continue from a run's OUTPUT/last checkpoint (model, optimizer, progress), with the same options");
+            LossScale = CliOptions.Number("--loss-scale", "The first loss scale of --precision fp16's dynamic loss scaling (halved, and the step skipped, " +
+                "when the gradients overflow; doubled after 2000 good steps)", 1, 1e30, absent: "65536 (PyTorch's GradScaler)");
         }
 
         public void AddTo(Command command)
         {
             foreach (Option option in new Option[] { Epochs, Steps, BatchSize, LearningRate, WeightDecay, Warmup, Schedule, Dropout, MaxGradNorm, Seed, NoShuffle,
-                EarlyStopping, Accumulation, Output, NoCheckpoint, LogJson, Resume })
+                EarlyStopping, Accumulation, Output, NoCheckpoint, LogJson, Resume, LossScale })
                 command.Options.Add(option);
         }
 
@@ -60,9 +63,22 @@ public static partial class Commands
                 MaxGradNorm = clip == 0 ? null : clip, Seed = result.GetValue(Seed), Shuffle = !result.GetValue(NoShuffle),
                 EarlyStoppingPatience = result.GetValue(EarlyStopping), GradientAccumulation = result.GetValue(Accumulation),
                 KeepCheckpoint = !result.GetValue(NoCheckpoint),
+                LossScaling = LossScalingOf(result),
             };
             options.Validate();
             return options;
+        }
+
+        /// <summary>
+        /// fp16 training scales its loss dynamically (fp16's range would lose small gradients to zero and large ones to
+        /// infinity); fp32, tf32 and bf16 (fp32's range) need no scaling, and --loss-scale is refused with them.
+        /// </summary>
+        private LossScaleOptions? LossScalingOf(ParseResult result)
+        {
+            float? first = result.GetValue(LossScale);
+            if (ComputePrecisionOf(result) != ComputePrecision.Fp16)
+                return first is null ? null : throw new UsageException($"--loss-scale is for --precision fp16; {result.GetValue(Precision) ?? "fp32"} needs no loss scaling");
+            return first is { } scale ? new LossScaleOptions { InitialScale = scale } : new LossScaleOptions();
         }
 
         /// <summary>The checkpoint --resume names (the one before an interrupted save, said so, when that is the whole one), or null.</summary>
@@ -157,7 +173,6 @@ public static partial class Commands
         training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
-            RequireTrainablePrecision(result, "pretrain");
             var options = training.Read(result);
             var sentence = result.GetValue(objective) switch { "mlm+sop" => SentenceObjective.SentenceOrder, "mlm+nsp" => SentenceObjective.NextSentence, _ => SentenceObjective.None };
             string? resumeFrom = training.ResumeFrom(result);

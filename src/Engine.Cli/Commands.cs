@@ -215,7 +215,6 @@ public static partial class Commands
         training.AddTo(command);
         command.SetAction(result => Verb(result, () =>
         {
-            RequireTrainablePrecision(result, "finetune");
             string? resumeFrom = training.ResumeFrom(result);
             string directory = resumeFrom ?? ResolveModel(result);
             var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
@@ -422,16 +421,6 @@ public static partial class Commands
         "bf16" => ComputePrecision.Bf16,
         _ => ComputePrecision.Fp32,
     };
-
-    /// <summary>
-    /// Training runs its Linears, forward and backward, in fp32, tf32 or bf16 (fp32 parameters, gradients and AdamW);
-    /// fp16's narrow range needs loss scaling, which is not built yet.
-    /// </summary>
-    private static void RequireTrainablePrecision(ParseResult result, string verb)
-    {
-        if (ComputePrecisionOf(result) == ComputePrecision.Fp16)
-            throw new UsageException($"{verb} trains in fp32, tf32 or bf16; --precision fp16 needs loss scaling, which is not built yet");
-    }
 
     /// <summary>The texts of the arguments, else of <paramref name="inputFile"/>, else of stdin when it is not a terminal.</summary>
     private static List<string> ReadTexts(string[] arguments, string? inputFile)

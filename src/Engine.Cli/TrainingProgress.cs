@@ -16,7 +16,13 @@ internal sealed class TrainingProgress(bool json, ProgressReporter progress)
         switch (e)
         {
             case StepEvent s:
-                if (json) Console.WriteLine(JsonSerializer.Serialize(new { step = s.Step, loss = s.Loss, lr = s.LearningRate, grad_norm = s.GradientNorm }));
+                if (json)
+                    Console.WriteLine(s.LossScale is { } scale
+                        // An overflowed step's norm is infinite or NaN, which JSON has no number for.
+                        ? JsonSerializer.Serialize(new { step = s.Step, loss = s.Loss, lr = s.LearningRate, grad_norm = double.IsFinite(s.GradientNorm) ? s.GradientNorm : (double?)null,
+                            loss_scale = scale, skipped = s.Skipped })
+                        : JsonSerializer.Serialize(new { step = s.Step, loss = s.Loss, lr = s.LearningRate, grad_norm = s.GradientNorm }));
+                if (s.Skipped) progress.Line(string.Create(invariant, $"step {s.Step}: the gradients overflowed at loss scale {s.LossScale}; step skipped, scale halved"));
                 progress.Report(s.Step, string.Create(invariant, $"loss {s.Loss:F4}, lr {s.LearningRate:E2}, {s.ExamplesPerSecond:F1} examples/s"));
                 break;
             case EvaluationEvent v:

@@ -738,3 +738,22 @@ public sealed class AccumulateCase() : OpCase("accumulate", "1001")
         return Compare([.. a.Select((v, i) => (double)v + b[i])], backend.DownloadArray(destination), OpCases.BackwardTolerance);
     }
 }
+
+/// <summary>values *= factor: a loss's gradient multiplied by the loss scale (a training op); the factor is a power of two, so the product is exact.</summary>
+public sealed class ScaleCase() : OpCase("scale", "1001")
+{
+    private const int N = 1001;
+    private const float Factor = 32768f;
+    public override long Work => N;
+    protected override double EmulatorRounds => N / 32.0;
+    public override bool HasForward => false;
+    public override bool HasBackward => true;
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        var a = OpCases.Random(N, 38);
+        var values = backend.UploadArray(a);
+        backend.Scale(values, N, Factor);
+        return Compare([.. a.Select(v => (double)v * Factor)], backend.DownloadArray(values), new Tolerance(0, 0));
+    }
+}

@@ -163,7 +163,7 @@ public static class OpCases
     [
         .. Linear, new LinearWeightUpdateCase(), .. Int8Linear, .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
         .. Attention, new PaddedKeysCase(), .. LayerNorm, .. Embeddings, new GatherRowsCase("first-tokens-3x5x7", 15, 7, [0, 5, 10]),
-        new GatherRowsCase("masked-41-of-97x33", 97, 33, [.. Enumerable.Range(0, 97).Where(i => i % 7 == 3 || i % 5 == 1).Reverse()]), new AccumulateCase(),
+        new GatherRowsCase("masked-41-of-97x33", 97, 33, [.. Enumerable.Range(0, 97).Where(i => i % 7 == 3 || i % 5 == 1).Reverse()]), new AccumulateCase(), new ScaleCase(),
     ];
 
     /// <summary>The case with id "op/name".</summary>

@@ -2,9 +2,14 @@ using Engine.Backends;
 
 namespace Engine.Tests;
 
-/// <summary>A training backend that passes every op to another and counts allocations (by element type), encoder passes and the optimizer's launches.</summary>
+/// <summary>
+/// A training backend that passes every op to another and counts allocations (by element type), encoder passes and the
+/// optimizer's launches; it can inject an overflow: the gradient norms it is told to report as infinite.
+/// </summary>
 internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 {
+    /// <summary>Which norm reductions (1 for the first) return +∞, as if a gradient had overflowed.</summary>
+    public HashSet<int> OverflowingNorms { get; init; } = [];
     public Dictionary<Type, int> AllocationsByType { get; } = [];
     public int Allocations => AllocationsByType.Values.Sum();
     public int AdamWLaunches { get; private set; }
@@ -57,8 +62,8 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
 
     public double SumOfSquares(Tensor values, int n)
     {
-        NormReductions++;
-        return inner.SumOfSquares(values, n);
+        double sum = inner.SumOfSquares(values, n);
+        return OverflowingNorms.Contains(++NormReductions) ? double.PositiveInfinity : sum;
     }
 
     public void AdamW(Tensor p, Tensor g, Tensor m, Tensor v, int n, int decayed, AdamWStep step)
@@ -74,6 +79,7 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     }
 
     public void Accumulate(Tensor d, Tensor s, int n) => inner.Accumulate(d, s, n);
+    public void Scale(Tensor v, int n, float factor) => inner.Scale(v, n, factor);
     public void SoftmaxBackward(Tensor dI, Tensor dO, Tensor o, int rows, int N) => inner.SoftmaxBackward(dI, dO, o, rows, N);
     public void CrossEntropy(Tensor l, Tensor d, Tensor z, DeviceBuffer<int> y, int B, int V) => inner.CrossEntropy(l, d, z, y, B, V);
     public void MeanSquaredError(Tensor l, Tensor d, Tensor p, Tensor t, int n) => inner.MeanSquaredError(l, d, p, t, n);

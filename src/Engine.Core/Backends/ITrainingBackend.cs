@@ -80,6 +80,9 @@ public interface ITrainingBackend : IBackend
     /// <summary>destination (n) += source (n): where two paths' gradients meet (a residual connection).</summary>
     void Accumulate(Tensor destination, Tensor source, int n);
 
+    /// <summary>values (n) *= factor, in place: a loss's gradient multiplied by the loss scale of mixed-precision training.</summary>
+    void Scale(Tensor values, int n, float factor);
+
     /// <summary>Backward of <see cref="IBackend.Softmax"/>: dInput (rows,N) = y ⊙ (dOutput − Σ dOutput ⊙ y), y (rows,N) the forward's output.</summary>
     void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N);
 

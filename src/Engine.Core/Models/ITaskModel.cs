@@ -33,15 +33,17 @@ public interface ITaskModel : IDisposable
 
     /// <summary>
     /// The mean loss of the pass's outputs against <paramref name="targets"/> (in the head's layout: one per example for a
-    /// classifier, one per token then one per example for a masked-LM head), and its gradient, kept for <see cref="Backward"/>.
+    /// classifier, one per token then one per example for a masked-LM head), and its gradient, kept for <see cref="Backward"/>:
+    /// the gradient of <paramref name="lossScale"/> times the loss (mixed-precision training's loss scale; the loss returned is
+    /// not scaled).
     /// </summary>
-    double Loss(ForwardPass pass, float[] targets);
+    double Loss(ForwardPass pass, float[] targets, float lossScale = 1f);
 
     /// <summary>Adds every parameter's gradient from the loss's gradient, through the pass's activations.</summary>
     void Backward(ForwardPass pass);
 
-    /// <summary>Forward, loss, backward under the model's lock; returns the loss.</summary>
-    double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout);
+    /// <summary>Forward, loss, backward under the model's lock; returns the loss (the gradients are of <paramref name="lossScale"/> times it).</summary>
+    double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout, float lossScale = 1f);
 
     /// <summary>The head's loss and metrics over <paramref name="batches"/>, in evaluation mode (no dropout), under the model's lock per batch.</summary>
     EvaluationResult Evaluate(IEnumerable<TrainingBatch> batches);

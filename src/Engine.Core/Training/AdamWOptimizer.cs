@@ -41,16 +41,23 @@ public sealed class AdamWOptimizer : IDisposable
 
     /// <summary>
     /// One update at <paramref name="learningRate"/> from the accumulated gradients (divided by
-    /// <paramref name="gradientDivisor"/> first, for gradient accumulation). Returns the global gradient norm
-    /// before clipping; a NaN or infinite norm stops training with an error naming the step.
+    /// <paramref name="gradientDivisor"/> first, for gradient accumulation, and by <paramref name="lossScale"/>, the
+    /// loss scale of dynamic loss scaling they were computed under, if any). Returns the global gradient norm before
+    /// clipping. A NaN or infinite norm stops training with an error naming the step, unless the gradients are
+    /// loss-scaled: then the overflow is the scale's, the norm is returned and nothing is updated (the step is skipped,
+    /// as PyTorch's GradScaler skips it, and <see cref="StepCount"/> stays).
     /// </summary>
-    public double Step(float learningRate, int gradientDivisor = 1)
+    public double Step(float learningRate, int gradientDivisor = 1, float? lossScale = null)
     {
         var gradients = _arena.Gradients ?? throw new InvalidOperationException("no gradients: call ZeroGradients and a backward pass before a step");
-        double norm = Math.Sqrt(_backend.SumOfSquares(gradients, _arena.Length)) / gradientDivisor;
+        double divisor = (double)gradientDivisor * (lossScale ?? 1f);
+        double norm = Math.Sqrt(_backend.SumOfSquares(gradients, _arena.Length)) / divisor;
         if (!double.IsFinite(norm))
+        {
+            if (lossScale is not null) return norm;
             throw new EngineException($"step {StepCount + 1}: the gradient norm is {norm} (the loss or a gradient is NaN or infinite); training stopped");
-        float scale = 1f / gradientDivisor;
+        }
+        float scale = (float)(1.0 / divisor);
         // torch.nn.utils.clip_grad_norm_: coefficient max_norm / (norm + 1e-6), clamped to 1.
         if (Options.MaxGradNorm is { } maxNorm) scale *= (float)Math.Min(1.0, maxNorm / (norm + 1e-6));
         StepCount++;

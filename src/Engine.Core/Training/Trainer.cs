@@ -35,6 +35,8 @@ public sealed record TrainingOptions
     public int GradientAccumulation { get; init; } = 1;
     /// <summary>Write the resumable checkpoint <c>OUTPUT/last</c> after every epoch (model, optimizer moments: about three times the model's size).</summary>
     public bool KeepCheckpoint { get; init; } = true;
+    /// <summary>Dynamic loss scaling (fp16 compute); null: none.</summary>
+    public LossScaleOptions? LossScaling { get; init; }
 
     /// <summary>Throws, naming the setting, unless every setting is in its range (before any work, so that nothing trains on a bad one).</summary>
     public void Validate()
@@ -54,12 +56,18 @@ public sealed record TrainingOptions
         Check(Seed >= 0, nameof(Seed), Seed, "at least 0");
         Check(EarlyStoppingPatience is null or >= 1, nameof(EarlyStoppingPatience), EarlyStoppingPatience!, "at least 1");
         Check(GradientAccumulation >= 1, nameof(GradientAccumulation), GradientAccumulation, "at least 1");
+        LossScaling?.Validate();
     }
 }
 
 /// <summary>A line of training progress: a step's loss (the loss that was backpropagated), or an evaluation.</summary>
 public abstract record TrainingEvent;
-public sealed record StepEvent(int Step, int TotalSteps, double Loss, float LearningRate, double GradientNorm, double ExamplesPerSecond) : TrainingEvent;
+/// <summary>
+/// A step: its loss, learning rate and gradient norm; under dynamic loss scaling, the scale its gradients were computed
+/// with, and whether they overflowed so that the optimizer skipped the step (the norm is then infinite or NaN).
+/// </summary>
+public sealed record StepEvent(int Step, int TotalSteps, double Loss, float LearningRate, double GradientNorm, double ExamplesPerSecond,
+    float? LossScale = null, bool Skipped = false) : TrainingEvent;
 public sealed record EvaluationEvent(int Epoch, EvaluationResult Result, bool Best) : TrainingEvent;
 /// <summary>A resumable checkpoint was written, whole, to <paramref name="Directory"/>.</summary>
 public sealed record CheckpointEvent(int Epoch, int OptimizerSteps, string Directory) : TrainingEvent;
@@ -136,32 +144,39 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
             foreach (var (name, bytes) in tokenizerFiles) IO.AtomicFile.Write(Path.Combine(directory, name), s => s.Write(bytes));
         }
         EvaluationResult? best = null;
-        int epochsWithoutImprovement = 0, firstEpoch = 1, firstExample = 0;
-        if (resumeFrom is not null) (firstEpoch, firstExample, best, epochsWithoutImprovement) = Restore(resumeFrom, optimizer);
+        // Steps taken, skipped ones included: what the step limit, the progress and each step's streams count. The
+        // optimizer counts its updates alone (AdamW's bias correction, and the schedule, as Hugging Face's Trainer
+        // advances its scheduler only when the optimizer ran).
+        int step = 0, epochsWithoutImprovement = 0, firstEpoch = 1, firstExample = 0;
+        var scaler = options.LossScaling is { } scaling ? new DynamicLossScaler(scaling) : null;
+        if (resumeFrom is not null) (firstEpoch, firstExample, best, epochsWithoutImprovement, step, scaler) = Restore(resumeFrom, optimizer, options.LossScaling);
         int micro = 0;
         double accumulatedLoss = 0, examplesSeen = 0;
         var clock = Stopwatch.StartNew();
         model.Arena.ZeroGradients(backend);
-        for (int epoch = firstEpoch; epoch <= epochs && optimizer.StepCount < totalSteps; epoch++)
+        for (int epoch = firstEpoch; epoch <= epochs && step < totalSteps; epoch++)
         {
             var order = options.Shuffle ? SeedStreams.EpochOrder(train.Count, (ulong)options.Seed, epoch) : [.. Enumerable.Range(0, train.Count)];
             // A run resumed from a checkpoint that --steps cut mid-epoch continues that epoch where it stopped.
             int start = epoch == firstEpoch ? firstExample : 0;
-            for (; start < train.Count && optimizer.StepCount < totalSteps; start += options.BatchSize)
+            for (; start < train.Count && step < totalSteps; start += options.BatchSize)
             {
-                long microStep = (long)optimizer.StepCount * options.GradientAccumulation + micro;
+                long microStep = (long)step * options.GradientAccumulation + micro;
                 var batch = train.Collate(order[start..Math.Min(train.Count, start + options.BatchSize)], (ulong)options.Seed, microStep);
                 var dropout = DropoutSettings.FromConfig(model.Config, options.Dropout, (ulong)options.Seed, microStep);
-                accumulatedLoss += model.ForwardBackward(batch.Batch, batch.Targets, dropout);
+                float? lossScale = scaler?.Scale;
+                accumulatedLoss += model.ForwardBackward(batch.Batch, batch.Targets, dropout, lossScale ?? 1f);
                 if (!double.IsFinite(accumulatedLoss))
-                    throw new EngineException($"step {optimizer.StepCount + 1}: the loss is {accumulatedLoss}; training stopped");
+                    throw new EngineException($"step {step + 1}: the loss is {accumulatedLoss}; training stopped");
                 if (++micro < options.GradientAccumulation && start + options.BatchSize < train.Count) continue;
                 float rate = options.Schedule == Schedule.Linear
                     ? LearningRateSchedule.Linear(options.LearningRate, optimizer.StepCount, warmup, totalSteps)
                     : LearningRateSchedule.Constant(options.LearningRate, optimizer.StepCount, warmup);
-                double norm = optimizer.Step(rate, micro);
+                double norm = optimizer.Step(rate, micro, lossScale);
+                bool skipped = scaler is not null && !scaler.Update(double.IsFinite(norm));
+                step++;
                 examplesSeen += micro * options.BatchSize;
-                log(new StepEvent(optimizer.StepCount, totalSteps, accumulatedLoss / micro, rate, norm, examplesSeen / clock.Elapsed.TotalSeconds));
+                log(new StepEvent(step, totalSteps, accumulatedLoss / micro, rate, norm, examplesSeen / clock.Elapsed.TotalSeconds, lossScale, skipped));
                 model.Arena.ZeroGradients(backend);
                 micro = 0;
                 accumulatedLoss = 0;
@@ -182,7 +197,8 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
             if (output is not null && options.KeepCheckpoint)
             {
                 string last = Path.Combine(output, LastDirectory);
-                SaveLast(last, Save, optimizer, new TrainerState(epoch, optimizer.StepCount, best, epochsWithoutImprovement, start < train.Count ? start : 0));
+                SaveLast(last, Save, optimizer, new TrainerState(epoch, optimizer.StepCount, best, epochsWithoutImprovement, start < train.Count ? start : 0,
+                    step, scaler?.Scale, scaler?.GoodSteps ?? 0));
                 log(new CheckpointEvent(epoch, optimizer.StepCount, last));
             }
             if (options.EarlyStoppingPatience is { } patience && epochsWithoutImprovement >= patience) break;
@@ -228,8 +244,12 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
         state.Write(Path.Combine(directory, StateFile));
     }
 
-    /// <summary>The epoch and example to continue from, the best result so far and the patience count, with the optimizer restored.</summary>
-    private static (int, int, EvaluationResult?, int) Restore(string directory, AdamWOptimizer optimizer)
+    /// <summary>
+    /// The epoch and example to continue from, the best result so far, the patience count, the steps taken and the loss
+    /// scaler (the checkpoint's scale when it has one, else a new one when <paramref name="scaling"/> asks for it), with
+    /// the optimizer restored.
+    /// </summary>
+    private static (int, int, EvaluationResult?, int, int, DynamicLossScaler?) Restore(string directory, AdamWOptimizer optimizer, LossScaleOptions? scaling)
     {
         var state = TrainerState.Read(Path.Combine(directory, StateFile));
         string optimizerPath = Path.Combine(directory, OptimizerFile);
@@ -247,8 +267,14 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
         }
         try { optimizer.LoadState(state.OptimizerSteps, moments); }
         catch (EngineException e) { throw new EngineException($"{optimizerPath}: {e.Message}", e); }
-        return state.NextExample > 0 ? (state.Epoch, state.NextExample, state.Best, state.EpochsWithoutImprovement)
-            : (state.Epoch + 1, 0, state.Best, state.EpochsWithoutImprovement);
+        DynamicLossScaler? scaler = null;
+        if (scaling is not null)
+        {
+            try { scaler = new DynamicLossScaler(scaling, state.LossScale, state.LossScale is null ? 0 : Math.Min(state.GoodSteps, scaling.GrowthInterval - 1)); }
+            catch (EngineException e) { throw new EngineException($"{Path.Combine(directory, StateFile)}: {e.Message}", e); }
+        }
+        return state.NextExample > 0 ? (state.Epoch, state.NextExample, state.Best, state.EpochsWithoutImprovement, state.Steps, scaler)
+            : (state.Epoch + 1, 0, state.Best, state.EpochsWithoutImprovement, state.Steps, scaler);
     }
 
     /// <summary>
@@ -271,11 +297,16 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
 /// <summary>
 /// Where a training run stood when its checkpoint was written (<c>trainer_state.json</c>): the epoch just finished (or,
 /// when a step limit stopped it part-way, the epoch in progress and the position in its order of the first example not
-/// yet trained: <see cref="NextExample"/>, 0 for a whole epoch), the optimizer steps taken, the best evaluation so far
-/// and the epochs since it improved.
+/// yet trained: <see cref="NextExample"/>, 0 for a whole epoch), the optimizer's updates, the best evaluation so far,
+/// the epochs since it improved, and under dynamic loss scaling the steps taken (skipped ones included), the loss scale
+/// and the good steps since it last changed.
 /// </summary>
-public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement, int NextExample = 0)
+public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResult? Best, int EpochsWithoutImprovement, int NextExample = 0,
+    int? StepsTaken = null, float? LossScale = null, int GoodSteps = 0)
 {
+    /// <summary>Steps taken, skipped ones included: the optimizer's updates when none was skipped.</summary>
+    public int Steps => StepsTaken ?? OptimizerSteps;
+
     /// <summary>Writes the state as JSON, atomically; <see cref="Read"/> reads it back.</summary>
     public void Write(string path)
     {
@@ -290,6 +321,9 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
             },
             ["epochs_without_improvement"] = EpochsWithoutImprovement,
             ["next_example"] = NextExample,
+            ["steps"] = Steps,
+            ["loss_scale"] = LossScale,
+            ["good_steps"] = GoodSteps,
         };
         IO.AtomicFile.WriteText(path, state.ToJsonString());
     }
@@ -318,6 +352,16 @@ public sealed record TrainerState(int Epoch, int OptimizerSteps, EvaluationResul
         if (epoch < 1) throw new EngineException($"{path}: 'epoch' must be at least 1");
         // next_example is absent from checkpoints written before it existed (which always ended an epoch).
         int next = root["next_example"] is null ? 0 : Count(root, "next_example", "");
-        return new TrainerState(epoch, Count(root, "optimizer_steps", ""), best, Count(root, "epochs_without_improvement", ""), next);
+        // So are steps, loss_scale and good_steps (from before loss scaling: no step was skipped).
+        int updates = Count(root, "optimizer_steps", ""), steps = root["steps"] is null ? updates : Count(root, "steps", "");
+        if (steps < updates) throw new EngineException($"{path}: 'steps' ({steps}) must be at least 'optimizer_steps' ({updates})");
+        float? scale = root["loss_scale"] switch
+        {
+            null => null,
+            JsonValue v when v.TryGetValue(out float f) && float.IsFinite(f) && f > 0 => f,
+            _ => throw new EngineException($"{path}: 'loss_scale' must be a finite number above 0, or null"),
+        };
+        return new TrainerState(epoch, updates, best, Count(root, "epochs_without_improvement", ""), next, steps, scale,
+            root["good_steps"] is null ? 0 : Count(root, "good_steps", ""));
     }
 }

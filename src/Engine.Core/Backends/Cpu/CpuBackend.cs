@@ -333,6 +333,13 @@ public sealed class CpuBackend : ITrainingBackend
         System.Numerics.Tensors.TensorPrimitives.Add(d, Host(source).Data.AsSpan(0, n), d);
     }
 
+    public void Scale(Tensor values, int n, float factor)
+    {
+        OpShapes.Elementwise(n, (values, nameof(values)));
+        var v = Host(values).Data.AsSpan(0, n);
+        System.Numerics.Tensors.TensorPrimitives.Multiply(v, factor, v);
+    }
+
     public void SoftmaxBackward(Tensor dInput, Tensor dOutput, Tensor output, int rows, int N)
     {
         using var threads = CpuParallel.Use(_parallelism);

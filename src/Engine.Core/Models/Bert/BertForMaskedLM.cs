@@ -303,11 +303,16 @@ public sealed class BertForMaskedLM : ITaskModel
         return (maskedSum, R, sentenceSum, sentences);
     }
 
-    public double Loss(ForwardPass pass, float[] targets)
+    public double Loss(ForwardPass pass, float[] targets, float lossScale = 1f)
     {
         if (_current is not { } current || current.Pass != pass) throw new InvalidOperationException("Loss needs the pass of this model's last Forward");
         var (rows, labels) = Masked(targets, pass);
         var loss = HeadLoss(pass, current.Hidden, rows, labels, SeqRelationship is null ? null : SentenceLabels(targets, pass.B, pass.T));
+        if (lossScale != 1f)
+        {
+            if (rows.Length > 0) _backend.Scale(pass.Kept(this, "dlogits", VocabSize, rows.Length), rows.Length * VocabSize, lossScale);
+            if (SeqRelationship is not null) _backend.Scale(pass.Kept(this, "dsentence_logits", 2, perToken: false), pass.B * 2, lossScale);
+        }
         _current = current with { Rows = rows };
         return (loss.Masked == 0 ? 0 : loss.MaskedSum / loss.Masked) + (loss.Sentences == 0 ? 0 : loss.SentenceSum / loss.Sentences);
     }
@@ -336,12 +341,12 @@ public sealed class BertForMaskedLM : ITaskModel
         _current = null;
     }
 
-    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout)
+    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout, float lossScale = 1f)
     {
         lock (Bert.ForwardLock)
         {
             var pass = Forward(batch, dropout);
-            double loss = Loss(pass, targets);
+            double loss = Loss(pass, targets, lossScale);
             Backward(pass);
             return loss;
         }

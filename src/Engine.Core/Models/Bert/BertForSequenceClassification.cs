@@ -279,7 +279,7 @@ public sealed class BertForSequenceClassification : ITaskModel
         return pass;
     }
 
-    public double Loss(ForwardPass pass, float[] targets)
+    public double Loss(ForwardPass pass, float[] targets, float lossScale = 1f)
     {
         int B = pass.B, n = B * NumLabels;
         var (logits, dLogits, losses) = (pass.Kept(this, "logits", NumLabels, perToken: false), pass.Kept(this, "dlogits", NumLabels, perToken: false),
@@ -290,6 +290,7 @@ public sealed class BertForSequenceClassification : ITaskModel
             var device = pass.Kept(this, "targets", NumLabels, perToken: false);
             _backend.Upload<float>(targets, device);
             _backend.MeanSquaredError(losses, dLogits, logits, device, n);
+            if (lossScale != 1f) _backend.Scale(dLogits, n, lossScale);
             return Sum(losses, n) / n;
         }
         if (targets.Length != B) throw new EngineException($"{targets.Length} labels for a batch of {B}");
@@ -302,6 +303,7 @@ public sealed class BertForSequenceClassification : ITaskModel
         var deviceLabels = pass.KeptIntegers(this, "labels", 1, perToken: false);
         _backend.Upload<int>(labels, deviceLabels);
         _backend.CrossEntropy(losses, dLogits, logits, deviceLabels, B, NumLabels);
+        if (lossScale != 1f) _backend.Scale(dLogits, n, lossScale);
         int counted = labels.Count(l => l >= 0);
         return counted == 0 ? 0 : Sum(losses, B) / counted;
     }
@@ -317,12 +319,12 @@ public sealed class BertForSequenceClassification : ITaskModel
         Bert.Backward(pass, dHidden);
     }
 
-    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout)
+    public double ForwardBackward(BertBatch batch, float[] targets, DropoutSettings dropout, float lossScale = 1f)
     {
         lock (Bert.ForwardLock)
         {
             var pass = Forward(batch, dropout);
-            double loss = Loss(pass, targets);
+            double loss = Loss(pass, targets, lossScale);
             Backward(pass);
             return loss;
         }
