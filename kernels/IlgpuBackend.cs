@@ -89,7 +89,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand> _toWords;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape> _reducedTensorCores;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>> _reducedTensorCores;
     private MemoryBuffer1D<uint, Stride1D.Dense> _reducedWords; // a reduced-precision Linear's operands, grown on demand
     private ComputePrecision _precision;
 
@@ -128,7 +128,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
         _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand>(ReducedPrecisionGemmKernels.ToWordsKernel);
-        _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape>(ReducedPrecisionGemmKernels.TensorCoreKernel);
+        _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>>(ReducedPrecisionGemmKernels.TensorCoreKernel);
         _reducedWords = accelerator.Allocate1D<uint>(1);
         _scratch = accelerator.Allocate1D<float>(1);
         _quantizedRows = accelerator.Allocate1D<int>(1);
@@ -294,7 +294,7 @@ public sealed class IlgpuBackend : ITrainingBackend
             _ => ReducedPrecisionGemmKernels.Fp16,
         };
         int words = ReducedPrecisionGemmKernels.Shape.WordsFor(depth, format);
-        var shape = new ReducedPrecisionGemmKernels.Shape(rows, depth, cols, words, format, bias is null ? 0 : 1, ActivationKernels.Code(activation),
+        var shape = new ReducedPrecisionGemmKernels.Shape(rows, depth, cols, words, bias is null ? 0 : 1, ActivationKernels.Code(activation),
             preActivation is null ? 0 : 1, accumulate ? 1 : 0);
         long aWords = (long)rows * words, bWords = (long)cols * words;
         if (aWords + bWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} product of ({rows},{depth}) by ({cols},{depth}) is too large for one launch");
@@ -309,8 +309,12 @@ public sealed class IlgpuBackend : ITrainingBackend
         _toWords((int)aWords, aView, a.Values, new ReducedPrecisionGemmKernels.Operand(rows, depth, words, format, a.Transposed ? 1 : 0));
         _toWords((int)bWords, bView, b.Values, new ReducedPrecisionGemmKernels.Operand(cols, depth, words, format, b.Transposed ? 1 : 0));
         _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), output, preActivation ?? _none.View,
-            aView, bView, bias ?? _none.View, shape);
+            aView, bView, bias ?? _none.View, shape, DeviceAddress<uint>(aView), DeviceAddress<uint>(bView), SpecializedValue.New(format));
     }
+
+    /// <summary>Where a view's first element lives in device memory, for kernels that take addresses (cp.async); 0 off CUDA, where none is used.</summary>
+    private long DeviceAddress<T>(ArrayView<T> view) where T : unmanaged =>
+        _accelerator is ILGPU.Runtime.Cuda.CudaAccelerator ? ((IArrayView)view).Buffer.NativePtr.ToInt64() + ((IContiguousArrayView)view).IndexInBytes : 0;
 
     /// <summary>The weight's words, padded rows of 4 bytes, packed on first use (int8 weights do not change: they are never trained).</summary>
     private ArrayView<int> PackedInt8(DeviceBuffer<sbyte> weight, Int8GemmKernels.Shape shape)

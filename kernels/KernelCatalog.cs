@@ -35,7 +35,9 @@ public static class KernelCatalog
         new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A.S8.S8"),
         new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA.16832.S8.S8"),
         new("to-words", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.ToWordsKernel)), false, false),
-        new("reduced-gemm-mma", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.TensorCoreKernel)), true, true, "HMMA.16816.F32", "HMMA.16816.F32.BF16", "HMMA.1688.F32.TF32"),
+        new("reduced-gemm-mma fp16", Method(nameof(KernelCatalog), nameof(ReducedGemmFp16)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
+        new("reduced-gemm-mma bf16", Method(nameof(KernelCatalog), nameof(ReducedGemmBf16)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
+        new("reduced-gemm-mma tf32", Method(nameof(KernelCatalog), nameof(ReducedGemmTf32)), true, true, "HMMA.1688.F32.TF32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
@@ -72,6 +74,18 @@ public static class KernelCatalog
 
     internal static void AttentionHeadSize128(ArrayView<float> output, ArrayView<float> qkv, ArrayView<int> keyMask, AttentionKernels.Shape s) =>
         AttentionKernels.Kernel(output, qkv, keyMask, s, new SpecializedValue<int>(128));
+
+    internal static void ReducedGemmFp16(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias,
+        ReducedPrecisionGemmKernels.Shape s, long aAddress, long wAddress) =>
+        ReducedPrecisionGemmKernels.TensorCoreKernel(output, pre, a, w, bias, s, aAddress, wAddress, new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void ReducedGemmBf16(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias,
+        ReducedPrecisionGemmKernels.Shape s, long aAddress, long wAddress) =>
+        ReducedPrecisionGemmKernels.TensorCoreKernel(output, pre, a, w, bias, s, aAddress, wAddress, new SpecializedValue<int>(ReducedPrecisionGemmKernels.Bf16));
+
+    internal static void ReducedGemmTf32(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias,
+        ReducedPrecisionGemmKernels.Shape s, long aAddress, long wAddress) =>
+        ReducedPrecisionGemmKernels.TensorCoreKernel(output, pre, a, w, bias, s, aAddress, wAddress, new SpecializedValue<int>(ReducedPrecisionGemmKernels.Tf32));
 
     private static MethodInfo Method(string type, string name) =>
         typeof(KernelCatalog).Assembly.GetType($"{typeof(KernelCatalog).Namespace}.{type}")!

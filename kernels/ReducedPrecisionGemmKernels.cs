@@ -8,16 +8,19 @@
 // Both instructions hold A, B and C in the same words of the same lanes (a0 row g word t, a1 row g+8, a2 and a3 at word
 // 4+t; b0 column g word t, b1 word 4+t; c0, c1 row g columns 2t, 2t+1, c2, c3 row g+8), so one kernel runs all three.
 // Kernels: ToWords (fp32 rows, or the columns of a matrix stored transposed, into padded words: the activations every
-// call, the weight every call too, so a weight updated by training is never stale); TensorCores (a 64×32 output tile per group of 4 warps, each warp 16×32 as four
-// mma products per step from shared memory, rows padded to 12 words so the fragment loads hit 32 distinct banks), with
-// the fp32 GEMM's epilogue (bias, activation, pre-activation) or an accumulating one (weight gradients). The backward's
-// products are the same kernel over transposed operands: dX = dOut · (Wᵀ)ᵀ, dW += (dOutᵀ) · (Xᵀ)ᵀ.
-// Inline PTX runs only on CUDA: elsewhere the warp does the mma itself following the PTX ISA's fragment layout (each
-// lane gathers its rows of A and columns of B from the lanes that hold them with shuffles, then multiplies the values
-// in fp32), so the ILGPU CPU emulator checks the tiling and fragment indexing; only the instruction differs.
-// History: v1 fp16/bf16; v2 tf32; v3 (this version) transposed operands and accumulation, for the backward. Operands
-// are staged by plain loads and fragments read from shared memory word by word; cp.async staging, ldmatrix fragments and
-// larger tiles are the next steps.
+// call, the weight every call too, so a weight updated by training is never stale); TensorCores (a 64×32 output tile per
+// group of 4 warps, each warp 16×32 as four mma products per k step of 8 words; the steps staged by cp.async into
+// swizzled shared memory, three in flight; fragments by ldmatrix), with the fp32 GEMM's epilogue (bias, activation,
+// pre-activation) or an accumulating one (weight gradients). The backward's products are the same kernel over
+// transposed operands: dX = dOut · (Wᵀ)ᵀ, dW += (dOutᵀ) · (Xᵀ)ᵀ. The format is a specialization: one instruction per build.
+// Inline PTX runs only on CUDA: elsewhere cp.async is a plain copy, ldmatrix the shuffles that move the same words to
+// the same lanes, and the warp does the mma itself following the PTX ISA's fragment layout (each lane gathers its rows
+// of A and columns of B from the lanes that hold them with shuffles, then multiplies the values in fp32), so the ILGPU
+// CPU emulator checks the tiling, the swizzled staging and the fragment indexing; only the instructions differ.
+// ILGPU passes an inline-PTX statement's outputs beyond the first through local memory: each mma's four accumulators and
+// six fragment words are stored and reloaded around it (ptxas: a 216-byte stack, no spills), which only a GPU can price.
+// History: v1 fp16/bf16; v2 tf32; v3 transposed operands and accumulation, for the backward; v4 (this version) cp.async
+// staging in three stages, a swizzle instead of padded rows, ldmatrix fragments, the format specialized.
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
@@ -26,21 +29,17 @@ namespace Engine.Kernels;
 
 internal static class ReducedPrecisionGemmKernels
 {
-    public const int WordsPerStep = 8, WarpsPerGroup = 4, TileM = 64, TileN = 32, Stride = 12;
-    /// <summary>Values of <see cref="Shape.Format"/>.</summary>
+    public const int WordsPerStep = 8, WarpsPerGroup = 4, TileM = 64, TileN = 32;
+    /// <summary>The operand formats: <see cref="TensorCoreKernel"/>'s specialization, and <see cref="Operand.Format"/>.</summary>
     public const int Fp16 = 0, Bf16 = 1, Tf32 = 2;
 
     /// <param name="Words">Words per padded row: <see cref="WordsFor"/>.</param>
-    /// <param name="Format"><see cref="Fp16"/>, <see cref="Bf16"/> or <see cref="Tf32"/>.</param>
     /// <param name="Accumulate">C += the product (a weight gradient): no bias, activation or pre-activation.</param>
-    public readonly record struct Shape(int M, int K, int N, int Words, int Format, int HasBias, int Activation, int KeepPreActivation, int Accumulate = 0)
+    public readonly record struct Shape(int M, int K, int N, int Words, int HasBias, int Activation, int KeepPreActivation, int Accumulate = 0)
     {
         /// <summary>ceil(K/16)·8 words of two halves, or ceil(K/8)·8 words of one tf32 value.</summary>
         public static int WordsFor(int K, int format) => format == Tf32 ? (K + 7) / 8 * WordsPerStep : (K + 15) / 16 * WordsPerStep;
     }
-
-    public static KernelConfig TensorCoreConfig(Shape s, int warpSize) =>
-        new(new Index2D((s.N + TileN - 1) / TileN, (s.M + TileM - 1) / TileM), new Index2D(WarpsPerGroup * warpSize, 1));
 
     /// <summary>
     /// How an fp32 operand is stored for <see cref="ToWordsKernel"/>: (Rows, Depth) row-major, or with
@@ -138,51 +137,71 @@ internal static class ReducedPrecisionGemmKernels
     }
 
     /// <summary>
-    /// A 64×32 output tile per group of 4 warps; warp i computes rows 16i…16i+15 as four 16×8 mma tiles (n = 0, 8, 16, 24).
-    /// Per k step the group stages 64 rows of A and 32 of W, 8 words each, in shared rows of 12 words.
+    /// Dynamic shared memory of one launch: <see cref="Stages"/> stages of 64 A rows then 32 W rows, 8 words each, and
+    /// 4 words of slack so that CUDA can start the stages on a 16-byte boundary (ldmatrix and cp.async need it).
     /// </summary>
-    public static void TensorCoreKernel(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias, Shape s)
+    public const int Stages = 3, StageRows = TileM + TileN, StageWords = StageRows * WordsPerStep, SharedWords = Stages * StageWords + 4;
+
+    /// <summary>
+    /// Where word 4·chunk of a staged row lives: rows are 8 words (two 16-byte chunks) with the chunks of rows 4–7 of
+    /// every 8 swapped (chunk ^ bit 2 of the row), so that the 8 rows one ldmatrix matrix reads (16 bytes each) fall
+    /// in 32 distinct banks without padding: rows r and r+4 sit at the same bank offset, their chunks do not.
+    /// </summary>
+    public static int Swizzled(int row, int chunk) => row * WordsPerStep + ((chunk ^ ((row >> 2) & 1)) << 2);
+
+    public static KernelConfig TensorCoreConfig(Shape s, int warpSize) =>
+        new(new Index2D((s.N + TileN - 1) / TileN, (s.M + TileM - 1) / TileM), new Index2D(WarpsPerGroup * warpSize, 1),
+            SharedMemoryConfig.RequestDynamic<uint>(SharedWords));
+
+    /// <summary>
+    /// A 64×32 output tile per group of 4 warps; warp i computes rows 16i…16i+15 as four 16×8 mma tiles (n = 0, 8, 16, 24).
+    /// Each k step of 8 words is staged in shared memory by cp.async, 16 bytes per thread (zero-filled past M or N),
+    /// <see cref="Stages"/> steps in flight; the warp's fragments come from the staged rows by ldmatrix (two x2 for A,
+    /// one per B tile). <paramref name="aAddress"/> and <paramref name="wAddress"/> are the device addresses of
+    /// <paramref name="a"/> and <paramref name="w"/> (cp.async takes addresses; ILGPU gives kernels none); unused off CUDA.
+    /// </summary>
+    public static void TensorCoreKernel(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias, Shape s,
+        long aAddress, long wAddress, SpecializedValue<int> format)
     {
-        var aTile = SharedMemory.Allocate1D<uint>(TileM * Stride);
-        var wTile = SharedMemory.Allocate1D<uint>(TileN * Stride);
+        var tiles = SharedMemory.GetDynamic<uint>();
+        uint sharedBase = SharedBase(tiles);
         int thread = Group.IdxX, warp = thread / Warp.WarpSize, lane = Warp.LaneIdx;
         int group = lane >> 2, inGroup = lane & 3; // the PTX ISA's groupID and threadID_in_group
-        int rowBase = Grid.IdxY * TileM, colBase = Grid.IdxX * TileN;
+        int rowBase = Grid.IdxY * TileM, colBase = Grid.IdxX * TileN, steps = s.Words / WordsPerStep;
+        // The staged row and chunk this thread copies: A's 128 chunks take threads 0–127, W's 64 threads 0–63.
+        int copyRow = thread >> 1, copyChunk = thread & 1;
+        // The rows whose addresses this lane gives ldmatrix (lanes 0–15 count): for A, matrices (rows 0–7, chunk 0), (8–15, 0)
+        // of the warp's 16 rows are a0, a1 and (0–7, 1), (8–15, 1) are a2, a3; for B, (tile rows, chunk 0), (tile rows, chunk 1)
+        // are the tile's b0, b1 (the other tiles 8, 16, 24 rows on).
+        int aLow = Swizzled(warp * 16 + (lane & 15), 0), aHigh = Swizzled(warp * 16 + (lane & 15), 1);
+        int bFragment = Swizzled(TileM + (lane & 7), (lane >> 3) & 1); // tile j at + 8j rows: the swizzle repeats every 8 rows
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
         float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
-        for (int w0 = 0; w0 < s.Words; w0 += WordsPerStep)
+        for (int step = 0; step < Stages - 1; step++)
         {
-            for (int e = thread; e < TileM * WordsPerStep; e += WarpsPerGroup * Warp.WarpSize)
-            {
-                int r = e / WordsPerStep, word = e % WordsPerStep, row = rowBase + r;
-                aTile[r * Stride + word] = row < s.M ? a[(long)row * s.Words + w0 + word] : 0u;
-            }
-            for (int e = thread; e < TileN * WordsPerStep; e += WarpsPerGroup * Warp.WarpSize)
-            {
-                int r = e / WordsPerStep, word = e % WordsPerStep, col = colBase + r;
-                wTile[r * Stride + word] = col < s.N ? w[(long)col * s.Words + w0 + word] : 0u;
-            }
+            if (step < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, step, rowBase, colBase, copyRow, copyChunk, thread);
+            CommitCopies();
+        }
+        for (int step = 0; step < steps; step++)
+        {
+            // This thread's copies of the step have landed; after the barrier everyone's have, and every warp is done with
+            // the stage the next copy overwrites (the one read in the previous step).
+            AwaitCopies();
             Group.Barrier();
-            // A fragment (row-major): a0 row g, word t (k 2t, 2t+1; tf32: k t); a1 row g+8; a2 row g, word 4+t; a3 row g+8, word 4+t.
-            int aRow = (warp * 16 + group) * Stride;
-            uint a0 = aTile[aRow + inGroup], a1 = aTile[aRow + 8 * Stride + inGroup];
-            uint a2 = aTile[aRow + 4 + inGroup], a3 = aTile[aRow + 8 * Stride + 4 + inGroup];
-            // B fragment (column-major = W's rows): b0 column g, word t; b1 column g, word 4+t.
-            for (int tile = 0; tile < 4; tile++)
-            {
-                int bRow = (tile * 8 + group) * Stride;
-                uint b0 = wTile[bRow + inGroup], b1 = wTile[bRow + 4 + inGroup];
-                float d0 = tile == 0 ? c00 : tile == 1 ? c10 : tile == 2 ? c20 : c30;
-                float d1 = tile == 0 ? c01 : tile == 1 ? c11 : tile == 2 ? c21 : c31;
-                float d2 = tile == 0 ? c02 : tile == 1 ? c12 : tile == 2 ? c22 : c32;
-                float d3 = tile == 0 ? c03 : tile == 1 ? c13 : tile == 2 ? c23 : c33;
-                Mma(ref d0, ref d1, ref d2, ref d3, a0, a1, a2, a3, b0, b1, group, inGroup, s.Format);
-                if (tile == 0) { c00 = d0; c01 = d1; c02 = d2; c03 = d3; }
-                else if (tile == 1) { c10 = d0; c11 = d1; c12 = d2; c13 = d3; }
-                else if (tile == 2) { c20 = d0; c21 = d1; c22 = d2; c23 = d3; }
-                else { c30 = d0; c31 = d1; c32 = d2; c33 = d3; }
-            }
-            Group.Barrier();
+            int next = step + Stages - 1;
+            if (next < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, next, rowBase, colBase, copyRow, copyChunk, thread);
+            CommitCopies();
+            int stage = step % Stages * StageWords;
+            LoadMatrices(tiles, sharedBase, stage + aLow, out uint a0, out uint a1);
+            LoadMatrices(tiles, sharedBase, stage + aHigh, out uint a2, out uint a3);
+            LoadMatrices(tiles, sharedBase, stage + bFragment, out uint b00, out uint b01);
+            LoadMatrices(tiles, sharedBase, stage + bFragment + 8 * WordsPerStep, out uint b10, out uint b11);
+            LoadMatrices(tiles, sharedBase, stage + bFragment + 16 * WordsPerStep, out uint b20, out uint b21);
+            LoadMatrices(tiles, sharedBase, stage + bFragment + 24 * WordsPerStep, out uint b30, out uint b31);
+            Mma(ref c00, ref c01, ref c02, ref c03, a0, a1, a2, a3, b00, b01, group, inGroup, format.Value);
+            Mma(ref c10, ref c11, ref c12, ref c13, a0, a1, a2, a3, b10, b11, group, inGroup, format.Value);
+            Mma(ref c20, ref c21, ref c22, ref c23, a0, a1, a2, a3, b20, b21, group, inGroup, format.Value);
+            Mma(ref c30, ref c31, ref c32, ref c33, a0, a1, a2, a3, b30, b31, group, inGroup, format.Value);
         }
         // D fragment (16×8): d0, d1 row g, columns 2t, 2t+1; d2, d3 row g+8.
         int top = rowBase + warp * 16 + group, left = colBase + 2 * inGroup;
@@ -194,6 +213,82 @@ internal static class ReducedPrecisionGemmKernels
             Store(output, pre, bias, s, top + 8, col, tile == 0 ? c02 : tile == 1 ? c12 : tile == 2 ? c22 : c32);
             Store(output, pre, bias, s, top + 8, col + 1, tile == 0 ? c03 : tile == 1 ? c13 : tile == 2 ? c23 : c33);
         }
+    }
+
+    /// <summary>
+    /// The byte address in the shared window where the stages start (16-byte aligned): on CUDA from ILGPU's dynamic
+    /// shared memory symbol, which it declares with 4-byte alignment; elsewhere 0 (the software paths index the view).
+    /// </summary>
+    private static uint SharedBase(ArrayView<uint> tiles)
+    {
+        if (!CudaAsm.IsSupported) return 0;
+        // A use of the view, so that ILGPU declares __dyn_shared_alloca: the last word, past the stages however far the
+        // base moved to align them (at most 3 words, of the 4 of slack).
+        tiles[SharedWords - 1] = 0;
+        CudaAsm.Emit("mov.u32 %0, __dyn_shared_alloca;", out uint address);
+        return (address + 15u) & ~15u;
+    }
+
+    /// <summary>Closes this thread's group of cp.async copies (an empty group when it issued none, so the count stays uniform).</summary>
+    private static void CommitCopies()
+    {
+        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
+    }
+
+    /// <summary>Waits until at most Stages − 2 of this thread's groups are in flight: the oldest, the step about to be read, has landed.</summary>
+    private static void AwaitCopies()
+    {
+        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.wait_group 1;");
+    }
+
+    /// <summary>Step <paramref name="step"/>'s 64 A rows and 32 W rows (8 words from word 8·step) into stage step % Stages.</summary>
+    private static void Stage(ArrayView<uint> tiles, uint sharedBase, ArrayView<uint> a, ArrayView<uint> w, Shape s, long aAddress, long wAddress,
+        int step, int rowBase, int colBase, int copyRow, int copyChunk, int thread)
+    {
+        int stage = step % Stages * StageWords, word = step * WordsPerStep + 4 * copyChunk;
+        int aRow = rowBase + copyRow;
+        CopyChunk(tiles, sharedBase, stage + Swizzled(copyRow, copyChunk), a, aAddress, (long)Math.Min(aRow, s.M - 1) * s.Words + word, aRow < s.M);
+        if (thread < 2 * TileN)
+        {
+            int wRow = colBase + copyRow;
+            CopyChunk(tiles, sharedBase, stage + Swizzled(TileM + copyRow, copyChunk), w, wAddress, (long)Math.Min(wRow, s.N - 1) * s.Words + word, wRow < s.N);
+        }
+    }
+
+    /// <summary>
+    /// 4 words (16 bytes) from source[index] into tiles[destination], zeros when not <paramref name="valid"/>: cp.async on
+    /// CUDA (asynchronous until cp.async.wait_group; a source size of 0 fills zeros), plain copies elsewhere.
+    /// </summary>
+    private static void CopyChunk(ArrayView<uint> tiles, uint sharedBase, int destination, ArrayView<uint> source, long address, long index, bool valid)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            uint target = sharedBase + 4u * (uint)destination, size = valid ? 16u : 0u;
+            long from = address + 4 * index;
+            CudaAsm.Emit("{ .reg .u64 g; cvta.to.global.u64 g, %1; cp.async.cg.shared.global [%0], [g], 16, %2; }", target, from, size);
+            return;
+        }
+        for (int i = 0; i < 4; i++) tiles[destination + i] = valid ? source[index + i] : 0u;
+    }
+
+    /// <summary>
+    /// ldmatrix.x2 (two 8×8 matrices of 16-bit values, i.e. 8 rows × 4 words each): lane 8i+r (i &lt; 2) gives the word index
+    /// of row r of matrix i (<paramref name="rowWord"/>), and lane (g, t) receives word t of row g of matrix i in
+    /// <paramref name="first"/> and <paramref name="second"/>. On CUDA the instruction (its two registers returned as one
+    /// 64-bit value: ILGPU passes several outputs of inline PTX through local memory, one it keeps in registers);
+    /// elsewhere the same movement by shuffles, as the PTX ISA describes it.
+    /// </summary>
+    private static void LoadMatrices(ArrayView<uint> tiles, uint sharedBase, int rowWord, out uint first, out uint second)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("{ .reg .b32 x, y; ldmatrix.sync.aligned.m8n8.x2.shared.b16 {x, y}, [%1]; mov.b64 %0, {x, y}; }", out ulong pair, sharedBase + 4u * (uint)rowWord);
+            (first, second) = ((uint)pair, (uint)(pair >> 32));
+            return;
+        }
+        int lane = Warp.LaneIdx, row = lane >> 2, word = lane & 3;
+        first = tiles[Warp.Shuffle(rowWord, row) + word];
+        second = tiles[Warp.Shuffle(rowWord, 8 + row) + word];
     }
 
     /// <summary>

@@ -144,6 +144,32 @@ public sealed class ReducedPrecisionTests
         Assert.Contains("--precision: 'fp8' is not one of fp32, tf32, fp16, bf16", badError);
     }
 
+    /// <summary>
+    /// The staged rows' swizzle: a bijection of every stage's words, and conflict-free for ldmatrix — the 8 rows of any
+    /// 8×16-byte matrix it reads (8 consecutive rows from a multiple of 8, either chunk) land in 32 distinct banks — where
+    /// unswizzled 32-byte rows would put rows r and r+4 in the same banks.
+    /// </summary>
+    [Fact]
+    public void TheSwizzleIsABijectionAndLdmatrixReadsAreConflictFree()
+    {
+        const int Words = ReducedPrecisionGemmKernels.StageWords;
+        var seen = new HashSet<int>();
+        for (int row = 0; row < ReducedPrecisionGemmKernels.StageRows; row++)
+            for (int chunk = 0; chunk < 2; chunk++)
+                for (int word = 0; word < 4; word++)
+                    Assert.True(seen.Add(ReducedPrecisionGemmKernels.Swizzled(row, chunk) + word));
+        Assert.Equal(Words, seen.Count);
+        Assert.InRange(seen.Max(), 0, Words - 1);
+        for (int first = 0; first < ReducedPrecisionGemmKernels.StageRows; first += 8)
+            for (int chunk = 0; chunk < 2; chunk++)
+            {
+                var banks = Enumerable.Range(first, 8).SelectMany(row => Enumerable.Range(ReducedPrecisionGemmKernels.Swizzled(row, chunk) % 32, 4)).ToList();
+                Assert.Equal(32, banks.Distinct().Count());
+                var plain = Enumerable.Range(first, 8).SelectMany(row => Enumerable.Range((row * 8 + 4 * chunk) % 32, 4));
+                Assert.Equal(16, plain.Distinct().Count());
+            }
+    }
+
     [Fact]
     public void WordsAreRoundedAsTheReferenceRoundsThem()
     {

@@ -9,8 +9,9 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
 
 // Compiles every kernel of KernelCatalog to PTX with ILGPU's PTX backend (no GPU needed), assembles each
-// with NVIDIA's ptxas for sm_80 and sm_90, and prints registers, shared memory, spill bytes and the tensor-core and
-// dot-product instructions of its SASS (cuobjdump -sass: HMMA, IMMA, IDP.4A, IDP.2A).
+// with NVIDIA's ptxas for sm_80 and sm_90, and prints registers, shared memory, spill bytes and the tensor-core,
+// dot-product and tensor-core staging instructions of its SASS (cuobjdump -sass: HMMA, IMMA, IDP.4A, IDP.2A; LDSM from
+// ldmatrix, LDGSTS from cp.async).
 // Fails on any compile or assembly error, on spills in kernels that must not spill, and on a kernel whose SASS lacks
 // an instruction it requires (its inline PTX did not become the instruction meant).
 // Usage: engine-ptxcheck [--ptxas PATH] [--output DIR]   (PATH default: $PTXAS, else .tools/cuda from tools/fetch-ptxas.sh;
@@ -97,7 +98,7 @@ static string? FindCuobjdump(string ptxas)
     return null;
 }
 
-// The tensor-core and dot-product instructions of a cubin's SASS with their counts, by opcode with its modifiers (IMMA.16832.S8.S8).
+// The tensor-core, dot-product and staging instructions of a cubin's SASS with their counts, by opcode with its modifiers (IMMA.16832.S8.S8).
 static SortedDictionary<string, int> SassInstructions(string cuobjdump, string cubin)
 {
     var start = new ProcessStartInfo(cuobjdump, ["-sass", cubin]) { RedirectStandardOutput = true, RedirectStandardError = true };
@@ -106,7 +107,7 @@ static SortedDictionary<string, int> SassInstructions(string cuobjdump, string c
     process.StandardError.ReadToEnd();
     process.WaitForExit();
     var counts = new SortedDictionary<string, int>(StringComparer.Ordinal);
-    foreach (Match match in Regex.Matches(sass, @"\b(HMMA|IMMA|IDP|HGMMA|IGMMA)(\.[A-Z0-9]+)*"))
+    foreach (Match match in Regex.Matches(sass, @"\b(HMMA|IMMA|IDP|HGMMA|IGMMA|LDSM|LDGSTS)(\.[A-Z0-9]+)*"))
         counts[match.Value] = counts.GetValueOrDefault(match.Value) + 1;
     return counts;
 }
