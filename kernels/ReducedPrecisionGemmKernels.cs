@@ -175,8 +175,9 @@ internal static class ReducedPrecisionGemmKernels
         // are the tile's b0, b1 (the other tiles 8, 16, 24 rows on).
         int aLow = Swizzled(warp * 16 + (lane & 15), 0), aHigh = Swizzled(warp * 16 + (lane & 15), 1);
         int bFragment = Swizzled(TileM + (lane & 7), (lane >> 3) & 1); // tile j at + 8j rows: the swizzle repeats every 8 rows
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        // Accumulators as pairs of floats in one 64-bit value (row g's two columns, row g+8's): what the mma statement passes
+        // through ILGPU's local-memory lowering of its outputs, two 8-byte slots where four 4-byte ones were.
+        ulong top0 = 0, bottom0 = 0, top1 = 0, bottom1 = 0, top2 = 0, bottom2 = 0, top3 = 0, bottom3 = 0;
         for (int step = 0; step < Stages - 1; step++)
         {
             if (step < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, step, rowBase, colBase, copyRow, copyChunk, thread);
@@ -192,28 +193,32 @@ internal static class ReducedPrecisionGemmKernels
             if (next < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, next, rowBase, colBase, copyRow, copyChunk, thread);
             CommitCopies();
             int stage = step % Stages * StageWords;
-            LoadMatrices(tiles, sharedBase, stage + aLow, out uint a0, out uint a1);
-            LoadMatrices(tiles, sharedBase, stage + aHigh, out uint a2, out uint a3);
-            LoadMatrices(tiles, sharedBase, stage + bFragment, out uint b00, out uint b01);
-            LoadMatrices(tiles, sharedBase, stage + bFragment + 8 * WordsPerStep, out uint b10, out uint b11);
-            LoadMatrices(tiles, sharedBase, stage + bFragment + 16 * WordsPerStep, out uint b20, out uint b21);
-            LoadMatrices(tiles, sharedBase, stage + bFragment + 24 * WordsPerStep, out uint b30, out uint b31);
-            Mma(ref c00, ref c01, ref c02, ref c03, a0, a1, a2, a3, b00, b01, group, inGroup, format.Value);
-            Mma(ref c10, ref c11, ref c12, ref c13, a0, a1, a2, a3, b10, b11, group, inGroup, format.Value);
-            Mma(ref c20, ref c21, ref c22, ref c23, a0, a1, a2, a3, b20, b21, group, inGroup, format.Value);
-            Mma(ref c30, ref c31, ref c32, ref c33, a0, a1, a2, a3, b30, b31, group, inGroup, format.Value);
+            ulong a01 = LoadMatrices(tiles, sharedBase, stage + aLow), a23 = LoadMatrices(tiles, sharedBase, stage + aHigh);
+            Mma(ref top0, ref bottom0, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment), group, inGroup, format.Value);
+            Mma(ref top1, ref bottom1, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 8 * WordsPerStep), group, inGroup, format.Value);
+            Mma(ref top2, ref bottom2, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 16 * WordsPerStep), group, inGroup, format.Value);
+            Mma(ref top3, ref bottom3, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 24 * WordsPerStep), group, inGroup, format.Value);
         }
         // D fragment (16×8): d0, d1 row g, columns 2t, 2t+1; d2, d3 row g+8.
         int top = rowBase + warp * 16 + group, left = colBase + 2 * inGroup;
-        for (int tile = 0; tile < 4; tile++)
-        {
-            int col = left + 8 * tile;
-            Store(output, pre, bias, s, top, col, tile == 0 ? c00 : tile == 1 ? c10 : tile == 2 ? c20 : c30);
-            Store(output, pre, bias, s, top, col + 1, tile == 0 ? c01 : tile == 1 ? c11 : tile == 2 ? c21 : c31);
-            Store(output, pre, bias, s, top + 8, col, tile == 0 ? c02 : tile == 1 ? c12 : tile == 2 ? c22 : c32);
-            Store(output, pre, bias, s, top + 8, col + 1, tile == 0 ? c03 : tile == 1 ? c13 : tile == 2 ? c23 : c33);
-        }
+        StorePairs(output, pre, bias, s, top, left, top0, bottom0);
+        StorePairs(output, pre, bias, s, top, left + 8, top1, bottom1);
+        StorePairs(output, pre, bias, s, top, left + 16, top2, bottom2);
+        StorePairs(output, pre, bias, s, top, left + 24, top3, bottom3);
     }
+
+    /// <summary>One mma tile's outputs: rows <paramref name="row"/> and row + 8, columns col and col + 1, from the packed accumulators.</summary>
+    private static void StorePairs(ArrayView<float> output, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, ulong top, ulong bottom)
+    {
+        Store(output, pre, bias, s, row, col, Low(top));
+        Store(output, pre, bias, s, row, col + 1, High(top));
+        Store(output, pre, bias, s, row + 8, col, Low(bottom));
+        Store(output, pre, bias, s, row + 8, col + 1, High(bottom));
+    }
+
+    private static float Low(ulong pair) => Interop.IntAsFloat((uint)pair);
+    private static float High(ulong pair) => Interop.IntAsFloat((uint)(pair >> 32));
+    private static ulong Pair(float low, float high) => Interop.FloatAsInt(low) | ((ulong)Interop.FloatAsInt(high) << 32);
 
     /// <summary>
     /// The byte address in the shared window where the stages start (16-byte aligned): on CUDA from ILGPU's dynamic
@@ -274,55 +279,55 @@ internal static class ReducedPrecisionGemmKernels
     /// <summary>
     /// ldmatrix.x2 (two 8×8 matrices of 16-bit values, i.e. 8 rows × 4 words each): lane 8i+r (i &lt; 2) gives the word index
     /// of row r of matrix i (<paramref name="rowWord"/>), and lane (g, t) receives word t of row g of matrix i in
-    /// <paramref name="first"/> and <paramref name="second"/>. On CUDA the instruction (its two registers returned as one
-    /// 64-bit value: ILGPU passes several outputs of inline PTX through local memory, one it keeps in registers);
-    /// elsewhere the same movement by shuffles, as the PTX ISA describes it.
+    /// the low and high half of the result. On CUDA the instruction (its two registers returned as one 64-bit value: ILGPU
+    /// passes several outputs of inline PTX through local memory, one it keeps in registers); elsewhere the same movement
+    /// by shuffles, as the PTX ISA describes it.
     /// </summary>
-    private static void LoadMatrices(ArrayView<uint> tiles, uint sharedBase, int rowWord, out uint first, out uint second)
+    private static ulong LoadMatrices(ArrayView<uint> tiles, uint sharedBase, int rowWord)
     {
         if (CudaAsm.IsSupported)
         {
             CudaAsm.Emit("{ .reg .b32 x, y; ldmatrix.sync.aligned.m8n8.x2.shared.b16 {x, y}, [%1]; mov.b64 %0, {x, y}; }", out ulong pair, sharedBase + 4u * (uint)rowWord);
-            (first, second) = ((uint)pair, (uint)(pair >> 32));
-            return;
+            return pair;
         }
         int lane = Warp.LaneIdx, row = lane >> 2, word = lane & 3;
-        first = tiles[Warp.Shuffle(rowWord, row) + word];
-        second = tiles[Warp.Shuffle(rowWord, 8 + row) + word];
+        return tiles[Warp.Shuffle(rowWord, row) + word] | ((ulong)tiles[Warp.Shuffle(rowWord, 8 + row) + word] << 32);
     }
 
     /// <summary>
-    /// d += A (16×8 words) · B (8 words×8) for the warp in the mma fragment layout: one <c>mma.sync</c> on CUDA (m16n8k16 for
-    /// f16 or bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the words
+    /// d += A (16×8 words) · B (8 words×8) for the warp in the mma fragment layout, every value a pair in one 64-bit word
+    /// (low half first): the accumulators (d0, d1) in <paramref name="top"/> and (d2, d3) in <paramref name="bottom"/>, A's
+    /// (a0, a1) and (a2, a3), B's (b0, b1) — what ldmatrix.x2 returns. One <c>mma.sync</c> on CUDA (m16n8k16 for f16 or
+    /// bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the words
     /// <see cref="MmaFragments{T}.Gather"/> fetches. Every lane must call it.
     /// </summary>
-    private static void Mma(ref float d0, ref float d1, ref float d2, ref float d3, uint a0, uint a1, uint a2, uint a3, uint b0, uint b1,
-        int group, int inGroup, int format)
+    private static void Mma(ref ulong top, ref ulong bottom, ulong a01, ulong a23, ulong b01, int group, int inGroup, int format)
     {
         if (CudaAsm.IsSupported)
         {
-            Ref<float> r0 = d0, r1 = d1, r2 = d2, r3 = d3;
-            Input<uint> x0 = a0, x1 = a1, x2 = a2, x3 = a3, y0 = b0, y1 = b1;
+            Ref<ulong> d01 = top, d23 = bottom;
+            Input<ulong> x01 = a01, x23 = a23, y01 = b01;
+            const string Unpack = "{ .reg .b32 d<4>, a<4>, b<2>; mov.b64 {d0, d1}, %0; mov.b64 {d2, d3}, %1; mov.b64 {a0, a1}, %2; mov.b64 {a2, a3}, %3; mov.b64 {b0, b1}, %4; ";
+            const string Operands = " {d0, d1, d2, d3}, {a0, a1, a2, a3}, {b0, b1}, {d0, d1, d2, d3}; mov.b64 %0, {d0, d1}; mov.b64 %1, {d2, d3}; }";
             if (format == Fp16)
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-                    ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
             else if (format == Tf32)
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-                    ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
+                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
             else
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};",
-                    ref r0, ref r1, ref r2, ref r3, ref x0, ref x1, ref x2, ref x3, ref y0, ref y1);
-            (d0, d1, d2, d3) = (r0.Value, r1.Value, r2.Value, r3.Value);
+                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
+            (top, bottom) = (d01.Value, d23.Value);
             return;
         }
+        float d0 = Low(top), d1 = High(top), d2 = Low(bottom), d3 = High(bottom);
         for (int step = 0; step < 4; step++)
         {
-            var f = MmaFragments<uint>.Gather(a0, a1, a2, a3, b0, b1, group, inGroup, step);
+            var f = MmaFragments<uint>.Gather((uint)a01, (uint)(a01 >> 32), (uint)a23, (uint)(a23 >> 32), (uint)b01, (uint)(b01 >> 32), group, inGroup, step);
             d0 = Dot2(f.TopHigh, f.LeftHigh, Dot2(f.Top, f.LeftLow, d0, format), format);
             d1 = Dot2(f.TopHigh, f.RightHigh, Dot2(f.Top, f.RightLow, d1, format), format);
             d2 = Dot2(f.BottomHigh, f.LeftHigh, Dot2(f.Bottom, f.LeftLow, d2, format), format);
             d3 = Dot2(f.BottomHigh, f.RightHigh, Dot2(f.Bottom, f.RightLow, d3, format), format);
         }
+        (top, bottom) = (Pair(d0, d1), Pair(d2, d3));
     }
 
     /// <summary>c + the dot product of two words' values in fp32: two pairs of halves, or one pair of tf32 values (each product exact in fp32).</summary>

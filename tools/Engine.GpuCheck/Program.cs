@@ -12,13 +12,16 @@ using Engine.Reference;
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
 // catalogue, forward and backward, against the float64 reference; the int8 cases with dp4a too; the reduced-precision
 // Linear cases in tf32, fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
-// CUDA against the CPU backend, kernel timings at BERT-base shapes (the Linears also in tf32, fp16 and bf16), then forward timings at batch 32 × 128.
+// CUDA against the CPU backend (fp32, int8, and with tf32, fp16 and bf16 Linears), kernel timings at BERT-base shapes (the
+// Linears also in tf32, fp16 and bf16, and a 4096³ product in each precision), then forward and training-step timings at
+// batch 32 × 128 in each precision.
 // Writes engine.json and the models (for PyTorch's side) under --output; exits 1 on any parity failure.
 // Usage: Engine.GpuCheck --output DIR [--device cuda|ilgpu-cpu]
 string output = Argument("--output") ?? "gpu-results";
 string device = Argument("--device") ?? "cuda";
 Directory.CreateDirectory(output);
 var report = new JsonObject { ["date"] = DateTime.UtcNow.ToString("u"), ["device_option"] = device };
+ComputePrecision[] AllPrecisions = [ComputePrecision.Fp32, ComputePrecision.Tf32, ComputePrecision.Fp16, ComputePrecision.Bf16];
 
 if (device == "cuda" && !IlgpuBackend.CudaAvailable())
 {
@@ -102,6 +105,22 @@ foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBa
     if (!passedInt8) failures++;
     Console.WriteLine($"{(passedInt8 ? "  " : "! ")}model {shape.Name} int8: CUDA vs CPU backend, max |Δ| on real tokens {worstInt8:E2}");
     models.Add(new JsonObject { ["name"] = shape.Name + "-int8", ["directory"] = Path.GetFullPath(quantized), ["max_abs_error_vs_cpu"] = worstInt8, ["passed"] = passedInt8 });
+
+    // With reduced-precision Linears: within the format's rounding of the fp32 CPU backend, judged by the cosine of each real
+    // token's hidden state (a max |Δ| over 96 × 384 or 768 values grows with depth and width; the cosine does not).
+    foreach (var (precision, cosineFloor) in new[] { (ComputePrecision.Tf32, 0.999), (ComputePrecision.Fp16, 0.999), (ComputePrecision.Bf16, 0.99) })
+    {
+        ilgpu.Precision = precision;
+        using var reduced = BertModel.Load(directory, backend);
+        var reducedOutput = reduced.Forward(batch);
+        ilgpu.Precision = ComputePrecision.Fp32;
+        double worstReduced = MaxDifferenceOnRealTokens(expected, reducedOutput, batch), cosine = MinCosineOnRealTokens(expected, reducedOutput, batch);
+        bool passedReduced = cosine >= cosineFloor;
+        if (!passedReduced) failures++;
+        string format = precision.ToString().ToLowerInvariant();
+        Console.WriteLine($"{(passedReduced ? "  " : "! ")}model {shape.Name} {format}: CUDA vs CPU backend (fp32), least token cosine {cosine:F6} (floor {cosineFloor}), max |Δ| {worstReduced:E2}");
+        models.Add(new JsonObject { ["name"] = $"{shape.Name} ({format})", ["max_abs_error_vs_cpu"] = worstReduced, ["min_token_cosine_vs_cpu"] = cosine, ["passed"] = passedReduced });
+    }
 }
 report["models"] = models;
 
@@ -119,25 +138,85 @@ if (!emulated)
         foreach (var c in OpCases.BertBase.Linear) Time(kernels, $"{c.Id} ({precision.ToString().ToLowerInvariant()}, tensor cores)", c.Flops, c.Prepare(backend));
     }
     ilgpu.Precision = ComputePrecision.Fp32;
+    // One 4096³ product per precision (PyTorch's side times torch.matmul at the same size and dtype).
+    {
+        const int Size = 4096;
+        var random = new Random(7);
+        float[] Values() => [.. Enumerable.Range(0, Size * Size).Select(_ => (float)random.NextDouble() - 0.5f)];
+        using var x = backend.UploadArray(Values());
+        using var w = backend.UploadArray(Values());
+        using var product = backend.Allocate<float>(Size * Size);
+        foreach (var precision in AllPrecisions)
+        {
+            ilgpu.Precision = precision;
+            Time(kernels, $"gemm-4096 ({Name(precision)})", 2.0 * Size * Size * Size, () => backend.Linear(product, x, w, null, Size, Size, Size, Activation.None));
+        }
+        ilgpu.Precision = ComputePrecision.Fp32;
+    }
     report["kernels"] = kernels;
 
     var forwards = new JsonArray();
-    foreach (var (shape, suffix) in new[] { BertShape.MiniLM, BertShape.BertBase }.SelectMany(s => new[] { (s, ""), (s, "-int8") }))
+    var runs = new[] { BertShape.MiniLM, BertShape.BertBase }.SelectMany(s => AllPrecisions.Select(p => (s, "", p)).Append((s, "-int8", ComputePrecision.Fp32)));
+    foreach (var (shape, suffix, precision) in runs)
     {
+        ilgpu.Precision = precision;
         using var model = BertModel.Load(Path.Combine(output, "models", shape.Name + suffix), backend);
         var batch = RandomBert.Batch(32, 128, shape.Vocab);
         Array.Fill(batch.AttentionMask, 1);
         var milliseconds = Measure(() => model.Forward(batch), warmup: 3, runs: 20);
-        Console.WriteLine($"  forward {shape.Name}{suffix} 32x128: {milliseconds:F2} ms ({shape.ForwardFlops(32, 128) / milliseconds / 1e9:F1} TFLOP/s, outputs copied to the host)");
-        forwards.Add(new JsonObject { ["name"] = shape.Name + suffix, ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
+        string name = shape.Name + suffix + (precision == ComputePrecision.Fp32 ? "" : $" ({Name(precision)})");
+        Console.WriteLine($"  forward {name} 32x128: {milliseconds:F2} ms ({shape.ForwardFlops(32, 128) / milliseconds / 1e9:F1} TFLOP/s, outputs copied to the host)");
+        forwards.Add(new JsonObject { ["name"] = name, ["precision"] = Name(precision), ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
     }
+    ilgpu.Precision = ComputePrecision.Fp32;
     report["forward"] = forwards;
+
+    // 5. A fine-tuning step (forward, loss, backward, AdamW) of a two-class classifier on each model at 32 × 128, per
+    // precision; fp16 with a loss scale, as PyTorch's autocast with GradScaler (its side trains the same head size).
+    var steps = new JsonArray();
+    foreach (var shape in new[] { BertShape.MiniLM, BertShape.BertBase })
+        foreach (var precision in AllPrecisions)
+        {
+            ilgpu.Precision = precision;
+            using var classifier = BertForSequenceClassification.Load(Path.Combine(output, "models", shape.Name), backend, numLabels: 2, seed: 1);
+            using var optimizer = new Engine.Training.AdamWOptimizer(backend, classifier.Arena, new Engine.Training.AdamWOptions());
+            var batch = RandomBert.Batch(32, 128, shape.Vocab);
+            Array.Fill(batch.AttentionMask, 1);
+            float[] labels = [.. Enumerable.Range(0, 32).Select(i => (float)(i % 2))];
+            float? lossScale = precision == ComputePrecision.Fp16 ? 1024f : null;
+            var dropout = DropoutSettings.FromConfig(classifier.Config, null, 1, 0);
+            var milliseconds = Measure(() =>
+            {
+                classifier.ZeroGradients();
+                classifier.ForwardBackward(batch, labels, dropout, lossScale ?? 1f);
+                optimizer.Step(1e-5f, 1, lossScale);
+                backend.Synchronize();
+            }, warmup: 2, runs: 10);
+            string name = shape.Name + (precision == ComputePrecision.Fp32 ? "" : $" ({Name(precision)})");
+            Console.WriteLine($"  training step {name} 32x128: {milliseconds:F2} ms");
+            steps.Add(new JsonObject { ["name"] = name, ["model"] = shape.Name, ["precision"] = Name(precision), ["batch"] = 32, ["tokens"] = 128, ["median_ms"] = milliseconds });
+        }
+    ilgpu.Precision = ComputePrecision.Fp32;
+    report["training_step"] = steps;
 }
 
 report["failures"] = failures;
 File.WriteAllText(Path.Combine(output, "engine.json"), report.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
 Console.WriteLine(failures == 0 ? "engine: all checks passed" : $"engine: {failures} check(s) FAILED");
 return failures == 0 ? 0 : 1;
+
+// The least cosine between the two hidden states of a real token.
+static double MinCosineOnRealTokens(BertModelOutput expected, BertModelOutput actual, BertBatch batch)
+{
+    double least = 1;
+    int C = expected.HiddenSize;
+    for (int i = 0; i < batch.BatchSize * batch.SequenceLength; i++)
+        if (batch.AttentionMask[i] != 0)
+            least = Math.Min(least, Engine.SentenceEmbedder.Cosine(expected.LastHiddenState.AsSpan(i * C, C).ToArray(), actual.LastHiddenState.AsSpan(i * C, C).ToArray()));
+    return least;
+}
+
+static string Name(ComputePrecision precision) => precision.ToString().ToLowerInvariant();
 
 // The largest |Δ| of the last hidden states over the tokens the mask keeps.
 static double MaxDifferenceOnRealTokens(BertModelOutput expected, BertModelOutput actual, BertBatch batch)
