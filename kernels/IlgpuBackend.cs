@@ -89,6 +89,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand> _toWords;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>> _flashAttention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>> _reducedTensorCores;
     private MemoryBuffer1D<uint, Stride1D.Dense> _reducedWords; // a reduced-precision Linear's operands, grown on demand
     private ComputePrecision _precision;
@@ -128,6 +129,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
         _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand>(ReducedPrecisionGemmKernels.ToWordsKernel);
+        _flashAttention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.ForwardKernel);
         _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>>(ReducedPrecisionGemmKernels.TensorCoreKernel);
         _reducedWords = accelerator.Allocate1D<uint>(1);
         _scratch = accelerator.Allocate1D<float>(1);
@@ -141,8 +143,9 @@ public sealed class IlgpuBackend : ITrainingBackend
 
     /// <summary>
     /// The operands' format in Linear products, forward and backward: fp32 (the default), or tf32, fp16 or bf16 on tensor
-    /// cores (mma.sync, sm_80 and later; the software fragment path on other accelerators), the sums in fp32. Other ops,
-    /// the parameters, their gradients and the optimizer stay fp32.
+    /// cores (mma.sync, sm_80 and later; the software fragment path on other accelerators), the sums in fp32; in fp16 and
+    /// bf16 the attention forward too (flash attention, for head sizes 32, 64 and 128). Other ops, the attention's
+    /// backward, the parameters, their gradients and the optimizer stay fp32.
     /// </summary>
     /// <exception cref="EngineException">A reduced format on a CUDA device older than sm_80.</exception>
     public ComputePrecision Precision
@@ -287,30 +290,42 @@ public sealed class IlgpuBackend : ITrainingBackend
         (ArrayView<float> Values, bool Transposed) b, ArrayView<float>? bias, int rows, int depth, int cols, Activation activation, bool accumulate)
     {
         if (rows == 0 || cols == 0) return;
-        int format = _precision switch
-        {
-            ComputePrecision.Bf16 => ReducedPrecisionGemmKernels.Bf16,
-            ComputePrecision.Tf32 => ReducedPrecisionGemmKernels.Tf32,
-            _ => ReducedPrecisionGemmKernels.Fp16,
-        };
+        int format = ReducedFormat;
         int words = ReducedPrecisionGemmKernels.Shape.WordsFor(depth, format);
         var shape = new ReducedPrecisionGemmKernels.Shape(rows, depth, cols, words, bias is null ? 0 : 1, ActivationKernels.Code(activation),
             preActivation is null ? 0 : 1, accumulate ? 1 : 0);
         long aWords = (long)rows * words, bWords = (long)cols * words;
         if (aWords + bWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} product of ({rows},{depth}) by ({cols},{depth}) is too large for one launch");
-        if (_reducedWords.Length < aWords + bWords)
-        {
-            _accelerator.Synchronize(); // kernels still queued may read the old buffer
-            _reducedWords.Dispose();
-            _reducedWords = _accelerator.Allocate1D<uint>(aWords + bWords);
-        }
-        // One stream runs kernels in order, so the next product may reuse the words once this one has read them.
-        var (aView, bView) = (_reducedWords.View.SubView(0, aWords), _reducedWords.View.SubView(aWords, bWords));
+        var scratch = ReducedWords(aWords + bWords);
+        var (aView, bView) = (scratch.SubView(0, aWords), scratch.SubView(aWords, bWords));
         _toWords((int)aWords, aView, a.Values, new ReducedPrecisionGemmKernels.Operand(rows, depth, words, format, a.Transposed ? 1 : 0));
         _toWords((int)bWords, bView, b.Values, new ReducedPrecisionGemmKernels.Operand(cols, depth, words, format, b.Transposed ? 1 : 0));
         _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), output, preActivation ?? _none.View,
             aView, bView, bias ?? _none.View, shape, DeviceAddress<uint>(aView), DeviceAddress<uint>(bView), SpecializedValue.New(format));
     }
+
+    /// <summary>
+    /// Scratch for operands in a reduced format, grown on demand. One stream runs kernels in order, so the next product or
+    /// attention may reuse the words once this one has read them.
+    /// </summary>
+    private ArrayView<uint> ReducedWords(long length)
+    {
+        if (_reducedWords.Length < length)
+        {
+            _accelerator.Synchronize(); // kernels still queued may read the old buffer
+            _reducedWords.Dispose();
+            _reducedWords = _accelerator.Allocate1D<uint>(length);
+        }
+        return _reducedWords.View.SubView(0, length);
+    }
+
+    /// <summary>The format code of the backend's reduced <see cref="Precision"/> for the tensor-core kernels.</summary>
+    private int ReducedFormat => _precision switch
+    {
+        ComputePrecision.Bf16 => ReducedPrecisionGemmKernels.Bf16,
+        ComputePrecision.Tf32 => ReducedPrecisionGemmKernels.Tf32,
+        _ => ReducedPrecisionGemmKernels.Fp16,
+    };
 
     /// <summary>Where a view's first element lives in device memory, for kernels that take addresses (cp.async); 0 off CUDA, where none is used.</summary>
     private long DeviceAddress<T>(ArrayView<T> view) where T : unmanaged =>
@@ -520,6 +535,16 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         OpShapes.Attention(output, qkv, sequences, NH, HS, dropout);
         var shape = AttentionShape(sequences, NH, HS, dropout);
+        if (_precision is ComputePrecision.Fp16 or ComputePrecision.Bf16 && FlashAttentionKernels.Supports(HS))
+        {
+            // Flash attention on tensor cores over qkv's values in the format (tf32 and other head sizes keep the fp32 kernel).
+            int rows = sequences.Rows, width = 3 * NH * HS;
+            var words = ReducedWords((long)rows * width / 2);
+            _toWords((int)words.Length, words, View(qkv), new ReducedPrecisionGemmKernels.Operand(rows, width, width / 2, ReducedFormat, 0));
+            _flashAttention(FlashAttentionKernels.Config(shape, HS, _accelerator.WarpSize), View(output), words, View(sequences.Indices), shape,
+                DeviceAddress<uint>(words), SpecializedValue.New(HS), SpecializedValue.New(ReducedFormat));
+            return;
+        }
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
     }
 

@@ -38,6 +38,10 @@ public static class KernelCatalog
         new("reduced-gemm-mma fp16", Method(nameof(KernelCatalog), nameof(ReducedGemmFp16)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
         new("reduced-gemm-mma bf16", Method(nameof(KernelCatalog), nameof(ReducedGemmBf16)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
         new("reduced-gemm-mma tf32", Method(nameof(KernelCatalog), nameof(ReducedGemmTf32)), true, true, "HMMA.1688.F32.TF32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention fp16 hs=32", Method(nameof(KernelCatalog), nameof(FlashAttentionFp16HeadSize32)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention fp16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionFp16HeadSize64)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention fp16 hs=128", Method(nameof(KernelCatalog), nameof(FlashAttentionFp16HeadSize128)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention bf16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionBf16HeadSize64)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
@@ -86,6 +90,18 @@ public static class KernelCatalog
     internal static void ReducedGemmTf32(ArrayView<float> output, ArrayView<float> pre, ArrayView<uint> a, ArrayView<uint> w, ArrayView<float> bias,
         ReducedPrecisionGemmKernels.Shape s, long aAddress, long wAddress) =>
         ReducedPrecisionGemmKernels.TensorCoreKernel(output, pre, a, w, bias, s, aAddress, wAddress, new SpecializedValue<int>(ReducedPrecisionGemmKernels.Tf32));
+
+    internal static void FlashAttentionFp16HeadSize32(ArrayView<float> output, ArrayView<uint> words, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
+        FlashAttentionKernels.ForwardKernel(output, words, indices, s, address, new SpecializedValue<int>(32), new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void FlashAttentionFp16HeadSize64(ArrayView<float> output, ArrayView<uint> words, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
+        FlashAttentionKernels.ForwardKernel(output, words, indices, s, address, new SpecializedValue<int>(64), new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void FlashAttentionFp16HeadSize128(ArrayView<float> output, ArrayView<uint> words, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
+        FlashAttentionKernels.ForwardKernel(output, words, indices, s, address, new SpecializedValue<int>(128), new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void FlashAttentionBf16HeadSize64(ArrayView<float> output, ArrayView<uint> words, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
+        FlashAttentionKernels.ForwardKernel(output, words, indices, s, address, new SpecializedValue<int>(64), new SpecializedValue<int>(ReducedPrecisionGemmKernels.Bf16));
 
     private static MethodInfo Method(string type, string name) =>
         typeof(KernelCatalog).Assembly.GetType($"{typeof(KernelCatalog).Namespace}.{type}")!

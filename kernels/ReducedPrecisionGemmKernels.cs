@@ -164,7 +164,7 @@ internal static class ReducedPrecisionGemmKernels
         long aAddress, long wAddress, SpecializedValue<int> format)
     {
         var tiles = SharedMemory.GetDynamic<uint>();
-        uint sharedBase = SharedBase(tiles);
+        uint sharedBase = TensorCoreOps.SharedBase(tiles, SharedWords - 1);
         int thread = Group.IdxX, warp = thread / Warp.WarpSize, lane = Warp.LaneIdx;
         int group = lane >> 2, inGroup = lane & 3; // the PTX ISA's groupID and threadID_in_group
         int rowBase = Grid.IdxY * TileM, colBase = Grid.IdxX * TileN, steps = s.Words / WordsPerStep;
@@ -181,23 +181,23 @@ internal static class ReducedPrecisionGemmKernels
         for (int step = 0; step < Stages - 1; step++)
         {
             if (step < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, step, rowBase, colBase, copyRow, copyChunk, thread);
-            CommitCopies();
+            TensorCoreOps.CommitCopies();
         }
         for (int step = 0; step < steps; step++)
         {
             // This thread's copies of the step have landed; after the barrier everyone's have, and every warp is done with
             // the stage the next copy overwrites (the one read in the previous step).
-            AwaitCopies();
+            TensorCoreOps.AwaitAllButOneCopy();
             Group.Barrier();
             int next = step + Stages - 1;
             if (next < steps) Stage(tiles, sharedBase, a, w, s, aAddress, wAddress, next, rowBase, colBase, copyRow, copyChunk, thread);
-            CommitCopies();
+            TensorCoreOps.CommitCopies();
             int stage = step % Stages * StageWords;
-            ulong a01 = LoadMatrices(tiles, sharedBase, stage + aLow), a23 = LoadMatrices(tiles, sharedBase, stage + aHigh);
-            Mma(ref top0, ref bottom0, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment), group, inGroup, format.Value);
-            Mma(ref top1, ref bottom1, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 8 * WordsPerStep), group, inGroup, format.Value);
-            Mma(ref top2, ref bottom2, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 16 * WordsPerStep), group, inGroup, format.Value);
-            Mma(ref top3, ref bottom3, a01, a23, LoadMatrices(tiles, sharedBase, stage + bFragment + 24 * WordsPerStep), group, inGroup, format.Value);
+            ulong a01 = TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + aLow), a23 = TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + aHigh);
+            TensorCoreOps.Mma(ref top0, ref bottom0, a01, a23, TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + bFragment), format.Value);
+            TensorCoreOps.Mma(ref top1, ref bottom1, a01, a23, TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + bFragment + 8 * WordsPerStep), format.Value);
+            TensorCoreOps.Mma(ref top2, ref bottom2, a01, a23, TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + bFragment + 16 * WordsPerStep), format.Value);
+            TensorCoreOps.Mma(ref top3, ref bottom3, a01, a23, TensorCoreOps.LoadMatrices(tiles, sharedBase, stage + bFragment + 24 * WordsPerStep), format.Value);
         }
         // D fragment (16×8): d0, d1 row g, columns 2t, 2t+1; d2, d3 row g+8.
         int top = rowBase + warp * 16 + group, left = colBase + 2 * inGroup;
@@ -210,40 +210,10 @@ internal static class ReducedPrecisionGemmKernels
     /// <summary>One mma tile's outputs: rows <paramref name="row"/> and row + 8, columns col and col + 1, from the packed accumulators.</summary>
     private static void StorePairs(ArrayView<float> output, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, ulong top, ulong bottom)
     {
-        Store(output, pre, bias, s, row, col, Low(top));
-        Store(output, pre, bias, s, row, col + 1, High(top));
-        Store(output, pre, bias, s, row + 8, col, Low(bottom));
-        Store(output, pre, bias, s, row + 8, col + 1, High(bottom));
-    }
-
-    private static float Low(ulong pair) => Interop.IntAsFloat((uint)pair);
-    private static float High(ulong pair) => Interop.IntAsFloat((uint)(pair >> 32));
-    private static ulong Pair(float low, float high) => Interop.FloatAsInt(low) | ((ulong)Interop.FloatAsInt(high) << 32);
-
-    /// <summary>
-    /// The byte address in the shared window where the stages start (16-byte aligned): on CUDA from ILGPU's dynamic
-    /// shared memory symbol, which it declares with 4-byte alignment; elsewhere 0 (the software paths index the view).
-    /// </summary>
-    private static uint SharedBase(ArrayView<uint> tiles)
-    {
-        if (!CudaAsm.IsSupported) return 0;
-        // A use of the view, so that ILGPU declares __dyn_shared_alloca: the last word, past the stages however far the
-        // base moved to align them (at most 3 words, of the 4 of slack).
-        tiles[SharedWords - 1] = 0;
-        CudaAsm.Emit("mov.u32 %0, __dyn_shared_alloca;", out uint address);
-        return (address + 15u) & ~15u;
-    }
-
-    /// <summary>Closes this thread's group of cp.async copies (an empty group when it issued none, so the count stays uniform).</summary>
-    private static void CommitCopies()
-    {
-        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
-    }
-
-    /// <summary>Waits until at most Stages − 2 of this thread's groups are in flight: the oldest, the step about to be read, has landed.</summary>
-    private static void AwaitCopies()
-    {
-        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.wait_group 1;");
+        Store(output, pre, bias, s, row, col, TensorCoreOps.Low(top));
+        Store(output, pre, bias, s, row, col + 1, TensorCoreOps.High(top));
+        Store(output, pre, bias, s, row + 8, col, TensorCoreOps.Low(bottom));
+        Store(output, pre, bias, s, row + 8, col + 1, TensorCoreOps.High(bottom));
     }
 
     /// <summary>Step <paramref name="step"/>'s 64 A rows and 32 W rows (8 words from word 8·step) into stage step % Stages.</summary>
@@ -252,89 +222,13 @@ internal static class ReducedPrecisionGemmKernels
     {
         int stage = step % Stages * StageWords, word = step * WordsPerStep + 4 * copyChunk;
         int aRow = rowBase + copyRow;
-        CopyChunk(tiles, sharedBase, stage + Swizzled(copyRow, copyChunk), a, aAddress, (long)Math.Min(aRow, s.M - 1) * s.Words + word, aRow < s.M);
+        TensorCoreOps.CopyChunk(tiles, sharedBase, stage + Swizzled(copyRow, copyChunk), a, aAddress, (long)Math.Min(aRow, s.M - 1) * s.Words + word, aRow < s.M);
         if (thread < 2 * TileN)
         {
             int wRow = colBase + copyRow;
-            CopyChunk(tiles, sharedBase, stage + Swizzled(TileM + copyRow, copyChunk), w, wAddress, (long)Math.Min(wRow, s.N - 1) * s.Words + word, wRow < s.N);
+            TensorCoreOps.CopyChunk(tiles, sharedBase, stage + Swizzled(TileM + copyRow, copyChunk), w, wAddress, (long)Math.Min(wRow, s.N - 1) * s.Words + word, wRow < s.N);
         }
     }
-
-    /// <summary>
-    /// 4 words (16 bytes) from source[index] into tiles[destination], zeros when not <paramref name="valid"/>: cp.async on
-    /// CUDA (asynchronous until cp.async.wait_group; a source size of 0 fills zeros), plain copies elsewhere.
-    /// </summary>
-    private static void CopyChunk(ArrayView<uint> tiles, uint sharedBase, int destination, ArrayView<uint> source, long address, long index, bool valid)
-    {
-        if (CudaAsm.IsSupported)
-        {
-            uint target = sharedBase + 4u * (uint)destination, size = valid ? 16u : 0u;
-            long from = address + 4 * index;
-            CudaAsm.Emit("{ .reg .u64 g; cvta.to.global.u64 g, %1; cp.async.cg.shared.global [%0], [g], 16, %2; }", target, from, size);
-            return;
-        }
-        for (int i = 0; i < 4; i++) tiles[destination + i] = valid ? source[index + i] : 0u;
-    }
-
-    /// <summary>
-    /// ldmatrix.x2 (two 8×8 matrices of 16-bit values, i.e. 8 rows × 4 words each): lane 8i+r (i &lt; 2) gives the word index
-    /// of row r of matrix i (<paramref name="rowWord"/>), and lane (g, t) receives word t of row g of matrix i in
-    /// the low and high half of the result. On CUDA the instruction (its two registers returned as one 64-bit value: ILGPU
-    /// passes several outputs of inline PTX through local memory, one it keeps in registers); elsewhere the same movement
-    /// by shuffles, as the PTX ISA describes it.
-    /// </summary>
-    private static ulong LoadMatrices(ArrayView<uint> tiles, uint sharedBase, int rowWord)
-    {
-        if (CudaAsm.IsSupported)
-        {
-            CudaAsm.Emit("{ .reg .b32 x, y; ldmatrix.sync.aligned.m8n8.x2.shared.b16 {x, y}, [%1]; mov.b64 %0, {x, y}; }", out ulong pair, sharedBase + 4u * (uint)rowWord);
-            return pair;
-        }
-        int lane = Warp.LaneIdx, row = lane >> 2, word = lane & 3;
-        return tiles[Warp.Shuffle(rowWord, row) + word] | ((ulong)tiles[Warp.Shuffle(rowWord, 8 + row) + word] << 32);
-    }
-
-    /// <summary>
-    /// d += A (16×8 words) · B (8 words×8) for the warp in the mma fragment layout, every value a pair in one 64-bit word
-    /// (low half first): the accumulators (d0, d1) in <paramref name="top"/> and (d2, d3) in <paramref name="bottom"/>, A's
-    /// (a0, a1) and (a2, a3), B's (b0, b1) — what ldmatrix.x2 returns. One <c>mma.sync</c> on CUDA (m16n8k16 for f16 or
-    /// bf16, m16n8k8 for tf32; f32 accumulators); elsewhere each lane computes its four outputs from the words
-    /// <see cref="MmaFragments{T}.Gather"/> fetches. Every lane must call it.
-    /// </summary>
-    private static void Mma(ref ulong top, ref ulong bottom, ulong a01, ulong a23, ulong b01, int group, int inGroup, int format)
-    {
-        if (CudaAsm.IsSupported)
-        {
-            Ref<ulong> d01 = top, d23 = bottom;
-            Input<ulong> x01 = a01, x23 = a23, y01 = b01;
-            const string Unpack = "{ .reg .b32 d<4>, a<4>, b<2>; mov.b64 {d0, d1}, %0; mov.b64 {d2, d3}, %1; mov.b64 {a0, a1}, %2; mov.b64 {a2, a3}, %3; mov.b64 {b0, b1}, %4; ";
-            const string Operands = " {d0, d1, d2, d3}, {a0, a1, a2, a3}, {b0, b1}, {d0, d1, d2, d3}; mov.b64 %0, {d0, d1}; mov.b64 %1, {d2, d3}; }";
-            if (format == Fp16)
-                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
-            else if (format == Tf32)
-                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
-            else
-                CudaAsm.EmitRef(Unpack + "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32" + Operands, ref d01, ref d23, ref x01, ref x23, ref y01);
-            (top, bottom) = (d01.Value, d23.Value);
-            return;
-        }
-        float d0 = Low(top), d1 = High(top), d2 = Low(bottom), d3 = High(bottom);
-        for (int step = 0; step < 4; step++)
-        {
-            var f = MmaFragments<uint>.Gather((uint)a01, (uint)(a01 >> 32), (uint)a23, (uint)(a23 >> 32), (uint)b01, (uint)(b01 >> 32), group, inGroup, step);
-            d0 = Dot2(f.TopHigh, f.LeftHigh, Dot2(f.Top, f.LeftLow, d0, format), format);
-            d1 = Dot2(f.TopHigh, f.RightHigh, Dot2(f.Top, f.RightLow, d1, format), format);
-            d2 = Dot2(f.BottomHigh, f.LeftHigh, Dot2(f.Bottom, f.LeftLow, d2, format), format);
-            d3 = Dot2(f.BottomHigh, f.RightHigh, Dot2(f.Bottom, f.RightLow, d3, format), format);
-        }
-        (top, bottom) = (Pair(d0, d1), Pair(d2, d3));
-    }
-
-    /// <summary>c + the dot product of two words' values in fp32: two pairs of halves, or one pair of tf32 values (each product exact in fp32).</summary>
-    private static float Dot2(uint x, uint y, float c, int format) =>
-        format == Tf32
-            ? c + Interop.IntAsFloat(x) * Interop.IntAsFloat(y)
-            : c + Value(x, false, format) * Value(y, false, format) + Value(x, true, format) * Value(y, true, format);
 
     /// <summary>The epilogue: output (and pre-activation) at (row, col), or the sum into output when accumulating; skipped outside (M, N).</summary>
     private static void Store(ArrayView<float> output, ArrayView<float> pre, ArrayView<float> bias, Shape s, int row, int col, float value)

@@ -721,6 +721,46 @@ public sealed class GatherRowsCase(string name, int n, int c, int[] rows) : OpCa
     }
 }
 
+/// <summary>
+/// Attention with fp16 or bf16 on tensor cores (flash attention): against the float64 attention of Q, K and V rounded to the
+/// format, within the rounding of the probabilities the kernel multiplies V by (relative unit u of the format: 4u
+/// absolute and relative); and against the fp32 operands within the rounding of Q·Kᵀ too. Forward only: the backward is
+/// the fp32 kernels'.
+/// </summary>
+public sealed class ReducedPrecisionAttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, ComputePrecision precision, float dropout = 0f,
+    bool packed = false) : OpCase("attention-" + precision.ToString().ToLowerInvariant(), name)
+{
+    private readonly AttentionCase _layout = new(name, b, t, nh, hs, lengths, dropout, packed: packed);
+    private readonly Lazy<float[]> _qkv = new(() => OpCases.Random(b * t * 3 * nh * hs, 51, 2f));
+
+    public ComputePrecision Precision => precision;
+    public override long Work => _layout.Work;
+    public override double Flops => _layout.Flops;
+    // Per block (b, h, 64 queries) and tile of 64 keys, each of 4 warps runs 8·HS/16 software mmas for the scores and
+    // 4·HS/8 for P·V, each about 2.5 rounds (the linear case's 160 rounds for 64 of them).
+    protected override double EmulatorRounds =>
+        b * nh * Math.Ceiling(t / 64.0) * Math.Ceiling(t / 64.0) * (8 * hs / 16 + 4 * hs / 8) * 2.5;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        int C = nh * hs;
+        var qkv = _qkv.Value;
+        var output = backend.Poisoned(_layout.Rows * C);
+        backend.Attention(output, backend.UploadArray(Rows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
+        var actual = backend.DownloadArray(output);
+        double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
+        var rounded = ReferenceOps.Round(qkv, precision);
+        var result = Compare(Rows(ReferenceOps.Attention(rounded, _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C), actual, new Tolerance(4 * unit, 4 * unit));
+        if (!result.Passed) return result;
+        return ParityCheck.Compare(Op, Name + " against fp32 operands", Rows(ReferenceOps.Attention(qkv.AsDoubles(), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C),
+            actual, new Tolerance(4 * unit * Math.Sqrt(hs), 4 * unit));
+    }
+
+    /// <summary>The op's rows of a padded (B·T, width) array: all of them padded, the real ones packed.</summary>
+    private TValue[] Rows<TValue>(TValue[] padded, int width) =>
+        packed ? [.. Enumerable.Range(0, b).SelectMany(s => padded.Skip(s * t * width).Take(lengths[s] * width))] : padded;
+}
+
 /// <summary>destination += source, where two paths' gradients meet (a training op).</summary>
 public sealed class AccumulateCase() : OpCase("accumulate", "1001")
 {

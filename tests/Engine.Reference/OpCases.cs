@@ -68,6 +68,21 @@ public static class OpCases
         return new(4 * unit * Math.Sqrt(K), 4 * unit);
     }
 
+    /// <summary>
+    /// Flash attention in fp16 and bf16: a ragged key mask, a sequence over two query and key tiles with dropout, packed
+    /// sequences, and each head size the kernel takes (32, 64, 128).
+    /// </summary>
+    public static readonly ReducedPrecisionAttentionCase[] ReducedPrecisionAttention =
+    [
+        .. new[] { ComputePrecision.Fp16, ComputePrecision.Bf16 }.SelectMany(p => new ReducedPrecisionAttentionCase[]
+        {
+            new("ragged-hs32", 2, 13, 2, 32, [13, 5], p),
+            new("over-tiles-dropout-hs32", 1, 70, 1, 32, [70], p, dropout: 0.1f),
+            new("packed-hs64", 2, 20, 1, 64, [20, 7], p, packed: true),
+            new("hs128", 1, 9, 1, 128, [9], p),
+        }),
+    ];
+
     /// <summary>Each shape in tf32, fp16 and bf16: a K below one tensor-core step, several steps, N and M past one 64×32 tile.</summary>
     public static readonly ReducedPrecisionLinearCase[] ReducedPrecisionLinear =
     [

@@ -11,7 +11,7 @@ using Engine.Reference;
 
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
 // catalogue, forward and backward, against the float64 reference; the int8 cases with dp4a too; the reduced-precision
-// Linear cases in tf32, fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
+// Linear cases in tf32, fp16 and bf16; flash attention in fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
 // CUDA against the CPU backend (fp32, int8, and with tf32, fp16 and bf16 Linears), kernel timings at BERT-base shapes (the
 // Linears also in tf32, fp16 and bf16, and a 4096³ product in each precision), then forward and training-step timings at
 // batch 32 × 128 in each precision.
@@ -66,6 +66,12 @@ foreach (var c in OpCases.ReducedPrecisionLinear)
     ilgpu.Precision = c.Precision;
     if (c.EmulatorSeconds <= budget) Record(c.Forward(backend));
     if (c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
+}
+// Flash attention (fp16, bf16 on tensor cores), each case with the backend set to its format.
+foreach (var c in OpCases.ReducedPrecisionAttention.Where(c => c.EmulatorSeconds <= budget))
+{
+    ilgpu.Precision = c.Precision;
+    Record(c.Forward(backend));
 }
 ilgpu.Precision = ComputePrecision.Fp32;
 report["parity"] = parity;
@@ -136,6 +142,8 @@ if (!emulated)
     {
         ilgpu.Precision = precision;
         foreach (var c in OpCases.BertBase.Linear) Time(kernels, $"{c.Id} ({precision.ToString().ToLowerInvariant()}, tensor cores)", c.Flops, c.Prepare(backend));
+        if (precision != ComputePrecision.Tf32)
+            Time(kernels, $"{OpCases.BertBase.Attention.Id} ({Name(precision)}, flash)", OpCases.BertBase.Attention.Flops, OpCases.BertBase.Attention.Prepare(backend));
     }
     ilgpu.Precision = ComputePrecision.Fp32;
     // One 4096³ product per precision (PyTorch's side times torch.matmul at the same size and dtype).

@@ -77,9 +77,16 @@ def main() -> int:
     with torch.no_grad():
         for name, (k, n, gelu) in linears.items():
             x, w, b = rand(M, k), rand(n, k), rand(n)
-            torch_ms[name] = median_ms((lambda: F.gelu(F.linear(x, w, b))) if gelu else (lambda: F.linear(x, w, b)))
+            for precision in PRECISIONS:
+                # fp32 operands as the engine takes them: autocast converts them each call, as the engine does.
+                with tf32(precision == "tf32"), autocast(precision):
+                    key = name if precision == "fp32" else f"{name} ({precision}, tensor cores)"
+                    torch_ms[key] = median_ms((lambda: F.gelu(F.linear(x, w, b))) if gelu else (lambda: F.linear(x, w, b)))
         q, k_, v = rand(B, NH, T, HS), rand(B, NH, T, HS), rand(B, NH, T, HS)
         torch_ms["bert-base-attention"] = median_ms(lambda: F.scaled_dot_product_attention(q, k_, v))
+        for precision in ("fp16", "bf16"):
+            qh, kh, vh = (t.to(DTYPES[precision]) for t in (q, k_, v))
+            torch_ms[f"bert-base-attention ({precision}, flash)"] = median_ms(lambda: F.scaled_dot_product_attention(qh, kh, vh))
         x, r, wln, bln = rand(M, C), rand(M, C), rand(C), rand(C)
         torch_ms["bert-base-layernorm"] = median_ms(lambda: F.layer_norm(x + r, (C,), wln, bln, 1e-12))
         # 4096^3 products: cuBLAS on operands already in the format (the engine converts its fp32 operands every call).
@@ -127,8 +134,9 @@ def main() -> int:
 
     rows = []
     for kernel in engine.get("kernels", []):
-        if kernel["name"] in torch_ms:
-            rows.append((f"kernel {kernel['name']}", kernel["median_ms"], torch_ms[kernel["name"]]))
+        key = kernel["name"].split("/", 1)[-1]  # the engine names a case op/name
+        if key in torch_ms:
+            rows.append((f"kernel {key}", kernel["median_ms"], torch_ms[key]))
     for forward in engine.get("forward", []):
         if forward["name"] in forward_ms:
             rows.append((f"forward {forward['name']} 32x128", forward["median_ms"], forward_ms[forward["name"]]))
