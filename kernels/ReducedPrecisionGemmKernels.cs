@@ -13,12 +13,12 @@
 // swizzled shared memory, three in flight; fragments by ldmatrix), with the fp32 GEMM's epilogue (bias, activation,
 // pre-activation) or an accumulating one (weight gradients). The backward's products are the same kernel over
 // transposed operands: dX = dOut · (Wᵀ)ᵀ, dW += (dOutᵀ) · (Xᵀ)ᵀ. The format is a specialization: one instruction per build.
-// Inline PTX runs only on CUDA: elsewhere cp.async is a plain copy, ldmatrix the shuffles that move the same words to
-// the same lanes, and the warp does the mma itself following the PTX ISA's fragment layout (each lane gathers its rows
-// of A and columns of B from the lanes that hold them with shuffles, then multiplies the values in fp32), so the ILGPU
+// Inline PTX runs only on CUDA: elsewhere (TensorCoreOps) cp.async is a plain copy, ldmatrix the shuffles that move the
+// same words to the same lanes, and the warp does the mma itself following the PTX ISA's fragment layout, so the ILGPU
 // CPU emulator checks the tiling, the swizzled staging and the fragment indexing; only the instructions differ.
-// ILGPU passes an inline-PTX statement's outputs beyond the first through local memory: each mma's four accumulators and
-// six fragment words are stored and reloaded around it (ptxas: a 216-byte stack, no spills), which only a GPU can price.
+// ILGPU passes an inline-PTX statement's outputs beyond the first through local memory: each mma's accumulators and
+// fragment words (as 64-bit pairs) are stored and reloaded around it (ptxas: a 216-byte stack, no spills), which only a
+// GPU can price.
 // History: v1 fp16/bf16; v2 tf32; v3 transposed operands and accumulation, for the backward; v4 (this version) cp.async
 // staging in three stages, a swizzle instead of padded rows, ldmatrix fragments, the format specialized.
 using ILGPU;
