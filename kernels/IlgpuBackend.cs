@@ -90,6 +90,10 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand> _toWords;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>> _flashAttention;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long,
+        SpecializedValue<int>, SpecializedValue<int>> _flashAttentionQueryBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, long,
+        SpecializedValue<int>, SpecializedValue<int>> _flashAttentionKeyBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>> _reducedTensorCores;
     private MemoryBuffer1D<uint, Stride1D.Dense> _reducedWords; // a reduced-precision Linear's operands, grown on demand
     private ComputePrecision _precision;
@@ -130,6 +134,10 @@ public sealed class IlgpuBackend : ITrainingBackend
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
         _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand>(ReducedPrecisionGemmKernels.ToWordsKernel);
         _flashAttention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.ForwardKernel);
+        _flashAttentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>,
+            AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.QueryBackwardKernel);
+        _flashAttentionKeyBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>,
+            AttentionKernels.Shape, long, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.KeyBackwardKernel);
         _reducedTensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Shape, long, long, SpecializedValue<int>>(ReducedPrecisionGemmKernels.TensorCoreKernel);
         _reducedWords = accelerator.Allocate1D<uint>(1);
         _scratch = accelerator.Allocate1D<float>(1);
@@ -144,8 +152,8 @@ public sealed class IlgpuBackend : ITrainingBackend
     /// <summary>
     /// The operands' format in Linear products, forward and backward: fp32 (the default), or tf32, fp16 or bf16 on tensor
     /// cores (mma.sync, sm_80 and later; the software fragment path on other accelerators), the sums in fp32; in fp16 and
-    /// bf16 the attention forward too (flash attention, for head sizes 32, 64 and 128). Other ops, the attention's
-    /// backward, the parameters, their gradients and the optimizer stay fp32.
+    /// bf16 attention too, forward and backward (flash attention, for head sizes 32, 64 and 128). Other ops, the
+    /// parameters, their gradients and the optimizer stay fp32.
     /// </summary>
     /// <exception cref="EngineException">A reduced format on a CUDA device older than sm_80.</exception>
     public ComputePrecision Precision
@@ -409,8 +417,23 @@ public sealed class IlgpuBackend : ITrainingBackend
     {
         OpShapes.AttentionBackward(dQkv, dOutput, qkv, sequences, NH, HS, dropout);
         var shape = AttentionShape(sequences, NH, HS, dropout);
-        var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
         var statistics = Scratch(3L * sequences.B * NH * sequences.T);
+        if (_precision is ComputePrecision.Fp16 or ComputePrecision.Bf16 && FlashAttentionKernels.Supports(HS))
+        {
+            // Flash attention's backward over qkv's and dOutput's values in the format.
+            int rows = sequences.Rows, C = NH * HS, format = ReducedFormat;
+            var scratch = ReducedWords((long)rows * 2 * C);
+            var (words, dWords) = (scratch.SubView(0, (long)rows * 3 * C / 2), scratch.SubView((long)rows * 3 * C / 2, (long)rows * C / 2));
+            _toWords((int)words.Length, words, View(qkv), new ReducedPrecisionGemmKernels.Operand(rows, 3 * C, 3 * C / 2, format, 0));
+            _toWords((int)dWords.Length, dWords, View(dOutput), new ReducedPrecisionGemmKernels.Operand(rows, C, C / 2, format, 0));
+            var flash = FlashAttentionKernels.Config(shape, HS, _accelerator.WarpSize);
+            _flashAttentionQueryBackward(flash, View(dQkv), statistics, View(dOutput), words, dWords, View(sequences.Indices), shape, DeviceAddress<uint>(words),
+                SpecializedValue.New(HS), SpecializedValue.New(format));
+            _flashAttentionKeyBackward(flash, View(dQkv), statistics, words, dWords, View(sequences.Indices), shape, DeviceAddress<uint>(words), DeviceAddress<uint>(dWords),
+                SpecializedValue.New(HS), SpecializedValue.New(format));
+            return;
+        }
+        var config = AttentionKernels.Config(shape, _accelerator.WarpSize);
         _attentionQueryBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
         _attentionKeyBackward(config, View(dQkv), statistics, View(dOutput), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
     }

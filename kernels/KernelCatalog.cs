@@ -42,6 +42,9 @@ public static class KernelCatalog
         new("flash-attention fp16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionFp16HeadSize64)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
         new("flash-attention fp16 hs=128", Method(nameof(KernelCatalog), nameof(FlashAttentionFp16HeadSize128)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
         new("flash-attention bf16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionBf16HeadSize64)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention-query-backward fp16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionQueryBackwardFp16HeadSize64)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention-key-backward fp16 hs=64", Method(nameof(KernelCatalog), nameof(FlashAttentionKeyBackwardFp16HeadSize64)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
+        new("flash-attention-key-backward bf16 hs=128", Method(nameof(KernelCatalog), nameof(FlashAttentionKeyBackwardBf16HeadSize128)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDSM.16.MT88.2", "LDGSTS.E.BYPASS.128"),
         // Backward passes.
         new("activate-backward", Method(nameof(ActivationKernels), nameof(ActivationKernels.BackwardKernel)), false, false),
         new("dropout", Method(nameof(ActivationKernels), nameof(ActivationKernels.DropoutKernel)), false, false),
@@ -102,6 +105,21 @@ public static class KernelCatalog
 
     internal static void FlashAttentionBf16HeadSize64(ArrayView<float> output, ArrayView<uint> words, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
         FlashAttentionKernels.ForwardKernel(output, words, indices, s, address, new SpecializedValue<int>(64), new SpecializedValue<int>(ReducedPrecisionGemmKernels.Bf16));
+
+    internal static void FlashAttentionQueryBackwardFp16HeadSize64(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<float> dOutput, ArrayView<uint> words,
+        ArrayView<uint> dWords, ArrayView<int> indices, AttentionKernels.Shape s, long address) =>
+        FlashAttentionKernels.QueryBackwardKernel(dQkv, statistics, dOutput, words, dWords, indices, s, address, new SpecializedValue<int>(64),
+            new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void FlashAttentionKeyBackwardFp16HeadSize64(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<uint> words, ArrayView<uint> dWords,
+        ArrayView<int> indices, AttentionKernels.Shape s, long address, long dAddress) =>
+        FlashAttentionKernels.KeyBackwardKernel(dQkv, statistics, words, dWords, indices, s, address, dAddress, new SpecializedValue<int>(64),
+            new SpecializedValue<int>(ReducedPrecisionGemmKernels.Fp16));
+
+    internal static void FlashAttentionKeyBackwardBf16HeadSize128(ArrayView<float> dQkv, ArrayView<float> statistics, ArrayView<uint> words, ArrayView<uint> dWords,
+        ArrayView<int> indices, AttentionKernels.Shape s, long address, long dAddress) =>
+        FlashAttentionKernels.KeyBackwardKernel(dQkv, statistics, words, dWords, indices, s, address, dAddress, new SpecializedValue<int>(128),
+            new SpecializedValue<int>(ReducedPrecisionGemmKernels.Bf16));
 
     private static MethodInfo Method(string type, string name) =>
         typeof(KernelCatalog).Assembly.GetType($"{typeof(KernelCatalog).Namespace}.{type}")!

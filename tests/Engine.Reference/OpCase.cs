@@ -724,8 +724,9 @@ public sealed class GatherRowsCase(string name, int n, int c, int[] rows) : OpCa
 /// <summary>
 /// Attention with fp16 or bf16 on tensor cores (flash attention): against the float64 attention of Q, K and V rounded to the
 /// format, within the rounding of the probabilities the kernel multiplies V by (relative unit u of the format: 4u
-/// absolute and relative); and against the fp32 operands within the rounding of Q·Kᵀ too. Forward only: the backward is
-/// the fp32 kernels'.
+/// absolute and relative); and against the fp32 operands within the rounding of Q·Kᵀ too. The backward against the float64
+/// gradients of the rounded Q, K, V and dO, within the rounding of P, dP and dS (16u of the largest gradient, absolute,
+/// and 16u relative).
 /// </summary>
 public sealed class ReducedPrecisionAttentionCase(string name, int b, int t, int nh, int hs, int[] lengths, ComputePrecision precision, float dropout = 0f,
     bool packed = false) : OpCase("attention-" + precision.ToString().ToLowerInvariant(), name)
@@ -737,9 +738,27 @@ public sealed class ReducedPrecisionAttentionCase(string name, int b, int t, int
     public override long Work => _layout.Work;
     public override double Flops => _layout.Flops;
     // Per block (b, h, 64 queries) and tile of 64 keys, each of 4 warps runs 8·HS/16 software mmas for the scores and
-    // 4·HS/8 for P·V, each about 2.5 rounds (the linear case's 160 rounds for 64 of them).
+    // 4·HS/8 for P·V, each with its ldmatrix shuffles: about 40 rounds a block and mma here (4–10 s a case).
     protected override double EmulatorRounds =>
-        b * nh * Math.Ceiling(t / 64.0) * Math.Ceiling(t / 64.0) * (8 * hs / 16 + 4 * hs / 8) * 2.5;
+        b * nh * Math.Ceiling(t / 64.0) * Math.Ceiling(t / 64.0) * (8 * hs / 16 + 4 * hs / 8) * 40;
+    // The query side repeats the forward and adds as much again; the key side about as much as the query side's second sweep.
+    protected override double EmulatorBackwardRounds => 3.5 * EmulatorRounds;
+    public override bool HasBackward => true;
+
+    public override ParityResult Backward(ITrainingBackend backend)
+    {
+        int C = nh * hs;
+        var qkv = _qkv.Value;
+        var dOutput = OpCases.Random(b * t * C, 52);
+        if (packed)
+            for (int s = 0; s < b; s++) dOutput.AsSpan((s * t + lengths[s]) * C, (t - lengths[s]) * C).Clear();
+        var dQkv = backend.Poisoned(_layout.Rows * 3 * C);
+        backend.AttentionBackward(dQkv, backend.UploadArray(Rows(dOutput, C)), backend.UploadArray(Rows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
+        double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
+        var expected = Rows(ReferenceGradients.Attention(ReferenceOps.Round(dOutput, precision), ReferenceOps.Round(qkv, precision), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), 3 * C);
+        double largest = expected.Max(Math.Abs);
+        return ParityCheck.Compare(Op + "-backward", Name, expected, backend.DownloadArray(dQkv), new Tolerance(16 * unit * largest, 16 * unit));
+    }
 
     public override ParityResult Forward(IBackend backend)
     {

@@ -67,11 +67,12 @@ foreach (var c in OpCases.ReducedPrecisionLinear)
     if (c.EmulatorSeconds <= budget) Record(c.Forward(backend));
     if (c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
-// Flash attention (fp16, bf16 on tensor cores), each case with the backend set to its format.
+// Flash attention (fp16, bf16 on tensor cores), forward and backward, each case with the backend set to its format.
 foreach (var c in OpCases.ReducedPrecisionAttention.Where(c => c.EmulatorSeconds <= budget))
 {
     ilgpu.Precision = c.Precision;
     Record(c.Forward(backend));
+    if (c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
 ilgpu.Precision = ComputePrecision.Fp32;
 report["parity"] = parity;
