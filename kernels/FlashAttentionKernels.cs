@@ -1,6 +1,6 @@
-// Flash attention forward on tensor cores (FlashAttention-2's scheme) for fp16 and bf16: the attention of
+// Flash attention on tensor cores (FlashAttention-2's scheme), forward and backward, for fp16 and bf16: the attention of
 // AttentionKernels (same layouts, key mask or packed sequences, dropout on the probabilities, the softmax sum of the
-// undropped ones) with Q, K and V rounded to the format, the scores and the output summed in fp32 by mma.sync.
+// undropped ones) with Q, K, V (and dO) rounded to the format, every product summed in fp32 by mma.sync.
 //
 // Shapes: words (rows, 3C/2) are qkv's values two to a word (ToWords of (rows, 3C)): Q, K, V of head h at words
 // h·HS/2, C/2 + h·HS/2 and C + h·HS/2 of a row; out (rows, C) fp32. HS is 32, 64 or 128 (a specialization).
