@@ -1,11 +1,8 @@
-using System.Text.Json;
-using Engine.Cli;
 using Engine.Backends;
 using Engine.Backends.Cpu;
 using Engine.Kernels;
 using Engine.Models.Bert;
 using Engine.Reference;
-using static Engine.Tests.CliRunner;
 
 namespace Engine.Tests;
 
@@ -118,30 +115,6 @@ public sealed class ReducedPrecisionTests
             Assert.True(Math.Abs(actual[step] - expected[step]) <= tolerance * Math.Max(1, Math.Abs(expected[step])), $"step {step + 1}: {actual[step]} against fp32's {expected[step]}");
         Assert.True(actual[^1] < actual[0], "the loss did not fall");
         Assert.NotEqual(expected, actual);
-    }
-
-    [Fact]
-    public void PrecisionOptionRunsReducedLinearsOnAGpuDeviceAndIsRefusedElsewhere()
-    {
-        using var temp = new TempDirectory();
-        string model = TinyBert.WriteWithVocabulary(temp["tiny"]);
-        var fp32 = JsonSerializer.Deserialize<float[]>(Run("embed", "--model", model, "--device", "cpu", "good movie").Out)!;
-        foreach (var precision in new[] { "tf32", "fp16", "bf16" })
-        {
-            var (code, output, error) = Run("embed", "--model", model, "--device", "ilgpu-cpu", "--precision", precision, "good movie");
-            Assert.True(code == 0, error);
-            var reduced = JsonSerializer.Deserialize<float[]>(output)!;
-            double cosine = SentenceEmbedder.Cosine(fp32, reduced);
-            Assert.InRange(cosine, 0.999, 1.0);
-            Assert.NotEqual(fp32, reduced);
-
-            (code, _, error) = Run("embed", "--model", model, "--device", "cpu", "--precision", precision, "good movie");
-            Assert.Equal((int)ExitCode.Usage, code);
-            Assert.Equal($"error: --precision {precision} runs on a GPU device (--device cuda, or ilgpu-cpu to check it); the CPU backend computes in fp32", error.Trim());
-        }
-        var (badCode, _, badError) = Run("embed", "--model", model, "--precision", "fp8", "good");
-        Assert.Equal((int)ExitCode.Usage, badCode);
-        Assert.Contains("--precision: 'fp8' is not one of fp32, tf32, fp16, bf16", badError);
     }
 
     /// <summary>
