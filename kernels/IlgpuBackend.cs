@@ -316,16 +316,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     /// Scratch for operands in a reduced format, grown on demand. One stream runs kernels in order, so the next product or
     /// attention may reuse the words once this one has read them.
     /// </summary>
-    private ArrayView<uint> ReducedWords(long length)
-    {
-        if (_reducedWords.Length < length)
-        {
-            _accelerator.Synchronize(); // kernels still queued may read the old buffer
-            _reducedWords.Dispose();
-            _reducedWords = _accelerator.Allocate1D<uint>(length);
-        }
-        return _reducedWords.View.SubView(0, length);
-    }
+    private ArrayView<uint> ReducedWords(long length) => Grown(ref _reducedWords, length);
 
     /// <summary>The format code of the backend's reduced <see cref="Precision"/> for the tensor-core kernels.</summary>
     private int ReducedFormat => _precision switch
@@ -531,15 +522,18 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>The scratch buffer's first <paramref name="length"/> elements, growing it when needed.</summary>
-    private ArrayView<float> Scratch(long length)
+    private ArrayView<float> Scratch(long length) => Grown(ref _scratch, length);
+
+    /// <summary>A scratch buffer's first <paramref name="length"/> elements, replacing it by a larger one when it is too small.</summary>
+    private ArrayView<T> Grown<T>(ref MemoryBuffer1D<T, Stride1D.Dense> buffer, long length) where T : unmanaged
     {
-        if (_scratch.Length < length)
+        if (buffer.Length < length)
         {
             _accelerator.Synchronize(); // kernels still queued may read the old buffer
-            _scratch.Dispose();
-            _scratch = _accelerator.Allocate1D<float>(length);
+            buffer.Dispose();
+            buffer = _accelerator.Allocate1D<T>(length);
         }
-        return _scratch.View.SubView(0, length);
+        return buffer.View.SubView(0, length);
     }
 
     public void Activate(Tensor output, Tensor input, int n, Activation activation)

@@ -475,13 +475,13 @@ public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int
         packed ? SequenceLayout.Packed(backend.UploadArray(SequenceStarts), B, T, Rows) : SequenceLayout.Padded(backend.UploadArray(Mask), B, T);
 
     /// <summary>The op's operand from a padded (B·T, width) array: itself padded, its real rows packed.</summary>
-    private TValue[] OpRows<TValue>(TValue[] padded, int width) =>
+    public TValue[] OpRows<TValue>(TValue[] padded, int width) =>
         packed ? [.. Enumerable.Range(0, B).SelectMany(s => padded.Skip(s * T * width).Take(lengths[s] * width))] : padded;
 
     /// <summary>∂L/∂output (B·T, C); zero on padded rows when packed (a packed op has no such rows to take a gradient from).</summary>
-    private float[] PaddedOutputGradient()
+    public float[] PaddedOutputGradient(int seed = 30)
     {
-        var dOutput = OpCases.Random(B * T * C, 30);
+        var dOutput = OpCases.Random(B * T * C, seed);
         if (packed)
             for (int s = 0; s < B; s++) dOutput.AsSpan((s * T + lengths[s]) * C, (T - lengths[s]) * C).Clear();
         return dOutput;
@@ -749,13 +749,11 @@ public sealed class ReducedPrecisionAttentionCase(string name, int b, int t, int
     {
         int C = nh * hs;
         var qkv = _qkv.Value;
-        var dOutput = OpCases.Random(b * t * C, 52);
-        if (packed)
-            for (int s = 0; s < b; s++) dOutput.AsSpan((s * t + lengths[s]) * C, (t - lengths[s]) * C).Clear();
+        var dOutput = _layout.PaddedOutputGradient(52);
         var dQkv = backend.Poisoned(_layout.Rows * 3 * C);
-        backend.AttentionBackward(dQkv, backend.UploadArray(Rows(dOutput, C)), backend.UploadArray(Rows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
+        backend.AttentionBackward(dQkv, backend.UploadArray(_layout.OpRows(dOutput, C)), backend.UploadArray(_layout.OpRows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
         double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
-        var expected = Rows(ReferenceGradients.Attention(ReferenceOps.Round(dOutput, precision), ReferenceOps.Round(qkv, precision), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), 3 * C);
+        var expected = _layout.OpRows(ReferenceGradients.Attention(ReferenceOps.Round(dOutput, precision), ReferenceOps.Round(qkv, precision), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), 3 * C);
         double largest = expected.Max(Math.Abs);
         return ParityCheck.Compare(Op + "-backward", Name, expected, backend.DownloadArray(dQkv), new Tolerance(16 * unit * largest, 16 * unit));
     }
@@ -765,19 +763,15 @@ public sealed class ReducedPrecisionAttentionCase(string name, int b, int t, int
         int C = nh * hs;
         var qkv = _qkv.Value;
         var output = backend.Poisoned(_layout.Rows * C);
-        backend.Attention(output, backend.UploadArray(Rows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
+        backend.Attention(output, backend.UploadArray(_layout.OpRows(qkv, 3 * C)), _layout.Layout(backend), nh, hs, _layout.DropoutMask);
         var actual = backend.DownloadArray(output);
         double unit = precision == ComputePrecision.Bf16 ? 1.0 / 256 : 1.0 / 2048;
         var rounded = ReferenceOps.Round(qkv, precision);
-        var result = Compare(Rows(ReferenceOps.Attention(rounded, _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C), actual, new Tolerance(4 * unit, 4 * unit));
+        var result = Compare(_layout.OpRows(ReferenceOps.Attention(rounded, _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C), actual, new Tolerance(4 * unit, 4 * unit));
         if (!result.Passed) return result;
-        return ParityCheck.Compare(Op, Name + " against fp32 operands", Rows(ReferenceOps.Attention(qkv.AsDoubles(), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C),
+        return ParityCheck.Compare(Op, Name + " against fp32 operands", _layout.OpRows(ReferenceOps.Attention(qkv.AsDoubles(), _layout.Mask, b, t, nh, hs, _layout.DropoutMask), C),
             actual, new Tolerance(4 * unit * Math.Sqrt(hs), 4 * unit));
     }
-
-    /// <summary>The op's rows of a padded (B·T, width) array: all of them padded, the real ones packed.</summary>
-    private TValue[] Rows<TValue>(TValue[] padded, int width) =>
-        packed ? [.. Enumerable.Range(0, b).SelectMany(s => padded.Skip(s * t * width).Take(lengths[s] * width))] : padded;
 }
 
 /// <summary>destination += source, where two paths' gradients meet (a training op).</summary>
