@@ -56,10 +56,11 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly Accelerator _accelerator;
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _none; // stands for an absent bias or residual
     private readonly MemoryBuffer1D<sbyte, Stride1D.Dense> _noneInt8; // stands for an absent int8 table
+    private readonly MemoryBuffer1D<ushort, Stride1D.Dense> _noneHalves; // stands for an absent F16 or BF16 table
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, int> _activate;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
@@ -89,6 +90,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private MemoryBuffer1D<float, Stride1D.Dense> _rowScales;
     private MemoryBuffer1D<float, Stride1D.Dense> _scratch; // per-row statistics of backward passes, grown on demand
     private readonly Action<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand> _toWords;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<ushort>, int> _widen;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>> _flashAttention;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long,
         SpecializedValue<int>, SpecializedValue<int>> _flashAttentionQueryBackward;
@@ -104,10 +106,11 @@ public sealed class IlgpuBackend : ITrainingBackend
         _accelerator = accelerator;
         _none = accelerator.Allocate1D<float>(1);
         _noneInt8 = accelerator.Allocate1D<sbyte>(1);
+        _noneHalves = accelerator.Allocate1D<ushort>(1);
         _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
-        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
+        _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
         _gatherRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.GatherRowsKernel);
         _activate = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, int>(ActivationKernels.ActivateKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernels.Kernel);
@@ -133,6 +136,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _int8Dp4a = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.Dp4aKernel);
         _int8TensorCores = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, Int8GemmKernels.Shape>(Int8GemmKernels.TensorCoreKernel);
         _toWords = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<uint>, ArrayView<float>, ReducedPrecisionGemmKernels.Operand>(ReducedPrecisionGemmKernels.ToWordsKernel);
+        _widen = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<ushort>, int>(ReducedPrecisionGemmKernels.WidenKernel);
         _flashAttention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<uint>, ArrayView<int>, AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.ForwardKernel);
         _flashAttentionQueryBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<int>,
             AttentionKernels.Shape, long, SpecializedValue<int>, SpecializedValue<int>>(FlashAttentionKernels.QueryBackwardKernel);
@@ -166,6 +170,12 @@ public sealed class IlgpuBackend : ITrainingBackend
             _precision = value;
         }
     }
+
+    /// <summary>
+    /// Linears whose F16 or BF16 weight was widened into scratch (not read as it is); tests check that a weight of the
+    /// precision's own format with K a multiple of 16 never is.
+    /// </summary>
+    internal long HalfWeightsWidened { get; private set; }
 
     /// <summary>Which kernel multiplies int8 operands; tests set it to check both on the emulator.</summary>
     internal Int8Kernel Int8Product { get; set; }
@@ -249,13 +259,42 @@ public sealed class IlgpuBackend : ITrainingBackend
             LinearInt8(output, input, weight, bias, M, K, N, activation, preActivation);
             return;
         }
+        var (outputView, preView, inputView, biasView) = (View(output), preActivation is null ? (ArrayView<float>?)null : View(preActivation), View(input),
+            bias is null ? (ArrayView<float>?)null : View(bias));
+        if (IO.DTypes.IsHalf(weight.Type))
+        {
+            var halves = View(weight.HalfValues(nameof(weight)));
+            int stored = weight.Type == IO.DType.F16 ? ReducedPrecisionGemmKernels.Fp16 : ReducedPrecisionGemmKernels.Bf16;
+            if (_precision is ComputePrecision.Fp16 or ComputePrecision.Bf16 && ReducedFormat == stored && K % 16 == 0 && ((IContiguousArrayView)halves).IndexInBytes % 16 == 0)
+            {
+                // Rows of K values of the product's own format are its padded words as they are (K/2 words per row).
+                ReducedPrecisionProduct(outputView, preView, new(inputView, false), new(default, false, halves.SubView(0, (long)N * K).Cast<uint>()), biasView,
+                    M, K, N, activation, accumulate: false);
+                return;
+            }
+            // Another format, or rows that are not whole words: the weight widened (exactly) into scratch, then as an F32 one.
+            HalfWeightsWidened++;
+            var widened = Scratch((long)N * K);
+            if (N > 0 && K > 0) _widen(N * K, widened, halves, stored);
+            LinearOfViews(outputView, preView, inputView, widened, biasView, M, K, N, activation);
+            return;
+        }
+        LinearOfViews(outputView, preView, inputView, View(weight), biasView, M, K, N, activation);
+    }
+
+    /// <summary>An F32 weight's Linear: the fp32 GEMM, or the tensor-core product in the backend's reduced <see cref="Precision"/>.</summary>
+    private void LinearOfViews(ArrayView<float> output, ArrayView<float>? preActivation, ArrayView<float> input, ArrayView<float> weight, ArrayView<float>? bias,
+        int M, int K, int N, Activation activation)
+    {
         if (_precision != ComputePrecision.Fp32)
         {
-            LinearReducedPrecision(output, input, weight, bias, M, K, N, activation, preActivation);
+            // Input and weight rounded into padded words in scratch (the weight every call, so a weight changed by training
+            // or an upload is never stale: N·K conversions against M·N·K multiply-adds), then the product, fp32 epilogue.
+            ReducedPrecisionProduct(output, preActivation, new(input, false), new(weight, false), bias, M, K, N, activation, accumulate: false);
             return;
         }
         var shape = GemmKernels.Linear(M, K, N, bias is not null, ActivationKernels.Code(activation), preActivation is not null);
-        _gemm(GemmKernels.Config(shape), View(output), preActivation is null ? _none.View : View(preActivation), View(input), View(weight), bias is null ? _none.View : View(bias), shape);
+        _gemm(GemmKernels.Config(shape), output, preActivation ?? _none.View, input, weight, bias ?? _none.View, shape);
     }
 
     /// <summary>The int8 Linear: the input quantized per row into scratch, then the dp4a or tensor-core product with its dequantizing epilogue.</summary>
@@ -282,32 +321,29 @@ public sealed class IlgpuBackend : ITrainingBackend
     }
 
     /// <summary>
-    /// The reduced-precision Linear: input and weight rounded into padded words in scratch (the weight every call, so a
-    /// weight changed by training or an upload is never stale: N·K conversions against M·N·K multiply-adds), then the
-    /// tensor-core product with the fp32 epilogue.
+    /// An operand of <see cref="ReducedPrecisionProduct"/>: fp32 values as stored (row-major, or transposed: (depth, rows)),
+    /// rounded into scratch words; or, when <paramref name="Words"/> is valid, its padded words already in the format.
     /// </summary>
-    private void LinearReducedPrecision(Tensor output, Tensor input, Tensor weight, Tensor? bias, int M, int K, int N, Activation activation, Tensor? preActivation) =>
-        ReducedPrecisionProduct(View(output), preActivation is null ? null : View(preActivation), (View(input), false), (View(weight), false),
-            bias is null ? null : View(bias), M, K, N, activation, accumulate: false);
+    private readonly record struct ProductOperand(ArrayView<float> Values, bool Transposed, ArrayView<uint> Words = default);
 
     /// <summary>
     /// C (rows, cols) = act(A (rows, depth) · B (cols, depth)ᵀ + bias), or C += A · Bᵀ, with both operands rounded to the
-    /// backend's <see cref="Precision"/>; each operand is given as stored, row-major or transposed ((depth, rows)).
+    /// backend's <see cref="Precision"/>.
     /// </summary>
-    private void ReducedPrecisionProduct(ArrayView<float> output, ArrayView<float>? preActivation, (ArrayView<float> Values, bool Transposed) a,
-        (ArrayView<float> Values, bool Transposed) b, ArrayView<float>? bias, int rows, int depth, int cols, Activation activation, bool accumulate)
+    private void ReducedPrecisionProduct(ArrayView<float> output, ArrayView<float>? preActivation, ProductOperand a, ProductOperand b,
+        ArrayView<float>? bias, int rows, int depth, int cols, Activation activation, bool accumulate)
     {
         if (rows == 0 || cols == 0) return;
         int format = ReducedFormat;
         int words = ReducedPrecisionGemmKernels.Shape.WordsFor(depth, format);
         var shape = new ReducedPrecisionGemmKernels.Shape(rows, depth, cols, words, bias is null ? 0 : 1, ActivationKernels.Code(activation),
             preActivation is null ? 0 : 1, accumulate ? 1 : 0);
-        long aWords = (long)rows * words, bWords = (long)cols * words;
+        long aWords = a.Words.IsValid ? 0 : (long)rows * words, bWords = b.Words.IsValid ? 0 : (long)cols * words;
         if (aWords + bWords > int.MaxValue) throw new EngineException($"a {_precision.ToString().ToLowerInvariant()} product of ({rows},{depth}) by ({cols},{depth}) is too large for one launch");
-        var scratch = ReducedWords(aWords + bWords);
-        var (aView, bView) = (scratch.SubView(0, aWords), scratch.SubView(aWords, bWords));
-        _toWords((int)aWords, aView, a.Values, new ReducedPrecisionGemmKernels.Operand(rows, depth, words, format, a.Transposed ? 1 : 0));
-        _toWords((int)bWords, bView, b.Values, new ReducedPrecisionGemmKernels.Operand(cols, depth, words, format, b.Transposed ? 1 : 0));
+        var scratch = ReducedWords(Math.Max(aWords + bWords, 1));
+        var (aView, bView) = (a.Words.IsValid ? a.Words : scratch.SubView(0, aWords), b.Words.IsValid ? b.Words : scratch.SubView(aWords, bWords));
+        if (!a.Words.IsValid) _toWords((int)aWords, aView, a.Values, new ReducedPrecisionGemmKernels.Operand(rows, depth, words, format, a.Transposed ? 1 : 0));
+        if (!b.Words.IsValid) _toWords((int)bWords, bView, b.Values, new ReducedPrecisionGemmKernels.Operand(cols, depth, words, format, b.Transposed ? 1 : 0));
         _reducedTensorCores(ReducedPrecisionGemmKernels.TensorCoreConfig(shape, _accelerator.WarpSize), output, preActivation ?? _none.View,
             aView, bView, bias ?? _none.View, shape, DeviceAddress<uint>(aView), DeviceAddress<uint>(bView), SpecializedValue.New(format));
     }
@@ -360,8 +396,8 @@ public sealed class IlgpuBackend : ITrainingBackend
             // The same tensor-core product over transposed operands: dX (M,K) = dOut (M,N) · Wᵀ, with W stored (N,K) = (depth, rows);
             // dW (N,K) += dOutᵀ · X, with dOut stored (M,N) and X (M,K) both (depth, rows).
             if (dInput is not null)
-                ReducedPrecisionProduct(View(dInput), null, (View(dOutput), false), (View(weight), true), null, M, N, K, Activation.None, accumulate: false);
-            ReducedPrecisionProduct(View(dWeight), null, (View(dOutput), true), (View(input), true), null, N, M, K, Activation.None, accumulate: true);
+                ReducedPrecisionProduct(View(dInput), null, new(View(dOutput), false), new(View(weight), true), null, M, N, K, Activation.None, accumulate: false);
+            ReducedPrecisionProduct(View(dWeight), null, new(View(dOutput), true), new(View(input), true), null, N, M, K, Activation.None, accumulate: true);
         }
         else
         {
@@ -579,13 +615,21 @@ public sealed class IlgpuBackend : ITrainingBackend
         Tensor weight, Tensor bias, int B, int T, int C, float eps)
     {
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
-        bool quantized = wordEmbeddings.Type == IO.DType.I8;
-        var shape = new EmbeddingsKernels.Shape(B, T, C, eps, quantized ? 1 : 0);
-        (ArrayView<sbyte> words, ArrayView<float> wordScales) = quantized
+        int format = wordEmbeddings.Type switch
+        {
+            IO.DType.I8 => EmbeddingsKernels.Int8Words,
+            IO.DType.F16 => EmbeddingsKernels.F16Words,
+            IO.DType.BF16 => EmbeddingsKernels.Bf16Words,
+            _ => EmbeddingsKernels.F32Words,
+        };
+        var shape = new EmbeddingsKernels.Shape(B, T, C, eps, format);
+        (ArrayView<sbyte> words, ArrayView<float> wordScales) = format == EmbeddingsKernels.Int8Words
             ? (View(wordEmbeddings.I8(nameof(wordEmbeddings)).Values), View(wordEmbeddings.I8(nameof(wordEmbeddings)).Scales))
             : ((ArrayView<sbyte>)_noneInt8.View, (ArrayView<float>)_none.View);
+        var halves = format is EmbeddingsKernels.F16Words or EmbeddingsKernels.Bf16Words ? View(wordEmbeddings.HalfValues(nameof(wordEmbeddings))) : (ArrayView<ushort>)_noneHalves.View;
         _embeddings(EmbeddingsKernels.Config(shape, _accelerator.WarpSize), View(output), View(sum ?? output), View(inputIds), View(positionIds), View(tokenTypeIds),
-            quantized ? _none.View : View(wordEmbeddings), words, wordScales, View(positionEmbeddings), View(tokenTypeEmbeddings), View(weight), View(bias), shape);
+            format == EmbeddingsKernels.F32Words ? View(wordEmbeddings) : _none.View, words, wordScales, halves, View(positionEmbeddings), View(tokenTypeEmbeddings),
+            View(weight), View(bias), shape);
     }
 
     public void GatherRows(Tensor output, Tensor input, DeviceBuffer<int> rows, int R, int N, int C)
@@ -602,6 +646,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         foreach (var (_, packed) in _packedInt8) packed.Dispose();
         _none.Dispose();
         _noneInt8.Dispose();
+        _noneHalves.Dispose();
         _reducedWords.Dispose();
         _accelerator.Dispose();
         _context.Dispose();

@@ -35,6 +35,7 @@ public static class KernelCatalog
         new("int8-gemm-dp4a", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.Dp4aKernel)), true, true, "IDP.4A.S8.S8"),
         new("int8-gemm-mma", Method(nameof(Int8GemmKernels), nameof(Int8GemmKernels.TensorCoreKernel)), true, true, "IMMA.16832.S8.S8"),
         new("to-words", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.ToWordsKernel)), false, false),
+        new("widen", Method(nameof(ReducedPrecisionGemmKernels), nameof(ReducedPrecisionGemmKernels.WidenKernel)), false, false),
         new("reduced-gemm-mma fp16", Method(nameof(KernelCatalog), nameof(ReducedGemmFp16)), true, true, "HMMA.16816.F32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
         new("reduced-gemm-mma bf16", Method(nameof(KernelCatalog), nameof(ReducedGemmBf16)), true, true, "HMMA.16816.F32.BF16", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),
         new("reduced-gemm-mma tf32", Method(nameof(KernelCatalog), nameof(ReducedGemmTf32)), true, true, "HMMA.1688.F32.TF32", "LDSM.16.M88.2", "LDGSTS.E.BYPASS.128"),

@@ -8,7 +8,9 @@
 // Both instructions hold A, B and C in the same words of the same lanes (a0 row g word t, a1 row g+8, a2 and a3 at word
 // 4+t; b0 column g word t, b1 word 4+t; c0, c1 row g columns 2t, 2t+1, c2, c3 row g+8), so one kernel runs all three.
 // Kernels: ToWords (fp32 rows, or the columns of a matrix stored transposed, into padded words: the activations every
-// call, the weight every call too, so a weight updated by training is never stale); TensorCores (a 64×32 output tile per
+// call, the weight every call too, so a weight updated by training is never stale; a weight kept in its checkpoint's
+// fp16 or bf16 with K a multiple of 16 already is the words of that format, and is read as it is); Widen (a kept weight
+// to fp32, for the other cases); TensorCores (a 64×32 output tile per
 // group of 4 warps, each warp 16×32 as four mma products per k step of 8 words; the steps staged by cp.async into
 // swizzled shared memory, three in flight; fragments by ldmatrix), with the fp32 GEMM's epilogue (bias, activation,
 // pre-activation) or an accumulating one (weight gradients). The backward's products are the same kernel over
@@ -67,6 +69,10 @@ internal static class ReducedPrecisionGemmKernels
         float low = k < o.Depth ? source[o.Index(row, k)] : 0f, high = k + 1 < o.Depth ? source[o.Index(row, k + 1)] : 0f;
         words[index] = Pack(low, high, o.Format);
     }
+
+    /// <summary>values (n) = 16-bit values of <paramref name="format"/> (fp16 or bf16) widened to fp32, exactly.</summary>
+    public static void WidenKernel(Index1D index, ArrayView<float> values, ArrayView<ushort> halves, int format) =>
+        values[index] = Value(halves[index], false, format);
 
     /// <summary>
     /// A float rounded to tf32 (10 mantissa bits, nearest, ties away from zero), the low 13 bits zero: cvt.rna.tf32.f32 on

@@ -165,6 +165,8 @@ public static partial class Commands
             Console.WriteLine($"model:      {directory}");
             Console.WriteLine($"device:     {backend.Description}");
             Console.WriteLine($"parameters: {model.ParameterCount:N0}");
+            // What the weights take on the device, by element type (F16 and BF16 ones are kept as stored).
+            Console.WriteLine($"weights:    {string.Join(", ", model.Arena.BytesByType.OrderBy(t => t.Key).Select(t => string.Create(CultureInfo.InvariantCulture, $"{t.Key} {t.Value:N0} bytes")))}");
             Console.WriteLine($"pooler:     {(model.Pooler is null ? "no" : "yes")}");
             if (SentenceTransformersConfig.Load(directory) is { } sentence)
                 Console.WriteLine($"sentence-transformers: max_seq_length {sentence.MaxSequenceLength?.ToString(CultureInfo.InvariantCulture) ?? "unset"}, " +
@@ -363,10 +365,13 @@ public static partial class Commands
         return model;
     }
 
-    /// <summary>A masked-LM or pre-training checkpoint with its head (a base model's would be new, random weights: refused).</summary>
+    /// <summary>
+    /// A masked-LM or pre-training checkpoint with its head (a base model's would be new, random weights: refused), for
+    /// inference: F16 and BF16 weights stay as stored.
+    /// </summary>
     private static BertForMaskedLM LoadMaskedLM(ParseResult result, string directory)
     {
-        var model = BertForMaskedLM.Load(directory, TrainingBackend(result));
+        var model = BertForMaskedLM.Load(directory, TrainingBackend(result), halfWeights: HalfWeights.Keep);
         if (!model.HeadFromCheckpoint)
         {
             model.Dispose();

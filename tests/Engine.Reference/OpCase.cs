@@ -278,6 +278,56 @@ public sealed class ReducedPrecisionLinearCase(string name, int m, int k, int n,
     }
 }
 
+/// <summary>
+/// A Linear whose weight is an F16 or BF16 tensor (a checkpoint's, kept as stored), on a backend computing in
+/// <paramref name="precision"/> (fp32: the CPU backend, or the ILGPU one's widening path; fp16 or bf16: the tensor-core
+/// product, reading a weight of its own format as it is when K is a multiple of 16). Judged against the float64 product of
+/// the input rounded to the precision and the stored weight's values (rounded to the precision too, which changes them
+/// only when the formats differ), at the fp32 Linear's tolerance.
+/// </summary>
+public sealed class HalfWeightLinearCase(string name, int m, int k, int n, bool bias, string activation, Engine.IO.DType weightType,
+    ComputePrecision precision = ComputePrecision.Fp32, bool keepPreActivation = false)
+    : OpCase($"linear-{weightType.ToString().ToLowerInvariant()}-weight" + (precision == ComputePrecision.Fp32 ? "" : "-" + precision.ToString().ToLowerInvariant()), name)
+{
+    private readonly Lazy<(float[] Input, ushort[] Weight, float[]? Bias)> _inputs =
+        new(() => (OpCases.Random(m * k, 51), HalfValues.Bits(OpCases.Random(n * k, 52, 0.5f), weightType), bias ? OpCases.Random(n, 53) : null));
+
+    public ComputePrecision Precision => precision;
+    public Engine.IO.DType WeightType => weightType;
+    public int M => m;
+    public int K => k;
+    public int N => n;
+    public (float[] Input, ushort[] Weight, float[]? Bias) Inputs => _inputs.Value;
+    public override long Work => (long)M * K * N;
+    public override double Flops => 2.0 * M * K * N;
+    // fp32: the float GEMM's rounds; in a reduced precision, the tensor-core kernel's (see ReducedPrecisionLinearCase).
+    protected override double EmulatorRounds => precision == ComputePrecision.Fp32 ? OpCases.GemmRounds(1, M, K, N)
+        : Math.Ceiling(M / 64.0) * Math.Ceiling(N / 32.0) * Math.Ceiling(K / (precision == ComputePrecision.Tf32 ? 8.0 : 16.0)) * 160;
+
+    /// <summary>The weight as an op takes it: a (N,K) tensor of its 16-bit values.</summary>
+    public Tensor Weight(IBackend backend) => Tensor.Halves(backend.UploadArray(Inputs.Weight), weightType, N, K);
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var (input, weight, b) = Inputs;
+        var (output, pre) = (backend.Poisoned(M * N), keepPreActivation ? backend.Poisoned(M * N) : null);
+        backend.Linear(output, backend.UploadArray(input), Weight(backend), b is null ? null : backend.UploadArray(b), M, K, N, OpCases.ParseActivation(activation), pre);
+        var (roundedInput, roundedWeight) = (ReferenceOps.Round(input, precision), ReferenceOps.Round(HalfValues.Widen(weight, weightType), precision));
+        var result = Compare(ReferenceOps.Linear(roundedInput, roundedWeight, b?.AsDoubles(), M, K, N, activation), backend.DownloadArray(output), OpCases.LinearTolerance);
+        if (pre is null || !result.Passed) return result;
+        return ParityCheck.Compare(Op, Name + " pre-activation", ReferenceOps.Linear(roundedInput, roundedWeight, b?.AsDoubles(), M, K, N, "none"),
+            backend.DownloadArray(pre), OpCases.LinearTolerance);
+    }
+
+    public override Action Prepare(IBackend backend)
+    {
+        var (input, _, b) = Inputs;
+        var (x, w, bb, o) = (backend.UploadArray(input), Weight(backend), b is null ? null : backend.UploadArray(b), backend.Allocate<float>(M * N));
+        var act = OpCases.ParseActivation(activation);
+        return () => backend.Linear(o, x, w, bb, M, K, N, act);
+    }
+}
+
 /// <summary>A weight re-uploaded after a first product must be used as it is now (no stale packed copy).</summary>
 public sealed class LinearWeightUpdateCase() : OpCase("linear", "weight-updated")
 {
@@ -595,21 +645,30 @@ public sealed class LayerNormCase(string name, int N, int C, bool residual) : Op
 
 /// <summary>The embeddings sum over a position table of <paramref name="positions"/> rows (its ids repeat and skip: any family's rule), then LayerNorm; and the sum's backward.</summary>
 /// <param name="quantizedWords">The word table int8 with a scale per token (a checkpoint quantized with its embeddings): forward only.</param>
-public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int typeVocab, int positions, bool quantizedWords = false)
+/// <param name="words">How the word table is stored: F32; I8 (a quantized table, a scale per token); F16 or BF16 (kept as a checkpoint stores it).</param>
+public sealed class EmbeddingsCase(string name, int B, int T, int C, int V, int typeVocab, int positions, Engine.IO.DType words = Engine.IO.DType.F32)
     : OpCase("embeddings", name), IReferenceGradient
 {
     public override long Work => (long)B * T * C;
     // A warp per token (Welford merges: 15 shuffles, and C/32 steps); the backward is a thread per channel over the tokens.
     protected override double EmulatorRounds => B * T * (15 + Math.Ceiling(C / 32.0));
-    public override bool HasBackward => !quantizedWords;
+    public override bool HasBackward => words == Engine.IO.DType.F32;
 
     /// <summary>The word table as the op takes it, and its values as the reference reads them.</summary>
     private (Tensor Table, float[] Values) WordTable(IBackend backend)
     {
         var word = OpCases.Random(V * C, 12);
-        if (!quantizedWords) return (backend.UploadArray(word), word);
-        var (values, scales) = Engine.Quantization.Int8Quantizer.QuantizeRows(word, C);
-        return (Tensor.Int8(backend.UploadArray(values), backend.UploadArray(scales), V, C), Engine.Quantization.Int8Quantizer.Dequantize(values, scales, C));
+        switch (words)
+        {
+            case Engine.IO.DType.I8:
+                var (values, scales) = Engine.Quantization.Int8Quantizer.QuantizeRows(word, C);
+                return (Tensor.Int8(backend.UploadArray(values), backend.UploadArray(scales), V, C), Engine.Quantization.Int8Quantizer.Dequantize(values, scales, C));
+            case Engine.IO.DType.F16 or Engine.IO.DType.BF16:
+                var bits = HalfValues.Bits(word, words);
+                return (Tensor.Halves(backend.UploadArray(bits), words, V, C), HalfValues.Widen(bits, words));
+            default:
+                return (backend.UploadArray(word), word);
+        }
     }
 
     /// <summary>(B,T) ids in [0, positions), seeded, with repeats (a scatter-add must sum them).</summary>

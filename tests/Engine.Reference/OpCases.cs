@@ -58,6 +58,31 @@ public static class OpCases
         new("minilm-ffn-out", 9, 1536, 384, true, "none"),
     ];
 
+    /// <summary>Linears with an F16 or BF16 weight on an fp32 backend (the CPU backend widens it as it packs it; ILGPU widens it in scratch).</summary>
+    public static readonly HalfWeightLinearCase[] HalfWeightLinear =
+    [
+        .. new[] { Engine.IO.DType.F16, Engine.IO.DType.BF16 }.SelectMany(t => new HalfWeightLinearCase[]
+        {
+            new("odd", 7, 13, 5, true, "none", t),
+            new("odd-gelu-kept", 13, 37, 33, true, "gelu", t, keepPreActivation: true),
+            new("k64-tanh", 9, 64, 40, false, "tanh", t),
+        }),
+    ];
+
+    /// <summary>
+    /// Linears with an F16 or BF16 weight in a reduced precision: of the product's own format with K a multiple of 16 (read as
+    /// it is: its rows are the kernel's words), of its format with another K, and of another format (both widened first).
+    /// </summary>
+    public static readonly HalfWeightLinearCase[] HalfWeightReducedLinear =
+    [
+        new("k32", 13, 32, 33, true, "gelu", Engine.IO.DType.F16, ComputePrecision.Fp16, keepPreActivation: true),
+        new("over-tiles-k48", 70, 48, 37, false, "none", Engine.IO.DType.F16, ComputePrecision.Fp16),
+        new("odd", 7, 13, 5, true, "none", Engine.IO.DType.F16, ComputePrecision.Fp16),
+        new("k32", 13, 32, 33, true, "tanh", Engine.IO.DType.BF16, ComputePrecision.Bf16),
+        new("k32", 13, 32, 33, true, "none", Engine.IO.DType.F16, ComputePrecision.Bf16),
+        new("k32", 13, 32, 33, true, "none", Engine.IO.DType.BF16, ComputePrecision.Tf32),
+    ];
+
     /// <summary>
     /// A reduced-precision product against the fp32-operand product: each operand's relative rounding error is at most half
     /// an ulp (2⁻¹¹ for fp16 and tf32, 2⁻⁸ for bf16), so a sum of K products errs by about that times √K times a product's size.
@@ -169,14 +194,17 @@ public static class OpCases
         new("odd", 3, 7, 19, 31, 2, 9),
         new("many-rows", 2, 5, 3, 700, 2, 600), // tables of several row blocks in the GPU backward, at emulator cost
         new("minilm", 2, 40, 384, 1000, 2, 512),
-        new("odd-int8-words", 3, 7, 19, 31, 2, 9, quantizedWords: true),
-        new("minilm-int8-words", 2, 40, 384, 1000, 2, 512, quantizedWords: true),
+        new("odd-int8-words", 3, 7, 19, 31, 2, 9, Engine.IO.DType.I8),
+        new("minilm-int8-words", 2, 40, 384, 1000, 2, 512, Engine.IO.DType.I8),
+        new("odd-f16-words", 3, 7, 19, 31, 2, 9, Engine.IO.DType.F16),
+        new("odd-bf16-words", 3, 7, 19, 31, 2, 9, Engine.IO.DType.BF16),
+        new("minilm-f16-words", 2, 40, 384, 1000, 2, 512, Engine.IO.DType.F16),
     ];
 
     /// <summary>Every case of the catalogue, in op order.</summary>
     public static readonly OpCase[] All =
     [
-        .. Linear, new LinearWeightUpdateCase(), .. Int8Linear, .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
+        .. Linear, new LinearWeightUpdateCase(), .. Int8Linear, .. HalfWeightLinear, .. MatMul, .. Activations, .. Softmax, .. CrossEntropy, .. MeanSquaredError,
         .. Attention, new PaddedKeysCase(), .. LayerNorm, .. Embeddings, new GatherRowsCase("first-tokens-3x5x7", 15, 7, [0, 5, 10]),
         new GatherRowsCase("masked-41-of-97x33", 97, 33, [.. Enumerable.Range(0, 97).Where(i => i % 7 == 3 || i % 5 == 1).Reverse()]), new AccumulateCase(), new ScaleCase(),
     ];

@@ -64,4 +64,27 @@ public sealed class ReducedPrecisionCliTests
         Assert.Equal((int)ExitCode.Usage, code);
         Assert.Contains("--loss-scale", error);
     }
+
+    /// <summary>
+    /// A model stored in F16: info says what its weights take by type (the Linears and word table in F16), embed runs it as
+    /// stored on the CPU and in fp16 on the emulator, close to the F32 model.
+    /// </summary>
+    [Fact]
+    public void AHalfCheckpointRunsAsStoredAndInfoShowsItsWeightTypes()
+    {
+        using var temp = new TempDirectory();
+        string original = TinyBert.WriteWithVocabulary(temp["tiny"]);
+        string model = Engine.Reference.HalfValues.ConvertCheckpoint(original, temp["tiny-f16"], Engine.IO.DType.F16);
+        var (code, output, error) = Run("info", "--model", model, "--device", "cpu");
+        Assert.True(code == 0, error);
+        // Word table 11×8, per layer Q, K, V, attention output (8×8 each), intermediate 12×8 and output 8×12, pooler 8×8: 1,048 halves.
+        Assert.Matches(@"weights:    F32 [0-9,]+ bytes, F16 2,096 bytes\n", output);
+        var fp32 = JsonSerializer.Deserialize<float[]>(Run("embed", "--model", original, "--device", "cpu", "good movie").Out)!;
+        foreach (var device in new[] { new[] { "--device", "cpu" }, new[] { "--device", "ilgpu-cpu", "--precision", "fp16" } })
+        {
+            (code, output, error) = Run(["embed", "--model", model, .. device, "good movie"]);
+            Assert.True(code == 0, error);
+            Assert.InRange(SentenceEmbedder.Cosine(fp32, JsonSerializer.Deserialize<float[]>(output)!), 0.999, 1.0);
+        }
+    }
 }

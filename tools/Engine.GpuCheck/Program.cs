@@ -11,10 +11,11 @@ using Engine.Reference;
 
 // The engine's half of the GPU script (tools/gpu/run.sh), in order: the CUDA parity suite (the whole op
 // catalogue, forward and backward, against the float64 reference; the int8 cases with dp4a too; the reduced-precision
-// Linear cases in tf32, fp16 and bf16; flash attention in fp16 and bf16), whole random-weight models at MiniLM and BERT-base shapes on
-// CUDA against the CPU backend (fp32, int8, and with tf32, fp16 and bf16 Linears), kernel timings at BERT-base shapes (the
-// Linears also in tf32, fp16 and bf16, and a 4096³ product in each precision), then forward and training-step timings at
-// batch 32 × 128 in each precision.
+// Linear cases in tf32, fp16 and bf16, with fp32 or kept F16/BF16 weights; flash attention in fp16 and bf16), whole
+// random-weight models at MiniLM and BERT-base shapes on CUDA against the CPU backend (fp32, int8, stored in F16 and run in
+// fp16, and with tf32, fp16 and bf16 Linears), kernel timings at BERT-base shapes (the Linears also in tf32, fp16 and bf16,
+// and a 4096³ product in each precision), then forward (the F16-stored models too) and training-step timings at batch
+// 32 × 128 in each precision.
 // Writes engine.json and the models (for PyTorch's side) under --output; exits 1 on any parity failure.
 // Usage: Engine.GpuCheck --output DIR [--device cuda|ilgpu-cpu]
 string output = Argument("--output") ?? "gpu-results";
@@ -67,6 +68,12 @@ foreach (var c in OpCases.ReducedPrecisionLinear)
     if (c.EmulatorSeconds <= budget) Record(c.Forward(backend));
     if (c.EmulatorBackwardSeconds <= budget) Record(c.Backward(backend));
 }
+// Linears with F16 and BF16 weights (a checkpoint's, kept as stored) in each reduced precision: read as they are, or widened.
+foreach (var c in OpCases.HalfWeightReducedLinear.Where(c => c.EmulatorSeconds <= budget))
+{
+    ilgpu.Precision = c.Precision;
+    Record(c.Forward(backend));
+}
 // Flash attention (fp16, bf16 on tensor cores), forward and backward, each case with the backend set to its format.
 foreach (var c in OpCases.ReducedPrecisionAttention.Where(c => c.EmulatorSeconds <= budget))
 {
@@ -112,6 +119,23 @@ foreach (var shape in emulated ? [] : new[] { BertShape.MiniLM, BertShape.BertBa
     if (!passedInt8) failures++;
     Console.WriteLine($"{(passedInt8 ? "  " : "! ")}model {shape.Name} int8: CUDA vs CPU backend, max |Δ| on real tokens {worstInt8:E2}");
     models.Add(new JsonObject { ["name"] = shape.Name + "-int8", ["directory"] = Path.GetFullPath(quantized), ["max_abs_error_vs_cpu"] = worstInt8, ["passed"] = passedInt8 });
+
+    // The same model stored in F16 (its Linears and word table kept so): fp16 on CUDA, the weights read as stored, against
+    // the CPU backend running the same F16 checkpoint (in fp32).
+    string half = directory + "-f16";
+    if (!Directory.Exists(half)) HalfValues.ConvertCheckpoint(directory, half, DType.F16);
+    using (var cpuHalf = BertModel.Load(half, new CpuBackend()))
+    {
+        ilgpu.Precision = ComputePrecision.Fp16;
+        using var gpuHalf = BertModel.Load(half, backend);
+        var (expectedHalf, actualHalf) = (cpuHalf.Forward(batch), gpuHalf.Forward(batch));
+        ilgpu.Precision = ComputePrecision.Fp32;
+        double cosineHalf = MinCosineOnRealTokens(expectedHalf, actualHalf, batch);
+        bool passedHalf = cosineHalf >= 0.999;
+        if (!passedHalf) failures++;
+        Console.WriteLine($"{(passedHalf ? "  " : "! ")}model {shape.Name}-f16 (fp16): CUDA vs CPU backend, least token cosine {cosineHalf:F6} (floor 0.999)");
+        models.Add(new JsonObject { ["name"] = shape.Name + "-f16 (fp16)", ["min_token_cosine_vs_cpu"] = cosineHalf, ["passed"] = passedHalf });
+    }
 
     // With reduced-precision Linears: within the format's rounding of the fp32 CPU backend, judged by the cosine of each real
     // token's hidden state (a max |Δ| over 96 × 384 or 768 values grows with depth and width; the cosine does not).
@@ -165,7 +189,8 @@ if (!emulated)
     report["kernels"] = kernels;
 
     var forwards = new JsonArray();
-    var runs = new[] { BertShape.MiniLM, BertShape.BertBase }.SelectMany(s => AllPrecisions.Select(p => (s, "", p)).Append((s, "-int8", ComputePrecision.Fp32)));
+    var runs = new[] { BertShape.MiniLM, BertShape.BertBase }.SelectMany(s => AllPrecisions.Select(p => (s, "", p))
+        .Append((s, "-int8", ComputePrecision.Fp32)).Append((s, "-f16", ComputePrecision.Fp16)));
     foreach (var (shape, suffix, precision) in runs)
     {
         ilgpu.Precision = precision;

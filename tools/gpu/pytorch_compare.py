@@ -105,6 +105,10 @@ def main() -> int:
             for precision in PRECISIONS:
                 with tf32(precision == "tf32"), autocast(precision):
                     forward_ms[label(name, precision)] = median_ms(lambda: sdpa(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu(), runs=20)
+            # The model held in fp16 (.half(), as a checkpoint stored in F16 runs): the engine's "-f16" model in fp16.
+            sdpa.half()
+            forward_ms[f"{name}-f16 (fp16)"] = median_ms(lambda: sdpa(input_ids=ids, attention_mask=mask).last_hidden_state.float().cpu(), runs=20)
+            del sdpa
 
     # 4. A fine-tuning step of a two-class classifier at batch 32 x 128 (dropout on, AdamW), per precision: autocast to
     # fp16 with GradScaler, to bf16 without, as the engine's steps.

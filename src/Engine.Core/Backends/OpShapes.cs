@@ -13,8 +13,8 @@ public static class OpShapes
         output.RequireLength((long)M * N, nameof(output));
         input.RequireLength((long)M * K, nameof(input));
         weight.RequireLength((long)N * K, nameof(weight));
-        if (weight.Type == IO.DType.I8 && (weight.Shape[0] != N || weight.Shape[1] != K))
-            throw new ArgumentException($"weight is an int8 [{string.Join(", ", weight.Shape)}] matrix, the op needs [{N}, {K}]");
+        if (weight.Type != IO.DType.F32 && (weight.Shape.Length != 2 || weight.Shape[0] != N || weight.Shape[1] != K))
+            throw new ArgumentException($"weight is a {weight.Type} [{string.Join(", ", weight.Shape)}] matrix, the op needs [{N}, {K}]");
         bias?.RequireLength(N, nameof(bias));
     }
 

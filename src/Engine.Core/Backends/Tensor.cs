@@ -9,6 +9,8 @@ namespace Engine.Backends;
 /// type, where a backend either has a kernel for it or refuses it naming the operand — so int8 and half types add
 /// kernels, not new op signatures. An <see cref="DType.I8"/> tensor is a quantized matrix: int8 values (rows, columns)
 /// and one F32 scale per row (a Linear weight's output channel, an embedding's token), value ≈ q · scale[row].
+/// An <see cref="DType.F16"/> or <see cref="DType.BF16"/> tensor holds 16-bit values as a checkpoint stores them (a
+/// Linear weight or word-embedding table kept in its format): kernels read them as they are, or widen them exactly.
 /// Sizes are still passed to the ops beside their tensors.
 /// </summary>
 public sealed class Tensor
@@ -37,6 +39,13 @@ public sealed class Tensor
         return new Tensor(new Int8Storage(values, scales), DType.I8, [rows, columns], values.Length);
     }
 
+    /// <summary>An F16 or BF16 tensor over <paramref name="values"/>, 16-bit values as stored (IEEE half, or bfloat16 bits).</summary>
+    public static Tensor Halves(DeviceBuffer<ushort> values, DType type, params long[] shape)
+    {
+        if (!DTypes.IsHalf(type)) throw new ArgumentException($"a {type} tensor over 16-bit values (F16 or BF16 expected)");
+        return new Tensor(values, type, shape.Length == 0 ? [values.Length] : shape, values.Length);
+    }
+
     private sealed record Int8Storage(DeviceBuffer<sbyte> Values, DeviceBuffer<float> Scales);
 
     public DType Type { get; }
@@ -53,6 +62,10 @@ public sealed class Tensor
     /// <summary>The int8 values and per-row scales; any other type is refused naming the operand.</summary>
     public (DeviceBuffer<sbyte> Values, DeviceBuffer<float> Scales) I8(string operand) =>
         _storage is Int8Storage q ? (q.Values, q.Scales) : throw new NotSupportedException($"{operand} is a {Type} tensor where an int8 one is needed");
+
+    /// <summary>The 16-bit values of an F16 or BF16 tensor; any other type is refused naming the operand.</summary>
+    public DeviceBuffer<ushort> HalfValues(string operand) =>
+        DTypes.IsHalf(Type) ? (DeviceBuffer<ushort>)_storage : throw new NotSupportedException($"{operand} is a {Type} tensor where an F16 or BF16 one is needed");
 
     [return: NotNullIfNotNull(nameof(buffer))]
     public static implicit operator Tensor?(DeviceBuffer<float>? buffer) => buffer is null ? null : new Tensor(buffer);

@@ -130,6 +130,24 @@ public sealed class Checkpoint : IDisposable
         return System.Runtime.InteropServices.MemoryMarshal.Cast<byte, sbyte>(entry.File.ReadRaw(entry.Info)).ToArray();
     }
 
+    /// <summary>
+    /// Reads an F16 or BF16 tensor's 16-bit values as stored (not widened), checking its shape and that every value is
+    /// finite; any other stored type is an error naming the tensor.
+    /// </summary>
+    public ushort[] ReadHalves(string name, ReadOnlySpan<long> expectedShape)
+    {
+        var info = Get(name, expectedShape);
+        var entry = _tensors[name];
+        if (!DTypes.IsHalf(info.Type))
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' has dtype {info.Type}, expected F16 or BF16");
+        _used.Add(name);
+        var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(entry.File.ReadRaw(entry.Info)).ToArray();
+        int bad = Array.FindIndex(values, v => !DTypes.IsFiniteHalf(info.Type, v));
+        if (bad >= 0)
+            throw new EngineException($"{entry.File.Path}: tensor '{name}' holds a value that is not finite ({info.Type} bits 0x{values[bad]:X4}) at element {bad}; the checkpoint is damaged (a diverged training run?)");
+        return values;
+    }
+
     private static int IndexOfNonFinite(ReadOnlySpan<float> values)
     {
         for (int i = 0; i < values.Length; i++)
@@ -155,4 +173,7 @@ public sealed class StoredTensor(Checkpoint checkpoint, string name, SafeTensorI
 
     /// <summary>The values of an I8 tensor; the checkpoint must still be open.</summary>
     public sbyte[] ToInt8() => checkpoint.ReadInt8(name, info.Shape);
+
+    /// <summary>The 16-bit values of an F16 or BF16 tensor as stored, every one finite; the checkpoint must still be open.</summary>
+    public ushort[] ToHalves() => checkpoint.ReadHalves(name, info.Shape);
 }

@@ -13,7 +13,8 @@ public enum DType
     U8,
 }
 
-internal static class DTypes
+/// <summary>Facts about <see cref="DType"/>s and conversions of their raw values.</summary>
+public static class DTypes
 {
     public static int Size(DType type) => type switch
     {
@@ -28,6 +29,16 @@ internal static class DTypes
 
     public static bool IsFloat(DType type) => type is DType.F32 or DType.F16 or DType.BF16 or DType.F64;
 
+    /// <summary>The 16-bit floating-point types: IEEE half (F16) and bfloat16 (BF16, the top half of a float32).</summary>
+    public static bool IsHalf(DType type) => type is DType.F16 or DType.BF16;
+
+    /// <summary>Whether a 16-bit value of a half type is infinite or NaN (its exponent bits all set).</summary>
+    public static bool IsFiniteHalf(DType type, ushort bits) => type == DType.F16 ? (bits & 0x7C00) != 0x7C00 : (bits & 0x7F80) != 0x7F80;
+
+    /// <summary>16-bit values of a half type as float32 (exactly: every F16 and BF16 value is a float32).</summary>
+    public static void ToFloat32(DType type, ReadOnlySpan<ushort> values, Span<float> destination) =>
+        ToFloat32(type, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values), destination);
+
     /// <summary>Converts little-endian raw elements of <paramref name="type"/> to float32.</summary>
     public static void ToFloat32(DType type, ReadOnlySpan<byte> raw, Span<float> destination)
     {
@@ -37,8 +48,7 @@ internal static class DTypes
                 System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(raw).CopyTo(destination);
                 break;
             case DType.F16:
-                var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(raw);
-                for (int i = 0; i < destination.Length; i++) destination[i] = (float)halves[i];
+                System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(raw)[..destination.Length], destination);
                 break;
             case DType.BF16:
                 var words = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(raw);

@@ -45,17 +45,37 @@ public sealed class ParameterScope
     /// Declares <paramref name="leaf"/> in the arena, which reads it when built: the checkpoint's (its shape checked against
     /// <paramref name="shape"/>; an I8 matrix with its <c>{leaf}_scale</c> stays quantized), or a new one.
     /// </summary>
-    public Parameter Load(string leaf, params long[] shape) => LoadStacked(leaf, (this, shape));
+    public Parameter Load(string leaf, params long[] shape) => LoadStacked(leaf, halvesKept: false, [(this, shape)]);
+
+    /// <summary>
+    /// Declares a matrix whose ops also read F16 and BF16 (a Linear weight, the word-embedding table): as <see cref="Load"/>,
+    /// but stored in F16 or BF16 it stays so when the arena keeps half weights (<see cref="HalfWeights.Keep"/>).
+    /// </summary>
+    public Parameter LoadMatrix(string leaf, params long[] shape) => LoadStacked(leaf, halvesKept: true, [(this, shape)]);
 
     /// <summary>
     /// Declares the same leaf of several scopes side by side, as one parameter: int8 when every part is stored
     /// quantized; F32 otherwise (a quantized part beside an F32 one is dequantized, so that they stack).
     /// </summary>
-    public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts)
+    public static Parameter LoadStacked(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) => LoadStacked(leaf, halvesKept: false, parts);
+
+    /// <summary>
+    /// <see cref="LoadStacked(string, ValueTuple{ParameterScope, long[]}[])"/> for matrices whose ops also read F16 and BF16:
+    /// parts all stored in the same half format stay in it when the arena keeps half weights.
+    /// </summary>
+    public static Parameter LoadStackedMatrix(string leaf, params (ParameterScope Scope, long[] Shape)[] parts) => LoadStacked(leaf, halvesKept: true, parts);
+
+    private static Parameter LoadStacked(string leaf, bool halvesKept, (ParameterScope Scope, long[] Shape)[] parts)
     {
         var arena = parts[0].Scope.Arena;
         var quantized = parts.Select(p => p.Scope.Int8Tensor(leaf, p.Shape)).ToArray();
         if (quantized.All(q => q is not null)) return arena.AddStackedInt8([.. quantized.Select(q => q!.Value)]);
+        if (halvesKept && arena.HalfWeights == HalfWeights.Keep && quantized.All(q => q is null))
+        {
+            var stored = parts.Select(p => p.Scope._source?.Tensor(leaf, p.Shape)).ToArray();
+            if (stored[0] is { } first && DTypes.IsHalf(first.Type) && stored.All(t => t?.Type == first.Type))
+                return arena.AddStackedHalves(first.Type, [.. stored.Select((t, i) => (parts[i].Scope.NameOf(leaf), t!.Shape, (Func<ushort[]>)t.ToHalves))]);
+        }
         return arena.AddStacked([.. parts.Select((p, i) => quantized[i] is { } q
             ? (q.Name, q.Shape, () => Quantization.Int8Quantizer.Dequantize(q.Values(), q.Scales(), (int)q.Shape[1]))
             : p.Scope.Tensor(leaf, p.Shape))]);
@@ -113,11 +133,11 @@ public sealed class Linear
 
     /// <summary>Loads <c>weight</c> (out, in) and <c>bias</c> (out) from <paramref name="scope"/>.</summary>
     public static Linear Load(ParameterScope scope, int inFeatures, int outFeatures) =>
-        new(scope.Load("weight", outFeatures, inFeatures), scope.Load("bias", outFeatures), inFeatures, outFeatures);
+        new(scope.LoadMatrix("weight", outFeatures, inFeatures), scope.Load("bias", outFeatures), inFeatures, outFeatures);
 
     /// <summary>Several linears over the same input fused into one (their output rows stacked), e.g. Q, K and V.</summary>
     public static Linear LoadStacked(int inFeatures, params (ParameterScope Scope, int OutFeatures)[] parts) =>
-        new(ParameterScope.LoadStacked("weight", [.. parts.Select(p => (p.Scope, new long[] { p.OutFeatures, inFeatures }))]),
+        new(ParameterScope.LoadStackedMatrix("weight", [.. parts.Select(p => (p.Scope, new long[] { p.OutFeatures, inFeatures }))]),
             ParameterScope.LoadStacked("bias", [.. parts.Select(p => (p.Scope, new long[] { p.OutFeatures }))]),
             inFeatures, parts.Sum(p => p.OutFeatures));
 

@@ -5,7 +5,8 @@ namespace Engine.Models;
 
 /// <summary>
 /// One tensor of a <see cref="ParameterArena"/>: its Hugging Face name, shape, element type (safetensors' <see cref="DType"/>:
-/// F32, or I8 for a quantized weight), place in its type's buffer and whether AdamW decays it.
+/// F32; I8 for a quantized weight; F16 or BF16 for a weight kept as its checkpoint stores it), place in its type's
+/// buffer and whether AdamW decays it.
 /// </summary>
 public sealed record ParameterEntry(string Name, long[] Shape, DType Type, long Offset, bool Decays)
 {
@@ -17,7 +18,8 @@ public sealed record ParameterEntry(string Name, long[] Shape, DType Type, long 
 /// (the query, key and value weights as one (3C, C) product). Its gradient is the same view of the gradient arena.
 /// A tied weight is one parameter held by two modules: both uses add to its gradient, and the optimizer steps it once.
 /// A quantized weight (<see cref="DType.I8"/>) lives in the arena's int8 buffer with its per-row scales beside it in
-/// <see cref="Scales"/> (an F32 parameter); it runs in inference and is never trained.
+/// <see cref="Scales"/> (an F32 parameter); a weight kept in its checkpoint's F16 or BF16 lives in the arena's 16-bit
+/// buffer. Either runs in inference and is never trained.
 /// </summary>
 public sealed class Parameter
 {
@@ -40,7 +42,7 @@ public sealed class Parameter
 
     public bool Decays => Parts[0].Decays;
 
-    /// <summary>F32, or I8 for a quantized weight.</summary>
+    /// <summary>F32; I8 for a quantized weight; F16 or BF16 for a weight kept in its checkpoint's format.</summary>
     public DType Type => Parts[0].Type;
 
     /// <summary>An int8 weight's scales, one per row (output channel, or token of an embedding table); null for F32.</summary>
@@ -59,18 +61,33 @@ public sealed class Parameter
     public long[] Shape => Parts.Count == 1 ? Parts[0].Shape : [Parts.Sum(p => p.Shape[0]), .. Parts[0].Shape[1..]];
 
     /// <summary>The value as the ops take it: typed and shaped from the table.</summary>
-    internal Tensor Tensor => _tensor ??= Type == DType.I8
-        ? Tensor.Int8(_arena.Int8Values.Slice(Parts[0].Offset, Length), Scales!.Value, Shape[0], Shape[1])
-        : new Tensor(Value, Shape);
+    internal Tensor Tensor => _tensor ??= Type switch
+    {
+        DType.I8 => Tensor.Int8(_arena.Int8Values.Slice(Parts[0].Offset, Length), Scales!.Value, Shape[0], Shape[1]),
+        DType.F16 or DType.BF16 => Tensor.Halves(_arena.HalfValues.Slice(Parts[0].Offset, Length), Type, Shape),
+        _ => new Tensor(Value, Shape),
+    };
 
     /// <summary>The gradient as the ops take it.</summary>
-    internal Tensor GradientTensor => _gradientTensor ??= Type == DType.F32 ? new Tensor(Gradient, Shape)
-        : throw new EngineException($"{Name} is quantized to int8 and cannot be trained; fine-tune the FP32 model, then quantize it");
+    internal Tensor GradientTensor => _gradientTensor ??= Type == DType.F32 ? new Tensor(Gradient, Shape) : throw new EngineException(WhyNotTrainable);
 
-    /// <summary>The values as F32 (an int8 weight dequantized: q · scale of its row).</summary>
+    /// <summary>Why a weight that is not F32 cannot be trained, and what to do instead.</summary>
+    internal string WhyNotTrainable => Type == DType.I8
+        ? $"{Name} is quantized to int8 and cannot be trained; fine-tune the FP32 model, then quantize it"
+        : $"{Name} is kept in its checkpoint's {Type} for inference and cannot be trained; training loads widen the weights to fp32 master weights";
+
+    /// <summary>The values as F32 (an int8 weight dequantized: q · scale of its row; an F16 or BF16 one widened, exactly).</summary>
     public float[] ReadValue(IBackend backend)
     {
         if (Type == DType.F32) return Read(backend, Value);
+        if (DTypes.IsHalf(Type))
+        {
+            var halves = new ushort[Length];
+            backend.Download(_arena.HalfValues.Slice(Parts[0].Offset, Length), halves);
+            var widened = new float[Length];
+            DTypes.ToFloat32(Type, halves, widened);
+            return widened;
+        }
         var quantized = new sbyte[Length];
         backend.Download(_arena.Int8Values.Slice(Parts[0].Offset, Length), quantized);
         return Quantization.Int8Quantizer.Dequantize(quantized, Scales!.ReadValue(backend), (int)Shape[1]);
@@ -86,6 +103,20 @@ public sealed class Parameter
     }
 }
 
+/// <summary>What a model load does with the weights its checkpoint stores in F16 or BF16.</summary>
+public enum HalfWeights
+{
+    /// <summary>Widen every one to F32: fp32 master weights, which training needs (the default).</summary>
+    Widen,
+
+    /// <summary>
+    /// Keep the Linear weights and the word-embedding table as stored: half the memory, and a backend computing in the
+    /// same format reads them as they are (the CPU backend widens them as it packs them). Such a model runs, but does
+    /// not train; the other tensors (biases, LayerNorm, position and token-type tables) widen to F32.
+    /// </summary>
+    Keep,
+}
+
 /// <summary>
 /// A model's parameters in one buffer per element type, with a table name → (shape, type, offset): modules declare
 /// their tensors while the model is built (checkpoint tensors as stored, not yet read), <see cref="Build"/> reads
@@ -99,16 +130,22 @@ public sealed class ParameterArena : IDisposable
     private readonly Func<string, bool> _decays;
     private readonly List<(Parameter Parameter, Func<float[]>[] Values)> _pending = [];
     private readonly List<(Parameter Parameter, Func<sbyte[]>[] Values)> _pendingInt8 = [];
+    private readonly List<(Parameter Parameter, Func<ushort[]>[] Values)> _pendingHalves = [];
     private readonly List<Parameter> _parameters = [];
     private DeviceBuffer<float>? _values;
     private DeviceBuffer<sbyte>? _int8Values;
+    private DeviceBuffer<ushort>? _halfValues;
 
     /// <param name="decays">Which tensors, by name, AdamW decays (the model family's rule).</param>
-    public ParameterArena(IBackend backend, Func<string, bool> decays)
+    /// <param name="halfWeights">What becomes of matrices stored in F16 or BF16 (<see cref="ParameterScope.LoadMatrix"/>).</param>
+    public ParameterArena(IBackend backend, Func<string, bool> decays, HalfWeights halfWeights = HalfWeights.Widen)
     {
         _backend = backend;
         _decays = decays;
+        HalfWeights = halfWeights;
     }
+
+    public HalfWeights HalfWeights { get; }
 
     /// <summary>The table, in layout order (decayed entries first); final once built.</summary>
     public IReadOnlyList<ParameterEntry> Entries { get; private set; } = [];
@@ -128,8 +165,17 @@ public sealed class ParameterArena : IDisposable
     /// <summary>The quantized weights' values (one allocation, like <see cref="Values"/>; none for an F32 model).</summary>
     internal DeviceBuffer<sbyte> Int8Values => _int8Values ?? throw new InvalidOperationException("the parameter arena holds no int8 weights, or is not built yet");
 
+    /// <summary>The F16 and BF16 weights' values (one allocation; none unless a weight is kept in a half format).</summary>
+    internal DeviceBuffer<ushort> HalfValues => _halfValues ?? throw new InvalidOperationException("the parameter arena holds no F16 or BF16 weights, or is not built yet");
+
     /// <summary>Whether any weight is quantized (such a model runs, but does not train).</summary>
     public bool IsQuantized => _parameters.Any(p => p.Type == DType.I8);
+
+    /// <summary>The first weight that is not F32 (int8, or kept in F16 or BF16), which a model cannot train; null when all can.</summary>
+    public Parameter? FirstUntrainable => _parameters.FirstOrDefault(p => p.Type != DType.F32);
+
+    /// <summary>Bytes of parameter values per element type, for <c>info</c>: what the arena holds on its backend.</summary>
+    public IReadOnlyDictionary<DType, long> BytesByType => Entries.GroupBy(e => e.Type).ToDictionary(g => g.Key, g => g.Sum(e => (long)e.Length) * DTypes.Size(g.Key));
 
     internal DeviceBuffer<float>? Gradients { get; private set; }
 
@@ -169,6 +215,20 @@ public sealed class ParameterArena : IDisposable
         return parameter;
     }
 
+    /// <summary>
+    /// Declares weights kept in their checkpoint's F16 or BF16 (<paramref name="type"/>; 16-bit values as stored), laid out
+    /// next to each other and used as one parameter; they run in inference and are never trained.
+    /// </summary>
+    public Parameter AddStackedHalves(DType type, params (string Name, long[] Shape, Func<ushort[]> Values)[] parts)
+    {
+        if (IsBuilt) throw new InvalidOperationException("the parameter arena is already built");
+        if (!DTypes.IsHalf(type)) throw new ArgumentException($"{type} is not a 16-bit floating-point type");
+        var parameter = new Parameter(this, [.. parts.Select(p => new ParameterEntry(p.Name, p.Shape, type, -1, Decays: false))]);
+        _pendingHalves.Add((parameter, [.. parts.Select(p => p.Values)]));
+        _parameters.Add(parameter);
+        return parameter;
+    }
+
     /// <summary>Lays the declared tensors out (decayed first, each group in declaration order) and uploads them in one allocation.</summary>
     public void Build()
     {
@@ -194,8 +254,25 @@ public sealed class ParameterArena : IDisposable
             _backend.Upload<sbyte>(Gather(_pendingInt8, _int8Values.Length), _int8Values);
             _pendingInt8.Clear();
         }
+        if (_pendingHalves.Count > 0)
+        {
+            // The F16 and BF16 weights: their own buffer, each parameter on a 16-byte boundary (kernels copy its rows in
+            // 16-byte pieces).
+            offset = 0;
+            foreach (var (parameter, _) in _pendingHalves)
+            {
+                offset = (offset + HalfAlignment - 1) / HalfAlignment * HalfAlignment;
+                Place(parameter, ref offset, table);
+            }
+            _halfValues = _backend.Allocate<ushort>((int)CheckLength(offset, "F16 and BF16 weights"));
+            _backend.Upload<ushort>(Gather(_pendingHalves, _halfValues.Length), _halfValues);
+            _pendingHalves.Clear();
+        }
         Entries = table;
     }
+
+    /// <summary>Elements (8 × 2 bytes) on whose multiples every F16 or BF16 parameter starts.</summary>
+    private const int HalfAlignment = 8;
 
     /// <summary>Gives <paramref name="parameter"/>'s entries consecutive offsets from <paramref name="offset"/> and adds them to the table.</summary>
     private static void Place(Parameter parameter, ref long offset, List<ParameterEntry> table)
@@ -240,9 +317,12 @@ public sealed class ParameterArena : IDisposable
 
     /// <summary>Every entry with its name, shape and values, in declaration (Hugging Face module) order: what <c>save_pretrained</c> writes.</summary>
     public IEnumerable<SafeTensorData> ToSafeTensors() =>
-        Parameters.SelectMany(p => p.Parts).Select(e => e.Type == DType.I8
-            ? new SafeTensorData(e.Name, DType.I8, e.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(ReadInt8(e).AsSpan()).ToArray())
-            : SafeTensorData.FromFloats(e.Name, Read(e), e.Shape));
+        Parameters.SelectMany(p => p.Parts).Select(e => e.Type switch
+        {
+            DType.I8 => new SafeTensorData(e.Name, DType.I8, e.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(ReadInt8(e).AsSpan()).ToArray()),
+            DType.F16 or DType.BF16 => new SafeTensorData(e.Name, e.Type, e.Shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(ReadHalves(e).AsSpan()).ToArray()),
+            _ => SafeTensorData.FromFloats(e.Name, Read(e), e.Shape),
+        });
 
     /// <summary>An F32 entry's values, downloaded.</summary>
     public float[] Read(ParameterEntry entry)
@@ -262,10 +342,20 @@ public sealed class ParameterArena : IDisposable
         return values;
     }
 
+    /// <summary>An F16 or BF16 entry's 16-bit values, downloaded.</summary>
+    public ushort[] ReadHalves(ParameterEntry entry)
+    {
+        if (!DTypes.IsHalf(entry.Type)) throw new ArgumentException($"{entry.Name} is a {entry.Type} entry");
+        var values = new ushort[entry.Length];
+        _backend.Download(HalfValues.Slice(entry.Offset, entry.Length), values);
+        return values;
+    }
+
     public void Dispose()
     {
         _values?.Dispose();
         _int8Values?.Dispose();
+        _halfValues?.Dispose();
         Gradients?.Dispose();
     }
 }

@@ -31,8 +31,7 @@ public sealed class AdamWOptimizer : IDisposable
 
     public AdamWOptimizer(ITrainingBackend backend, ParameterArena arena, AdamWOptions options)
     {
-        if (arena.IsQuantized)
-            throw new EngineException("the model's weights are quantized to int8 and cannot be trained; fine-tune the FP32 model, then quantize it");
+        if (arena.FirstUntrainable is { } kept) throw new EngineException(kept.WhyNotTrainable);
         _backend = backend;
         _arena = arena;
         Options = options;

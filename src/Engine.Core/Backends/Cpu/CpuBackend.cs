@@ -104,8 +104,8 @@ public sealed class CpuBackend : ITrainingBackend
             LinearInt8(output, input, weight, bias, M, K, N, activation, preActivation);
             return;
         }
-        var w = Host(weight);
-        CpuGemm.Multiply(Host(output).Data, Host(input).Data, PackedWeight(w, N, K), bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation,
+        var packed = IO.DTypes.IsHalf(weight.Type) ? PackedHalves(Host(weight.HalfValues(nameof(weight))), weight.Type, N, K) : PackedWeight(Host(weight), N, K);
+        CpuGemm.Multiply(Host(output).Data, Host(input).Data, packed, bias is null ? (ArraySegment<float>?)null : Host(bias).Segment, M, K, N, activation,
             preActivation: preActivation is null ? null : Host(preActivation).Data);
     }
 
@@ -205,9 +205,12 @@ public sealed class CpuBackend : ITrainingBackend
         using var threads = CpuParallel.Use(_parallelism);
         OpShapes.Embeddings(output, sum, inputIds, positionIds, tokenTypeIds, weight, bias, B, T, C);
         var sumData = Host(sum ?? output).Data; // without a sum buffer, the output holds it until normalised in place
-        var words = wordEmbeddings.Type == IO.DType.I8
-            ? new CpuNormalization.WordRows(Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Values).Segment, Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Scales).Segment)
-            : new CpuNormalization.WordRows(Host(wordEmbeddings).Segment);
+        var words = wordEmbeddings.Type switch
+        {
+            IO.DType.I8 => new CpuNormalization.WordRows(Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Values).Segment, Host(wordEmbeddings.I8(nameof(wordEmbeddings)).Scales).Segment),
+            IO.DType.F16 or IO.DType.BF16 => new CpuNormalization.WordRows(Host(wordEmbeddings.HalfValues(nameof(wordEmbeddings))).Segment, wordEmbeddings.Type),
+            _ => new CpuNormalization.WordRows(Host(wordEmbeddings).Segment),
+        };
         CpuNormalization.Embeddings(sumData, Host(inputIds).Data, Host(positionIds).Data, Host(tokenTypeIds).Data,
             words, Host(positionEmbeddings).Segment, Host(tokenTypeEmbeddings).Segment, B, T, C);
         CpuNormalization.LayerNorm(Host(output).Data, sumData, null, Host(weight).Segment, Host(bias).Segment, B * T, C, eps);
@@ -373,6 +376,30 @@ public sealed class CpuBackend : ITrainingBackend
             var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset, destination: reuse);
             weight.PackedCache = (weight.Version, N, K, packed);
             return packed;
+        }
+    }
+
+    /// <summary>
+    /// An F16 or BF16 weight's panels: widened (exactly) as it is packed, so the product is the fp32 one of its values; the
+    /// model holds the 16-bit weight, the packed fp32 panels are this backend's working copy (as for any weight).
+    /// </summary>
+    private static float[] PackedHalves(CpuBuffer<ushort> weight, IO.DType type, int N, int K)
+    {
+        lock (weight)
+        {
+            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (float[])cache.Packed;
+            var widened = System.Buffers.ArrayPool<float>.Shared.Rent(N * K);
+            try
+            {
+                IO.DTypes.ToFloat32(type, weight.Span[..(N * K)], widened.AsSpan(0, N * K));
+                var packed = CpuGemm.Pack(widened, N, K);
+                weight.PackedCache = (weight.Version, N, K, packed);
+                return packed;
+            }
+            finally
+            {
+                System.Buffers.ArrayPool<float>.Shared.Return(widened);
+            }
         }
     }
 

@@ -123,15 +123,26 @@ internal static class CpuNormalization
         finally { ArrayPool<float>.Shared.Return(normalized); }
     }
 
-    /// <summary>The word-embedding table: F32 rows, or int8 rows with a scale per token (dequantized as they are gathered).</summary>
-    public readonly record struct WordRows(ArraySegment<float> Values, ArraySegment<sbyte> Quantized = default, ArraySegment<float> Scales = default)
+    /// <summary>
+    /// The word-embedding table: F32 rows, int8 rows with a scale per token (dequantized as they are gathered), or F16 or
+    /// BF16 rows (widened as they are gathered).
+    /// </summary>
+    public readonly record struct WordRows(ArraySegment<float> Values, ArraySegment<sbyte> Quantized = default, ArraySegment<float> Scales = default,
+        ArraySegment<ushort> Halves = default, IO.DType HalfType = IO.DType.F32)
     {
         public WordRows(ArraySegment<sbyte> quantized, ArraySegment<float> scales) : this(default, quantized, scales) { }
+
+        public WordRows(ArraySegment<ushort> halves, IO.DType type) : this(default, Halves: halves, HalfType: type) { }
 
         /// <summary>destination (C) = row <paramref name="id"/>.</summary>
         public void Read(int id, Span<float> destination)
         {
             int C = destination.Length;
+            if (Halves.Array is not null)
+            {
+                IO.DTypes.ToFloat32(HalfType, Halves.AsSpan(id * C, C), destination);
+                return;
+            }
             if (Quantized.Array is null)
             {
                 Values.AsSpan(id * C, C).CopyTo(destination);

@@ -16,7 +16,9 @@ public sealed class BertEmbeddings
         _config = config;
         int C = config.HiddenSize;
         Parameter Table(string name, int rows) => scope.Sub(name).Load("weight", rows, C);
-        WordEmbeddings = Table("word_embeddings", config.VocabSize);
+        // The word table (a fifth of BERT-base) may stay in its checkpoint's F16 or BF16; the small position and
+        // token-type tables widen to F32.
+        WordEmbeddings = scope.Sub("word_embeddings").LoadMatrix("weight", config.VocabSize, C);
         PositionEmbeddings = Table("position_embeddings", config.MaxPositionEmbeddings);
         TokenTypeEmbeddings = Table("token_type_embeddings", config.TypeVocabSize);
         LayerNorm = LayerNorm.Load(scope.Sub("LayerNorm"), C, config.LayerNormEps);

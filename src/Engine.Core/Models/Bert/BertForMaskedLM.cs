@@ -140,7 +140,10 @@ public sealed class BertForMaskedLM : ITaskModel
     /// <c>cls.seq_relationship</c> it holds, with the objective its config names, next-sentence by default).
     /// A stored decoder weight must equal the word embeddings (untied decoders are refused).
     /// </summary>
-    public static BertForMaskedLM Load(string directory, ITrainingBackend backend, SentenceObjective? sentence = null, int seed = 0)
+    /// <param name="halfWeights">Weights stored in F16 or BF16: widened (fp32 master weights, for training; the default) or
+    /// kept as stored (<see cref="HalfWeights.Keep"/>: inference only).</param>
+    public static BertForMaskedLM Load(string directory, ITrainingBackend backend, SentenceObjective? sentence = null, int seed = 0,
+        HalfWeights halfWeights = HalfWeights.Widen)
     {
         string configPath = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(configPath);
@@ -148,7 +151,7 @@ public sealed class BertForMaskedLM : ITaskModel
             throw new EngineException($"{configPath}: 'tie_word_embeddings' false (a masked-LM decoder apart from the word embeddings) is not supported");
         var family = ModelRegistry.Family(config);
         using var checkpoint = Checkpoint.Open(directory);
-        var arena = new ParameterArena(backend, family.Decays);
+        var arena = new ParameterArena(backend, family.Decays, halfWeights);
         var cls = new ParameterScope(arena, WeightScope.Root(checkpoint), "").Sub("cls");
         var encoder = new ParameterScope(arena, WeightScope.ForBaseModel(checkpoint, family.WeightPrefix), family.WeightPrefix + ".");
         var objective = sentence ?? (cls.Sub("seq_relationship").Has("weight") ? ConfiguredObjective(config, configPath) : SentenceObjective.None);

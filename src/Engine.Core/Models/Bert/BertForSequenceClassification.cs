@@ -96,8 +96,10 @@ public sealed class BertForSequenceClassification : ITaskModel
     /// <c>id2label</c>, else 1 for regression and 2 otherwise. The problem type comes from
     /// <paramref name="problemType"/>, else config.json's <c>problem_type</c>, else regression exactly when num_labels is 1.
     /// </summary>
+    /// <param name="halfWeights">Weights stored in F16 or BF16: widened (fp32 master weights, for training; the default) or
+    /// kept as stored (<see cref="HalfWeights.Keep"/>: inference only).</param>
     public static BertForSequenceClassification Load(string directory, ITrainingBackend backend, int? numLabels = null, int seed = 0,
-        IReadOnlyList<string>? labelNames = null, ProblemType? problemType = null)
+        IReadOnlyList<string>? labelNames = null, ProblemType? problemType = null, HalfWeights halfWeights = HalfWeights.Widen)
     {
         string configPath = Path.Combine(directory, BertConfig.FileName);
         var config = BertConfig.Load(configPath);
@@ -107,7 +109,7 @@ public sealed class BertForSequenceClassification : ITaskModel
         var problem = problemType ?? ProblemTypeOf(configured, labels);
         var family = ModelRegistry.Family(config);
         using var checkpoint = Checkpoint.Open(directory);
-        var arena = new ParameterArena(backend, family.Decays);
+        var arena = new ParameterArena(backend, family.Decays, halfWeights);
         try
         {
             var source = WeightScope.ForBaseModel(checkpoint, family.WeightPrefix);
@@ -132,9 +134,10 @@ public sealed class BertForSequenceClassification : ITaskModel
 
     /// <summary>
     /// Loads a fine-tuned classifier for inference: a checkpoint without a classification head is refused, naming
-    /// what it holds, instead of predicting with a randomly initialised one.
+    /// what it holds, instead of predicting with a randomly initialised one. Weights stored in F16 or BF16 stay so unless
+    /// <paramref name="halfWeights"/> says to widen them.
     /// </summary>
-    public static BertForSequenceClassification LoadWithHead(string directory, ITrainingBackend backend)
+    public static BertForSequenceClassification LoadWithHead(string directory, ITrainingBackend backend, HalfWeights halfWeights = HalfWeights.Keep)
     {
         using (var checkpoint = Checkpoint.Open(directory))
         {
@@ -147,7 +150,7 @@ public sealed class BertForSequenceClassification : ITaskModel
                     $"'engine finetune --model {directory} --train DATA' trains one");
             }
         }
-        return Load(directory, backend);
+        return Load(directory, backend, halfWeights: halfWeights);
     }
 
     private static ProblemType? ConfiguredProblemType(JsonObject raw, string source) => raw["problem_type"] switch

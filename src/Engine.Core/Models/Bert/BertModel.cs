@@ -113,18 +113,21 @@ public sealed class BertModel : IDisposable
         _activations = new ActivationArena(backend);
     }
 
-    /// <summary>Loads <c>config.json</c> and the safetensors weights of a Hugging Face model directory.</summary>
-    public static BertModel Load(string directory, IBackend backend)
+    /// <summary>
+    /// Loads <c>config.json</c> and the safetensors weights of a Hugging Face model directory, for inference: weights
+    /// stored in F16 or BF16 stay so unless <paramref name="halfWeights"/> says to widen them.
+    /// </summary>
+    public static BertModel Load(string directory, IBackend backend, HalfWeights halfWeights = HalfWeights.Keep)
     {
         var config = BertConfig.Load(Path.Combine(directory, BertConfig.FileName));
         using var checkpoint = Checkpoint.Open(directory);
-        return Load(checkpoint, config, backend);
+        return Load(checkpoint, config, backend, halfWeights);
     }
 
-    public static BertModel Load(Checkpoint checkpoint, BertConfig config, IBackend backend)
+    public static BertModel Load(Checkpoint checkpoint, BertConfig config, IBackend backend, HalfWeights halfWeights = HalfWeights.Keep)
     {
         var family = ModelRegistry.Family(config);
-        var arena = new ParameterArena(backend, family.Decays);
+        var arena = new ParameterArena(backend, family.Decays, halfWeights);
         try
         {
             var model = new BertModel(backend, config, new ParameterScope(arena, WeightScope.ForBaseModel(checkpoint, family.WeightPrefix), ""), ownsArena: true);
