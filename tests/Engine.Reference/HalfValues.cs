@@ -35,9 +35,13 @@ public static class HalfValues
     /// </summary>
     public static string ConvertCheckpoint(string source, string destination, DType type)
     {
-        Directory.CreateDirectory(destination);
-        foreach (string file in Directory.EnumerateFiles(source).Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal) && !f.EndsWith(".index.json", StringComparison.Ordinal)))
-            File.Copy(file, Path.Combine(destination, Path.GetFileName(file)), overwrite: true);
+        foreach (string file in Directory.EnumerateFiles(source, "*", SearchOption.AllDirectories)
+            .Where(f => !f.EndsWith(".safetensors", StringComparison.Ordinal) && !f.EndsWith(".index.json", StringComparison.Ordinal)))
+        {
+            string target = Path.Combine(destination, Path.GetRelativePath(source, file));
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            File.Copy(file, target, overwrite: true);
+        }
         using var checkpoint = Checkpoint.Open(source);
         var tensors = checkpoint.Names.Select(name =>
         {

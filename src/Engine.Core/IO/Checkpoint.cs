@@ -142,7 +142,7 @@ public sealed class Checkpoint : IDisposable
             throw new EngineException($"{entry.File.Path}: tensor '{name}' has dtype {info.Type}, expected F16 or BF16");
         _used.Add(name);
         var values = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, ushort>(entry.File.ReadRaw(entry.Info)).ToArray();
-        int bad = Array.FindIndex(values, v => !DTypes.IsFiniteHalf(info.Type, v));
+        int bad = DTypes.IndexOfNonFiniteHalf(info.Type, values);
         if (bad >= 0)
             throw new EngineException($"{entry.File.Path}: tensor '{name}' holds a value that is not finite ({info.Type} bits 0x{values[bad]:X4}) at element {bad}; the checkpoint is damaged (a diverged training run?)");
         return values;

@@ -32,8 +32,21 @@ public static class DTypes
     /// <summary>The 16-bit floating-point types: IEEE half (F16) and bfloat16 (BF16, the top half of a float32).</summary>
     public static bool IsHalf(DType type) => type is DType.F16 or DType.BF16;
 
-    /// <summary>Whether a 16-bit value of a half type is infinite or NaN (its exponent bits all set).</summary>
-    public static bool IsFiniteHalf(DType type, ushort bits) => type == DType.F16 ? (bits & 0x7C00) != 0x7C00 : (bits & 0x7F80) != 0x7F80;
+    /// <summary>
+    /// The index of the first infinite or NaN value (its exponent bits all set) among 16-bit values of a half type, or −1;
+    /// vectorised, as a checkpoint's tensors are checked whole at load.
+    /// </summary>
+    public static int IndexOfNonFiniteHalf(DType type, ReadOnlySpan<ushort> values)
+    {
+        ushort exponent = type == DType.F16 ? (ushort)0x7C00 : (ushort)0x7F80;
+        var mask = new System.Numerics.Vector<ushort>(exponent);
+        int i = 0;
+        for (; i + System.Numerics.Vector<ushort>.Count <= values.Length; i += System.Numerics.Vector<ushort>.Count)
+            if (System.Numerics.Vector.EqualsAny(new System.Numerics.Vector<ushort>(values[i..]) & mask, mask)) break;
+        for (; i < values.Length; i++)
+            if ((values[i] & exponent) == exponent) return i;
+        return -1;
+    }
 
     /// <summary>16-bit values of a half type as float32 (exactly: every F16 and BF16 value is a float32).</summary>
     public static void ToFloat32(DType type, ReadOnlySpan<ushort> values, Span<float> destination) =>
