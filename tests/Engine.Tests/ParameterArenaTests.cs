@@ -138,9 +138,11 @@ public sealed class TensorTests
     {
         using var backend = Create(name);
         const int M = 2, K = 3, N = 4;
-        var halfWeight = new Tensor(backend.Allocate<Half>(N * K), Engine.IO.DType.F16, [N, K], N * K);
-        var e = Assert.Throws<NotSupportedException>(() => backend.Linear(backend.Allocate<float>(M * N), backend.Allocate<float>(M * K), halfWeight, null, M, K, N, Activation.None));
-        Assert.Equal("weight is a F16 tensor; this op has no F16 kernel (F32 only)", e.Message);
+        // F16 has Linear and embedding kernels, not a matrix-product one.
+        var half = Tensor.Halves(backend.Allocate<ushort>(N * K), Engine.IO.DType.F16, N, K);
+        var e = Assert.Throws<NotSupportedException>(() => backend.MatMul(backend.Allocate<float>(M * N), backend.Allocate<float>(M * K), half,
+            MatMulShape.Contiguous(1, M, K, N, false, true)));
+        Assert.Equal("b is a F16 tensor; this op has no F16 kernel (F32 only)", e.Message);
         // Int8 has a Linear kernel, not a layer-norm one.
         var int8Weight = Tensor.Int8(backend.Allocate<sbyte>(K), backend.Allocate<float>(1), 1, K);
         e = Assert.Throws<NotSupportedException>(() => backend.LayerNorm(backend.Allocate<float>(M * K), backend.Allocate<float>(M * K), null, int8Weight, backend.Allocate<float>(K), M, K, 1e-12f));
