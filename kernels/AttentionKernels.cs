@@ -18,8 +18,11 @@
 // recomputes its probabilities (max m, sum l), D = dO·o, and dq = scale·Σ_j p(dp − D)·k_j with dp = f·(dO·v_j),
 // and keeps (m, l, D) in statistics (B,NH,T,3); then a warp per key sums dk = scale·Σ_i p(dp − D)·q_i and
 // dv = Σ_i p·f·dO_i over the queries. Masked keys get zero gradients.
+// Probabilities (attention maps, only when asked for): a thread per (b, h, query) row writes the row of the (B,NH,T,T)
+// probabilities: zeros for a padding query or key, else softmax of its scores over the real keys, each score recomputed
+// per pass (max, sum, write) rather than kept: T·HS work per pass, no scratch.
 // History: v1 warp-per-query online softmax, K/V read through the cache; v2 backward; v3 dropout on the
-// probabilities; v4 packed sequences (this version).
+// probabilities; v4 packed sequences; v5 the probabilities kernel for attention maps (this version).
 using ILGPU;
 using ILGPU.Algorithms;
 using ILGPU.Runtime;
@@ -63,6 +66,35 @@ internal static class AttentionKernels
         Store(output, outBase, lane + 32, HS, row.O1 * row.Inverse);
         Store(output, outBase, lane + 64, HS, row.O2 * row.Inverse);
         Store(output, outBase, lane + 96, HS, row.O3 * row.Inverse);
+    }
+
+    /// <summary>Query i's row of the (B,NH,T,T) attention probabilities, for row index = (b·NH + h)·T + i; <paramref name="HS"/> the head size.</summary>
+    public static void ProbabilitiesKernel(Index1D index, ArrayView<float> probabilities, ArrayView<float> qkv, ArrayView<int> indices, Shape s, int HS)
+    {
+        long query = index;
+        int i = (int)(query % s.T), h = (int)(query / s.T % s.NH), b = (int)(query / ((long)s.T * s.NH)), C = s.NH * HS;
+        int count = s.Count(indices, b);
+        long rowBase = query * s.T;
+        bool real = i < count && s.IsKey(indices, b, i);
+        float max = float.NegativeInfinity, sum = 0f;
+        if (real)
+        {
+            for (int j = 0; j < count; j++)
+                if (s.IsKey(indices, b, j)) max = XMath.Max(max, Score(qkv, indices, s, C, HS, b, h, i, j));
+            for (int j = 0; j < count; j++)
+                if (s.IsKey(indices, b, j)) sum += XMath.Exp(Score(qkv, indices, s, C, HS, b, h, i, j) - max);
+        }
+        for (int j = 0; j < s.T; j++)
+            probabilities[rowBase + j] = real && j < count && s.IsKey(indices, b, j) ? XMath.Exp(Score(qkv, indices, s, C, HS, b, h, i, j) - max) / sum : 0f;
+    }
+
+    /// <summary>Query i's scaled score of key j in head h of sequence b.</summary>
+    private static float Score(ArrayView<float> qkv, ArrayView<int> indices, Shape s, int C, int HS, int b, int h, int i, int j)
+    {
+        long q = s.Row(indices, b, i) * 3 * C + h * HS, k = s.Row(indices, b, j) * 3 * C + C + h * HS;
+        float dot = 0f;
+        for (int d = 0; d < HS; d++) dot += qkv[q + d] * qkv[k + d];
+        return dot * s.Scale;
     }
 
     /// <summary>dq for one query per warp, and its (max, sum, D) statistics.</summary>

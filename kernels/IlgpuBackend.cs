@@ -59,6 +59,7 @@ public sealed class IlgpuBackend : ITrainingBackend
     private readonly MemoryBuffer1D<ushort, Stride1D.Dense> _noneHalves; // stands for an absent F16 or BF16 table
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape> _gemm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>> _attention;
+    private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, int> _attentionProbabilities;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape> _layerNorm;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape> _embeddings;
     private readonly Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int> _gatherRows;
@@ -109,6 +110,7 @@ public sealed class IlgpuBackend : ITrainingBackend
         _noneHalves = accelerator.Allocate1D<ushort>(1);
         _gemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmKernels.Shape>(GemmKernels.Kernel);
         _attention = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, SpecializedValue<int>>(AttentionKernels.Kernel);
+        _attentionProbabilities = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, AttentionKernels.Shape, int>(AttentionKernels.ProbabilitiesKernel);
         _layerNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, LayerNormKernels.Shape>(LayerNormKernels.Kernel);
         _embeddings = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<sbyte>, ArrayView<float>, ArrayView<ushort>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, EmbeddingsKernels.Shape>(EmbeddingsKernels.Kernel);
         _gatherRows = accelerator.LoadAutoGroupedStreamKernel<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<int>, int, int>(EmbeddingsKernels.GatherRowsKernel);
@@ -599,6 +601,15 @@ public sealed class IlgpuBackend : ITrainingBackend
             return;
         }
         _attention(AttentionKernels.Config(shape, _accelerator.WarpSize), View(output), View(qkv), View(sequences.Indices), shape, SpecializedValue.New(HS));
+    }
+
+    public void AttentionProbabilities(Tensor probabilities, Tensor qkv, SequenceLayout sequences, int NH, int HS)
+    {
+        OpShapes.AttentionProbabilities(probabilities, qkv, sequences, NH, HS);
+        var shape = AttentionShape(sequences, NH, HS, DropoutMask.None);
+        long rows = (long)sequences.B * NH * sequences.T;
+        if (rows > int.MaxValue) throw new EngineException($"attention maps of {rows:N0} rows are too many for one launch; use smaller batches");
+        if (rows > 0) _attentionProbabilities((int)rows, View(probabilities), View(qkv), View(sequences.Indices), shape, HS);
     }
 
     public void LayerNorm(Tensor output, Tensor input, Tensor? residual,

@@ -27,6 +27,7 @@ public static class KernelCatalog
         new("attention hs=128", Method(nameof(KernelCatalog), nameof(AttentionHeadSize128)), true, true),
         new("softmax", Method(nameof(SoftmaxKernels), nameof(SoftmaxKernels.Kernel)), true, false),
         new("layernorm", Method(nameof(LayerNormKernels), nameof(LayerNormKernels.Kernel)), true, true),
+        new("attention-probabilities", Method(nameof(AttentionKernels), nameof(AttentionKernels.ProbabilitiesKernel)), false, false),
         new("embeddings", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.Kernel)), true, true),
         new("gather-rows", Method(nameof(EmbeddingsKernels), nameof(EmbeddingsKernels.GatherRowsKernel)), false, false),
         new("activate", Method(nameof(ActivationKernels), nameof(ActivationKernels.ActivateKernel)), false, false),

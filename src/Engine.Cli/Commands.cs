@@ -125,7 +125,8 @@ public static partial class Commands
     {
         var input = CliOptions.Path("--input", ValueKind.InputFile, "One text per line, or JSON lines with input_ids (attention_mask, token_type_ids optional)", required: true);
         var output = CliOptions.Path("--output", ValueKind.OutputFile, "The safetensors file to write", required: true);
-        var command = new Command("encode", "Run the encoder and write its outputs to a safetensors file, for validation against reference outputs") { input, output, Model, BatchSize, MaxLength };
+        var attentions = CliOptions.Flag("--output-attentions", "Also write attentions.<layer> (N, heads, T, T): each layer's attention probabilities, as Hugging Face's output_attentions (zeros for padding)");
+        var command = new Command("encode", "Run the encoder and write its outputs to a safetensors file, for validation against reference outputs") { input, output, attentions, Model, BatchSize, MaxLength };
         command.SetAction(result => Verb(result, () =>
         {
             string directory = ResolveModel(result);
@@ -144,7 +145,7 @@ public static partial class Commands
                 : maskedLM is not null ? new LogitsHead(maskedLM.Run, maskedLM.VocabSize, PerToken: true) : null;
             List<SafeTensorData> tensors = [];
             Progress(result, printsToStdout: false).Run("encode", encodings.Count, "inputs", progress =>
-                tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), head, done => progress.Report(done)));
+                tensors = EncodeInput.Run(model, tokenizer, encodings, result.GetValue(BatchSize), head, result.GetValue(attentions), done => progress.Report(done)));
             foreach (var tensor in tensors.Where(t => t.DType == DType.F32))
                 if (!System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(tensor.Data).ToArray().All(float.IsFinite))
                     throw new EngineException($"'{tensor.Name}' holds values that are not finite; nothing was written");

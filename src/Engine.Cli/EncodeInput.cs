@@ -34,15 +34,20 @@ internal static class EncodeInput
 
     /// <summary>
     /// input_ids, attention_mask (I64 [N,T]), last_hidden_state (F32 [N,T,C]), pooler_output (F32 [N,C]) when present,
-    /// and a head's logits: (F32 [N,L]) for a classifier, (F32 [N,T,V]) for a masked-LM head; T is the longest input, and
+    /// a head's logits: (F32 [N,L]) for a classifier, (F32 [N,T,V]) for a masked-LM head, and with
+    /// <paramref name="outputAttentions"/> attentions.&lt;layer&gt; (F32 [N,NH,T,T]); T is the longest input, and
     /// per-token values past an input's length (its padding) are zeros.
     /// </summary>
     /// <param name="head">A head run over each batch instead of the encoder alone, with its logits' width and whether they are per token.</param>
     /// <param name="done">Told how many inputs are done after each batch.</param>
     public static List<SafeTensorData> Run(BertModel model, BertTokenizer tokenizer, List<Encoding> encodings, int batchSize, LogitsHead? head = null,
-        Action<int>? done = null)
+        bool outputAttentions = false, Action<int>? done = null)
     {
-        int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize;
+        int N = encodings.Count, T = encodings.Max(e => e.InputIds.Length), C = model.Config.HiddenSize, NH = model.Config.NumAttentionHeads;
+        long mapLength = (long)N * NH * T * T;
+        if (outputAttentions && mapLength > Array.MaxLength)
+            throw new EngineException($"the attention maps of {N} inputs of up to {T} tokens would hold {mapLength:N0} values per layer, more than one tensor holds; encode fewer inputs at a time");
+        var maps = outputAttentions ? Enumerable.Range(0, model.Config.NumHiddenLayers).Select(_ => new float[mapLength]).ToArray() : null;
         var ids = new long[N * T];
         var mask = new long[N * T];
         var hidden = new float[N * T * C];
@@ -57,7 +62,7 @@ internal static class EncodeInput
         {
             var batch = tokenizer.Pad([.. indices.Select(i => encodings[i])]);
             // One pass per batch: a head's logits come from the same encoder run as the hidden states.
-            var (output, batchLogits) = head is null ? (model.Forward(batch), null) : head.Run(batch);
+            var (output, batchLogits) = head is null ? (model.Forward(batch, outputAttentions), null) : head.Run(batch, outputAttentions);
             int t = batch.SequenceLength;
             for (int b = 0; b < batch.BatchSize; b++)
             {
@@ -75,6 +80,11 @@ internal static class EncodeInput
                     int rows = head!.PerToken ? t : 1;
                     batchLogits.AsSpan(b * rows * L, rows * L).CopyTo(logits.AsSpan(n * rowsPerExample * L));
                 }
+                // Each query row of a shorter batch's (t × t) maps fills the start of the example's (T × T) row.
+                for (int layer = 0; maps is not null && layer < maps.Length; layer++)
+                    for (int h = 0; h < NH; h++)
+                        for (int i = 0; i < t; i++)
+                            output.Attentions![layer].AsSpan(((b * NH + h) * t + i) * t, t).CopyTo(maps[layer].AsSpan((int)((((long)n * NH + h) * T + i) * T)));
             }
             done?.Invoke(finished += batch.BatchSize);
         }
@@ -86,9 +96,10 @@ internal static class EncodeInput
         };
         if (pooled is not null) tensors.Add(SafeTensorData.FromFloats("pooler_output", pooled, N, C));
         if (logits is not null) tensors.Add(head!.PerToken ? SafeTensorData.FromFloats("logits", logits, N, T, L) : SafeTensorData.FromFloats("logits", logits, N, L));
+        for (int layer = 0; maps is not null && layer < maps.Length; layer++) tensors.Add(SafeTensorData.FromFloats($"attentions.{layer}", maps[layer], N, NH, T, T));
         return tensors;
     }
 }
 
 /// <summary>A task head as <c>encode</c> runs it: one pass per batch giving the encoder's outputs and the logits, L per example or per token.</summary>
-internal sealed record LogitsHead(Func<BertBatch, (BertModelOutput Encoder, float[] Logits)> Run, int Width, bool PerToken);
+internal sealed record LogitsHead(Func<BertBatch, bool, (BertModelOutput Encoder, float[] Logits)> Run, int Width, bool PerToken);

@@ -508,6 +508,8 @@ public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int
     public int NH => nh;
     public int HS => hs;
     public bool Packed => packed;
+    /// <summary>Q, K, V of every padded row (B·T, 3C).</summary>
+    public float[] Qkv => _qkv.Value;
     /// <summary>Rows of the op's operands: B·T padded, the real tokens packed.</summary>
     public int Rows => packed ? lengths.Sum() : B * T;
     public int[] Mask => OpCases.Mask(lengths, T);
@@ -565,6 +567,25 @@ public sealed class AttentionCase(string name, int b, int t, int nh, int hs, int
     {
         var (qkv, layout, o) = (backend.UploadArray(OpRows(_qkv.Value, 3 * C)), Layout(backend), backend.Allocate<float>(Rows * C));
         return () => backend.Attention(o, qkv, layout, NH, HS, DropoutMask);
+    }
+}
+
+/// <summary>
+/// The attention probabilities (attention maps) of an <see cref="AttentionCase"/>'s Q, K, V in its layout (dropout never
+/// applies): every element of (B,NH,T,T), padding queries' and keys' zeros included, against the float64 softmax.
+/// </summary>
+public sealed class AttentionProbabilitiesCase(AttentionCase source) : OpCase("attention-probabilities", source.Name)
+{
+    public override long Work => (long)source.B * source.NH * source.T * source.T * source.HS;
+    // A thread per query row, no warp-level steps: about a round per 32 rows.
+    protected override double EmulatorRounds => source.B * source.NH * source.T / 32.0;
+
+    public override ParityResult Forward(IBackend backend)
+    {
+        var probabilities = backend.Poisoned(source.B * source.NH * source.T * source.T);
+        backend.AttentionProbabilities(probabilities, backend.UploadArray(source.OpRows(source.Qkv, 3 * source.NH * source.HS)), source.Layout(backend), source.NH, source.HS);
+        return Compare(ReferenceOps.AttentionProbabilities(source.Qkv.AsDoubles(), source.Mask, source.B, source.T, source.NH, source.HS),
+            backend.DownloadArray(probabilities), OpCases.AttentionTolerance);
     }
 }
 

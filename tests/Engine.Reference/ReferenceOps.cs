@@ -187,6 +187,29 @@ public static class ReferenceOps
         return output;
     }
 
+    /// <summary>
+    /// The (B,NH,T,T) attention probabilities of qkv (B,T,3C), in float64: each real query's softmax over the keys with
+    /// mask ≠ 0; masked keys, and every key of a masked query, 0.
+    /// </summary>
+    public static double[] AttentionProbabilities(double[] qkv, int[] keyMask, int B, int T, int NH, int HS)
+    {
+        int C = NH * HS;
+        var probabilities = new double[(long)B * NH * T * T];
+        double scale = 1 / Math.Sqrt(HS);
+        for (int b = 0; b < B; b++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < T; i++)
+                {
+                    if (keyMask[b * T + i] == 0) continue;
+                    long row = (((long)b * NH + h) * T + i) * T;
+                    var keys = Enumerable.Range(0, T).Where(j => keyMask[b * T + j] != 0).ToArray();
+                    var scores = keys.Select(j => Enumerable.Range(0, HS).Sum(d => qkv[(b * T + i) * 3 * C + h * HS + d] * qkv[(b * T + j) * 3 * C + C + h * HS + d]) * scale).ToArray();
+                    double max = scores.Max(), sum = scores.Sum(s => Math.Exp(s - max));
+                    for (int k = 0; k < keys.Length; k++) probabilities[row + keys[k]] = Math.Exp(scores[k] - max) / sum;
+                }
+        return probabilities;
+    }
+
     /// <summary>Inverted dropout in float64: x ⊙ the mask's factors.</summary>
     public static double[] Dropout(double[] x, Engine.Backends.DropoutMask mask) => [.. x.Select((v, i) => v * DropoutFactor(mask, i))];
 

@@ -49,6 +49,44 @@ public sealed class CliTests
         for (int i = 0; i < 3 * 384; i++) Assert.Equal(hello[i], values[2 * 8 * 384 + i], 1e-5f);
     }
 
+    /// <summary>
+    /// --output-attentions writes each layer's (N, heads, T, T) maps: an input from a shorter batch fills the start of its
+    /// rows (zeros past its length), equal to the library's maps of that input alone; rows sum to 1. Without the flag none.
+    /// </summary>
+    [Fact]
+    public void EncodeWritesAttentionMapsWhenAsked()
+    {
+        using var temp = new TempDirectory();
+        File.WriteAllLines(temp["in.txt"], ["A man is eating food.", "Hello"]);
+        var (code, _, error) = Run("encode", "--input", temp["in.txt"], "--output", temp["maps.safetensors"], "--model", MiniLM, "--batch-size", "1", "--output-attentions");
+        Assert.True(code == 0, error);
+        using var file = SafeTensorsFile.Open(temp["maps.safetensors"]);
+        const int NH = 12, T = 8;
+        using var model = Engine.Models.Bert.BertModel.Load(MiniLM, new Engine.Backends.Cpu.CpuBackend());
+        var hello = model.Forward(new Engine.Models.Bert.BertBatch(1, 3, [101, 7592, 102], new int[3], [1, 1, 1]), outputAttentions: true);
+        for (int layer = 0; layer < 6; layer++)
+        {
+            Assert.True(file.TryGet($"attentions.{layer}", out var info));
+            Assert.Equal([2L, NH, T, T], info.Shape);
+            var maps = file.ReadFloat32(info);
+            for (int h = 0; h < NH; h++)
+            {
+                for (int i = 0; i < T; i++)
+                {
+                    var row = maps.AsSpan(((0 * NH + h) * T + i) * T, T).ToArray();
+                    Assert.Equal(1.0, row.Sum(v => (double)v), 1e-5);
+                    var helloRow = maps.AsSpan(((1 * NH + h) * T + i) * T, T).ToArray();
+                    if (i >= 3) Assert.All(helloRow, v => Assert.Equal(0f, v));
+                    else Assert.Equal([.. hello.Attentions![layer].AsSpan((h * 3 + i) * 3, 3).ToArray(), 0f, 0f, 0f, 0f, 0f], helloRow);
+                }
+            }
+        }
+        Assert.False(file.TryGet("attentions.6", out _));
+        Assert.Equal(0, Run("encode", "--input", temp["in.txt"], "--output", temp["plain.safetensors"], "--model", MiniLM).Code);
+        using var plain = SafeTensorsFile.Open(temp["plain.safetensors"]);
+        Assert.False(plain.TryGet("attentions.0", out _));
+    }
+
     [Fact]
     public void EmbedPrintsOneNormalisedArrayPerText()
     {

@@ -39,6 +39,7 @@ internal sealed class CountingBackend(ITrainingBackend inner) : ITrainingBackend
     public void Softmax(Tensor o, Tensor i, int rows, int N) => inner.Softmax(o, i, rows, N);
     public void Activate(Tensor o, Tensor i, int n, Activation a) => inner.Activate(o, i, n, a);
     public void Attention(Tensor o, Tensor q, SequenceLayout s, int NH, int HS, DropoutMask d) => inner.Attention(o, q, s, NH, HS, d);
+    public void AttentionProbabilities(Tensor p, Tensor q, SequenceLayout s, int NH, int HS) => inner.AttentionProbabilities(p, q, s, NH, HS);
     public void LayerNorm(Tensor o, Tensor i, Tensor? r, Tensor w, Tensor b, int N, int C, float eps) => inner.LayerNorm(o, i, r, w, b, N, C, eps);
     public void Embeddings(Tensor o, Tensor? s, DeviceBuffer<int> ids, DeviceBuffer<int> positions, DeviceBuffer<int> types, Tensor word,
         Tensor position, Tensor tokenType, Tensor w, Tensor b, int B, int T, int C, float eps)

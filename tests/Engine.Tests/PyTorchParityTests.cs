@@ -63,6 +63,37 @@ public abstract class PyTorchParityTests(Func<ITrainingBackend> createBackend)
         Assert.True(result.Passed, result.ToString());
     }
 
+    /// <summary>
+    /// Each layer's attention probabilities (output_attentions) equal PyTorch's on every real query's row, rows sum to 1
+    /// over the real keys, and padding queries' rows are zero (the engine's convention; PyTorch fills them); the forward
+    /// with maps gives the same hidden states as without.
+    /// </summary>
+    [Theory, MemberData(nameof(Fixtures))]
+    public void AttentionMapsEqualPyTorch(string name)
+    {
+        var (batch, _, expected) = Load(name);
+        using (expected)
+        {
+            using var backend = createBackend();
+            using var model = BertForSequenceClassification.Load(Path.Combine(Root, name, "model"), backend);
+            var (withMaps, plain) = (model.Bert.Forward(batch, outputAttentions: true), model.Bert.Forward(batch));
+            Assert.Equal(plain.LastHiddenState, withMaps.LastHiddenState);
+            Assert.Null(plain.Attentions);
+            int B = batch.BatchSize, T = batch.SequenceLength, NH = model.Config.NumAttentionHeads;
+            Assert.Equal(model.Config.NumHiddenLayers, withMaps.Attentions!.Count);
+            for (int layer = 0; layer < withMaps.Attentions.Count; layer++)
+            {
+                var (reference, maps) = (Tensor(expected, $"attentions.{layer}"), withMaps.Attentions[layer]);
+                Assert.Equal(B * NH * T * T, maps.Length);
+                var realRows = Enumerable.Range(0, B * NH * T).Where(row => batch.AttentionMask[row / (NH * T) * T + row % T] == 1).ToList();
+                AssertClose($"attentions.{layer}", [.. realRows.SelectMany(row => reference.AsSpan(row * T, T).ToArray().AsDoubles())],
+                    [.. realRows.SelectMany(row => maps.AsSpan(row * T, T).ToArray())], OpCases.AttentionTolerance);
+                foreach (int row in realRows) Assert.Equal(1.0, maps.AsSpan(row * T, T).ToArray().Sum(v => (double)v), 1e-5);
+                Assert.All(Enumerable.Range(0, B * NH * T).Except(realRows), row => Assert.All(maps.AsSpan(row * T, T).ToArray(), v => Assert.Equal(0f, v)));
+            }
+        }
+    }
+
     [Theory, MemberData(nameof(Fixtures))]
     public void LogitsLossAndEveryGradientEqualPyTorch(string name)
     {

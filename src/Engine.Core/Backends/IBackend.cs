@@ -101,6 +101,15 @@ public interface IBackend : IDisposable
     /// </summary>
     void Attention(Tensor output, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout);
 
+    /// <summary>
+    /// probabilities (B,NH,T,T) = what <see cref="Attention"/> weighs the values by, without dropout (Hugging Face's
+    /// output_attentions): element ((b·NH + h)·T + i)·T + j is query i's probability of key j in sequence b, softmax of
+    /// Q·Kᵀ/√HS over the sequence's real keys. A key that is padding gets 0, and so does every key of a query that is
+    /// padding (a packed layout has no such query; a padded one gives the same). The fused attention never forms these:
+    /// a model asks for them only when attention maps are wanted.
+    /// </summary>
+    void AttentionProbabilities(Tensor probabilities, Tensor qkv, SequenceLayout sequences, int NH, int HS);
+
     /// <summary>output (N,C) = LayerNorm(input + residual) over C, with weight (C) and bias (C); residual may be null.</summary>
     void LayerNorm(Tensor output, Tensor input, Tensor? residual,
         Tensor weight, Tensor bias, int N, int C, float eps);

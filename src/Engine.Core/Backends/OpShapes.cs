@@ -64,6 +64,13 @@ public static class OpShapes
         qkv.RequireLength(sequences.Rows * 3 * C, nameof(qkv));
     }
 
+    public static void AttentionProbabilities(Tensor probabilities, Tensor qkv, SequenceLayout sequences, int NH, int HS)
+    {
+        sequences.Validate();
+        probabilities.RequireLength((long)sequences.B * NH * sequences.T * sequences.T, nameof(probabilities));
+        qkv.RequireLength(sequences.Rows * 3L * NH * HS, nameof(qkv));
+    }
+
     public static void AttentionBackward(Tensor dQkv, Tensor dOutput, Tensor qkv, SequenceLayout sequences, int NH, int HS, DropoutMask dropout)
     {
         dropout.Validate();

@@ -99,6 +99,23 @@ public sealed class ForwardPass
     /// <summary>Where each sequence's rows are, for attention.</summary>
     public SequenceLayout Sequences { get; }
 
+    /// <summary>Each layer's attention probabilities (B,NH,T,T) on the host, in layer order, when the pass collects them; else null.</summary>
+    public List<float[]>? Attentions { get; init; }
+
+    /// <summary>
+    /// Adds a layer's attention probabilities to <see cref="Attentions"/>, computed from its Q, K, V (rows,3C) apart from
+    /// the fused attention, in scratch every layer shares.
+    /// </summary>
+    internal void CollectAttention(DeviceBuffer<float> qkv, int NH, int HS)
+    {
+        int length = checked(B * NH * T * T);
+        var probabilities = _arena.Get<float>(ScratchOwner, "attention_probabilities", NH * T * T, B);
+        Backend.AttentionProbabilities(probabilities, qkv, Sequences, NH, HS);
+        var host = new float[length];
+        Backend.Download(probabilities, host);
+        Attentions!.Add(host);
+    }
+
     /// <summary>
     /// The activation row of token <paramref name="t"/> of sequence <paramref name="b"/>; −1 when the pass is packed and
     /// that position is padding (no row holds it).

@@ -36,6 +36,37 @@ internal static class CpuAttention
         public bool IsKey(int b, int j) => packed || indices[b * T + j] != 0;
     }
 
+    /// <summary>
+    /// probabilities (B,NH,T,T), as <see cref="IBackend.AttentionProbabilities"/>: one task per (sequence, head), a dot product
+    /// per (query, key) and the softmax of each real query's row over the real keys; every other element 0. For attention
+    /// maps, not the forward's fast path.
+    /// </summary>
+    public static void Maps(float[] probabilities, float[] qkv, int[] indices, SequenceLayout layout, int NH, int HS)
+    {
+        var sequences = new Sequences(indices, layout.IsPacked, layout.T);
+        int T = layout.T, C = NH * HS;
+        float scale = 1f / MathF.Sqrt(HS);
+        CpuParallel.For(0, layout.B * NH, task =>
+        {
+            int b = task / NH, h = task % NH, first = sequences.First(b), count = sequences.Count(b);
+            var block = probabilities.AsSpan(task * T * T, T * T);
+            block.Clear();
+            var keys = Enumerable.Range(0, count).Where(j => sequences.IsKey(b, j)).ToArray();
+            if (keys.Length == 0) return;
+            var scores = new float[keys.Length];
+            for (int i = 0; i < count; i++)
+            {
+                if (!sequences.IsKey(b, i)) continue; // a padding query: its row stays 0
+                var query = qkv.AsSpan((first + i) * 3 * C + h * HS, HS);
+                for (int k = 0; k < keys.Length; k++)
+                    scores[k] = TensorPrimitives.Dot(query, qkv.AsSpan((first + keys[k]) * 3 * C + C + h * HS, HS)) * scale;
+                Probabilities.FromLogits(scores, scores);
+                var row = block.Slice(i * T, T);
+                for (int k = 0; k < keys.Length; k++) row[keys[k]] = scores[k];
+            }
+        });
+    }
+
     public static void Forward(float[] output, float[] qkv, int[] indices, SequenceLayout layout, int NH, int HS, DropoutMask dropout)
     {
         var sequences = new Sequences(indices, layout.IsPacked, layout.T);

@@ -189,6 +189,15 @@ public sealed class CpuBackend : ITrainingBackend
         CpuAttention.Forward(Host(output).Data, Host(qkv).Data, indices, sequences, NH, HS, dropout);
     }
 
+    public void AttentionProbabilities(Tensor probabilities, Tensor qkv, SequenceLayout sequences, int NH, int HS)
+    {
+        using var threads = CpuParallel.Use(_parallelism);
+        OpShapes.AttentionProbabilities(probabilities, qkv, sequences, NH, HS);
+        var indices = Host(sequences.Indices).Data;
+        sequences.ValidateStarts(indices);
+        CpuAttention.Maps(Host(probabilities).Data, Host(qkv).Data, indices, sequences, NH, HS);
+    }
+
     public void LayerNorm(Tensor output, Tensor input, Tensor? residual,
         Tensor weight, Tensor bias, int N, int C, float eps)
     {

@@ -398,12 +398,15 @@ public sealed class BertForMaskedLM : ITaskModel
     /// <summary>Vocabulary logits (B,T,V), in evaluation mode (what <c>encode</c> writes); zeros at padding when the batch ran packed.</summary>
     public float[] Logits(BertBatch batch) => Run(batch).Logits;
 
-    /// <summary>The encoder's outputs and the logits (B,T,V) from one pass (what <c>encode</c> writes).</summary>
-    public (BertModelOutput Encoder, float[] Logits) Run(BertBatch batch)
+    /// <summary>
+    /// The encoder's outputs (with each layer's attention probabilities when <paramref name="outputAttentions"/>) and the
+    /// logits (B,T,V) from one pass (what <c>encode</c> writes).
+    /// </summary>
+    public (BertModelOutput Encoder, float[] Logits) Run(BertBatch batch, bool outputAttentions = false)
     {
         lock (Bert.ForwardLock)
         {
-            var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
+            var pass = Bert.Begin(batch, records: false, DropoutSettings.None, outputAttentions);
             var hidden = Bert.Forward(pass);
             var logits = Download(Predictions.Forward(pass, hidden, pass.Rows), pass.Rows * VocabSize);
             return (Bert.Read(pass, hidden), pass.Unpack(logits, VocabSize));

@@ -246,12 +246,15 @@ public sealed class BertForSequenceClassification : ITaskModel
         }
     }
 
-    /// <summary>The encoder's outputs and the logits from one pass over <paramref name="batch"/> (what <c>encode</c> writes).</summary>
-    public (BertModelOutput Encoder, float[] Logits) Run(BertBatch batch)
+    /// <summary>
+    /// The encoder's outputs (with each layer's attention probabilities when <paramref name="outputAttentions"/>) and the
+    /// logits from one pass over <paramref name="batch"/> (what <c>encode</c> writes).
+    /// </summary>
+    public (BertModelOutput Encoder, float[] Logits) Run(BertBatch batch, bool outputAttentions = false)
     {
         lock (Bert.ForwardLock)
         {
-            var pass = Bert.Begin(batch, records: false, DropoutSettings.None);
+            var pass = Bert.Begin(batch, records: false, DropoutSettings.None, outputAttentions);
             var hidden = Bert.Forward(pass);
             var (pooled, logits) = HeadForward(pass, hidden); // no dropout here: pooled is the pooler's output
             return (Bert.Read(pass, hidden, pooled), ReadLogits(pass, logits));

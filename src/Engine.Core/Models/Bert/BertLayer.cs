@@ -33,6 +33,7 @@ public sealed class BertSelfAttention
         var qkv = pass.Kept(this, "qkv", 3 * C);
         QueryKeyValue.Forward(pass.Backend, qkv, hidden, pass.Rows);
         pass.Backend.Attention(context, qkv, pass.Sequences, _heads, _headSize, pass.Dropout.AttentionProbabilitiesMask(_layer));
+        if (pass.Attentions is not null) pass.CollectAttention(qkv, _heads, _headSize);
     }
 
     /// <summary>dHidden (rows,C) = ∂L/∂hidden through Q, K and V, from dContext (rows,C); probabilities recomputed.</summary>

@@ -59,10 +59,12 @@ public sealed record BertBatch(int BatchSize, int SequenceLength, int[] InputIds
 }
 
 /// <summary>
-/// The outputs of <see cref="BertModel.Forward(BertBatch)"/>, on the host: <c>LastHiddenState</c> (B,T,C) and
-/// <c>PoolerOutput</c> (B,C), null when the checkpoint has no pooler.
+/// The outputs of <see cref="BertModel.Forward(BertBatch, bool)"/>, on the host: <c>LastHiddenState</c> (B,T,C),
+/// <c>PoolerOutput</c> (B,C), null when the checkpoint has no pooler, and when asked for, <c>Attentions</c>: each
+/// layer's attention probabilities (B,NH,T,T) (Hugging Face's output_attentions; zeros for padding keys and queries).
 /// </summary>
-public sealed record BertModelOutput(int BatchSize, int SequenceLength, int HiddenSize, float[] LastHiddenState, float[]? PoolerOutput);
+public sealed record BertModelOutput(int BatchSize, int SequenceLength, int HiddenSize, float[] LastHiddenState, float[]? PoolerOutput,
+    IReadOnlyList<float[]>? Attentions = null);
 
 /// <summary>
 /// <c>BertModel</c>: embeddings, encoder (a stack of <see cref="BertLayer"/>) and optional pooler, loaded
@@ -150,24 +152,31 @@ public sealed class BertModel : IDisposable
     /// packed, see <see cref="PackSequences"/>). Calls from several
     /// threads take turns: the activation buffers are shared, and each op already uses every core.
     /// </summary>
-    public BertModelOutput Forward(BertBatch batch)
+    /// <param name="outputAttentions">Also return each layer's attention probabilities (computed apart: the fused attention never forms them).</param>
+    public BertModelOutput Forward(BertBatch batch, bool outputAttentions = false)
     {
         lock (ForwardLock)
         {
-            var pass = Begin(batch, records: false, DropoutSettings.None);
+            var pass = Begin(batch, records: false, DropoutSettings.None, outputAttentions);
             return Read(pass, Forward(pass));
         }
     }
 
-    /// <summary>Checks and uploads a batch, with the family's position ids: the start of every forward pass (callers hold <see cref="ForwardLock"/>).</summary>
-    internal ForwardPass Begin(BertBatch batch, bool records, DropoutSettings dropout)
+    /// <summary>
+    /// Checks and uploads a batch, with the family's position ids: the start of every forward pass (callers hold
+    /// <see cref="ForwardLock"/>); <paramref name="outputAttentions"/>: the pass collects each layer's attention probabilities.
+    /// </summary>
+    internal ForwardPass Begin(BertBatch batch, bool records, DropoutSettings dropout, bool outputAttentions = false)
     {
         Validate(batch);
         var positions = Family.PositionIds(batch, Config);
         for (int i = 0; i < positions.Length; i++)
             if ((uint)positions[i] >= (uint)Config.MaxPositionEmbeddings)
                 throw new EngineException($"position id {positions[i]} of row {i / batch.SequenceLength} is outside max_position_embeddings {Config.MaxPositionEmbeddings}");
-        return new ForwardPass(Backend, _activations, batch, positions, PackSequences ? batch.PackableLengths() : null, records, dropout);
+        return new ForwardPass(Backend, _activations, batch, positions, PackSequences ? batch.PackableLengths() : null, records, dropout)
+        {
+            Attentions = outputAttentions ? [] : null,
+        };
     }
 
     /// <summary>The last hidden state (rows,C) on the device, in the pass's layout.</summary>
@@ -206,7 +215,7 @@ public sealed class BertModel : IDisposable
             pooledOutput = new float[B * C];
             Backend.Download(pooled ?? Pool(pass, hidden), pooledOutput);
         }
-        return new BertModelOutput(B, T, C, lastHidden, pooledOutput);
+        return new BertModelOutput(B, T, C, lastHidden, pooledOutput, pass.Attentions);
     }
 
     internal void Validate(BertBatch batch)

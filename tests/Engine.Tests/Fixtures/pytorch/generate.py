@@ -2,7 +2,8 @@
 """Writes the PyTorch parity fixtures of the training tests: for each tiny configuration of CONFIGS, a
 Hugging Face model directory (config.json, model.safetensors), the inputs (ragged masks, token types,
 labels), and what PyTorch computes from them: logits, loss, every parameter's gradient after one backward
-(no dropout), and the loss before each of 10 AdamW steps. A configuration with num_labels 1 is a regression
+(no dropout), the loss before each of 10 AdamW steps, and each layer's attention probabilities (attentions.<layer>, as
+output_attentions gives them). A configuration with num_labels 1 is a regression
 head (transformers' rule): float labels and the mean squared error instead of cross-entropy. MASKED_LM
 configurations are BertForMaskedLM (no pooler) or, with a sentence head, BertForPreTraining: the decoder tied to
 the word embeddings (one tensor used twice, so its gradient sums both uses), token labels -100 except at the
@@ -94,7 +95,8 @@ def mlm_parameters(c):
     return shapes
 
 
-def encoder(w, c, ids, mask, types):
+def encoder(w, c, ids, mask, types, attentions=None):
+    """The last hidden state; each layer's attention probabilities (B, NH, T, T) are appended to attentions when given."""
     B, T, C = ids.shape[0], ids.shape[1], c["hidden_size"]
     NH = c["num_attention_heads"]
     HS = C // NH
@@ -109,7 +111,10 @@ def encoder(w, c, ids, mask, types):
         heads = lambda t: t.view(B, T, NH, HS).transpose(1, 2)
         q, k, v = (heads(lin(x, p + f"attention.self.{part}")) for part in ("query", "key", "value"))
         scores = q @ k.transpose(-1, -2) / math.sqrt(HS) + additive
-        context = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, C)
+        probabilities = torch.softmax(scores, dim=-1)
+        if attentions is not None:
+            attentions.append(probabilities.detach().clone())
+        context = (probabilities @ v).transpose(1, 2).reshape(B, T, C)
         h1 = ln(lin(context, p + "attention.output.dense") + x, p + "attention.output.LayerNorm")
         x = ln(lin(torch.nn.functional.gelu(lin(h1, p + "intermediate.dense")), p + "output.dense") + h1, p + "output.LayerNorm")
     return x
@@ -269,6 +274,11 @@ def main():
         logits, loss = forward(w, c, ids, mask, types, labels)
         loss.backward()
         expected = {"logits": logits, "loss": loss.reshape(1)}
+        # Hugging Face's output_attentions: every query row, padding queries' included (the engine zeroes those).
+        attentions = []
+        with torch.no_grad():
+            encoder(w, c, ids, mask, types, attentions)
+        expected.update({f"attentions.{l}": a for l, a in enumerate(attentions)})
         expected.update({f"grad.{k}": t.grad.detach().clone() for k, t in w.items()})  # zero_grad below reuses the tensors
         expected["adamw_losses"] = adamw_losses(w, lambda: forward(w, c, ids, mask, types, labels)[1])
         write_safetensors(out / "expected.safetensors", expected)
