@@ -34,11 +34,30 @@ public static class ReferenceBert
         var lengths = batch.PackableLengths();
         int[] tokens = lengths is null ? [.. Enumerable.Range(0, B * T)] : [.. Enumerable.Range(0, B).SelectMany(b => Enumerable.Range(b * T, lengths[b]))];
         int rows = tokens.Length;
-        var x = ReferenceOps.LayerNorm(
+        var x = ReferenceOps.Dropout(EmbeddingsOutput(w, config, batch, tokens), dropout.EmbeddingsMask);
+        return LogitsFrom(w, config, batch, tokens, x, dropout);
+    }
+
+    /// <summary>The embeddings module's output (before its dropout) for the rows <paramref name="tokens"/> (flat b·T + t).</summary>
+    public static double[] EmbeddingsOutput(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, int[] tokens)
+    {
+        int T = batch.SequenceLength, C = config.HiddenSize, rows = tokens.Length;
+        return ReferenceOps.LayerNorm(
             ReferenceOps.Embeddings([.. tokens.Select(i => batch.InputIds[i])], [.. tokens.Select(i => i % T)], [.. tokens.Select(i => batch.TokenTypeIds[i])],
                 w["embeddings.word_embeddings.weight"], w["embeddings.position_embeddings.weight"], w["embeddings.token_type_embeddings.weight"], 1, rows, C),
-            null, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], rows, C, eps);
-        x = ReferenceOps.Dropout(x, dropout.EmbeddingsMask);
+            null, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"], rows, C, config.LayerNormEps);
+    }
+
+    /// <summary>
+    /// The classifier's outputs (B, num_labels) from the embeddings module's output <paramref name="x"/> (rows
+    /// <paramref name="tokens"/>, C) onwards: what attributions differentiate.
+    /// </summary>
+    public static double[] LogitsFrom(IReadOnlyDictionary<string, double[]> w, BertConfig config, BertBatch batch, int[] tokens, double[] x,
+        DropoutSettings dropout = default)
+    {
+        int B = batch.BatchSize, T = batch.SequenceLength, C = config.HiddenSize, I = config.IntermediateSize, rows = tokens.Length;
+        int numLabels = w["classifier.bias"].Length;
+        double eps = config.LayerNormEps;
         for (int l = 0; l < config.NumHiddenLayers; l++)
         {
             string p = $"encoder.layer.{l}.";

@@ -278,6 +278,33 @@ public sealed class BertForSequenceClassification : ITaskModel
         return (pooled, logits);
     }
 
+    /// <summary>
+    /// For attributions, dropout off: F per example, the logit of class <paramref name="target"/> (of output
+    /// <paramref name="target"/> for regression), when the embeddings module's output is <paramref name="embeddings"/>
+    /// ((B·T, C); null: the batch's own), and ∂F/∂embeddings (B·T, C). The batch has no padding. Parameter gradients are
+    /// cleared and then hold this backward's (a side effect: attributions need no optimizer).
+    /// </summary>
+    public (float[] Outputs, float[] Gradients) OutputAndGradientAtEmbeddings(BertBatch batch, float[]? embeddings, int target)
+    {
+        BertModel.RequireUnpadded(batch);
+        if ((uint)target >= (uint)NumLabels) throw new ArgumentOutOfRangeException(nameof(target), $"target {target} of {NumLabels} outputs");
+        lock (Bert.ForwardLock)
+        {
+            ZeroGradients();
+            var pass = Bert.Begin(batch, records: true, DropoutSettings.None);
+            var logits = ReadLogits(pass, HeadForward(pass, Bert.Forward(pass, embeddings)).Logits);
+            int B = pass.B;
+            // F's gradient with respect to the logits: 1 at the target, 0 elsewhere, seeded where a loss would put its own.
+            var seed = new float[B * NumLabels];
+            for (int b = 0; b < B; b++) seed[b * NumLabels + target] = 1f;
+            _backend.Upload<float>(seed, pass.Kept(this, "dlogits", NumLabels, perToken: false));
+            Backward(pass);
+            var gradients = new float[pass.Rows * Config.HiddenSize];
+            _backend.Download(pass.Scratch("dHidden", Config.HiddenSize), gradients);
+            return ([.. Enumerable.Range(0, B).Select(b => logits[b * NumLabels + target])], gradients);
+        }
+    }
+
     public ForwardPass Forward(BertBatch batch, DropoutSettings dropout)
     {
         var pass = Bert.Begin(batch, records: true, dropout);

@@ -180,11 +180,42 @@ public sealed class BertModel : IDisposable
     }
 
     /// <summary>The last hidden state (rows,C) on the device, in the pass's layout.</summary>
-    internal DeviceBuffer<float> Forward(ForwardPass pass)
+    internal DeviceBuffer<float> Forward(ForwardPass pass, float[]? embeddingsOutput = null)
     {
         var embedded = pass.Kept(Embeddings, "output", Config.HiddenSize);
         Embeddings.Forward(pass, embedded);
+        if (embeddingsOutput is not null)
+        {
+            // Attributions run the encoder from given embeddings (a point on a path from a baseline): they replace the
+            // module's output; its backward still sees the batch's own sums.
+            if (embeddingsOutput.Length != pass.Rows * Config.HiddenSize)
+                throw new ArgumentException($"{embeddingsOutput.Length} embedding values for {pass.Rows} rows of {Config.HiddenSize}");
+            Backend.Upload<float>(embeddingsOutput, embedded);
+        }
         return Encoder.Forward(pass, embedded, Config.HiddenSize);
+    }
+
+    /// <summary>
+    /// The embeddings module's output (B·T, C) for a batch without padding, dropout off: where attributions are taken.
+    /// </summary>
+    public float[] EmbeddingsOutput(BertBatch batch)
+    {
+        RequireUnpadded(batch);
+        lock (ForwardLock)
+        {
+            var pass = Begin(batch, records: false, DropoutSettings.None);
+            var embedded = pass.Kept(Embeddings, "output", Config.HiddenSize);
+            Embeddings.Forward(pass, embedded);
+            var values = new float[pass.Rows * Config.HiddenSize];
+            Backend.Download(embedded, values);
+            return values;
+        }
+    }
+
+    /// <summary>Throws unless every token of <paramref name="batch"/> is real: rows (B·T) then are the same in every layout.</summary>
+    internal static void RequireUnpadded(BertBatch batch)
+    {
+        if (batch.AttentionMask.Any(m => m == 0)) throw new ArgumentException("attributions need a batch without padding (every attention_mask value 1)");
     }
 
     /// <summary>Parameter gradients += from dHidden (rows,C) = ∂L/∂last hidden state, which this overwrites.</summary>
