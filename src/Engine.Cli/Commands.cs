@@ -62,6 +62,7 @@ public static partial class Commands
         root.Subcommands.Add(PretrainCommand());
         root.Subcommands.Add(TrainTokenizerCommand());
         root.Subcommands.Add(QuantizeCommand());
+        root.Subcommands.Add(ExplainCommand());
         return root;
     }
 

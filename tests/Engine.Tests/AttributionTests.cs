@@ -20,7 +20,7 @@ public sealed class AttributionTests
     private const int Pad = 0, Cls = 2, Sep = 3;
 
     /// <summary>A tiny three-class classifier whose head is large enough that the logits move with the input (a new head's 0.02 barely does).</summary>
-    private static string WriteClassifier(TempDirectory temp)
+    internal static string WriteClassifier(TempDirectory temp)
     {
         var tensors = TinyBert.Tensors(n => "bert." + n);
         tensors.Add(SafeTensorData.FromFloats("classifier.weight", OpCases.Random(3 * TinyBert.Hidden, 60, 3f), 3, TinyBert.Hidden));

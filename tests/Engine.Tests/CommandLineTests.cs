@@ -245,6 +245,7 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         "pretrain" => (new() { ["--model"] = data.MaskedLM, ["--corpus"] = data.Corpus, ["--output"] = temp["pretrained"], ["--epochs"] = "1", ["--max-length"] = "16" }, []),
         "train-tokenizer" => (new() { ["--corpus"] = data.Corpus, ["--output"] = temp["vocabulary"], ["--vocab-size"] = "60" }, []),
         "quantize" => (new() { ["--model"] = data.Model, ["--output"] = temp["quantized"], ["--report"] = data.Texts }, []),
+        "explain" => (new() { ["--model"] = data.Classifier, ["--steps"] = "2", ["--html"] = temp["explained.html"] }, ["good movie"]),
         _ => throw new InvalidOperationException($"no valid command line for the new verb '{verb}': add one here"),
     };
 

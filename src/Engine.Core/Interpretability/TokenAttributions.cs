@@ -20,7 +20,9 @@ public sealed record TokenScores(AttributionMethod Method, double[] Scores, doub
 /// What an explanation explains: the output F — the target class's logit (the regression output for a regression head)
 /// — at the input, and at the baseline when integrated gradients ran.
 /// </summary>
-public sealed record Explanation(int[] InputIds, int Target, double Output, double? BaselineOutput, IReadOnlyList<TokenScores> Scores,
+/// <param name="Logits">The model's outputs at the input (its prediction).</param>
+/// <param name="Attentions">Each layer's attention probabilities (1, NH, T, T) at the input.</param>
+public sealed record Explanation(int[] InputIds, float[] Logits, int Target, double Output, double? BaselineOutput, IReadOnlyList<TokenScores> Scores,
     IReadOnlyList<float[]> Attentions);
 
 /// <summary>
@@ -70,7 +72,7 @@ public sealed class TokenAttributions(BertForSequenceClassification model, int p
                     break;
             }
         }
-        return new Explanation(inputIds, chosen, outputs[0], baselineOutput, scores, run.Encoder.Attentions!);
+        return new Explanation(inputIds, run.Logits, chosen, outputs[0], baselineOutput, scores, run.Encoder.Attentions!);
     }
 
     /// <summary>The baseline's ids: [PAD] everywhere but at [CLS] and [SEP].</summary>
