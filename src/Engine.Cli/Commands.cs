@@ -63,6 +63,7 @@ public static partial class Commands
         root.Subcommands.Add(TrainTokenizerCommand());
         root.Subcommands.Add(QuantizeCommand());
         root.Subcommands.Add(ExplainCommand());
+        root.Subcommands.Add(ValidateCommand());
         return root;
     }
 

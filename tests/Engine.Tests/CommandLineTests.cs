@@ -246,6 +246,7 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         "train-tokenizer" => (new() { ["--corpus"] = data.Corpus, ["--output"] = temp["vocabulary"], ["--vocab-size"] = "60" }, []),
         "quantize" => (new() { ["--model"] = data.Model, ["--output"] = temp["quantized"], ["--report"] = data.Texts }, []),
         "explain" => (new() { ["--model"] = data.Classifier, ["--steps"] = "2", ["--html"] = temp["explained.html"] }, ["good movie"]),
+        "validate" => (new() { ["--model"] = ValidateTests.Model("tiny-3-labels"), ["--reference"] = ValidateTests.Reference("tiny-3-labels") }, []),
         _ => throw new InvalidOperationException($"no valid command line for the new verb '{verb}': add one here"),
     };
 

@@ -64,6 +64,12 @@ public static class ModelRegistry
         Families.FirstOrDefault(f => f.ModelType == config.ModelType)
         ?? throw new EngineException($"model_type '{config.ModelType}' is not supported; registered: {string.Join(", ", RegisteredTypes)}");
 
+    /// <summary>Whether <paramref name="architecture"/> is a class name this engine runs (BertModel, BertForMaskedLM, …).</summary>
+    public static bool IsArchitecture(string architecture) => Architectures.ContainsKey(architecture);
+
+    /// <summary>The head of a class name this engine runs.</summary>
+    public static ModelHead Head(string architecture) => Architectures[architecture];
+
     /// <summary>The head the config's <c>architectures</c> names (the first one this engine runs), else <see cref="ModelHead.None"/>.</summary>
     public static ModelHead Head(BertConfig config)
     {

@@ -335,7 +335,7 @@ public sealed class BertForMaskedLM : ITaskModel
         if (SeqRelationship is not null)
         {
             var dPooled = pass.Scratch("dPooled", C, perToken: false);
-            SeqRelationship.Backward(_backend, dPooled, pass.Kept(this, "dsentence_logits", 2, perToken: false), pass.Kept(Bert.Pooler!, "output", C, perToken: false), pass.B);
+            SeqRelationship.Backward(_backend, dPooled, pass.Kept(this, "dsentence_logits", 2, perToken: false), pass.Kept(Bert.Pooler!, "pooled", C, perToken: false), pass.B);
             var dFromPooler = pass.Scratch("dFromPooler", C);
             Bert.Pooler!.Backward(pass, dFromPooler, dPooled);
             _backend.Accumulate(dHidden, dFromPooler, pass.Rows * C);

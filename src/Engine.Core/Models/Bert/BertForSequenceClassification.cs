@@ -345,7 +345,7 @@ public sealed class BertForSequenceClassification : ITaskModel
     {
         int B = pass.B, C = Config.HiddenSize;
         var dPooled = pass.Scratch("dPooled", C, perToken: false);
-        Classifier.Backward(_backend, dPooled, pass.Kept(this, "dlogits", NumLabels, perToken: false), pass.Kept(Bert.Pooler!, "output", C, perToken: false), B);
+        Classifier.Backward(_backend, dPooled, pass.Kept(this, "dlogits", NumLabels, perToken: false), pass.Kept(Bert.Pooler!, "pooled", C, perToken: false), B);
         _backend.DropoutBackward(dPooled, dPooled, B * C, pass.Dropout.ClassifierMask);
         var dHidden = pass.Scratch("dHidden", C);
         Bert.Pooler!.Backward(pass, dHidden, dPooled);

@@ -228,7 +228,8 @@ public sealed class BertModel : IDisposable
     /// <summary>The pooler output (B,C) on the device, from the last hidden state.</summary>
     internal DeviceBuffer<float> Pool(ForwardPass pass, DeviceBuffer<float> hidden)
     {
-        var pooled = pass.Kept(Pooler!, "output", Config.HiddenSize, perToken: false);
+        // Its own name: in inference every owner shares scratch by name, and "output" is the hidden states a head may still read.
+        var pooled = pass.Kept(Pooler!, "pooled", Config.HiddenSize, perToken: false);
         Pooler!.Forward(pass, pooled, hidden);
         return pooled;
     }

@@ -3,7 +3,9 @@
 Hugging Face model directory (config.json, model.safetensors), the inputs (ragged masks, token types,
 labels), and what PyTorch computes from them: logits, loss, every parameter's gradient after one backward
 (no dropout), the loss before each of 10 AdamW steps, and each layer's attention probabilities (attentions.<layer>, as
-output_attentions gives them). A configuration with num_labels 1 is a regression
+output_attentions gives them). Each fixture also gets reference.safetensors: its inputs and outputs in the one-file
+format `engine validate` reads (README: the reference format), with last_hidden_state, pooler_output, logits, loss,
+the attention maps and grad.<parameter>. A configuration with num_labels 1 is a regression
 head (transformers' rule): float labels and the mean squared error instead of cross-entropy. MASKED_LM
 configurations are BertForMaskedLM (no pooler) or, with a sentence head, BertForPreTraining: the decoder tied to
 the word embeddings (one tensor used twice, so its gradient sums both uses), token labels -100 except at the
@@ -45,8 +47,8 @@ FILL_MASK_TEXTS = ["the quick brown fox jumps over the [MASK] dog", "a [MASK] sa
 ADAMW = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, steps=10, max_grad_norm=1.0)
 
 
-def write_safetensors(path, tensors):
-    header, offset, blobs = {}, 0, []
+def write_safetensors(path, tensors, metadata=None):
+    header, offset, blobs = ({"__metadata__": metadata} if metadata else {}), 0, []
     for name, t in tensors.items():
         t = t.detach().contiguous().cpu()
         dtype = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
@@ -93,6 +95,23 @@ def mlm_parameters(c):
     if c["sentence"]:
         shapes.update({"cls.seq_relationship.weight": (2, C), "cls.seq_relationship.bias": (2,)})
     return shapes
+
+
+def reference_metadata(architecture):
+    return {"architecture": architecture, "dtype": "float32", "dropout": "off",
+            "producer": f"tests/Engine.Tests/Fixtures/pytorch/generate.py (torch {torch.__version__}; transformers' modeling_bert in plain torch)"}
+
+
+def write_reference(out, architecture, inputs, outputs, w, c, ids, mask, types, pooler):
+    """reference.safetensors: the inputs, the encoder's outputs and maps (no grad here), and the head's outputs and gradients."""
+    attentions = []
+    with torch.no_grad():
+        hidden = encoder(w, c, ids, mask, types, attentions)
+        encoded = {"last_hidden_state": hidden}
+        if pooler:
+            encoded["pooler_output"] = torch.tanh(torch.nn.functional.linear(hidden[:, 0], w["bert.pooler.dense.weight"], w["bert.pooler.dense.bias"]))
+        encoded.update({f"attentions.{l}": a for l, a in enumerate(attentions)})
+    write_safetensors(out / "reference.safetensors", {**inputs, **encoded, **outputs}, reference_metadata(architecture))
 
 
 def encoder(w, c, ids, mask, types, attentions=None):
@@ -216,6 +235,10 @@ def masked_lm(name, c):
     loss.backward()
     expected = {"logits": logits, "loss": loss.reshape(1)}
     expected.update({f"grad.{k}": t.grad.detach().clone() for k, t in w.items()})
+    inputs = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels}
+    if c["sentence"]:
+        inputs["sentence_labels"] = sentence_labels
+    write_reference(out, config["architectures"][0], inputs, expected, w, c, ids, mask, types, pooler=bool(c["sentence"]))
     entry = {"name": name, "batch": B, "tokens": T, "sentence": c["sentence"]}
     if not c["sentence"]:
         vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + WORDS[: V - 5]
@@ -280,6 +303,8 @@ def main():
             encoder(w, c, ids, mask, types, attentions)
         expected.update({f"attentions.{l}": a for l, a in enumerate(attentions)})
         expected.update({f"grad.{k}": t.grad.detach().clone() for k, t in w.items()})  # zero_grad below reuses the tensors
+        write_reference(out, "BertForSequenceClassification", {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "labels": labels},
+                        {k: v for k, v in expected.items() if not k.startswith("attentions.")}, w, c, ids, mask, types, pooler=True)
         expected["adamw_losses"] = adamw_losses(w, lambda: forward(w, c, ids, mask, types, labels)[1])
         write_safetensors(out / "expected.safetensors", expected)
         index.append({"name": name, "batch": B, "tokens": T, "num_labels": c["num_labels"],
