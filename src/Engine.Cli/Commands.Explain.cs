@@ -5,6 +5,7 @@ using Engine.Interpretability;
 using Engine.Models;
 using Engine.Models.Bert;
 using Engine.Tokenization;
+using Encoding = Engine.Tokenization.Encoding;
 
 namespace Engine.Cli;
 
@@ -42,75 +43,51 @@ public static partial class Commands
             int maxLength = MaxLengthFor(result, config, config.MaxPositionEmbeddings);
             var encodings = lines.Select(text => tokenizer.Encode(text, maxLength: maxLength)).ToList();
             WarnTruncated(encodings, maxLength, config);
-            // Gradients flow through every weight: F16 and BF16 ones are widened, as for training.
-            using var model = BertForSequenceClassification.LoadWithHead(directory, TrainingBackend(result), HalfWeights.Widen);
-            Note(result, $"model: {directory} ({model.ProblemType}, {model.NumLabels} outputs)");
-            int? targetIndex = result.GetValue(target) is { } named ? TargetIndex(named, model) : null;
+            using var subject = ExplainSubject.Load(result, directory, config, tokenizer, result.GetValue(target));
             AttributionMethod[] methods = result.GetValue(method) is "all" or null ? [.. AttributionMethods.Values] : [AttributionMethods[result.GetValue(method)!]];
-            var explainer = new TokenAttributions(model, tokenizer.PadId, tokenizer.ClsId, tokenizer.SepId);
-            var explained = new List<(string Text, string[] Tokens, Explanation Explanation)>();
+            var explainer = new TokenAttributions(subject.Model, tokenizer.PadId, tokenizer.ClsId, tokenizer.SepId);
+            var explained = new List<ExplainedText>();
             Progress(result, printsToStdout: true).Run("explain", encodings.Count, "texts", progress =>
             {
                 for (int n = 0; n < encodings.Count; n++)
                 {
                     var e = encodings[n];
-                    var explanation = explainer.Explain(e.InputIds, e.TokenTypeIds, targetIndex, methods, result.GetValue(steps));
+                    var (chosen, prediction, targetName, what) = subject.Choose(e, n);
+                    var explanation = explainer.Explain(e.InputIds, e.TokenTypeIds, chosen, methods, result.GetValue(steps));
                     if (!double.IsFinite(explanation.Output) || explanation.Scores.Any(s => !s.Scores.All(double.IsFinite)))
                         throw new EngineException($"the attributions for text {n + 1} are not finite");
-                    string[] tokens = [.. e.InputIds.Select(id => tokenizer.Vocabulary[id])];
-                    explained.Add((lines[n], tokens, explanation));
-                    Console.WriteLine(result.GetValue(json) ? ExplanationJson(lines[n], tokens, explanation, model).ToJsonString() : ExplanationText(n, tokens, explanation, model));
+                    var text = new ExplainedText(lines[n], [.. e.InputIds.Select(id => tokenizer.Vocabulary[id])], explanation, targetName, what, prediction);
+                    explained.Add(text);
+                    Console.WriteLine(result.GetValue(json) ? ExplanationJson(text).ToJsonString() : ExplanationText(n, text));
                     progress.Report(n + 1);
                 }
             });
             if (result.GetValue(html) is { } page)
             {
-                ExplanationPage.Write(page, explained, model, config.NumAttentionHeads);
+                ExplanationPage.Write(page, explained, config.NumAttentionHeads);
                 Note(result, $"wrote {page}");
             }
         }));
         return command;
     }
 
-    /// <summary>--target as a label name, else an index below num_labels; anything else is a usage error naming the labels.</summary>
-    private static int TargetIndex(string target, BertForSequenceClassification model)
+    private static string ExplanationText(int n, ExplainedText explained)
     {
-        int byName = model.Labels.ToList().IndexOf(target);
-        if (byName >= 0) return byName;
-        if (int.TryParse(target, NumberStyles.None, CultureInfo.InvariantCulture, out int index) && index < model.NumLabels) return index;
-        throw new UsageException($"--target: '{target}' is neither a label ({string.Join(", ", model.Labels)}) nor an index below {model.NumLabels}");
-    }
-
-    /// <summary>What is explained, in words: the target label's logit, or the regression output.</summary>
-    internal static string Explained(Explanation explanation, BertForSequenceClassification model) =>
-        model.ProblemType == ProblemType.Regression ? "the regression output" : $"the logit of '{model.Labels[explanation.Target]}'";
-
-    private static string ExplanationText(int n, string[] tokens, Explanation explanation, BertForSequenceClassification model)
-    {
-        var invariant = CultureInfo.InvariantCulture;
+        var (invariant, explanation) = (CultureInfo.InvariantCulture, explained.Explanation);
         var text = new System.Text.StringBuilder();
         string baseline = explanation.BaselineOutput is { } value ? string.Create(invariant, $" (baseline {value:F4})") : "";
-        text.AppendLine(string.Create(invariant, $"text {n + 1}: {Explained(explanation, model)} = {explanation.Output:F4}{baseline}"));
+        text.AppendLine(string.Create(invariant, $"text {n + 1}: {explained.What} = {explanation.Output:F4}{baseline}"));
         text.AppendLine("token\t" + string.Join("\t", explanation.Scores.Select(s => MethodName(s.Method))));
-        for (int t = 0; t < tokens.Length; t++)
-            text.AppendLine(tokens[t] + "\t" + string.Join("\t", explanation.Scores.Select(s => s.Scores[t].ToString("F4", invariant))));
+        for (int t = 0; t < explained.Tokens.Length; t++)
+            text.AppendLine(explained.Tokens[t] + "\t" + string.Join("\t", explanation.Scores.Select(s => s.Scores[t].ToString("F4", invariant))));
         foreach (var s in explanation.Scores.Where(s => s.Delta is not null))
             text.AppendLine(string.Create(invariant, $"{MethodName(s.Method)} delta (sum of scores − (F(x) − F(baseline))): {s.Delta:E2}"));
         return text.ToString().TrimEnd('\n');
     }
 
-    /// <summary>The predicted label and its probability, or a regression head's output.</summary>
-    private static JsonObject Prediction(Explanation explanation, BertForSequenceClassification model)
+    private static JsonObject ExplanationJson(ExplainedText explained)
     {
-        if (model.ProblemType == ProblemType.Regression) return new JsonObject { ["value"] = explanation.Logits[0] };
-        var probabilities = new float[explanation.Logits.Length];
-        Engine.Backends.Cpu.Probabilities.FromLogits(explanation.Logits, probabilities);
-        int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities);
-        return new JsonObject { ["label"] = model.Labels[best], ["probability"] = probabilities[best] };
-    }
-
-    private static JsonObject ExplanationJson(string line, string[] tokens, Explanation explanation, BertForSequenceClassification model)
-    {
+        var explanation = explained.Explanation;
         var methods = new JsonObject();
         foreach (var s in explanation.Scores)
         {
@@ -120,14 +97,108 @@ public static partial class Commands
         }
         var result = new JsonObject
         {
-            ["text"] = line,
-            ["tokens"] = new JsonArray([.. tokens.Select(t => (JsonNode)t)]),
-            ["prediction"] = Prediction(explanation, model),
-            ["target"] = model.ProblemType == ProblemType.Regression ? null : model.Labels[explanation.Target],
+            ["text"] = explained.Text,
+            ["tokens"] = new JsonArray([.. explained.Tokens.Select(t => (JsonNode)t)]),
+            ["prediction"] = explained.Prediction,
+            ["target"] = explained.TargetName,
             ["output"] = explanation.Output,
             ["methods"] = methods,
         };
+        if (explanation.Target.Position is { } position) result["position"] = position;
         if (explanation.BaselineOutput is { } baseline) result["baseline_output"] = baseline;
         return result;
+    }
+
+    /// <summary>One explained text: its tokens, the explanation, what was explained (by name and in words), the prediction.</summary>
+    internal sealed record ExplainedText(string Text, string[] Tokens, Explanation Explanation, string? TargetName, string What, JsonObject Prediction);
+
+    /// <summary>
+    /// What <c>explain</c> explains in each text: a classifier's class (the predicted one unless --target names one; a
+    /// regression head's output), or a masked-LM head's token at the text's first [MASK] (the predicted token unless
+    /// --target names one). Gradients flow through every weight, so F16 and BF16 ones are widened, as for training.
+    /// </summary>
+    private sealed class ExplainSubject(IAttributable model, Func<Encoding, int, (AttributionTarget, JsonObject, string?, string)> choose, IDisposable owner) : IDisposable
+    {
+        public IAttributable Model => model;
+
+        /// <summary>Text <paramref name="n"/>'s target, the model's prediction, the target's name (none for regression) and what it is in words.</summary>
+        public (AttributionTarget Target, JsonObject Prediction, string? TargetName, string What) Choose(Encoding encoding, int n) => choose(encoding, n);
+
+        public void Dispose() => owner.Dispose();
+
+        public static ExplainSubject Load(ParseResult result, string directory, BertConfig config, BertTokenizer tokenizer, string? target)
+        {
+            switch (ModelRegistry.Head(config))
+            {
+                case ModelHead.SequenceClassification:
+                {
+                    var classifier = BertForSequenceClassification.LoadWithHead(directory, TrainingBackend(result), HalfWeights.Widen);
+                    try
+                    {
+                        int? index = target is null ? null : TargetIndex(target, classifier);
+                        Note(result, $"model: {directory} ({classifier.ProblemType}, {classifier.NumLabels} outputs)");
+                        return new(classifier, (encoding, _) => ClassifierTarget(classifier, tokenizer, encoding, index), classifier);
+                    }
+                    catch
+                    {
+                        classifier.Dispose();
+                        throw;
+                    }
+                }
+                case ModelHead.MaskedLM or ModelHead.PreTraining:
+                {
+                    var masked = BertForMaskedLM.Load(directory, TrainingBackend(result), halfWeights: HalfWeights.Widen);
+                    try
+                    {
+                        if (!masked.HeadFromCheckpoint) throw new EngineException($"{directory}: no masked-LM head (no 'cls.predictions.transform.dense.weight') to explain");
+                        int? token = target is null ? null
+                            : tokenizer.TokenId(target) ?? throw new UsageException($"--target: '{target}' is not a token of {directory}'s vocabulary");
+                        Note(result, $"model: {directory} (masked-LM head)");
+                        return new(masked, (encoding, n) => MaskedTarget(masked, tokenizer, encoding, n, token), masked);
+                    }
+                    catch
+                    {
+                        masked.Dispose();
+                        throw;
+                    }
+                }
+                default:
+                    throw new EngineException($"{directory}: explain needs a classification or masked-LM head; the checkpoint is a base model ({string.Join(", ", config.Raw["architectures"]?.AsArray().Select(a => (string?)a) ?? ["no architectures"])})");
+            }
+        }
+
+        private static (AttributionTarget, JsonObject, string?, string) ClassifierTarget(BertForSequenceClassification classifier, BertTokenizer tokenizer, Encoding encoding, int? index)
+        {
+            var logits = classifier.Logits(tokenizer.Pad([encoding]));
+            if (classifier.ProblemType == ProblemType.Regression)
+                return (new AttributionTarget(index ?? 0), new JsonObject { ["value"] = logits[0] }, null, "the regression output");
+            var probabilities = new float[logits.Length];
+            Engine.Backends.Cpu.Probabilities.FromLogits(logits, probabilities);
+            int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities), chosen = index ?? best;
+            return (new AttributionTarget(chosen), new JsonObject { ["label"] = classifier.Labels[best], ["probability"] = probabilities[best] },
+                classifier.Labels[chosen], $"the logit of '{classifier.Labels[chosen]}'");
+        }
+
+        private static (AttributionTarget, JsonObject, string?, string) MaskedTarget(BertForMaskedLM masked, BertTokenizer tokenizer, Encoding encoding, int n, int? token)
+        {
+            int position = Array.IndexOf(encoding.InputIds, tokenizer.MaskId);
+            if (position < 0) throw new EngineException($"text {n + 1} has no {tokenizer.Options.MaskToken}: a masked-LM head explains the token it predicts there");
+            var logits = masked.MaskedLogits(tokenizer.Pad([encoding]), [position]);
+            var probabilities = new float[logits.Length];
+            Engine.Backends.Cpu.Probabilities.FromLogits(logits, probabilities);
+            int best = System.Numerics.Tensors.TensorPrimitives.IndexOfMax(probabilities), chosen = token ?? best;
+            string name = tokenizer.Vocabulary[chosen];
+            return (new AttributionTarget(chosen, position), new JsonObject { ["token"] = tokenizer.Vocabulary[best], ["probability"] = probabilities[best] },
+                name, $"the logit of '{name}' at {tokenizer.Options.MaskToken} (token {position})");
+        }
+    }
+
+    /// <summary>--target as a label name, else an index below num_labels; anything else is a usage error naming the labels.</summary>
+    private static int TargetIndex(string target, BertForSequenceClassification model)
+    {
+        int byName = model.Labels.ToList().IndexOf(target);
+        if (byName >= 0) return byName;
+        if (int.TryParse(target, NumberStyles.None, CultureInfo.InvariantCulture, out int index) && index < model.NumLabels) return index;
+        throw new UsageException($"--target: '{target}' is neither a label ({string.Join(", ", model.Labels)}) nor an index below {model.NumLabels}");
     }
 }

@@ -3,7 +3,6 @@ using System.Net;
 using System.Text;
 using Engine.Interpretability;
 using Engine.IO;
-using Engine.Models.Bert;
 
 namespace Engine.Cli;
 
@@ -19,7 +18,7 @@ internal static class ExplanationPage
     /// <summary>Pixels per side of one attention map.</summary>
     private const int MapSize = 100;
 
-    public static void Write(string path, IReadOnlyList<(string Text, string[] Tokens, Explanation Explanation)> explained, BertForSequenceClassification model, int heads)
+    public static void Write(string path, IReadOnlyList<Commands.ExplainedText> explained, int heads)
     {
         var html = new StringBuilder();
         html.Append("""
@@ -45,9 +44,9 @@ internal static class ExplanationPage
             """);
         for (int n = 0; n < explained.Count; n++)
         {
-            var (text, tokens, explanation) = explained[n];
+            var (text, tokens, explanation) = (explained[n].Text, explained[n].Tokens, explained[n].Explanation);
             html.Append(CultureInfo.InvariantCulture, $"<h2>Text {n + 1}</h2>\n<p>{Encode(text)}</p>\n");
-            html.Append(CultureInfo.InvariantCulture, $"<p>Explained: {Encode(Commands.Explained(explanation, model))} = {explanation.Output:F4}");
+            html.Append(CultureInfo.InvariantCulture, $"<p>Explained: {Encode(explained[n].What)} = {explanation.Output:F4}");
             if (explanation.BaselineOutput is { } baseline) html.Append(CultureInfo.InvariantCulture, $" (baseline {baseline:F4})");
             html.Append("</p>\n");
             foreach (var scores in explanation.Scores)

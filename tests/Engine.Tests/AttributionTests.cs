@@ -71,8 +71,8 @@ public sealed class AttributionTests
         using var model = BertForSequenceClassification.Load(directory, new CpuBackend());
         var explainer = new TokenAttributions(model, Pad, Cls, Sep);
         const int Steps = 8, Target = 2;
-        var explanation = explainer.Explain(Ids, Types, Target, [AttributionMethod.IntegratedGradients, AttributionMethod.GradientTimesInput], Steps);
-        Assert.Equal(Target, explanation.Target);
+        var explanation = explainer.Explain(Ids, Types, new AttributionTarget(Target), [AttributionMethod.IntegratedGradients, AttributionMethod.GradientTimesInput], Steps);
+        Assert.Equal(Target, explanation.Target.Output);
 
         var weights = Weights(directory);
         var config = model.Config;
@@ -130,8 +130,8 @@ public sealed class AttributionTests
         using var temp = new TempDirectory();
         using var model = BertForSequenceClassification.Load(WriteClassifier(temp), new CpuBackend());
         var explainer = new TokenAttributions(model, Pad, Cls, Sep);
-        double Delta(int steps) => explainer.Explain(Ids, Types, null, [AttributionMethod.IntegratedGradients], steps).Scores[0].Delta!.Value;
-        var fifty = explainer.Explain(Ids, Types, null, [AttributionMethod.IntegratedGradients], 50);
+        double Delta(int steps) => explainer.Explain(Ids, Types, new AttributionTarget(1), [AttributionMethod.IntegratedGradients], steps).Scores[0].Delta!.Value;
+        var fifty = explainer.Explain(Ids, Types, new AttributionTarget(1), [AttributionMethod.IntegratedGradients], 50);
         double difference = fifty.Output - fifty.BaselineOutput!.Value;
         Assert.True(Math.Abs(difference) > 1e-3, $"F(x) − F(baseline) = {difference}: too small to test completeness on");
         var (two, fiftyDelta) = (Delta(2), fifty.Scores[0].Delta!.Value);
@@ -163,7 +163,7 @@ public sealed class AttributionTests
         Explanation Explain(ITrainingBackend backend)
         {
             using var model = BertForSequenceClassification.Load(directory, backend);
-            return new TokenAttributions(model, Pad, Cls, Sep) { BatchSize = 3 }.Explain(Ids, Types, null, all, steps: 5);
+            return new TokenAttributions(model, Pad, Cls, Sep) { BatchSize = 3 }.Explain(Ids, Types, new AttributionTarget(0), all, steps: 5);
         }
         var (first, second, emulated) = (Explain(new CpuBackend()), Explain(new CpuBackend()), Explain(IlgpuBackend.Create(IlgpuDevice.CpuEmulator)));
         for (int m = 0; m < all.Length; m++)
@@ -171,6 +171,27 @@ public sealed class AttributionTests
             Assert.Equal(first.Scores[m].Scores, second.Scores[m].Scores);
             AssertClose(first.Scores[m].Scores, emulated.Scores[m].Scores);
         }
-        Assert.Equal(first.Target, emulated.Target);
+        Assert.Equal(first.Output, emulated.Output, 1e-5);
+    }
+
+    /// <summary>
+    /// A masked-LM head's token at a [MASK] (the PyTorch fixture's tiny model): F equals fill-mask's logit there,
+    /// integrated gradients are complete, and a target without a position is refused.
+    /// </summary>
+    [Fact]
+    public void AMaskedTokensLogitIsExplainedAtItsPosition()
+    {
+        using var model = BertForMaskedLM.Load(Path.Combine(PyTorchParityTests.Root, "tiny-mlm", "model"), new CpuBackend());
+        int[] ids = [2, 5, 9, 4, 12, 3], types = new int[6];
+        var logits = model.MaskedLogits(new BertBatch(1, 6, ids, types, [1, 1, 1, 1, 1, 1]), [3]);
+        int predicted = Array.IndexOf(logits, logits.Max());
+        var explainer = new TokenAttributions(model, Pad, Cls, Sep);
+        var explanation = explainer.Explain(ids, types, new AttributionTarget(predicted, 3), [AttributionMethod.IntegratedGradients, AttributionMethod.GradientTimesInput], 50);
+        Assert.Equal(logits[predicted], explanation.Output, 1e-5);
+        var integrated = explanation.Scores[0];
+        double difference = explanation.Output - explanation.BaselineOutput!.Value;
+        Assert.True(Math.Abs(difference) > 1e-2, $"F(x) − F(baseline) = {difference}");
+        Assert.True(Math.Abs(integrated.Delta!.Value) <= 1e-4 * Math.Abs(difference) + 1e-6, $"delta {integrated.Delta} for {difference}");
+        Assert.Throws<ArgumentOutOfRangeException>(() => explainer.Explain(ids, types, new AttributionTarget(predicted), [AttributionMethod.GradientTimesInput]));
     }
 }

@@ -88,4 +88,24 @@ public sealed class ExplainCliTests
         Assert.Equal(2 * 3, page.Descendants("div").Count(d => (string?)d.Attribute("class") == "tokens"));
         Assert.Contains("a &lt;b&gt; &amp; &quot;c&quot;", html); // the text is escaped, never markup
     }
+
+    /// <summary>A masked-LM checkpoint: the token at the first [MASK] is explained (the predicted one, or --target's); a text without one is refused.</summary>
+    [Fact]
+    public void AMaskedLMExplainsTheTokenAtItsMask()
+    {
+        string model = Path.Combine(PyTorchParityTests.Root, "tiny-mlm", "model");
+        var (code, output, error) = Run("explain", "--model", model, "--json", "--method", "integrated-gradients", "the quick [MASK] fox");
+        Assert.True(code == 0, error);
+        var line = JsonNode.Parse(output)!;
+        Assert.Equal(3, (int)line["position"]!);
+        Assert.Equal((string)line["prediction"]!["token"]!, (string)line["target"]!);
+        Assert.Equal(6, line["methods"]!["integrated-gradients"]!["scores"]!.AsArray().Count);
+        (code, output, error) = Run("explain", "--model", model, "--json", "--method", "gradient-input", "--target", "dog", "the quick [MASK] fox");
+        Assert.True(code == 0, error);
+        Assert.Equal("dog", (string)JsonNode.Parse(output)!["target"]!);
+        (code, _, error) = Run("explain", "--model", model, "the quick brown fox");
+        Assert.Equal((int)ExitCode.Failure, code);
+        Assert.Equal("error: text 1 has no [MASK]: a masked-LM head explains the token it predicts there", error.Trim());
+        Assert.Equal((int)ExitCode.Usage, Run("explain", "--model", model, "--target", "zebra", "the [MASK]").Code);
+    }
 }

@@ -13,20 +13,39 @@ public enum AttributionMethod
     AttentionRollout,
 }
 
+/// <summary>
+/// The output an attribution explains: output <see cref="Output"/> of the sequence (a classifier's class, a regression
+/// head's output), or with a <see cref="Position"/> that token's (a masked-LM head's vocabulary entry at a [MASK]).
+/// </summary>
+public readonly record struct AttributionTarget(int Output, int? Position = null);
+
+/// <summary>A model with a head whose outputs attributions explain: its encoder, and one output's value and gradient at the embeddings.</summary>
+public interface IAttributable
+{
+    BertModel Bert { get; }
+
+    /// <summary>
+    /// F per example of <paramref name="batch"/> (no padding; dropout off) for <paramref name="target"/>, when the
+    /// embeddings module's output is <paramref name="embeddings"/> ((B·T, C); null: the batch's own), and ∂F/∂embeddings
+    /// (B·T, C). Clears the parameter gradients and leaves this backward's in them.
+    /// </summary>
+    (float[] Outputs, float[] Gradients) OutputAndGradientAtEmbeddings(BertBatch batch, float[]? embeddings, AttributionTarget target);
+}
+
 /// <summary>One method's score per token (in the input's order) and, for integrated gradients, its convergence delta.</summary>
 public sealed record TokenScores(AttributionMethod Method, double[] Scores, double? Delta = null);
 
 /// <summary>
-/// What an explanation explains: the output F — the target class's logit (the regression output for a regression head)
-/// — at the input, and at the baseline when integrated gradients ran.
+/// What an explanation explains: the output F of <see cref="Target"/> — a class's logit, a regression output, a token's
+/// logit at a position — at the input, and at the baseline when integrated gradients ran.
 /// </summary>
-/// <param name="Logits">The model's outputs at the input (its prediction).</param>
 /// <param name="Attentions">Each layer's attention probabilities (1, NH, T, T) at the input.</param>
-public sealed record Explanation(int[] InputIds, float[] Logits, int Target, double Output, double? BaselineOutput, IReadOnlyList<TokenScores> Scores,
+public sealed record Explanation(int[] InputIds, AttributionTarget Target, double Output, double? BaselineOutput, IReadOnlyList<TokenScores> Scores,
     IReadOnlyList<float[]> Attentions);
 
 /// <summary>
-/// Token attributions of a sequence classifier's output, with the conventions of the README: taken at the output of the
+/// Token attributions of a head's output (a classifier's, a regression head's, a masked-LM head's at a position), with
+/// the conventions of the README: taken at the output of the
 /// embeddings module (after its LayerNorm, dropout off), per token, summed over the hidden dimension. Integrated
 /// gradients' baseline is the same input with every token but [CLS] and [SEP] replaced by [PAD] (same positions and
 /// token types); its path integral is a Gauss–Legendre quadrature with <c>steps</c> nodes on [0, 1] (Captum's default
@@ -34,25 +53,21 @@ public sealed record Explanation(int[] InputIds, float[] Logits, int Target, dou
 /// quadrature is from completeness. Attention rollout needs no gradient: per layer A = ½·(mean over heads) + ½·I, rows
 /// renormalised, multiplied from the first layer up; the [CLS] row is the token score.
 /// </summary>
-public sealed class TokenAttributions(BertForSequenceClassification model, int padId, int clsId, int sepId)
+public sealed class TokenAttributions(IAttributable model, int padId, int clsId, int sepId)
 {
     /// <summary>The most path points one forward and backward takes.</summary>
     public int BatchSize { get; init; } = 16;
 
-    /// <summary>
-    /// Explains <paramref name="inputIds"/> (one sequence, no padding) for output <paramref name="target"/> (null: the
-    /// predicted class; 0 for regression) by each of <paramref name="methods"/>.
-    /// </summary>
-    public Explanation Explain(int[] inputIds, int[] tokenTypeIds, int? target, IReadOnlyCollection<AttributionMethod> methods, int steps = 50)
+    /// <summary>Explains <paramref name="inputIds"/> (one sequence, no padding) for <paramref name="target"/> by each of <paramref name="methods"/>.</summary>
+    public Explanation Explain(int[] inputIds, int[] tokenTypeIds, AttributionTarget target, IReadOnlyCollection<AttributionMethod> methods, int steps = 50)
     {
         if (inputIds.Length == 0 || tokenTypeIds.Length != inputIds.Length) throw new ArgumentException($"{inputIds.Length} ids and {tokenTypeIds.Length} token types");
         if (steps is < 1 or > 10_000) throw new ArgumentOutOfRangeException(nameof(steps), $"steps = {steps}: expected 1 to 10000");
-        int T = inputIds.Length, C = model.Config.HiddenSize;
+        int T = inputIds.Length, C = model.Bert.Config.HiddenSize;
         var single = Batch(inputIds, tokenTypeIds, 1);
-        var run = model.Run(single, outputAttentions: true);
-        int chosen = target ?? (model.ProblemType == ProblemType.Regression ? 0 : ArgMax(run.Logits));
+        var attentions = model.Bert.Forward(single, outputAttentions: true).Attentions!;
         var x = model.Bert.EmbeddingsOutput(single);
-        var (outputs, gradient) = model.OutputAndGradientAtEmbeddings(single, x, chosen);
+        var (outputs, gradient) = model.OutputAndGradientAtEmbeddings(single, x, target);
         var scores = new List<TokenScores>();
         double? baselineOutput = null;
         foreach (var method in methods.Distinct())
@@ -63,24 +78,24 @@ public sealed class TokenAttributions(BertForSequenceClassification model, int p
                     scores.Add(new(method, SumOverHidden(T, C, (t, c) => (double)x[t * C + c] * gradient[t * C + c])));
                     break;
                 case AttributionMethod.IntegratedGradients:
-                    var (integrated, fBaseline) = IntegratedGradients(inputIds, tokenTypeIds, x, chosen, steps);
+                    var (integrated, fBaseline) = IntegratedGradients(inputIds, tokenTypeIds, x, target, steps);
                     baselineOutput = fBaseline;
                     scores.Add(new(method, integrated, integrated.Sum() - (outputs[0] - fBaseline)));
                     break;
                 case AttributionMethod.AttentionRollout:
-                    scores.Add(new(method, Rollout(run.Encoder.Attentions!, model.Config.NumAttentionHeads, T)));
+                    scores.Add(new(method, Rollout(attentions, model.Bert.Config.NumAttentionHeads, T)));
                     break;
             }
         }
-        return new Explanation(inputIds, run.Logits, chosen, outputs[0], baselineOutput, scores, run.Encoder.Attentions!);
+        return new Explanation(inputIds, target, outputs[0], baselineOutput, scores, attentions);
     }
 
     /// <summary>The baseline's ids: [PAD] everywhere but at [CLS] and [SEP].</summary>
     public int[] BaselineIds(int[] inputIds) => [.. inputIds.Select(id => id == clsId || id == sepId ? id : padId)];
 
-    private (double[] Scores, double BaselineOutput) IntegratedGradients(int[] inputIds, int[] tokenTypeIds, float[] x, int target, int steps)
+    private (double[] Scores, double BaselineOutput) IntegratedGradients(int[] inputIds, int[] tokenTypeIds, float[] x, AttributionTarget target, int steps)
     {
-        int T = inputIds.Length, C = model.Config.HiddenSize, n = T * C;
+        int T = inputIds.Length, C = model.Bert.Config.HiddenSize, n = T * C;
         var baseline = model.Bert.EmbeddingsOutput(Batch(BaselineIds(inputIds), tokenTypeIds, 1));
         var (nodes, weights) = GaussLegendre.OnUnitInterval(steps);
         var weightedGradient = new double[n];
@@ -141,8 +156,6 @@ public sealed class TokenAttributions(BertForSequenceClassification model, int p
 
     private static double[] SumOverHidden(int T, int C, Func<int, int, double> term) =>
         [.. Enumerable.Range(0, T).Select(t => Enumerable.Range(0, C).Sum(c => term(t, c)))];
-
-    private static int ArgMax(float[] values) => Array.IndexOf(values, values.Max());
 
     /// <summary><paramref name="count"/> copies of one unpadded sequence.</summary>
     private static BertBatch Batch(int[] ids, int[] types, int count) =>

@@ -101,7 +101,7 @@ public sealed class BertLMPredictionHead
 /// (B,T,V) product at 15% masking, with the same loss and gradients. Inference (<see cref="Logits"/>) computes them
 /// everywhere. The head runs in <see cref="Loss"/>, where the masked positions are known.
 /// </remarks>
-public sealed class BertForMaskedLM : ITaskModel
+public sealed class BertForMaskedLM : ITaskModel, Interpretability.IAttributable
 {
     private readonly ITrainingBackend _backend;
     private (ForwardPass Pass, DeviceBuffer<float> Hidden, int[] Rows)? _current;
@@ -224,10 +224,12 @@ public sealed class BertForMaskedLM : ITaskModel
     public void ValidateTargets(IReadOnlyList<float> targets, string set) =>
         throw new EngineException($"a masked-LM head trains on a corpus that it masks (engine pretrain), not on labelled {set} examples");
 
-    public ForwardPass Forward(BertBatch batch, DropoutSettings dropout)
+    public ForwardPass Forward(BertBatch batch, DropoutSettings dropout) => Forward(batch, dropout, null);
+
+    private ForwardPass Forward(BertBatch batch, DropoutSettings dropout, float[]? embeddings)
     {
         var pass = Bert.Begin(batch, records: true, dropout);
-        var hidden = Bert.Forward(pass);
+        var hidden = Bert.Forward(pass, embeddings);
         if (SeqRelationship is not null) SentenceLogits(pass, hidden);
         _current = (pass, hidden, []);
         return pass;
@@ -410,6 +412,38 @@ public sealed class BertForMaskedLM : ITaskModel
             var hidden = Bert.Forward(pass);
             var logits = Download(Predictions.Forward(pass, hidden, pass.Rows), pass.Rows * VocabSize);
             return (Bert.Read(pass, hidden), pass.Unpack(logits, VocabSize));
+        }
+    }
+
+    /// <summary>
+    /// For attributions, dropout off: F per example, the logit of token <c>target.Output</c> at position
+    /// <c>target.Position</c> (a masked token's, in fill-mask), when the embeddings module's output is
+    /// <paramref name="embeddings"/> ((B·T, C); null: the batch's own), and ∂F/∂embeddings (B·T, C). The batch has no
+    /// padding. Parameter gradients are cleared and then hold this backward's.
+    /// </summary>
+    public (float[] Outputs, float[] Gradients) OutputAndGradientAtEmbeddings(BertBatch batch, float[]? embeddings, Interpretability.AttributionTarget target)
+    {
+        BertModel.RequireUnpadded(batch);
+        if (target.Position is not int position || (uint)position >= (uint)batch.SequenceLength) throw new ArgumentOutOfRangeException(nameof(target), $"position {target.Position} of {batch.SequenceLength} tokens (a masked-LM output is a token's)");
+        if ((uint)target.Output >= (uint)VocabSize) throw new ArgumentOutOfRangeException(nameof(target), $"token {target.Output} of a vocabulary of {VocabSize}");
+        lock (Bert.ForwardLock)
+        {
+            Arena.ZeroGradients(_backend);
+            var pass = Forward(batch, DropoutSettings.None, embeddings);
+            int B = pass.B, T = pass.T;
+            int[] rows = [.. Enumerable.Range(0, B).Select(b => pass.Row(b, position))];
+            var logits = new float[B * VocabSize];
+            // The head over the target's rows (its loss is not used; the sentence head, if any, gets no labels and no gradient).
+            HeadLoss(pass, _current!.Value.Hidden, rows, [.. Enumerable.Repeat(target.Output, B)], SeqRelationship is null ? null : [.. Enumerable.Repeat(-100, B)],
+                (device, r) => _backend.Download(device, logits));
+            var seed = new float[B * VocabSize];
+            for (int b = 0; b < B; b++) seed[b * VocabSize + target.Output] = 1f;
+            _backend.Upload<float>(seed, pass.Kept(this, "dlogits", VocabSize, B));
+            _current = _current.Value with { Rows = rows };
+            Backward(pass);
+            var gradients = new float[pass.Rows * Config.HiddenSize];
+            _backend.Download(pass.Scratch("dHidden", Config.HiddenSize), gradients);
+            return ([.. Enumerable.Range(0, B).Select(b => logits[b * VocabSize + target.Output])], gradients);
         }
     }
 

@@ -61,7 +61,7 @@ public enum ProblemType
 /// fused attention), the attention output, the FFN output, and the pooler output before the classifier.
 /// Thread safety: <see cref="Logits"/> may be called from several threads at once (they take turns); training belongs to one thread.
 /// </remarks>
-public sealed class BertForSequenceClassification : ITaskModel
+public sealed class BertForSequenceClassification : ITaskModel, Interpretability.IAttributable
 {
     private readonly ITrainingBackend _backend;
 
@@ -279,15 +279,16 @@ public sealed class BertForSequenceClassification : ITaskModel
     }
 
     /// <summary>
-    /// For attributions, dropout off: F per example, the logit of class <paramref name="target"/> (of output
-    /// <paramref name="target"/> for regression), when the embeddings module's output is <paramref name="embeddings"/>
+    /// For attributions, dropout off: F per example, the logit of class <c>target.Output</c> (output <c>target.Output</c>
+    /// for regression; a sequence's, so no position), when the embeddings module's output is <paramref name="embeddings"/>
     /// ((B·T, C); null: the batch's own), and ∂F/∂embeddings (B·T, C). The batch has no padding. Parameter gradients are
     /// cleared and then hold this backward's (a side effect: attributions need no optimizer).
     /// </summary>
-    public (float[] Outputs, float[] Gradients) OutputAndGradientAtEmbeddings(BertBatch batch, float[]? embeddings, int target)
+    public (float[] Outputs, float[] Gradients) OutputAndGradientAtEmbeddings(BertBatch batch, float[]? embeddings, Interpretability.AttributionTarget target)
     {
         BertModel.RequireUnpadded(batch);
-        if ((uint)target >= (uint)NumLabels) throw new ArgumentOutOfRangeException(nameof(target), $"target {target} of {NumLabels} outputs");
+        if (target.Position is not null) throw new ArgumentException($"a sequence classifier's output has no position (got {target.Position})", nameof(target));
+        if ((uint)target.Output >= (uint)NumLabels) throw new ArgumentOutOfRangeException(nameof(target), $"target {target.Output} of {NumLabels} outputs");
         lock (Bert.ForwardLock)
         {
             ZeroGradients();
@@ -296,12 +297,12 @@ public sealed class BertForSequenceClassification : ITaskModel
             int B = pass.B;
             // F's gradient with respect to the logits: 1 at the target, 0 elsewhere, seeded where a loss would put its own.
             var seed = new float[B * NumLabels];
-            for (int b = 0; b < B; b++) seed[b * NumLabels + target] = 1f;
+            for (int b = 0; b < B; b++) seed[b * NumLabels + target.Output] = 1f;
             _backend.Upload<float>(seed, pass.Kept(this, "dlogits", NumLabels, perToken: false));
             Backward(pass);
             var gradients = new float[pass.Rows * Config.HiddenSize];
             _backend.Download(pass.Scratch("dHidden", Config.HiddenSize), gradients);
-            return ([.. Enumerable.Range(0, B).Select(b => logits[b * NumLabels + target])], gradients);
+            return ([.. Enumerable.Range(0, B).Select(b => logits[b * NumLabels + target.Output])], gradients);
         }
     }
 
