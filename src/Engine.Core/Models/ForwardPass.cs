@@ -108,7 +108,8 @@ public sealed class ForwardPass
     /// </summary>
     internal void CollectAttention(DeviceBuffer<float> qkv, int NH, int HS)
     {
-        int length = checked(B * NH * T * T);
+        long length = (long)B * NH * T * T;
+        if (length > Array.MaxLength) throw new EngineException($"the attention maps of {B} sequences of {T} tokens would hold {length:N0} values per layer, more than one buffer holds; use smaller batches");
         var probabilities = _arena.Get<float>(ScratchOwner, "attention_probabilities", NH * T * T, B);
         Backend.AttentionProbabilities(probabilities, qkv, Sequences, NH, HS);
         var host = new float[length];

@@ -397,18 +397,12 @@ public sealed class CpuBackend : ITrainingBackend
         lock (weight)
         {
             if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (float[])cache.Packed;
-            var widened = System.Buffers.ArrayPool<float>.Shared.Rent(N * K);
-            try
-            {
-                IO.DTypes.ToFloat32(type, weight.Span[..(N * K)], widened.AsSpan(0, N * K));
-                var packed = CpuGemm.Pack(widened, N, K);
-                weight.PackedCache = (weight.Version, N, K, packed);
-                return packed;
-            }
-            finally
-            {
-                System.Buffers.ArrayPool<float>.Shared.Return(widened);
-            }
+            // A transient array, not a pooled one: a pool would keep a vocabulary-sized copy alive after the packing.
+            var widened = GC.AllocateUninitializedArray<float>(N * K);
+            IO.DTypes.ToFloat32(type, weight.Span[..(N * K)], widened);
+            var packed = CpuGemm.Pack(widened, N, K);
+            weight.PackedCache = (weight.Version, N, K, packed);
+            return packed;
         }
     }
 
