@@ -82,7 +82,8 @@ public static class Philox
 public static class SeedStreams
 {
     private const ulong EpochOrderBase = 1UL << 63, HeadInitialisation = (1UL << 63) + (1UL << 62),
-        InitialisationBase = (1UL << 63) + (1UL << 61), MaskingBase = (1UL << 63) + (1UL << 60), PairingBase = (1UL << 63) + (1UL << 59);
+        InitialisationBase = (1UL << 63) + (1UL << 61), MaskingBase = (1UL << 63) + (1UL << 60), PairingBase = (1UL << 63) + (1UL << 59),
+        SearchBase = (1UL << 63) + (1UL << 58);
 
     /// <summary>The order of <paramref name="count"/> examples in <paramref name="epoch"/>: a Fisher–Yates shuffle on its own stream.</summary>
     public static int[] EpochOrder(int count, ulong seed, int epoch)
@@ -131,4 +132,7 @@ public static class SeedStreams
 
     /// <summary>The stream that chooses a corpus's held-out documents.</summary>
     public static ulong HeldOut => PairingBase + 1;
+
+    /// <summary>The stream a hyper-parameter search draws trial <paramref name="trial"/>'s point from.</summary>
+    public static ulong SearchTrial(int trial) => SearchBase + (uint)trial;
 }

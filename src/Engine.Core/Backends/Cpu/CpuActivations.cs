@@ -11,6 +11,14 @@ public static class ErfcFit
 {
     public const float C0 = -1.26551223f, C1 = 1.00002368f, C2 = 0.37409196f, C3 = 0.09678418f, C4 = -0.18628806f,
         C5 = 0.27886807f, C6 = -1.13520398f, C7 = 1.48851587f, C8 = -0.82215223f, C9 = 0.17087277f;
+
+    /// <summary>erfc(x) for any x in double arithmetic from the same fit (erfc(−x) = 2 − erfc(x)): the normal CDF of a search's densities.</summary>
+    public static double Erfc(double x)
+    {
+        double z = Math.Abs(x), t = 1 / (1 + 0.5 * z);
+        double erfc = t * Math.Exp(-z * z + C0 + t * (C1 + t * (C2 + t * (C3 + t * (C4 + t * (C5 + t * (C6 + t * (C7 + t * (C8 + t * C9)))))))));
+        return x >= 0 ? erfc : 2 - erfc;
+    }
 }
 
 /// <summary>Softmax for every caller on the CPU (the softmax op, attention, cross-entropy, fill-mask, classify).</summary>
