@@ -4,7 +4,7 @@ namespace Engine;
 /// A problem with the user's input — a checkpoint, a file, a field, a tensor — reported as one clear
 /// message that names the offending item. The CLI prints it as a single line and exits non-zero.
 /// </summary>
-public sealed class EngineException : Exception
+public class EngineException : Exception
 {
     public EngineException(string message) : base(message) { }
 

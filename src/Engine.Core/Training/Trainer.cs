@@ -88,6 +88,9 @@ public sealed record EvaluationResult(double Loss, int Count, double? Accuracy =
     public bool IsBetterThan(EvaluationResult? other) => other is null || (F1 is { } f1 ? f1 > other.F1 : Loss < other.Loss);
 }
 
+/// <summary>Training stopped because its loss became infinite or NaN (a sweep records such a trial as diverged).</summary>
+public sealed class TrainingDivergedException(string message) : EngineException(message);
+
 /// <summary>
 /// Trains a model with a task head (<see cref="ITaskModel"/>: a classifier, a regression head, a masked-LM head, …) on
 /// an <see cref="ITrainingSet"/> (which makes each batch and its targets, masking it anew for a masked-LM head):
@@ -167,7 +170,7 @@ public sealed class Trainer(ITaskModel model, TrainingOptions options)
                 float? lossScale = scaler?.Scale;
                 accumulatedLoss += model.ForwardBackward(batch.Batch, batch.Targets, dropout, lossScale ?? 1f);
                 if (!double.IsFinite(accumulatedLoss))
-                    throw new EngineException($"step {step + 1}: the loss is {accumulatedLoss}; training stopped");
+                    throw new TrainingDivergedException($"step {step + 1}: the loss is {accumulatedLoss}; training stopped");
                 if (++micro < options.GradientAccumulation && start + options.BatchSize < train.Count) continue;
                 float rate = options.Schedule == Schedule.Linear
                     ? LearningRateSchedule.Linear(options.LearningRate, optimizer.StepCount, warmup, totalSteps)
