@@ -64,6 +64,7 @@ public static partial class Commands
         root.Subcommands.Add(QuantizeCommand());
         root.Subcommands.Add(ExplainCommand());
         root.Subcommands.Add(ValidateCommand());
+        root.Subcommands.Add(SweepCommand());
         return root;
     }
 

@@ -247,6 +247,7 @@ public sealed class CommandLineTests(CommandLineFixture data, ITestOutputHelper 
         "quantize" => (new() { ["--model"] = data.Model, ["--output"] = temp["quantized"], ["--report"] = data.Texts }, []),
         "explain" => (new() { ["--model"] = data.Classifier, ["--steps"] = "2", ["--html"] = temp["explained.html"] }, ["good movie"]),
         "validate" => (new() { ["--model"] = ValidateTests.Model("tiny-3-labels"), ["--reference"] = ValidateTests.Reference("tiny-3-labels") }, []),
+        "sweep" => (new() { ["--model"] = data.Model, ["--train"] = data.Train, ["--eval"] = data.Train, ["--grid"] = "epochs=1", ["--output"] = temp["swept"] }, []),
         _ => throw new InvalidOperationException($"no valid command line for the new verb '{verb}': add one here"),
     };
 
