@@ -78,10 +78,20 @@ public static partial class Commands
             {
                 var options = point.Values.Aggregate(baseOptions, (o, p) => SweepParameters[p.Key](o, p.Value));
                 options.Validate();
-                Note(result, $"trial: {point}", always: true);
                 using var model = BertForSequenceClassification.Load(directory, TrainingBackend(result), seed: seedValue, labelNames: labelNames);
                 var losses = new List<double>();
-                var best = new Trainer(model, options).Train(trainSet, evalSet, e => { if (e is StepEvent step) losses.Add(step.Loss); }, trialDirectory, directory);
+                var trainer = new Trainer(model, options);
+                EvaluationResult? best = null;
+                // Each trial shows its steps as finetune does (a bar on a terminal, lines otherwise).
+                Progress(result, printsToStdout: true).Run($"trial {point}", trainer.TotalSteps(trainSet.Count), "steps", progress =>
+                {
+                    var display = new TrainingProgress(json: false, progress);
+                    best = trainer.Train(trainSet, evalSet, e =>
+                    {
+                        if (e is StepEvent step) losses.Add(step.Loss);
+                        display.Report(e);
+                    }, trialDirectory, directory);
+                });
                 return new TrialRun(best, losses);
             }, trial => Console.WriteLine(TrialLine(sweep, trial)));
             IO.AtomicFile.Write(Path.Combine(outputDirectory, "sweep.png"), s => s.Write(SweepPlot(sweep, all)));
@@ -147,11 +157,17 @@ public static partial class Commands
         };
     }
 
-    /// <summary>The metric against each hyper-parameter, one panel each (log scale for lr), diverged trials left out.</summary>
+    /// <summary>
+    /// The metric against each hyper-parameter that the trials varied (every one when none did), one panel each (log scale
+    /// for lr), diverged trials left out.
+    /// </summary>
     private static byte[] SweepPlot(Sweep sweep, IReadOnlyList<SweepTrial> trials)
     {
-        var names = trials.SelectMany(t => t.Point.Values.Keys).Distinct().ToList();
+        var all = trials.SelectMany(t => t.Point.Values.Keys).Distinct().ToList();
+        var varied = all.Where(n => trials.Select(t => t.Point.Values.GetValueOrDefault(n)).Distinct().Count() > 1).ToList();
+        var names = varied.Count > 0 ? varied : all;
         var multiplot = new ScottPlot.Multiplot { Layout = new ScottPlot.MultiplotLayouts.Columns() };
+        while (multiplot.Subplots.Count > 0) multiplot.Subplots.RemoveAt(0); // it starts with an empty plot of its own
         for (int i = 0; i < names.Count; i++)
         {
             var plot = new ScottPlot.Plot();
