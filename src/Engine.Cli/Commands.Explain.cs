@@ -26,11 +26,11 @@ public static partial class Commands
         var texts = new Argument<string[]>("text") { Description = "Texts to explain (else one per line of stdin); after '--' a text may start with '-'", Arity = ArgumentArity.ZeroOrMore };
         var method = CliOptions.Choice("--method", "integrated-gradients, gradient-input, attention-rollout, or all of them",
             ["all", .. AttributionMethods.Keys], defaultValue: "all");
-        var target = CliOptions.Text("--target", "The label whose logit is explained: a label name or an index (default: each text's predicted label; a regression head's output)");
+        var target = CliOptions.Text("--target", "What is explained: a label's logit (by name or index), or for a masked-LM checkpoint a token's at the text's first [MASK] (default: the predicted one; a regression head's output)");
         var steps = CliOptions.Integer("--steps", "Integrated gradients' quadrature nodes (Gauss–Legendre on [0, 1], as Captum)", 1, 10_000, 50);
         var json = CliOptions.Flag("--json", "One JSON line per text: tokens, each method's scores (and integrated gradients' delta), the prediction");
         var html = CliOptions.Path("--html", ValueKind.OutputFile, "Write one self-contained page: each text as a heat map per method, and its attention maps per layer and head");
-        var command = new Command("explain", "Attribute a classifier's prediction to the input's tokens (integrated gradients, gradient × input, attention rollout)")
+        var command = new Command("explain", "Attribute a classifier's prediction, or a masked-LM head's token at [MASK], to the input's tokens (integrated gradients, gradient × input, attention rollout)")
         {
             texts, Model, method, target, steps, json, html, MaxLength,
         };
