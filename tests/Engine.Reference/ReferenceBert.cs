@@ -82,6 +82,15 @@ public static class ReferenceBert
         return ReferenceOps.Linear(pooled, w["classifier.weight"], w["classifier.bias"], B, C, numLabels, "none");
     }
 
+    /// <summary>A model directory's weights in float64, by Hugging Face name without the <c>bert.</c> prefix (as this class reads them).</summary>
+    public static Dictionary<string, double[]> Weights(string directory)
+    {
+        var weights = new Dictionary<string, double[]>();
+        using var file = Engine.IO.SafeTensorsFile.Open(Path.Combine(directory, Engine.IO.Checkpoint.SingleFileName));
+        foreach (var info in file.Tensors) weights[info.Name.StartsWith("bert.", StringComparison.Ordinal) ? info.Name[5..] : info.Name] = file.ReadFloat32(info).AsDoubles();
+        return weights;
+    }
+
     /// <summary>∂loss/∂w for every element of the named tensor, by central differences (<paramref name="loss"/> reads <paramref name="w"/>).</summary>
     public static double[] NumericGradient(Dictionary<string, double[]> w, string name, Func<double> loss, double h = 1e-5)
     {

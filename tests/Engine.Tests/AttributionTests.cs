@@ -31,14 +31,6 @@ public sealed class AttributionTests
         return TinyBert.WriteWithVocabulary(temp["classifier"], tensors, config);
     }
 
-    private static Dictionary<string, double[]> Weights(string directory)
-    {
-        var weights = new Dictionary<string, double[]>();
-        using var file = SafeTensorsFile.Open(Path.Combine(directory, "model.safetensors"));
-        foreach (var info in file.Tensors) weights[info.Name.StartsWith("bert.", StringComparison.Ordinal) ? info.Name[5..] : info.Name] = file.ReadFloat32(info).AsDoubles();
-        return weights;
-    }
-
     [Fact]
     public void GaussLegendreNodesIntegratePolynomialsExactly()
     {
@@ -74,7 +66,7 @@ public sealed class AttributionTests
         var explanation = explainer.Explain(Ids, Types, new AttributionTarget(Target), [AttributionMethod.IntegratedGradients, AttributionMethod.GradientTimesInput], Steps);
         Assert.Equal(Target, explanation.Target.Output);
 
-        var weights = Weights(directory);
+        var weights = ReferenceBert.Weights(directory);
         var config = model.Config;
         int T = Ids.Length, C = config.HiddenSize;
         int[] tokens = [.. Enumerable.Range(0, T)];

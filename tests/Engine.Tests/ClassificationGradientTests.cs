@@ -42,9 +42,7 @@ public abstract class ClassificationGradientTests(Func<ITrainingBackend> createB
         model.ZeroGradients();
         double loss = numLabels == 1 ? model.ForwardBackward(Batch, Targets, dropout) : model.ForwardBackward(Batch, Labels, dropout);
 
-        var weights = new Dictionary<string, double[]>();
-        using (var file = SafeTensorsFile.Open(Path.Combine(temp.Path, "model.safetensors")))
-            foreach (var info in file.Tensors) weights[info.Name.StartsWith("bert.", StringComparison.Ordinal) ? info.Name[5..] : info.Name] = file.ReadFloat32(info).AsDoubles();
+        var weights = ReferenceBert.Weights(temp.Path);
         var config = model.Bert.Config;
         double ReferenceLoss() => numLabels == 1
             ? ReferenceBert.Loss(weights, config, Batch, Targets.AsDoubles(), dropout)

@@ -67,7 +67,7 @@ public sealed class TokenAttributions(IAttributable model, int padId, int clsId,
         var single = Batch(inputIds, tokenTypeIds, 1);
         var attentions = model.Bert.Forward(single, outputAttentions: true).Attentions!;
         var x = model.Bert.EmbeddingsOutput(single);
-        var (outputs, gradient) = model.OutputAndGradientAtEmbeddings(single, x, target);
+        var (outputs, gradient) = model.OutputAndGradientAtEmbeddings(single, null, target); // at x: the batch's own embeddings
         var scores = new List<TokenScores>();
         double? baselineOutput = null;
         foreach (var method in methods.Distinct())

@@ -325,11 +325,17 @@ public sealed class ParameterArena : IDisposable
         });
 
     /// <summary>An F32 entry's values, downloaded.</summary>
-    public float[] Read(ParameterEntry entry)
+    public float[] Read(ParameterEntry entry) => Download(entry, Values);
+
+    /// <summary>An F32 entry's gradient, downloaded; the gradients must exist (<see cref="ZeroGradients"/>).</summary>
+    public float[] ReadGradient(ParameterEntry entry) =>
+        Download(entry, Gradients ?? throw new InvalidOperationException($"{entry.Name} has no gradient: call ZeroGradients before a backward pass"));
+
+    private float[] Download(ParameterEntry entry, DeviceBuffer<float> buffer)
     {
         if (entry.Type != DType.F32) throw new ArgumentException($"{entry.Name} is a {entry.Type} entry");
         var values = new float[entry.Length];
-        _backend.Download(Values.Slice(entry.Offset, entry.Length), values);
+        _backend.Download(buffer.Slice(entry.Offset, entry.Length), values);
         return values;
     }
 

@@ -46,8 +46,9 @@ public static class ReferenceValidator
         if (idsInfo.Shape.Length != 2) throw new EngineException($"{Where("input_ids")} has shape [{string.Join(", ", idsInfo.Shape)}], expected (B,T)");
         int B = (int)idsInfo.Shape[0], T = (int)idsInfo.Shape[1];
         RequireShape(reference, "attention_mask", [B, T], Where);
-        int[] types = Integers(reference, "token_type_ids", Where) is { } given ? RequireShape(reference, "token_type_ids", [B, T], Where, given) : new int[B * T];
-        var batch = new BertBatch(B, T, ids, types, mask);
+        var types = Integers(reference, "token_type_ids", Where);
+        if (types is not null) RequireShape(reference, "token_type_ids", [B, T], Where);
+        var batch = new BertBatch(B, T, ids, types ?? new int[B * T], mask);
 
         var names = reference.Tensors.Select(t => t.Name).Where(n => !Inputs.Contains(n)).Order(StringComparer.Ordinal).ToList();
         foreach (var name in names)
@@ -91,11 +92,8 @@ public static class ReferenceValidator
             foreach (string name in gradients)
             {
                 string parameterName = name["grad.".Length..];
-                var (parameter, offset) = arena.Parameters.SelectMany(p => p.Parts.Select((e, i) => (Parameter: p, Entry: e, Offset: p.Parts.Take(i).Sum(x => x.Length))))
-                    .Where(x => x.Entry.Name == parameterName).Select(x => (x.Parameter, x.Offset)).FirstOrDefault();
-                if (parameter is null) throw new EngineException($"{Where(name)}: the model has no parameter '{parameterName}'");
-                var entry = parameter.Parts.Single(e => e.Name == parameterName);
-                engine[name] = (parameter.ReadGradient(backend).AsSpan(offset, entry.Length).ToArray(), entry.Shape);
+                var entry = arena.Find(parameterName) ?? throw new EngineException($"{Where(name)}: the model has no parameter '{parameterName}'");
+                engine[name] = (arena.ReadGradient(entry), entry.Shape);
             }
         }
 
@@ -190,11 +188,10 @@ public static class ReferenceValidator
         };
     }
 
-    private static int[] RequireShape(SafeTensorsFile file, string name, long[] shape, Func<string, string> where, int[]? values = null)
+    private static void RequireShape(SafeTensorsFile file, string name, long[] shape, Func<string, string> where)
     {
         file.TryGet(name, out var info);
         if (!info.Shape.SequenceEqual(shape)) throw new EngineException($"{where(name)} has shape [{string.Join(", ", info.Shape)}], expected [{string.Join(", ", shape)}]");
-        return values ?? [];
     }
 
     /// <summary>The labels in the head's target layout (ITaskModel.Loss): class ids or values per example; token labels then sentence labels.</summary>

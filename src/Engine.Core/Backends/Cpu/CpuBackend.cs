@@ -375,43 +375,35 @@ public sealed class CpuBackend : ITrainingBackend
 
     public void Dispose() { }
 
-    private static float[] PackedWeight(CpuBuffer<float> weight, int N, int K)
-    {
-        lock (weight)
-        {
-            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (float[])cache.Packed;
-            // A weight that changed (a training step) is repacked into its previous panels.
-            var reuse = weight.PackedCache is { } stale && stale.N == N && stale.K == K ? (float[])stale.Packed : null;
-            var packed = CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset, destination: reuse);
-            weight.PackedCache = (weight.Version, N, K, packed);
-            return packed;
-        }
-    }
+    private static float[] PackedWeight(CpuBuffer<float> weight, int N, int K) =>
+        // A weight that changed (a training step) is repacked into its previous panels.
+        Packed<float, float[]>(weight, N, K, stale => CpuGemm.Pack(weight.Array, N, K, offset: weight.Offset, destination: stale));
 
     /// <summary>
     /// An F16 or BF16 weight's panels: widened (exactly) as it is packed, so the product is the fp32 one of its values; the
     /// model holds the 16-bit weight, the packed fp32 panels are this backend's working copy (as for any weight).
     /// </summary>
-    private static float[] PackedHalves(CpuBuffer<ushort> weight, IO.DType type, int N, int K)
+    private static float[] PackedHalves(CpuBuffer<ushort> weight, IO.DType type, int N, int K) => Packed<ushort, float[]>(weight, N, K, _ =>
     {
-        lock (weight)
-        {
-            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (float[])cache.Packed;
-            // A transient array, not a pooled one: a pool would keep a vocabulary-sized copy alive after the packing.
-            var widened = GC.AllocateUninitializedArray<float>(N * K);
-            IO.DTypes.ToFloat32(type, weight.Span[..(N * K)], widened);
-            var packed = CpuGemm.Pack(widened, N, K);
-            weight.PackedCache = (weight.Version, N, K, packed);
-            return packed;
-        }
-    }
+        // A transient array, not a pooled one: a pool would keep a vocabulary-sized copy alive after the packing.
+        var widened = GC.AllocateUninitializedArray<float>(N * K);
+        IO.DTypes.ToFloat32(type, weight.Span[..(N * K)], widened);
+        return CpuGemm.Pack(widened, N, K);
+    });
 
-    private static CpuInt8Gemm.PackedWeights PackedInt8(CpuBuffer<sbyte> weight, int N, int K)
+    private static CpuInt8Gemm.PackedWeights PackedInt8(CpuBuffer<sbyte> weight, int N, int K) => Packed<sbyte, CpuInt8Gemm.PackedWeights>(weight, N, K, _ => CpuInt8Gemm.Pack(weight.Span, N, K));
+
+    /// <summary>
+    /// The packed form of a (N,K) weight, kept beside its buffer while the buffer's version stands; <paramref name="pack"/>
+    /// is given the stale packing of the same shape (to pack into), or null.
+    /// </summary>
+    private static TPacked Packed<T, TPacked>(CpuBuffer<T> weight, int N, int K, Func<TPacked?, TPacked> pack) where T : unmanaged where TPacked : class
     {
         lock (weight)
         {
-            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (CpuInt8Gemm.PackedWeights)cache.Packed;
-            var packed = CpuInt8Gemm.Pack(weight.Span, N, K);
+            if (weight.PackedCache is { } cache && cache.Version == weight.Version && cache.N == N && cache.K == K) return (TPacked)cache.Packed;
+            var stale = weight.PackedCache is { } old && old.N == N && old.K == K ? (TPacked)old.Packed : null;
+            var packed = pack(stale);
             weight.PackedCache = (weight.Version, N, K, packed);
             return packed;
         }
